@@ -1,0 +1,90 @@
+//! The op set that both backends implement; the model code is written once over it.
+//!
+//! Tensors are row-major f32. Most ops view a tensor as a matrix `[rows, cols]` whose columns are
+//! the last dimension. Weights are stored in the HF `[out, in]` layout, so `matmul` computes
+//! `x · wᵀ`. Ops are recorded, not necessarily run: a GPU backend batches everything up to the next
+//! `read` into one submit. Only `read` returns data to the host.
+
+pub mod cpu;
+pub mod wgpu;
+
+use crate::{HostTensor, Result};
+
+/// How `mix` picks the mask or ablation row used for row `r` of `x`: `(r / div) % rows_of_that_tensor`.
+/// `div = 1` and one row: the same row for all (position-independent); `div = 1`, `T` rows: per
+/// position; `div = 1`, `R` rows: one row per row of x (e.g. a corrupted run); `div = T`: per prompt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowMap {
+    pub div: usize,
+}
+
+impl RowMap {
+    pub const SHARED: RowMap = RowMap { div: 1 };
+    pub fn index(self, r: usize, rows: usize) -> usize {
+        (r / self.div.max(1)) % rows.max(1)
+    }
+}
+
+/// Shape of a batched attention call. `q` is `[batch*seq, n_heads*head_dim]`; `k`, `v` are
+/// `[batch*seq, n_kv_heads*head_dim]`; query head `h` reads kv head `h / (n_heads / n_kv_heads)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttnShape {
+    pub batch: usize,
+    pub seq: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    /// Multiplies q·k before the softmax (1/sqrt(head_dim) for both families).
+    pub scale: f32,
+}
+
+pub trait Backend {
+    /// A cheap handle (clone = another reference to the same data).
+    type Tensor: Clone;
+
+    /// A short description: "cpu (2 threads)", "wgpu vulkan: NVIDIA GeForce RTX 4090".
+    fn describe(&self) -> String;
+
+    /// Largest tensor, in bytes, that one op can take as one input (the adapter's binding limit, or
+    /// `usize::MAX`). Larger weights must be split by the backend or refused with a clear error.
+    fn max_tensor_bytes(&self) -> usize;
+
+    /// Test aid: when on, every freshly allocated output is filled with NaN before the op writes
+    /// it, so an element an op forgets to write shows up in the comparison.
+    fn set_poison(&self, on: bool);
+
+    fn upload(&self, t: &HostTensor) -> Result<Self::Tensor>;
+    fn shape(&self, t: &Self::Tensor) -> Vec<usize>;
+    /// Runs whatever is recorded and copies `t` back.
+    fn read(&self, t: &Self::Tensor) -> impl std::future::Future<Output = Result<HostTensor>>;
+
+    /// `out[i, :] = table[ids[i], :]`. Callers validate ids against the table's rows.
+    fn gather_rows(&self, table: &Self::Tensor, ids: &[u32]) -> Result<Self::Tensor>;
+    /// `x [M, K] · w[N, K]ᵀ (+ bias [N])` → `[M, N]`.
+    fn matmul(&self, x: &Self::Tensor, w: &Self::Tensor, bias: Option<&Self::Tensor>) -> Result<Self::Tensor>;
+    /// Elementwise `a + b`, same shapes.
+    fn add(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+    /// Row-wise LayerNorm: `(x − mean) / sqrt(var + eps) · w + b` (biased variance, as PyTorch).
+    fn layer_norm(&self, x: &Self::Tensor, w: &Self::Tensor, b: &Self::Tensor, eps: f32) -> Result<Self::Tensor>;
+    /// Row-wise RMSNorm: `x / sqrt(mean(x²) + eps) · w`.
+    fn rms_norm(&self, x: &Self::Tensor, w: &Self::Tensor, eps: f32) -> Result<Self::Tensor>;
+    /// GPT-2's tanh GELU: `0.5·x·(1 + tanh(sqrt(2/π)·(x + 0.044715·x³)))`.
+    fn gelu_new(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
+    /// `silu(gate) · up`, with `silu(g) = g / (1 + exp(−g))`.
+    fn silu_mul(&self, gate: &Self::Tensor, up: &Self::Tensor) -> Result<Self::Tensor>;
+    /// Rotary embedding, HF "rotate_half" layout, on `x [batch*seq, n_heads*head_dim]`. Row `r` is
+    /// at position `r % seq`. Within a head, dim `i < head_dim/2` pairs with `i + head_dim/2` and
+    /// turns by angle `pos · theta^(−2i/head_dim)`.
+    fn rope(&self, x: &Self::Tensor, seq: usize, n_heads: usize, head_dim: usize, theta: f32) -> Result<Self::Tensor>;
+    /// Causal attention probabilities `[batch*n_heads*seq, seq]`: row `(b·H + h)·T + i`, column `j`
+    /// holds `softmax_j(scale · q_i·k_j)` for `j ≤ i` and exactly 0 for `j > i`.
+    fn attn_scores(&self, q: &Self::Tensor, k: &Self::Tensor, s: AttnShape) -> Result<Self::Tensor>;
+    /// `out [batch*seq, n_heads*head_dim]`: head h of row `b·T + i` is `Σ_j p[(b·H+h)·T+i, j] · v_j`.
+    fn attn_apply(&self, probs: &Self::Tensor, v: &Self::Tensor, s: AttnShape) -> Result<Self::Tensor>;
+    /// The masked mix: `out[r, c] = m·x[r, c] + (1 − m)·a` with `m = mask[mrow, c]`,
+    /// `a = abl[arow, c]`, rows picked by the two `RowMap`s. `mask` is `[*, C]`, `abl` is `[*, C]`.
+    fn mix(&self, x: &Self::Tensor, mask: &Self::Tensor, mask_rows: RowMap, abl: &Self::Tensor, abl_rows: RowMap)
+        -> Result<Self::Tensor>;
+    /// Row-wise `log_softmax`, numerically stable (max subtracted).
+    fn log_softmax(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
+}

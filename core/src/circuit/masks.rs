@@ -1,0 +1,85 @@
+//! Masks and ablation values for every component of a model.
+//!
+//! A component contributes `m·out + (1−m)·a`. Head outputs are linear in the head's value-weighted
+//! sum `z_h` (its slice of the attention output before W_O), so a head's mask and ablation act on
+//! `z_h`, and `a` is measured there: mixing `z_h` then applying W_O equals mixing the head's output
+//! after its slice of W_O, without ever materialising per-head outputs. Neurons act on the MLP's
+//! hidden activations likewise. Blocks and layers act on the block outputs (after the output bias).
+
+use crate::HostTensor;
+
+/// Where a component's ablation value comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Ablation {
+    /// a = 0.
+    Zero,
+    /// Values measured elsewhere (a mean over a patching set, or a corrupted run): see `AblationValues`.
+    Given(AblationValues),
+}
+
+/// Ablation values for one site (head z's, MLP hidden units, or a block output), `[rows, width]`.
+/// One row: the same for every position (position-independent mean). `T` rows with
+/// `per_position`: row t for position t. `batch*T` rows: one per row of the batch (resample).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SiteValues {
+    pub values: HostTensor,
+    /// Row `r` of the activations uses row `r % rows` when true (per position, or per batch row
+    /// when `rows == batch*T`); with one row this does not matter.
+    pub per_position: bool,
+}
+
+/// Measured ablation values for every site of every layer.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct AblationValues {
+    /// `z[l]`: `[rows, n_heads*head_dim]`, values for the heads' z.
+    pub z: Vec<Option<SiteValues>>,
+    /// `hidden[l]`: `[rows, d_ff]`, values for the MLP hidden activations (neurons).
+    pub hidden: Vec<Option<SiteValues>>,
+    /// `attn_out[l]`, `mlp_out[l]`: `[rows, d_model]`, block outputs (for block and layer masks).
+    pub attn_out: Vec<Option<SiteValues>>,
+    pub mlp_out: Vec<Option<SiteValues>>,
+}
+
+/// One mask per component; 1 keeps, 0 ablates, values between interpolate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Masks {
+    /// `heads[l][h]`
+    pub heads: Vec<Vec<f32>>,
+    /// `attn[l]`: the whole attention block.
+    pub attn: Vec<f32>,
+    /// `mlp[l]`: the whole MLP block.
+    pub mlp: Vec<f32>,
+    /// `neurons[l][n]`
+    pub neurons: Vec<Vec<f32>>,
+    /// `layers[l]`: multiplies into both block masks of layer l.
+    pub layers: Vec<f32>,
+}
+
+impl Masks {
+    /// Everything kept: the forward is then exactly the plain forward.
+    pub fn ones(n_heads: &[usize], d_ff: &[usize]) -> Masks {
+        let l = n_heads.len();
+        Masks {
+            heads: n_heads.iter().map(|&h| vec![1.0; h]).collect(),
+            attn: vec![1.0; l],
+            mlp: vec![1.0; l],
+            neurons: d_ff.iter().map(|&f| vec![1.0; f]).collect(),
+            layers: vec![1.0; l],
+        }
+    }
+    pub fn n_layers(&self) -> usize {
+        self.layers.len()
+    }
+    pub fn attn_block(&self, l: usize) -> f32 {
+        self.attn[l] * self.layers[l]
+    }
+    pub fn mlp_block(&self, l: usize) -> f32 {
+        self.mlp[l] * self.layers[l]
+    }
+    pub fn heads_all_on(&self, l: usize) -> bool {
+        self.heads[l].iter().all(|&m| m == 1.0)
+    }
+    pub fn neurons_all_on(&self, l: usize) -> bool {
+        self.neurons[l].iter().all(|&m| m == 1.0)
+    }
+}

@@ -1,0 +1,37 @@
+//! One error type for the core: every message names the problem and, where there is one, the file.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    /// A model or data file that is malformed: truncated, a lying header, a bad quant type...
+    #[error("{path}: {msg}")]
+    Format { path: PathBuf, msg: String },
+    /// A tensor that the architecture needs is not in the files.
+    #[error("missing tensor `{name}` (looked in {path})")]
+    MissingTensor { name: String, path: PathBuf },
+    /// A tensor whose shape disagrees with config.json.
+    #[error("tensor `{name}` has shape {got:?}, but the config implies {want:?}")]
+    Shape { name: String, got: Vec<usize>, want: Vec<usize> },
+    #[error("unsupported model: {0}")]
+    Unsupported(String),
+    #[error("invalid input: {0}")]
+    Input(String),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("backend: {0}")]
+    Backend(String),
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+    pub fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::Format { path: path.into(), msg: msg.into() }
+    }
+}

@@ -1,0 +1,96 @@
+//! Weights in one canonical layout: every matrix `[out, in]` (HF Linear), biases optional, so the
+//! forward reads the same structure whatever the source (GPT-2 Conv1D, Llama, GGUF, a pruned model).
+
+use crate::HostTensor;
+
+/// One transformer block. Head counts come from the weights, not the config, so a pruned layer with
+/// fewer heads (or none: `wq` with 0 rows) runs through the same code.
+#[derive(Clone, Debug)]
+pub struct LayerWeights<T> {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    /// Norm before attention (LayerNorm has a bias, RMSNorm has none).
+    pub ln1_w: T,
+    pub ln1_b: Option<T>,
+    pub wq: T, // [n_heads*head_dim, d]
+    pub bq: Option<T>,
+    pub wk: T, // [n_kv_heads*head_dim, d]
+    pub bk: Option<T>,
+    pub wv: T,
+    pub bv: Option<T>,
+    pub wo: T, // [d, n_heads*head_dim]
+    pub bo: Option<T>,
+    pub ln2_w: T,
+    pub ln2_b: Option<T>,
+    /// SwiGLU gate (Llama); None for GPT-2.
+    pub w_gate: Option<T>, // [d_ff, d]
+    pub w_up: T,           // [d_ff, d] (GPT-2 c_fc)
+    pub b_up: Option<T>,
+    pub w_down: T, // [d, d_ff] (GPT-2 mlp.c_proj)
+    pub b_down: Option<T>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ModelWeights<T> {
+    pub wte: T,         // [vocab, d]
+    pub wpe: Option<T>, // [n_ctx, d], GPT-2 only
+    pub layers: Vec<LayerWeights<T>>,
+    pub ln_f_w: T,
+    pub ln_f_b: Option<T>,
+    /// Unembedding `[vocab, d]`; None when tied to `wte`.
+    pub lm_head: Option<T>,
+}
+
+impl<T> LayerWeights<T> {
+    /// Applies `f` to every tensor, keeping the structure (host → device upload, for one).
+    pub fn try_map<U, E>(&self, mut f: impl FnMut(&T) -> Result<U, E>) -> Result<LayerWeights<U>, E> {
+        let mut o = |t: &Option<T>| t.as_ref().map(&mut f).transpose();
+        Ok(LayerWeights {
+            n_heads: self.n_heads,
+            n_kv_heads: self.n_kv_heads,
+            ln1_b: o(&self.ln1_b)?,
+            bq: o(&self.bq)?,
+            bk: o(&self.bk)?,
+            bv: o(&self.bv)?,
+            bo: o(&self.bo)?,
+            ln2_b: o(&self.ln2_b)?,
+            w_gate: o(&self.w_gate)?,
+            b_up: o(&self.b_up)?,
+            b_down: o(&self.b_down)?,
+            ln1_w: f(&self.ln1_w)?,
+            wq: f(&self.wq)?,
+            wk: f(&self.wk)?,
+            wv: f(&self.wv)?,
+            wo: f(&self.wo)?,
+            ln2_w: f(&self.ln2_w)?,
+            w_up: f(&self.w_up)?,
+            w_down: f(&self.w_down)?,
+        })
+    }
+}
+
+impl<T> ModelWeights<T> {
+    pub fn try_map<U, E>(&self, mut f: impl FnMut(&T) -> Result<U, E>) -> Result<ModelWeights<U>, E> {
+        Ok(ModelWeights {
+            wte: f(&self.wte)?,
+            wpe: self.wpe.as_ref().map(&mut f).transpose()?,
+            layers: self.layers.iter().map(|l| l.try_map(&mut f)).collect::<Result<_, E>>()?,
+            ln_f_w: f(&self.ln_f_w)?,
+            ln_f_b: self.ln_f_b.as_ref().map(&mut f).transpose()?,
+            lm_head: self.lm_head.as_ref().map(&mut f).transpose()?,
+        })
+    }
+}
+
+impl ModelWeights<HostTensor> {
+    /// Parameter counts: (all, without token and position embeddings). A tied head counts once.
+    pub fn param_counts(&self) -> (usize, usize) {
+        let mut n = 0usize;
+        let _ = self.try_map(|t| -> Result<(), ()> {
+            n += t.len();
+            Ok(())
+        });
+        let emb = self.wte.len() + self.wpe.as_ref().map_or(0, |t| t.len());
+        (n, n - emb - self.lm_head.as_ref().map_or(0, |t| t.len()))
+    }
+}

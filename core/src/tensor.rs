@@ -1,0 +1,37 @@
+//! Host-side f32 tensors: what loaders produce and what backends upload and read back.
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl HostTensor {
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
+        assert_eq!(shape.iter().product::<usize>(), data.len(), "shape {shape:?} vs {} values", data.len());
+        HostTensor { shape, data }
+    }
+    pub fn zeros(shape: Vec<usize>) -> Self {
+        let n = shape.iter().product();
+        HostTensor { shape, data: vec![0.0; n] }
+    }
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+    /// Rows and columns when viewed as a matrix whose last dimension is the columns.
+    pub fn rows_cols(&self) -> (usize, usize) {
+        let c = *self.shape.last().unwrap_or(&1);
+        (if c == 0 { 0 } else { self.data.len() / c }, c)
+    }
+    pub fn row(&self, r: usize) -> &[f32] {
+        let (_, c) = self.rows_cols();
+        &self.data[r * c..(r + 1) * c]
+    }
+    /// Largest absolute value, the scale that relative tolerances are taken against.
+    pub fn max_abs(&self) -> f32 {
+        self.data.iter().fold(0.0f32, |m, v| m.max(v.abs()))
+    }
+}
