@@ -13,31 +13,23 @@ use crate::HostTensor;
 pub enum Ablation {
     /// a = 0.
     Zero,
-    /// Values measured elsewhere (a mean over a patching set, or a corrupted run): see `AblationValues`.
+    /// Values measured elsewhere (a mean over a patching set, or a corrupted run).
     Given(AblationValues),
 }
 
-/// Ablation values for one site (head z's, MLP hidden units, or a block output), `[rows, width]`.
-/// One row: the same for every position (position-independent mean). `T` rows with
-/// `per_position`: row t for position t. `batch*T` rows: one per row of the batch (resample).
-#[derive(Clone, Debug, PartialEq)]
-pub struct SiteValues {
-    pub values: HostTensor,
-    /// Row `r` of the activations uses row `r % rows` when true (per position, or per batch row
-    /// when `rows == batch*T`); with one row this does not matter.
-    pub per_position: bool,
-}
-
-/// Measured ablation values for every site of every layer.
+/// Measured ablation values for every site of every layer. Each is `[rows, width]`: one row is
+/// the same value at every position (position-independent mean); `seq` rows give row t to
+/// position t (per-position mean); `batch*seq` rows give one row per row of the batch (a
+/// corrupted run). `None` for a site means zero.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct AblationValues {
     /// `z[l]`: `[rows, n_heads*head_dim]`, values for the heads' z.
-    pub z: Vec<Option<SiteValues>>,
+    pub z: Vec<Option<HostTensor>>,
     /// `hidden[l]`: `[rows, d_ff]`, values for the MLP hidden activations (neurons).
-    pub hidden: Vec<Option<SiteValues>>,
+    pub hidden: Vec<Option<HostTensor>>,
     /// `attn_out[l]`, `mlp_out[l]`: `[rows, d_model]`, block outputs (for block and layer masks).
-    pub attn_out: Vec<Option<SiteValues>>,
-    pub mlp_out: Vec<Option<SiteValues>>,
+    pub attn_out: Vec<Option<HostTensor>>,
+    pub mlp_out: Vec<Option<HostTensor>>,
 }
 
 /// One mask per component; 1 keeps, 0 ablates, values between interpolate.

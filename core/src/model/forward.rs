@@ -1,0 +1,275 @@
+//! The masked forward, written once over the `Backend` op set for both families.
+//!
+//! Layer l maps the residual stream `resid_pre[l]` to `resid_pre[l+1]`:
+//! `attn_out = mix_block(mix_heads(attention(norm1(x))) · W_O + b_O)`, `x += attn_out`,
+//! `mlp_out = mix_block(mix_neurons(act(norm2(x) · W_in)) · W_out + b_out)`, `x += mlp_out`.
+//! Mixes are skipped where every mask is 1, so an all-ones forward is the plain forward bit for bit.
+
+use crate::backend::{AttnShape, Backend, RowMap};
+use crate::circuit::Masks;
+use crate::model::ablation::DeviceAblation;
+use crate::model::batch::Batch;
+use crate::model::{Arch, LayerWeights, ModelConfig, ModelWeights};
+use crate::{Error, HostTensor, Result};
+
+/// A model whose weights live on a backend.
+pub struct Model<B: Backend> {
+    pub config: ModelConfig,
+    pub weights: ModelWeights<B::Tensor>,
+}
+
+/// Which intermediate tensors a forward keeps (all `[batch*seq, width]` unless said).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capture {
+    /// The residual stream entering each layer, and after the last layer (`resid[n_layers]`).
+    pub resid: bool,
+    pub attn_out: bool,
+    pub mlp_out: bool,
+    /// Attention probabilities `[batch*heads*seq, seq]`.
+    pub pattern: bool,
+    /// Heads' z (attention output before W_O) `[batch*seq, heads*head_dim]`.
+    pub z: bool,
+    /// MLP hidden activations `[batch*seq, d_ff]`.
+    pub hidden: bool,
+}
+
+impl Capture {
+    pub const ALL: Capture = Capture { resid: true, attn_out: true, mlp_out: true, pattern: true, z: true, hidden: true };
+}
+
+/// Per-layer captures; `resid` has one more entry than the layers (the final residual stream).
+pub struct Captured<T> {
+    pub resid: Vec<Option<T>>,
+    pub attn_out: Vec<Option<T>>,
+    pub mlp_out: Vec<Option<T>>,
+    pub pattern: Vec<Option<T>>,
+    pub z: Vec<Option<T>>,
+    pub hidden: Vec<Option<T>>,
+}
+
+impl<T> Captured<T> {
+    fn new(n_layers: usize) -> Self {
+        let v = || (0..n_layers).map(|_| None).collect::<Vec<_>>();
+        Captured { resid: (0..=n_layers).map(|_| None).collect(), attn_out: v(), mlp_out: v(), pattern: v(), z: v(), hidden: v() }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogitsAt {
+    /// `[batch*seq, vocab]`
+    #[default]
+    All,
+    /// `[batch, vocab]`, each prompt's last real position: what most methods need.
+    Last,
+    None,
+}
+
+/// What a forward does besides the plain pass.
+pub struct ForwardArgs<'a, B: Backend> {
+    pub masks: Option<&'a Masks>,
+    /// Ablation values on the device; None is zero ablation.
+    pub ablation: Option<&'a DeviceAblation<B>>,
+    pub capture: Capture,
+    pub logits: LogitsAt,
+}
+
+impl<B: Backend> Default for ForwardArgs<'_, B> {
+    fn default() -> Self {
+        ForwardArgs { masks: None, ablation: None, capture: Capture::default(), logits: LogitsAt::All }
+    }
+}
+
+pub struct ForwardOut<T> {
+    pub logits: Option<T>,
+    pub captured: Captured<T>,
+}
+
+impl<B: Backend> Model<B> {
+    pub fn upload(be: &B, config: ModelConfig, weights: &ModelWeights<HostTensor>) -> Result<Self> {
+        Ok(Model { config, weights: weights.try_map(|t| be.upload(t))? })
+    }
+
+    /// The whole forward from token ids.
+    pub fn forward(&self, be: &B, batch: &Batch, args: &ForwardArgs<B>) -> Result<ForwardOut<B::Tensor>> {
+        let mut x = be.gather_rows(&self.weights.wte, &batch.ids)?;
+        if let Some(wpe) = &self.weights.wpe {
+            x = be.add(&x, &be.gather_rows(wpe, &batch.positions())?)?;
+        }
+        self.forward_from(be, batch, 0, x, args)
+    }
+
+    /// The forward from the residual stream entering layer `start` (as captured in `resid[start]`);
+    /// `start == n_layers` goes straight to the final norm and the logits.
+    pub fn forward_from(&self, be: &B, batch: &Batch, start: usize, resid: B::Tensor, args: &ForwardArgs<B>)
+        -> Result<ForwardOut<B::Tensor>> {
+        let n = self.weights.layers.len();
+        if start > n {
+            return Err(Error::Input(format!("layer {start} is past the model's {n} layers")));
+        }
+        if let Some(m) = args.masks {
+            self.check_masks(m)?;
+        }
+        if let Some(a) = args.ablation {
+            a.check_rows(batch)?;
+        }
+        let mut cap = Captured::new(n);
+        let mut x = resid;
+        for l in start..n {
+            if args.capture.resid {
+                cap.resid[l] = Some(x.clone());
+            }
+            x = self.layer(be, batch, l, x, args, &mut cap)?;
+        }
+        if args.capture.resid {
+            cap.resid[n] = Some(x.clone());
+        }
+        let logits = match args.logits {
+            LogitsAt::None => None,
+            LogitsAt::All => Some(self.unembed(be, &x)?),
+            LogitsAt::Last => Some(self.unembed(be, &be.gather_rows(&x, &batch.last_rows())?)?),
+        };
+        Ok(ForwardOut { logits, captured: cap })
+    }
+
+    fn unembed(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
+        let w = &self.weights;
+        let h = self.norm(be, x, &w.ln_f_w, w.ln_f_b.as_ref())?;
+        be.matmul(&h, w.lm_head.as_ref().unwrap_or(&w.wte), None)
+    }
+
+    fn norm(&self, be: &B, x: &B::Tensor, w: &B::Tensor, b: Option<&B::Tensor>) -> Result<B::Tensor> {
+        match (self.config.arch, b) {
+            (Arch::Gpt2, Some(b)) => be.layer_norm(x, w, b, self.config.norm_eps),
+            (Arch::Gpt2, None) => Err(Error::Unsupported("GPT-2 LayerNorm without a bias".into())),
+            (Arch::Llama, _) => be.rms_norm(x, w, self.config.norm_eps),
+        }
+    }
+
+    fn layer(&self, be: &B, batch: &Batch, l: usize, x: B::Tensor, args: &ForwardArgs<B>, cap: &mut Captured<B::Tensor>)
+        -> Result<B::Tensor> {
+        let lw = &self.weights.layers[l];
+        let masks = args.masks;
+        let abl = |f: fn(&DeviceAblation<B>, usize) -> Option<&B::Tensor>| args.ablation.and_then(|a| f(a, l));
+
+        let mut attn = if lw.n_heads == 0 {
+            None
+        } else {
+            let h = self.norm(be, &x, &lw.ln1_w, lw.ln1_b.as_ref())?;
+            let (z, p) = self.attention(be, batch, lw, &h)?;
+            let z = match masks.filter(|m| !m.heads_all_on(l)) {
+                Some(m) => mix_cols(be, &z, &m.heads[l], self.config.head_dim, abl(|a, l| a.z[l].as_ref()))?,
+                None => z,
+            };
+            keep(args.capture.pattern, &mut cap.pattern[l], p);
+            keep(args.capture.z, &mut cap.z[l], z.clone());
+            Some(be.matmul(&z, &lw.wo, lw.bo.as_ref())?)
+        };
+        attn = self.mix_block(be, attn, masks.map(|m| m.attn_block(l)), abl(|a, l| a.attn_out[l].as_ref()))?;
+        let x = match &attn {
+            Some(a) => be.add(&x, a)?,
+            None => x,
+        };
+        if let Some(a) = attn {
+            keep(args.capture.attn_out, &mut cap.attn_out[l], a);
+        }
+
+        let d_ff = be.shape(&lw.w_up)[0];
+        let mut mlp = if d_ff == 0 {
+            None
+        } else {
+            let h = self.norm(be, &x, &lw.ln2_w, lw.ln2_b.as_ref())?;
+            let up = be.matmul(&h, &lw.w_up, lw.b_up.as_ref())?;
+            let hidden = match &lw.w_gate {
+                Some(g) => be.silu_mul(&be.matmul(&h, g, None)?, &up)?,
+                None => be.gelu_new(&up)?,
+            };
+            let hidden = match masks.filter(|m| !m.neurons_all_on(l)) {
+                Some(m) => mix_cols(be, &hidden, &m.neurons[l], 1, abl(|a, l| a.hidden[l].as_ref()))?,
+                None => hidden,
+            };
+            keep(args.capture.hidden, &mut cap.hidden[l], hidden.clone());
+            Some(be.matmul(&hidden, &lw.w_down, lw.b_down.as_ref())?)
+        };
+        mlp = self.mix_block(be, mlp, masks.map(|m| m.mlp_block(l)), abl(|a, l| a.mlp_out[l].as_ref()))?;
+        let x = match &mlp {
+            Some(m) => be.add(&x, m)?,
+            None => x,
+        };
+        if let Some(m) = mlp {
+            keep(args.capture.mlp_out, &mut cap.mlp_out[l], m);
+        }
+        Ok(x)
+    }
+
+    /// Causal self-attention up to z (before W_O); returns z and the probabilities.
+    fn attention(&self, be: &B, batch: &Batch, lw: &LayerWeights<B::Tensor>, h: &B::Tensor)
+        -> Result<(B::Tensor, B::Tensor)> {
+        let c = &self.config;
+        let s = AttnShape {
+            batch: batch.size(),
+            seq: batch.seq,
+            n_heads: lw.n_heads,
+            n_kv_heads: lw.n_kv_heads,
+            head_dim: c.head_dim,
+            scale: 1.0 / (c.head_dim as f32).sqrt(),
+        };
+        let mut q = be.matmul(h, &lw.wq, lw.bq.as_ref())?;
+        let mut k = be.matmul(h, &lw.wk, lw.bk.as_ref())?;
+        let v = be.matmul(h, &lw.wv, lw.bv.as_ref())?;
+        if c.arch == Arch::Llama {
+            q = be.rope(&q, batch.seq, lw.n_heads, c.head_dim, c.rope_theta)?;
+            k = be.rope(&k, batch.seq, lw.n_kv_heads, c.head_dim, c.rope_theta)?;
+        }
+        let p = be.attn_scores(&q, &k, s)?;
+        Ok((be.attn_apply(&p, &v, s)?, p))
+    }
+
+    /// A block's output mixed with its ablation value; `m == 1` leaves the block untouched.
+    fn mix_block(&self, be: &B, out: Option<B::Tensor>, m: Option<f32>, a: Option<&B::Tensor>)
+        -> Result<Option<B::Tensor>> {
+        match (out, m) {
+            (Some(o), Some(m)) if m != 1.0 => {
+                let d = be.shape(&o)[1];
+                Ok(Some(mix_cols(be, &o, &vec![m; d], 1, a)?))
+            }
+            (o, _) => Ok(o),
+        }
+    }
+
+    fn check_masks(&self, m: &Masks) -> Result<()> {
+        let layers = &self.weights.layers;
+        let bad = m.n_layers() != layers.len()
+            || m.attn.len() != layers.len()
+            || m.mlp.len() != layers.len()
+            || layers.iter().zip(&m.heads).any(|(l, h)| h.len() != l.n_heads)
+            || m.heads.len() != layers.len()
+            || m.neurons.len() != layers.len();
+        if bad {
+            return Err(Error::Input(format!("masks do not fit the model's {} layers and their heads", layers.len())));
+        }
+        Ok(())
+    }
+}
+
+/// Mixes `x` column-wise with a mask given per group of `group` columns (a head's `head_dim`, or 1
+/// per neuron). Zero ablation when `abl` is None.
+fn mix_cols<B: Backend>(be: &B, x: &B::Tensor, mask: &[f32], group: usize, abl: Option<&B::Tensor>) -> Result<B::Tensor> {
+    let cols = mask.len() * group;
+    let expanded: Vec<f32> = mask.iter().flat_map(|&m| std::iter::repeat_n(m, group)).collect();
+    let mask_t = be.upload(&HostTensor::new(vec![1, cols], expanded))?;
+    let zeros;
+    let a = match abl {
+        Some(a) => a,
+        None => {
+            zeros = be.upload(&HostTensor::zeros(vec![1, cols]))?;
+            &zeros
+        }
+    };
+    be.mix(x, &mask_t, RowMap::SHARED, a, RowMap::SHARED)
+}
+
+fn keep<T>(on: bool, slot: &mut Option<T>, t: T) {
+    if on {
+        *slot = Some(t);
+    }
+}

@@ -1,10 +1,14 @@
 //! Models: configs, loaders, the weights in one canonical layout, tokenizers and the masked forward.
 
+pub mod ablation;
+pub mod batch;
 pub mod config;
 pub mod forward;
 pub mod load;
 pub mod tokenizer;
 pub mod weights;
 
+pub use batch::Batch;
 pub use config::{Arch, ModelConfig};
+pub use forward::{Capture, ForwardArgs, ForwardOut, LogitsAt, Model};
 pub use weights::{LayerWeights, ModelWeights};

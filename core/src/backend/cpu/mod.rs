@@ -1,0 +1,135 @@
+//! The CPU backend: eager ops over `Vec<f32>`, matmuls through the `gemm` crate, rows in parallel
+//! with rayon. This is the backend that real work uses where no GPU is present, so every op is
+//! written for speed, not as a reference.
+
+mod attention;
+mod elementwise;
+mod matmul;
+mod norms;
+
+use crate::backend::{AttnShape, Backend, RowMap};
+use crate::{Error, HostTensor, Result};
+use std::cell::Cell;
+use std::sync::Arc;
+
+#[derive(Clone, Debug)]
+pub struct CpuTensor(Arc<HostTensor>);
+
+impl CpuTensor {
+    pub fn host(&self) -> &HostTensor {
+        &self.0
+    }
+    fn rows_cols(&self) -> (usize, usize) {
+        self.0.rows_cols()
+    }
+}
+
+pub struct CpuBackend {
+    poison: Cell<bool>,
+}
+
+impl Default for CpuBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CpuBackend {
+    pub fn new() -> Self {
+        CpuBackend { poison: Cell::new(false) }
+    }
+
+    /// A fresh output buffer: NaN when poisoning, so any element an op does not write shows up.
+    fn out(&self, n: usize) -> Vec<f32> {
+        vec![if self.poison.get() { f32::NAN } else { 0.0 }; n]
+    }
+
+    fn wrap(shape: Vec<usize>, data: Vec<f32>) -> CpuTensor {
+        CpuTensor(Arc::new(HostTensor { shape, data }))
+    }
+}
+
+/// Rows per parallel task: enough work per task to beat rayon's overhead.
+pub(crate) fn rows_per_task(cols: usize) -> usize {
+    (16384 / cols.max(1)).max(1)
+}
+
+pub(crate) fn check(cond: bool, op: &str, msg: impl FnOnce() -> String) -> Result<()> {
+    if cond {
+        Ok(())
+    } else {
+        Err(Error::Backend(format!("{op}: {}", msg())))
+    }
+}
+
+impl Backend for CpuBackend {
+    type Tensor = CpuTensor;
+
+    fn describe(&self) -> String {
+        format!("cpu ({} threads)", rayon::current_num_threads())
+    }
+    fn max_tensor_bytes(&self) -> usize {
+        usize::MAX
+    }
+    fn set_poison(&self, on: bool) {
+        self.poison.set(on);
+    }
+    fn upload(&self, t: &HostTensor) -> Result<CpuTensor> {
+        check(t.shape.iter().product::<usize>() == t.data.len(), "upload", || {
+            format!("shape {:?} does not hold {} values", t.shape, t.data.len())
+        })?;
+        Ok(CpuTensor(Arc::new(t.clone())))
+    }
+    fn shape(&self, t: &CpuTensor) -> Vec<usize> {
+        t.0.shape.clone()
+    }
+    async fn read(&self, t: &CpuTensor) -> Result<HostTensor> {
+        Ok((*t.0).clone())
+    }
+
+    fn gather_rows(&self, table: &CpuTensor, ids: &[u32]) -> Result<CpuTensor> {
+        let (rows, cols) = table.rows_cols();
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= rows) {
+            return Err(Error::Backend(format!("gather_rows: id {bad} out of range for a table of {rows} rows")));
+        }
+        let mut out = self.out(ids.len() * cols);
+        for (o, &i) in out.chunks_mut(cols.max(1)).zip(ids) {
+            o.copy_from_slice(table.0.row(i as usize));
+        }
+        Ok(Self::wrap(vec![ids.len(), cols], out))
+    }
+    fn matmul(&self, x: &CpuTensor, w: &CpuTensor, bias: Option<&CpuTensor>) -> Result<CpuTensor> {
+        matmul::matmul(self, x, w, bias)
+    }
+    fn add(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
+        elementwise::zip(self, "add", a, b, |x, y| x + y)
+    }
+    fn layer_norm(&self, x: &CpuTensor, w: &CpuTensor, b: &CpuTensor, eps: f32) -> Result<CpuTensor> {
+        norms::layer_norm(self, x, w, b, eps)
+    }
+    fn rms_norm(&self, x: &CpuTensor, w: &CpuTensor, eps: f32) -> Result<CpuTensor> {
+        norms::rms_norm(self, x, w, eps)
+    }
+    fn gelu_new(&self, x: &CpuTensor) -> Result<CpuTensor> {
+        Ok(elementwise::map(self, x, elementwise::gelu_new))
+    }
+    fn silu_mul(&self, gate: &CpuTensor, up: &CpuTensor) -> Result<CpuTensor> {
+        elementwise::zip(self, "silu_mul", gate, up, |g, u| g / (1.0 + (-g).exp()) * u)
+    }
+    fn rope(&self, x: &CpuTensor, seq: usize, n_heads: usize, head_dim: usize, theta: f32) -> Result<CpuTensor> {
+        elementwise::rope(self, x, seq, n_heads, head_dim, theta)
+    }
+    fn attn_scores(&self, q: &CpuTensor, k: &CpuTensor, s: AttnShape) -> Result<CpuTensor> {
+        attention::scores(self, q, k, s)
+    }
+    fn attn_apply(&self, probs: &CpuTensor, v: &CpuTensor, s: AttnShape) -> Result<CpuTensor> {
+        attention::apply(self, probs, v, s)
+    }
+    fn mix(&self, x: &CpuTensor, mask: &CpuTensor, mask_rows: RowMap, abl: &CpuTensor, abl_rows: RowMap)
+        -> Result<CpuTensor> {
+        elementwise::mix(self, x, mask, mask_rows, abl, abl_rows)
+    }
+    fn log_softmax(&self, x: &CpuTensor) -> Result<CpuTensor> {
+        norms::log_softmax(self, x)
+    }
+}
