@@ -82,3 +82,18 @@ pub fn id_rows(t: &HostTensor) -> Vec<Vec<u32>> {
 pub fn cpu() -> carve_core::backend::cpu::CpuBackend {
     carve_core::backend::cpu::CpuBackend::new()
 }
+
+/// One wgpu device shared by a test binary (pipelines compile once on software Vulkan). No adapter
+/// is a failure with the way to get one, never a skip.
+pub fn gpu() -> &'static carve_core::backend::wgpu::WgpuBackend {
+    use carve_core::backend::wgpu::{list_adapters, WgpuBackend, WgpuOptions};
+    static G: std::sync::OnceLock<WgpuBackend> = std::sync::OnceLock::new();
+    G.get_or_init(|| match pollster::block_on(WgpuBackend::new(WgpuOptions::default())) {
+        Ok(b) => b,
+        Err(e) => panic!(
+            "no wgpu device: {e}\nadapters seen: {:?}\nInstall mesa-vulkan-drivers and libvulkan1 (scripts/test.sh does) \
+             and set WGPU_BACKEND=vulkan.",
+            list_adapters().iter().map(|a| format!("{} ({:?})", a.name, a.backend)).collect::<Vec<_>>()
+        ),
+    })
+}

@@ -71,11 +71,11 @@ fn tiny_llama_cpu() {
 }
 #[test]
 fn tiny_gpt2_gpu() {
-    check_tiny(&gpu(), "tiny-gpt2");
+    check_tiny(gpu(), "tiny-gpt2");
 }
 #[test]
 fn tiny_llama_gpu() {
-    check_tiny(&gpu(), "tiny-llama");
+    check_tiny(gpu(), "tiny-llama");
 }
 #[test]
 fn smollm2_cpu() {
@@ -83,5 +83,5 @@ fn smollm2_cpu() {
 }
 #[test]
 fn smollm2_gpu() {
-    check_smollm2(&gpu());
+    check_smollm2(gpu());
 }

@@ -118,8 +118,8 @@ macro_rules! on_both {
             use super::*;
             #[test] fn gpt2_cpu() { $check(&cpu(), "tiny-gpt2") }
             #[test] fn llama_cpu() { $check(&cpu(), "tiny-llama") }
-            #[test] fn gpt2_gpu() { $check(&gpu(), "tiny-gpt2") }
-            #[test] fn llama_gpu() { $check(&gpu(), "tiny-llama") }
+            #[test] fn gpt2_gpu() { $check(gpu(), "tiny-gpt2") }
+            #[test] fn llama_gpu() { $check(gpu(), "tiny-llama") }
         }
     )* };
 }

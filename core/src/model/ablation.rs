@@ -56,7 +56,7 @@ pub async fn mean_values<B: Backend>(model: &Model<B>, be: &B, batch: &Batch, pe
     let capture = Capture { attn_out: true, mlp_out: true, z: true, hidden: true, ..Capture::default() };
     let out = model.forward(be, batch, &ForwardArgs { capture, logits: LogitsAt::None, ..ForwardArgs::default() })?;
     let c = out.captured;
-    let mut site = async |ts: &[Option<B::Tensor>]| -> Result<Vec<Option<HostTensor>>> {
+    let site = async |ts: &[Option<B::Tensor>]| -> Result<Vec<Option<HostTensor>>> {
         let mut v = Vec::with_capacity(ts.len());
         for t in ts {
             v.push(match t {

@@ -1,0 +1,239 @@
+//! The wgpu (WGSL) backend: the main engine, natively (Vulkan, Metal, DX12) and in the browser
+//! (WebGPU).
+//!
+//! Ops only record: every dispatch goes into one pending command encoder, and `read` submits it
+//! once, copies the tensor to a staging buffer and maps it. Pipelines are built once on first use
+//! (`pipelines.rs`), buffers are pooled by size class (`pool.rs`), small per-dispatch data goes
+//! through an arena written at submit (`recorder.rs`). Weights over the adapter's binding limit
+//! are stored as row-chunks (`tensor.rs`).
+
+mod attention;
+mod context;
+mod elementwise;
+mod embedding;
+mod matmul;
+mod pipelines;
+mod pool;
+mod readback;
+mod recorder;
+mod rows;
+mod tensor;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+pub use context::{is_software, WgpuOptions};
+#[cfg(not(target_arch = "wasm32"))]
+pub use context::list_adapters;
+pub use tensor::GpuTensor;
+
+use super::{AttnShape, Backend, RowMap};
+use crate::{HostTensor, Result};
+use context::Context;
+use pipelines::{Kernel, Pipelines};
+use pool::{Pool, STORAGE_USAGE};
+use recorder::{lock_err, Binding, Recorder};
+use tensor::{shape_err, Chunk};
+
+pub struct WgpuBackend {
+    ctx: Context,
+    pool: Arc<Pool>,
+    pipes: Pipelines,
+    rec: Mutex<Recorder>,
+    poison: AtomicBool,
+    /// Bound where a kernel's optional input (matmul's bias) is absent.
+    dummy: wgpu::Buffer,
+    /// rope (cos, sin) tables by (seq, head_dim, theta bits), computed in f64 on the host.
+    rope_tables: Mutex<HashMap<(usize, usize, u32), GpuTensor>>,
+}
+
+impl WgpuBackend {
+    /// Picks an adapter (see `WgpuOptions`), requests a device with the adapter's own limits and
+    /// no optional features.
+    pub async fn new(opts: WgpuOptions) -> Result<Self> {
+        let ctx = Context::new(&opts).await?;
+        let pool = Pool::new(ctx.device.clone(), ctx.limits.max_buffer_size);
+        let pipes = Pipelines::new(&ctx.device);
+        let rec = Mutex::new(Recorder::new(&ctx.limits));
+        let dummy = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("carve dummy"),
+            size: 16,
+            usage: STORAGE_USAGE,
+            mapped_at_creation: false,
+        });
+        Ok(WgpuBackend {
+            ctx,
+            pool,
+            pipes,
+            rec,
+            poison: AtomicBool::new(false),
+            dummy,
+            rope_tables: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.ctx.info
+    }
+
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.ctx.limits
+    }
+
+    /// Dispatches recorded and not yet submitted.
+    pub fn pending_dispatches(&self) -> usize {
+        self.rec.lock().map(|r| r.dispatches).unwrap_or(0)
+    }
+
+    /// Bytes held by free pooled buffers, and a way to release them.
+    pub fn pooled_bytes(&self) -> u64 {
+        self.pool.free_bytes()
+    }
+    pub fn trim_pool(&self) {
+        self.pool.trim();
+    }
+
+    /// Test aid: destroys the device, as a driver reset would; later `read`s return an error.
+    #[doc(hidden)]
+    pub fn simulate_device_loss(&self) {
+        self.ctx.device.destroy();
+    }
+
+    fn limit(&self) -> u64 {
+        self.ctx.max_binding
+    }
+
+    /// Records one kernel launch. `extra`, when given, is staged in the arena and bound as the
+    /// last input (gather's index pairs).
+    fn run(
+        &self,
+        k: Kernel,
+        out: Binding<'_>,
+        inputs: &[Binding<'_>],
+        extra: Option<&[u8]>,
+        params: &[u32],
+        groups: [u32; 3],
+    ) -> Result<()> {
+        let pipe = self.pipes.get(&self.ctx.device, k)?;
+        let mut rec = self.rec.lock().map_err(lock_err)?;
+        let staged = extra.map(|d| rec.stage(&self.ctx.device, d));
+        let mut all: Vec<Binding<'_>> = inputs.to_vec();
+        if let Some((buf, offset, _)) = &staged {
+            let size = extra.map_or(4, |d| d.len() as u64).max(4);
+            all.push(Binding { buf, offset: *offset, size });
+        }
+        debug_assert_eq!(all.len(), k.inputs());
+        rec.dispatch(&self.ctx.device, &pipe, self.pipes.bind_group_layout(k), out, &all, params, groups);
+        Ok(())
+    }
+
+    /// A launch over `n` items with 256 per workgroup.
+    fn groups_for(&self, n: usize) -> Result<[u32; 3]> {
+        self.ctx.grid(n.div_ceil(256) as u64)
+    }
+
+    /// Lanes per row for the row kernels (norms, softmaxes), and the launch for `rows` rows: a
+    /// power of two with about 4 columns per lane, 4 to 256, so short rows share a workgroup.
+    fn row_launch(&self, rows: usize, cols: usize) -> Result<(u32, [u32; 3])> {
+        let lanes = cols.div_ceil(4).next_power_of_two().clamp(4, 256);
+        let groups = self.ctx.grid(rows.div_ceil(256 / lanes) as u64)?;
+        Ok((lanes as u32, groups))
+    }
+
+    /// A fresh output of `shape` (poisoned with NaN when asked), which must fit one binding.
+    fn output(&self, op: &str, shape: Vec<usize>) -> Result<GpuTensor> {
+        let n: usize = shape.iter().product();
+        let bytes = n as u64 * 4;
+        if bytes > self.limit() {
+            return Err(shape_err(
+                op,
+                format!("output {shape:?} is {bytes} bytes, over this adapter's binding limit of {} bytes", self.limit()),
+            ));
+        }
+        tensor::u32p(op, n)?;
+        let (rows, _) = tensor::rows_cols(&shape);
+        let buf = self.pool.take(bytes, STORAGE_USAGE);
+        if self.poison.load(Ordering::Relaxed) && n > 0 {
+            let params = [n as u32, f32::NAN.to_bits(), 0, 0, 0, 0, 0, 0];
+            self.run(Kernel::Fill, Binding::whole(&buf.buf, bytes), &[], None, &params, self.groups_for(n)?)?;
+        }
+        Ok(GpuTensor::new(shape, vec![Chunk { row0: 0, rows, buf }]))
+    }
+}
+
+impl Backend for WgpuBackend {
+    type Tensor = GpuTensor;
+
+    fn describe(&self) -> String {
+        format!("wgpu {}", context::describe_info(&self.ctx.info))
+    }
+
+    fn max_tensor_bytes(&self) -> usize {
+        usize::try_from(self.limit()).unwrap_or(usize::MAX)
+    }
+
+    fn set_poison(&self, on: bool) {
+        self.poison.store(on, Ordering::Relaxed);
+    }
+
+    fn upload(&self, t: &HostTensor) -> Result<GpuTensor> {
+        self.upload_host(t)
+    }
+
+    fn shape(&self, t: &GpuTensor) -> Vec<usize> {
+        t.shape().to_vec()
+    }
+
+    fn read(&self, t: &GpuTensor) -> impl std::future::Future<Output = Result<HostTensor>> {
+        self.read_tensor(t)
+    }
+
+    fn gather_rows(&self, table: &GpuTensor, ids: &[u32]) -> Result<GpuTensor> {
+        self.op_gather_rows(table, ids)
+    }
+
+    fn matmul(&self, x: &GpuTensor, w: &GpuTensor, bias: Option<&GpuTensor>) -> Result<GpuTensor> {
+        self.op_matmul(x, w, bias)
+    }
+
+    fn add(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
+        self.op_binary("add", Kernel::Add, a, b)
+    }
+
+    fn layer_norm(&self, x: &GpuTensor, w: &GpuTensor, b: &GpuTensor, eps: f32) -> Result<GpuTensor> {
+        self.op_norm("layer_norm", x, w, Some(b), eps)
+    }
+
+    fn rms_norm(&self, x: &GpuTensor, w: &GpuTensor, eps: f32) -> Result<GpuTensor> {
+        self.op_norm("rms_norm", x, w, None, eps)
+    }
+
+    fn gelu_new(&self, x: &GpuTensor) -> Result<GpuTensor> {
+        self.op_unary("gelu_new", Kernel::Gelu, x)
+    }
+
+    fn silu_mul(&self, gate: &GpuTensor, up: &GpuTensor) -> Result<GpuTensor> {
+        self.op_binary("silu_mul", Kernel::SiluMul, gate, up)
+    }
+
+    fn rope(&self, x: &GpuTensor, seq: usize, n_heads: usize, head_dim: usize, theta: f32) -> Result<GpuTensor> {
+        self.op_rope(x, seq, n_heads, head_dim, theta)
+    }
+
+    fn attn_scores(&self, q: &GpuTensor, k: &GpuTensor, s: AttnShape) -> Result<GpuTensor> {
+        self.op_attn_scores(q, k, s)
+    }
+
+    fn attn_apply(&self, probs: &GpuTensor, v: &GpuTensor, s: AttnShape) -> Result<GpuTensor> {
+        self.op_attn_apply(probs, v, s)
+    }
+
+    fn mix(&self, x: &GpuTensor, mask: &GpuTensor, mask_rows: RowMap, abl: &GpuTensor, abl_rows: RowMap) -> Result<GpuTensor> {
+        self.op_mix(x, mask, mask_rows, abl, abl_rows)
+    }
+
+    fn log_softmax(&self, x: &GpuTensor) -> Result<GpuTensor> {
+        self.op_log_softmax(x)
+    }
+}

@@ -1,0 +1,105 @@
+//! Attention: both products run on the tiled GEMM of matmul.wgsl, batched over (batch, head)
+//! through its stride parameters, with grouped-query heads mapped by `h / (H / KVH)`.
+//! attn_scores = GEMM q·kᵀ (tiles above the diagonal skipped) + in-place causal softmax.
+//! attn_apply  = GEMM p·v, v read as a [K, N] operand.
+
+use super::matmul::{MmParams, TILE};
+use super::pipelines::Kernel;
+use super::recorder::Binding;
+use super::tensor::{shape_err, u32p, GpuTensor};
+use super::WgpuBackend;
+use crate::backend::AttnShape;
+use crate::Result;
+
+fn check_shape(op: &str, s: &AttnShape) -> Result<()> {
+    let ok = s.batch > 0
+        && s.seq > 0
+        && s.n_heads > 0
+        && s.n_kv_heads > 0
+        && s.head_dim > 0
+        && s.n_heads.is_multiple_of(s.n_kv_heads);
+    if !ok {
+        return Err(shape_err(op, format!("invalid {s:?}: sizes must be positive and n_heads a multiple of n_kv_heads")));
+    }
+    Ok(())
+}
+
+fn want(op: &str, name: &str, t: &GpuTensor, shape: [usize; 2], s: &AttnShape) -> Result<()> {
+    if t.shape() != shape {
+        return Err(shape_err(op, format!("`{name}` is {:?}, expected {shape:?} for {s:?}", t.shape())));
+    }
+    Ok(())
+}
+
+impl WgpuBackend {
+    fn batch_groups(&self, op: &str, s: &AttnShape, n: usize, m: usize) -> Result<[u32; 3]> {
+        let max = self.ctx.limits.max_compute_workgroups_per_dimension as usize;
+        let g = [n.div_ceil(TILE), m.div_ceil(TILE), s.batch * s.n_heads];
+        if g.iter().any(|&v| v > max) {
+            return Err(shape_err(op, format!("{s:?} needs {g:?} workgroups, over the adapter's {max} per dimension")));
+        }
+        Ok([g[0] as u32, g[1] as u32, g[2] as u32])
+    }
+
+    pub(super) fn op_attn_scores(&self, q: &GpuTensor, k: &GpuTensor, s: AttnShape) -> Result<GpuTensor> {
+        const OP: &str = "attn_scores";
+        check_shape(OP, &s)?;
+        let (b, t, h, kvh, d) = (s.batch, s.seq, s.n_heads, s.n_kv_heads, s.head_dim);
+        want(OP, "q", q, [b * t, h * d], &s)?;
+        want(OP, "k", k, [b * t, kvh * d], &s)?;
+        let limit = self.limit();
+        let (qb, kb) = (q.single(OP, "q", limit)?, k.single(OP, "k", limit)?);
+        let out = self.output(OP, vec![b * h * t, t])?;
+        let ob = out.single(OP, "out", limit)?;
+        let u = |v: usize| u32p(OP, v);
+        let p = MmParams {
+            m: u(t)?,
+            n: u(t)?,
+            k: u(d)?,
+            heads: u(h)?,
+            group: u(h / kvh)?,
+            x: [0, u(h * d)?, u(t * h * d)?, u(d)?],
+            w: [0, u(kvh * d)?, u(t * kvh * d)?, u(d)?],
+            o: [0, u(t)?, u(h * t * t)?, u(t * t)?],
+            ..Default::default()
+        };
+        let groups = self.batch_groups(OP, &s, t, t)?;
+        let kern = Kernel::Matmul { w_kn: false, causal_skip: true };
+        self.run(kern, ob, &[qb, kb, Binding::whole(&self.dummy, 16)], None, &p.words(), groups)?;
+
+        let rows = b * h * t;
+        let (lanes, groups) = self.row_launch(rows, t)?;
+        let params = [u(rows)?, u(t)?, s.scale.to_bits(), lanes];
+        self.run(Kernel::CausalSoftmax, ob, &[], None, &params, groups)?;
+        Ok(out)
+    }
+
+    pub(super) fn op_attn_apply(&self, probs: &GpuTensor, v: &GpuTensor, s: AttnShape) -> Result<GpuTensor> {
+        const OP: &str = "attn_apply";
+        check_shape(OP, &s)?;
+        let (b, t, h, kvh, d) = (s.batch, s.seq, s.n_heads, s.n_kv_heads, s.head_dim);
+        want(OP, "probs", probs, [b * h * t, t], &s)?;
+        want(OP, "v", v, [b * t, kvh * d], &s)?;
+        let limit = self.limit();
+        let (pb, vb) = (probs.single(OP, "probs", limit)?, v.single(OP, "v", limit)?);
+        let out = self.output(OP, vec![b * t, h * d])?;
+        let ob = out.single(OP, "out", limit)?;
+        let u = |v: usize| u32p(OP, v);
+        // Row i of head (b, h): Σ_j p[i, j] · v[b·T + j, kvh·D + d]; v is the [K = T, N = D] operand.
+        let p = MmParams {
+            m: u(t)?,
+            n: u(d)?,
+            k: u(t)?,
+            heads: u(h)?,
+            group: u(h / kvh)?,
+            x: [0, u(t)?, u(h * t * t)?, u(t * t)?],
+            w: [0, u(kvh * d)?, u(t * kvh * d)?, u(d)?],
+            o: [0, u(h * d)?, u(t * h * d)?, u(d)?],
+            ..Default::default()
+        };
+        let groups = self.batch_groups(OP, &s, d, t)?;
+        let kern = Kernel::Matmul { w_kn: true, causal_skip: false };
+        self.run(kern, ob, &[pb, vb, Binding::whole(&self.dummy, 16)], None, &p.words(), groups)?;
+        Ok(out)
+    }
+}

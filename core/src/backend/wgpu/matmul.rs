@@ -1,0 +1,112 @@
+//! `matmul` host side: shape checks, kernel choice (tiled GEMM or the few-rows kernel), one
+//! launch per row-chunk of `w` (each writes its own column range of the output), and grids split
+//! where a dimension would pass the adapter's workgroup-count limit.
+
+use super::pipelines::{Kernel, SMALL_M};
+use super::recorder::Binding;
+use super::tensor::{shape_err, u32p, GpuTensor};
+use super::WgpuBackend;
+use crate::Result;
+
+/// The matmul kernel's uniform block, in WGSL field order (see shaders/matmul.wgsl).
+#[derive(Clone, Copy, Default)]
+pub(super) struct MmParams {
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub heads: u32,
+    pub group: u32,
+    pub has_bias: u32,
+    pub bias_off: u32,
+    /// (offset, row stride, batch stride, head stride) of x, w and out, in f32 elements.
+    pub x: [u32; 4],
+    pub w: [u32; 4],
+    pub o: [u32; 4],
+}
+
+impl MmParams {
+    pub fn words(&self) -> [u32; 20] {
+        let s = self;
+        let mut p = [s.m, s.n, s.k, s.heads.max(1), s.group.max(1), s.has_bias, s.bias_off, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        p[8..12].copy_from_slice(&s.x);
+        p[12..16].copy_from_slice(&s.w);
+        p[16..20].copy_from_slice(&s.o);
+        p
+    }
+}
+
+pub(super) const TILE: usize = 64;
+
+impl WgpuBackend {
+    pub(super) fn op_matmul(&self, x: &GpuTensor, w: &GpuTensor, bias: Option<&GpuTensor>) -> Result<GpuTensor> {
+        const OP: &str = "matmul";
+        let (m, k) = x.rows_cols();
+        if x.shape().is_empty() {
+            return Err(shape_err(OP, "x must have at least one dimension"));
+        }
+        let ws = w.shape();
+        if ws.len() != 2 || ws[1] != k {
+            return Err(shape_err(OP, format!("x {:?} needs w [N, {k}], got w {ws:?}", x.shape())));
+        }
+        let n = ws[0];
+        if let Some(b) = bias {
+            if b.numel() != n || b.shape().len() != 1 {
+                return Err(shape_err(OP, format!("bias {:?} must be [{n}] for w {ws:?}", b.shape())));
+            }
+        }
+        let limit = self.limit();
+        let xb = x.single(OP, "x", limit)?;
+        let bb = match bias {
+            Some(b) => b.single(OP, "bias", limit)?,
+            None => Binding::whole(&self.dummy, 16),
+        };
+        let mut oshape = x.shape().to_vec();
+        *oshape.last_mut().expect("non-empty") = n;
+        let out = self.output(OP, oshape)?;
+        let ob = out.single(OP, "out", limit)?;
+        u32p(OP, m * k)?;
+        u32p(OP, n * k)?;
+
+        let max_dim = self.ctx.limits.max_compute_workgroups_per_dimension.max(1) as usize;
+        for c in w.chunks() {
+            let wb = Binding::whole(&c.buf.buf, c.buf.bytes);
+            let inputs = [xb, wb, bb];
+            let base = MmParams {
+                k: k as u32,
+                has_bias: bias.is_some() as u32,
+                x: [0, k as u32, 0, 0],
+                w: [0, k as u32, 0, 0],
+                o: [0, n as u32, 0, 0],
+                ..Default::default()
+            };
+            if m <= SMALL_M {
+                let p = MmParams { m: m as u32, n: c.rows as u32, bias_off: c.row0 as u32, o: [c.row0 as u32, n as u32, 0, 0], ..base };
+                let groups = self.ctx.grid(c.rows.div_ceil(8) as u64)?;
+                self.run(Kernel::MatmulSmallM, ob, &inputs, None, &p.words(), groups)?;
+                continue;
+            }
+            // Tiled: split M and N into blocks of at most max_dim tiles each.
+            let span = max_dim * TILE;
+            for m0 in (0..m).step_by(span) {
+                let mm = span.min(m - m0);
+                for n0 in (0..c.rows).step_by(span) {
+                    let nn = span.min(c.rows - n0);
+                    let col = c.row0 + n0;
+                    let p = MmParams {
+                        m: mm as u32,
+                        n: nn as u32,
+                        bias_off: col as u32,
+                        x: [(m0 * k) as u32, k as u32, 0, 0],
+                        w: [(n0 * k) as u32, k as u32, 0, 0],
+                        o: [(m0 * n + col) as u32, n as u32, 0, 0],
+                        ..base
+                    };
+                    let groups = [nn.div_ceil(TILE) as u32, mm.div_ceil(TILE) as u32, 1];
+                    let kern = Kernel::Matmul { w_kn: false, causal_skip: false };
+                    self.run(kern, ob, &inputs, None, &p.words(), groups)?;
+                }
+            }
+        }
+        Ok(out)
+    }
+}

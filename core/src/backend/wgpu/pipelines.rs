@@ -1,0 +1,227 @@
+//! Kernels, and the lazily built cache of shader modules, bind group layouts and pipelines
+//! (each created once, on first use).
+//!
+//! One binding convention for every kernel: @0 the output (storage, read_write), @1 the
+//! parameters (uniform), @2.. read-only storage inputs in order. So a layout depends only on the
+//! number of inputs, and four layouts serve every kernel.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::recorder::lock_err;
+use crate::Result;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Shader {
+    Matmul,
+    Norms,
+    Attention,
+    Elementwise,
+    Embedding,
+    Reductions,
+}
+
+impl Shader {
+    fn source(self) -> &'static str {
+        match self {
+            Shader::Matmul => include_str!("../../../../shaders/matmul.wgsl"),
+            Shader::Norms => include_str!("../../../../shaders/norms.wgsl"),
+            Shader::Attention => include_str!("../../../../shaders/attention.wgsl"),
+            Shader::Elementwise => include_str!("../../../../shaders/elementwise.wgsl"),
+            Shader::Embedding => include_str!("../../../../shaders/embedding.wgsl"),
+            Shader::Reductions => include_str!("../../../../shaders/reductions.wgsl"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Kernel {
+    Fill,
+    Add,
+    Gelu,
+    SiluMul,
+    Mix,
+    Rope,
+    LayerNorm,
+    RmsNorm,
+    LogSoftmax,
+    CausalSoftmax,
+    Gather,
+    /// The 64×64 register-blocked GEMM; the flags are WGSL pipeline-overridable constants.
+    Matmul { w_kn: bool, causal_skip: bool },
+    /// M ≤ 8 rows: the matrix–vector style kernel.
+    MatmulSmallM,
+}
+
+pub(crate) const SMALL_M: usize = 8;
+
+impl Kernel {
+    fn shader(self) -> Shader {
+        use Kernel::*;
+        match self {
+            Fill | Add | Gelu | SiluMul | Mix | Rope => Shader::Elementwise,
+            LayerNorm | RmsNorm => Shader::Norms,
+            LogSoftmax => Shader::Reductions,
+            CausalSoftmax => Shader::Attention,
+            Gather => Shader::Embedding,
+            Matmul { .. } | MatmulSmallM => Shader::Matmul,
+        }
+    }
+
+    fn entry(self) -> &'static str {
+        use Kernel::*;
+        match self {
+            Fill => "fill",
+            Add => "add",
+            Gelu => "gelu_new",
+            SiluMul => "silu_mul",
+            Mix => "mix_rows",
+            Rope => "rope",
+            LayerNorm => "layer_norm",
+            RmsNorm => "rms_norm",
+            LogSoftmax => "log_softmax",
+            CausalSoftmax => "causal_softmax",
+            Gather => "gather_rows",
+            Matmul { .. } => "matmul_tiled",
+            MatmulSmallM => "matmul_small_m",
+        }
+    }
+
+    /// Read-only inputs, bound at @2.. .
+    pub fn inputs(self) -> usize {
+        use Kernel::*;
+        match self {
+            Fill | CausalSoftmax => 0,
+            Gelu | LogSoftmax => 1,
+            Add | SiluMul | Rope | RmsNorm | Gather => 2,
+            Mix | LayerNorm | Matmul { .. } | MatmulSmallM => 3,
+        }
+    }
+
+    fn constants(self) -> Vec<(&'static str, f64)> {
+        match self {
+            Kernel::Matmul { w_kn, causal_skip } => {
+                vec![("W_KN", w_kn as u8 as f64), ("CAUSAL_SKIP", causal_skip as u8 as f64)]
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+const MAX_INPUTS: usize = 3;
+
+pub(crate) struct Pipelines {
+    modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<Kernel, wgpu::ComputePipeline>>,
+    /// Indexed by input count.
+    layouts: Vec<(wgpu::BindGroupLayout, wgpu::PipelineLayout)>,
+}
+
+fn storage(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}
+
+impl Pipelines {
+    pub fn new(device: &wgpu::Device) -> Pipelines {
+        let layouts = (0..=MAX_INPUTS)
+            .map(|n| {
+                let mut entries = vec![
+                    storage(0, false),
+                    wgpu::BindGroupLayoutEntry {
+                        binding: 1,
+                        visibility: wgpu::ShaderStages::COMPUTE,
+                        ty: wgpu::BindingType::Buffer {
+                            ty: wgpu::BufferBindingType::Uniform,
+                            has_dynamic_offset: false,
+                            min_binding_size: None,
+                        },
+                        count: None,
+                    },
+                ];
+                entries.extend((0..n).map(|i| storage(2 + i as u32, true)));
+                let bgl = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                    label: Some("carve layout"),
+                    entries: &entries,
+                });
+                let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                    label: Some("carve pipeline layout"),
+                    bind_group_layouts: &[Some(&bgl)],
+                    immediate_size: 0,
+                });
+                (bgl, pl)
+            })
+            .collect();
+        Pipelines { modules: Mutex::new(HashMap::new()), pipelines: Mutex::new(HashMap::new()), layouts }
+    }
+
+    pub fn bind_group_layout(&self, k: Kernel) -> &wgpu::BindGroupLayout {
+        &self.layouts[k.inputs()].0
+    }
+
+    /// The pipeline for `k`, compiled on first use.
+    pub fn get(&self, device: &wgpu::Device, k: Kernel) -> Result<wgpu::ComputePipeline> {
+        if let Some(p) = self.pipelines.lock().map_err(lock_err)?.get(&k) {
+            return Ok(p.clone());
+        }
+        let module = {
+            let mut mods = self.modules.lock().map_err(lock_err)?;
+            match mods.get(&k.shader()) {
+                Some(m) => m.clone(),
+                None => {
+                    let m = checked(device, &format!("{:?}.wgsl", k.shader()), || {
+                        device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                            label: Some(k.entry()),
+                            source: wgpu::ShaderSource::Wgsl(k.shader().source().into()),
+                        })
+                    })?;
+                    mods.insert(k.shader(), m.clone());
+                    m
+                }
+            }
+        };
+        let constants = k.constants();
+        let pipeline = checked(device, k.entry(), || {
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(k.entry()),
+                layout: Some(&self.layouts[k.inputs()].1),
+                module: &module,
+                entry_point: Some(k.entry()),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &constants,
+                    // Every kernel writes its workgroup memory before reading it.
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            })
+        })?;
+        self.pipelines.lock().map_err(lock_err)?.insert(k, pipeline.clone());
+        Ok(pipeline)
+    }
+}
+
+/// Runs `f` in a validation error scope so a shader or pipeline error comes back as an `Err`
+/// naming the kernel. Natively the scope is popped synchronously; in the browser popping is
+/// async, so errors there surface through the device's error handler at the next `read`.
+#[cfg(not(target_arch = "wasm32"))]
+fn checked<T>(device: &wgpu::Device, what: &str, f: impl FnOnce() -> T) -> Result<T> {
+    let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let out = f();
+    match pollster::block_on(scope.pop()) {
+        Some(e) => Err(crate::Error::Backend(format!("wgpu: building `{what}` failed: {e}"))),
+        None => Ok(out),
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+fn checked<T>(_device: &wgpu::Device, _what: &str, f: impl FnOnce() -> T) -> Result<T> {
+    Ok(f())
+}

@@ -1,0 +1,86 @@
+//! Host ↔ device transfers: `upload` (split into row-chunks above the binding limit) and `read`
+//! (the one submit: copy to MAP_READ staging, map, copy out).
+
+use super::pool::STAGING_USAGE;
+use super::recorder::{lock_err, oneshot};
+use super::tensor::{rows_cols, rows_per_chunk, Chunk, GpuTensor};
+use super::WgpuBackend;
+use crate::{Error, HostTensor, Result};
+
+impl WgpuBackend {
+    pub(super) fn upload_host(&self, t: &HostTensor) -> Result<GpuTensor> {
+        let n: usize = t.shape.iter().product();
+        if n != t.data.len() {
+            return Err(Error::Backend(format!("upload: shape {:?} vs {} values", t.shape, t.data.len())));
+        }
+        let (rows, cols) = rows_cols(&t.shape);
+        let bytes = n as u64 * 4;
+        let per = if bytes <= self.limit() { rows.max(1) } else { rows_per_chunk("upload", &t.shape, self.limit())? };
+        let mut chunks = Vec::new();
+        let mut row0 = 0;
+        loop {
+            let nr = per.min(rows - row0);
+            let data = &t.data[row0 * cols..(row0 + nr) * cols];
+            chunks.push(Chunk { row0, rows: nr, buf: self.pool.upload(bytemuck::cast_slice(data))? });
+            row0 += nr;
+            if row0 >= rows {
+                break;
+            }
+        }
+        Ok(GpuTensor::new(t.shape.clone(), chunks))
+    }
+
+    pub(super) async fn read_tensor(&self, t: &GpuTensor) -> Result<HostTensor> {
+        let ctx = &self.ctx;
+        ctx.check_health()?;
+        let shape = t.shape().to_vec();
+        if t.numel() == 0 {
+            return Ok(HostTensor::new(shape, Vec::new()));
+        }
+        // One staging buffer per chunk: a split weight can be bigger than one buffer may be.
+        let stagings: Vec<_> = t.chunks().iter().map(|c| self.pool.take(c.buf.bytes, STAGING_USAGE)).collect();
+        {
+            let mut rec = self.rec.lock().map_err(lock_err)?;
+            for (c, s) in t.chunks().iter().zip(&stagings) {
+                rec.copy(&ctx.device, &c.buf.buf, &s.buf, 0, c.buf.bytes);
+            }
+            rec.submit(&ctx.queue);
+        }
+        let mut receivers = Vec::new();
+        for s in &stagings {
+            let (tx, rx) = oneshot::channel();
+            s.buf.slice(0..s.bytes).map_async(wgpu::MapMode::Read, move |r| tx.send(r));
+            receivers.push(rx);
+        }
+        let mut results = Vec::new();
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            ctx.device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| Error::Backend(format!("wgpu read: waiting for the device: {e}")))?;
+            for rx in &receivers {
+                results.push(rx.try_take());
+            }
+        }
+        #[cfg(target_arch = "wasm32")]
+        for rx in receivers {
+            results.push(rx.await);
+        }
+        ctx.check_health()?;
+        let mut data = Vec::with_capacity(t.numel());
+        for (s, r) in stagings.iter().zip(results) {
+            match r {
+                Some(Ok(())) => {}
+                Some(Err(e)) => return Err(Error::Backend(format!("wgpu read: mapping failed: {e}"))),
+                None => return Err(Error::Backend("wgpu read: the device never completed the mapping".into())),
+            }
+            let got = s.buf.slice(0..s.bytes).get_mapped_range().map(|view| {
+                // The mapping may not be 4-aligned for f32 on every platform: decode bytewise.
+                data.extend(view.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+            });
+            s.buf.unmap(); // also on error: the buffer goes back to the pool
+            got.map_err(|e| Error::Backend(format!("wgpu read: {e}")))?;
+        }
+        Ok(HostTensor::new(shape, data))
+    }
+}

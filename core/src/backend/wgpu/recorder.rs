@@ -1,0 +1,234 @@
+//! The pending command encoder that every op records into, and the arena that holds the small
+//! per-dispatch data (uniform params, gather index lists) until the next submit.
+//!
+//! Everything up to a `read` becomes one command buffer and one submit. Dispatches share one open
+//! compute pass: WebGPU orders dispatches within a pass (each is its own usage scope), so a pass
+//! only has to end for the copies a `read` records.
+
+use crate::Error;
+
+/// A buffer range bound to a kernel.
+#[derive(Clone, Copy)]
+pub(crate) struct Binding<'a> {
+    pub buf: &'a wgpu::Buffer,
+    pub offset: u64,
+    pub size: u64,
+}
+
+impl<'a> Binding<'a> {
+    pub fn whole(buf: &'a wgpu::Buffer, size: u64) -> Self {
+        Binding { buf, offset: 0, size: size.max(4) }
+    }
+}
+
+fn entry(binding: u32, b: Binding<'_>) -> wgpu::BindGroupEntry<'_> {
+    wgpu::BindGroupEntry {
+        binding,
+        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: b.buf,
+            offset: b.offset,
+            size: wgpu::BufferSize::new(b.size),
+        }),
+    }
+}
+
+const ARENA_CHUNK: u64 = 64 * 1024;
+
+struct ArenaChunk {
+    buf: wgpu::Buffer,
+    /// Host copy of what the pending commands need; written with one `write_buffer` per chunk
+    /// just before the submit. A chunk is never written twice for one submit, and `write_buffer`
+    /// is ordered after earlier submits on the queue, so reusing chunks across submits is safe.
+    mirror: Vec<u8>,
+}
+
+/// Bump allocator over uniform+storage chunks, reset at each submit.
+struct Arena {
+    chunks: Vec<ArenaChunk>,
+    cur: usize,
+    align: u64,
+}
+
+impl Arena {
+    fn push(&mut self, device: &wgpu::Device, data: &[u8]) -> (wgpu::Buffer, u64, u64) {
+        let size = (data.len() as u64).max(16).next_multiple_of(16);
+        loop {
+            if self.cur == self.chunks.len() {
+                let cap = size.next_multiple_of(ARENA_CHUNK);
+                let buf = device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("carve arena"),
+                    size: cap,
+                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                });
+                self.chunks.push(ArenaChunk { buf, mirror: Vec::new() });
+            }
+            let c = &mut self.chunks[self.cur];
+            let off = (c.mirror.len() as u64).next_multiple_of(self.align);
+            if off + size <= c.buf.size() {
+                c.mirror.resize(off as usize, 0);
+                c.mirror.extend_from_slice(data);
+                c.mirror.resize((off + size) as usize, 0);
+                return (c.buf.clone(), off, size);
+            }
+            self.cur += 1;
+        }
+    }
+
+    fn flush(&mut self, queue: &wgpu::Queue) {
+        for c in &mut self.chunks {
+            if !c.mirror.is_empty() {
+                queue.write_buffer(&c.buf, 0, &c.mirror);
+                c.mirror.clear();
+            }
+        }
+        self.cur = 0;
+    }
+}
+
+pub(crate) struct Recorder {
+    encoder: Option<wgpu::CommandEncoder>,
+    pass: Option<wgpu::ComputePass<'static>>,
+    arena: Arena,
+    /// Dispatches recorded since the last submit.
+    pub dispatches: usize,
+}
+
+impl Recorder {
+    pub fn new(limits: &wgpu::Limits) -> Recorder {
+        let align = limits.min_uniform_buffer_offset_alignment.max(limits.min_storage_buffer_offset_alignment).max(16);
+        Recorder {
+            encoder: None,
+            pass: None,
+            arena: Arena { chunks: Vec::new(), cur: 0, align: align as u64 },
+            dispatches: 0,
+        }
+    }
+
+    /// Copies `data` into the arena for the coming submit; returns (buffer, offset, size).
+    pub fn stage(&mut self, device: &wgpu::Device, data: &[u8]) -> (wgpu::Buffer, u64, u64) {
+        self.arena.push(device, data)
+    }
+
+    fn encoder(&mut self, device: &wgpu::Device) -> &mut wgpu::CommandEncoder {
+        self.encoder
+            .get_or_insert_with(|| device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("carve") }))
+    }
+
+    /// The open compute pass, begun if needed.
+    fn pass(&mut self, device: &wgpu::Device) -> &mut wgpu::ComputePass<'static> {
+        if self.pass.is_none() {
+            let pass = self
+                .encoder(device)
+                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("carve ops"), timestamp_writes: None })
+                .forget_lifetime();
+            self.pass = Some(pass);
+        }
+        self.pass.as_mut().expect("just set")
+    }
+
+    /// Records one dispatch. `params` are the kernel's uniform words (f32s as bits).
+    #[allow(clippy::too_many_arguments)]
+    pub fn dispatch(
+        &mut self,
+        device: &wgpu::Device,
+        pipeline: &wgpu::ComputePipeline,
+        layout: &wgpu::BindGroupLayout,
+        out: Binding<'_>,
+        inputs: &[Binding<'_>],
+        params: &[u32],
+        groups: [u32; 3],
+    ) {
+        if groups.contains(&0) {
+            return;
+        }
+        let (pbuf, poff, psize) = self.stage(device, bytemuck::cast_slice(params));
+        let mut entries = vec![entry(0, out), entry(1, Binding { buf: &pbuf, offset: poff, size: psize })];
+        entries.extend(inputs.iter().enumerate().map(|(i, b)| entry(2 + i as u32, *b)));
+        let bg = device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout, entries: &entries });
+        let pass = self.pass(device);
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, &bg, &[]);
+        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        self.dispatches += 1;
+    }
+
+    /// Ends the pass and records `src → dst` copies after everything recorded so far.
+    pub fn copy(&mut self, device: &wgpu::Device, src: &wgpu::Buffer, dst: &wgpu::Buffer, dst_off: u64, bytes: u64) {
+        self.pass = None;
+        self.encoder(device).copy_buffer_to_buffer(src, 0, dst, dst_off, bytes);
+    }
+
+    /// Writes the arena and submits everything recorded (possibly nothing).
+    pub fn submit(&mut self, queue: &wgpu::Queue) {
+        self.pass = None;
+        self.arena.flush(queue);
+        if let Some(enc) = self.encoder.take() {
+            queue.submit(Some(enc.finish()));
+        }
+        self.dispatches = 0;
+    }
+}
+
+/// Single-value channel resolved by a `map_async` callback: natively it is already resolved when
+/// `device.poll(Wait)` returns; in the browser the event loop resolves it and wakes the task.
+pub(crate) mod oneshot {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll, Waker};
+
+    struct Shared<T> {
+        value: Option<T>,
+        waker: Option<Waker>,
+    }
+
+    pub struct Sender<T>(Arc<Mutex<Shared<T>>>);
+    pub struct Receiver<T>(Arc<Mutex<Shared<T>>>);
+
+    pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
+        let s = Arc::new(Mutex::new(Shared { value: None, waker: None }));
+        (Sender(s.clone()), Receiver(s))
+    }
+
+    impl<T> Sender<T> {
+        pub fn send(self, v: T) {
+            let waker = match self.0.lock() {
+                Ok(mut g) => {
+                    g.value = Some(v);
+                    g.waker.take()
+                }
+                Err(_) => None,
+            };
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
+    }
+
+    impl<T> Receiver<T> {
+        /// The value, if it has arrived.
+        #[allow(dead_code)] // used natively only
+        pub fn try_take(&self) -> Option<T> {
+            self.0.lock().ok()?.value.take()
+        }
+    }
+
+    impl<T> Future for Receiver<T> {
+        type Output = Option<T>;
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+            let Ok(mut g) = self.0.lock() else { return Poll::Ready(None) };
+            match g.value.take() {
+                Some(v) => Poll::Ready(Some(v)),
+                None => {
+                    g.waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn lock_err<T>(_: T) -> Error {
+    Error::Backend("wgpu backend state lock poisoned (an earlier op panicked)".into())
+}

@@ -1,0 +1,469 @@
+//! Every backend op against a plain f64 reference written here, on fresh random inputs each run
+//! (the seed is printed; set CARVE_SEED to replay one), with outputs poisoned (NaN) so an element
+//! an op forgets to write fails. Each check runs on wgpu (software Vulkan in CI) and on the CPU
+//! backend. Tolerances are stated per op as max |got − ref| ≤ tol · max(1, max|ref|) unless noted.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use carve_core::backend::cpu::CpuBackend;
+use carve_core::backend::wgpu::{list_adapters, WgpuBackend, WgpuOptions};
+use carve_core::backend::{AttnShape, Backend, RowMap};
+use carve_core::{Error, HostTensor};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+fn rng(test: &str) -> StdRng {
+    let seed = std::env::var("CARVE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    });
+    println!("{test}: seed {seed} (CARVE_SEED={seed} to replay)");
+    StdRng::seed_from_u64(seed)
+}
+
+fn new_wgpu(opts: WgpuOptions) -> WgpuBackend {
+    match pollster::block_on(WgpuBackend::new(opts)) {
+        Ok(b) => b,
+        Err(e) => panic!(
+            "no wgpu device: {e}\nadapters seen: {:?}\nThe wgpu tests need an adapter; on Linux CI install \
+             mesa-vulkan-drivers (llvmpipe) and libvulkan1, and try WGPU_BACKEND=vulkan.",
+            list_adapters().iter().map(|a| format!("{} ({:?})", a.name, a.backend)).collect::<Vec<_>>()
+        ),
+    }
+}
+
+/// One device shared by the tests (pipelines compile once on software Vulkan).
+fn gpu() -> &'static WgpuBackend {
+    static G: OnceLock<WgpuBackend> = OnceLock::new();
+    G.get_or_init(|| {
+        let b = new_wgpu(WgpuOptions::default());
+        println!("wgpu backend: {}", b.describe());
+        b
+    })
+}
+
+fn rand_t(r: &mut StdRng, shape: &[usize], scale: f32) -> HostTensor {
+    let n = shape.iter().product();
+    HostTensor::new(shape.to_vec(), (0..n).map(|_| r.random_range(-scale..scale)).collect())
+}
+
+fn up<B: Backend>(b: &B, t: &HostTensor) -> B::Tensor {
+    b.upload(t).unwrap()
+}
+
+fn get<B: Backend>(b: &B, t: &B::Tensor) -> HostTensor {
+    pollster::block_on(b.read(t)).unwrap()
+}
+
+fn d(t: &HostTensor) -> Vec<f64> {
+    t.data.iter().map(|&v| v as f64).collect()
+}
+
+/// Fails on a shape mismatch, any NaN, or max |got − want| > tol · max(1, max|want|).
+fn close(what: &str, got: &HostTensor, shape: &[usize], want: &[f64], tol: f64) {
+    assert_eq!(got.shape, shape, "{what}: shape");
+    assert_eq!(got.data.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+    let (mut worst, mut at) = (0.0f64, 0);
+    for (i, (&g, &w)) in got.data.iter().zip(want).enumerate() {
+        let e = (g as f64 - w).abs();
+        if e.is_nan() || e > worst {
+            worst = if e.is_nan() { f64::INFINITY } else { e };
+            at = i;
+        }
+    }
+    assert!(
+        worst <= tol * scale,
+        "{what}: max err {worst:e} at {at} (got {}, want {}) > {tol:e} · {scale}",
+        got.data[at],
+        want[at]
+    );
+}
+
+// ---------------------------------------------------------------- f64 references
+
+fn r_matmul(x: &[f64], w: &[f64], b: Option<&[f64]>, m: usize, k: usize, n: usize) -> Vec<f64> {
+    let mut o = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let s: f64 = (0..k).map(|t| x[i * k + t] * w[j * k + t]).sum();
+            o[i * n + j] = s + b.map_or(0.0, |b| b[j]);
+        }
+    }
+    o
+}
+
+fn r_norm(x: &[f64], w: &[f64], b: Option<&[f64]>, cols: usize, eps: f64) -> Vec<f64> {
+    let mut o = Vec::with_capacity(x.len());
+    for row in x.chunks(cols) {
+        let n = cols as f64;
+        let (mean, ms) = match b {
+            Some(_) => {
+                let mean = row.iter().sum::<f64>() / n;
+                (mean, row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n)
+            }
+            None => (0.0, row.iter().map(|v| v * v).sum::<f64>() / n),
+        };
+        let inv = 1.0 / (ms + eps).sqrt();
+        o.extend(row.iter().enumerate().map(|(c, v)| (v - mean) * inv * w[c] + b.map_or(0.0, |b| b[c])));
+    }
+    o
+}
+
+fn r_gelu(v: f64) -> f64 {
+    0.5 * v * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v.powi(3))).tanh())
+}
+
+fn r_rope(x: &[f64], seq: usize, heads: usize, hd: usize, theta: f64) -> Vec<f64> {
+    let mut o = x.to_vec();
+    let half = hd / 2;
+    for (r, row) in o.chunks_mut(heads * hd).enumerate() {
+        let pos = (r % seq) as f64;
+        for h in 0..heads {
+            for i in 0..half {
+                let a = pos * theta.powf(-2.0 * i as f64 / hd as f64);
+                let (x1, x2) = (x[r * heads * hd + h * hd + i], x[r * heads * hd + h * hd + i + half]);
+                row[h * hd + i] = x1 * a.cos() - x2 * a.sin();
+                row[h * hd + i + half] = x2 * a.cos() + x1 * a.sin();
+            }
+        }
+    }
+    o
+}
+
+fn r_scores(q: &[f64], k: &[f64], s: &AttnShape) -> Vec<f64> {
+    let (t, h, kvh, dd) = (s.seq, s.n_heads, s.n_kv_heads, s.head_dim);
+    let mut o = vec![0.0; s.batch * h * t * t];
+    for b in 0..s.batch {
+        for hh in 0..h {
+            let kh = hh / (h / kvh);
+            for i in 0..t {
+                let dot = |j: usize| -> f64 {
+                    (0..dd).map(|e| q[(b * t + i) * h * dd + hh * dd + e] * k[(b * t + j) * kvh * dd + kh * dd + e]).sum::<f64>()
+                        * s.scale as f64
+                };
+                let sc: Vec<f64> = (0..=i).map(dot).collect();
+                let mx = sc.iter().cloned().fold(f64::MIN, f64::max);
+                let z: f64 = sc.iter().map(|v| (v - mx).exp()).sum();
+                let row = ((b * h + hh) * t + i) * t;
+                for (j, v) in sc.iter().enumerate() {
+                    o[row + j] = (v - mx).exp() / z;
+                }
+            }
+        }
+    }
+    o
+}
+
+fn r_apply(p: &[f64], v: &[f64], s: &AttnShape) -> Vec<f64> {
+    let (t, h, kvh, dd) = (s.seq, s.n_heads, s.n_kv_heads, s.head_dim);
+    let mut o = vec![0.0; s.batch * t * h * dd];
+    for b in 0..s.batch {
+        for hh in 0..h {
+            let kh = hh / (h / kvh);
+            for i in 0..t {
+                for e in 0..dd {
+                    o[(b * t + i) * h * dd + hh * dd + e] =
+                        (0..t).map(|j| p[((b * h + hh) * t + i) * t + j] * v[(b * t + j) * kvh * dd + kh * dd + e]).sum();
+                }
+            }
+        }
+    }
+    o
+}
+
+fn r_log_softmax(x: &[f64], cols: usize) -> Vec<f64> {
+    x.chunks(cols)
+        .flat_map(|row| {
+            let mx = row.iter().cloned().fold(f64::MIN, f64::max);
+            let lse = mx + row.iter().map(|v| (v - mx).exp()).sum::<f64>().ln();
+            row.iter().map(move |v| v - lse)
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------- checks, generic over backends
+
+fn t_matmul<B: Backend>(b: &B, r: &mut StdRng) {
+    for (m, k, n, bias) in [(37, 83, 129, true), (1, 83, 129, false), (5, 300, 70, true), (8, 100, 33, true), (64, 64, 64, false), (300, 577, 1000, true)] {
+        let (x, w, bb) = (rand_t(r, &[m, k], 1.0), rand_t(r, &[n, k], 1.0), rand_t(r, &[n], 1.0));
+        let t0 = Instant::now();
+        let out = b.matmul(&up(b, &x), &up(b, &w), bias.then(|| up(b, &bb)).as_ref()).unwrap();
+        let got = get(b, &out);
+        println!("  matmul {m}x{k}x{n}: {:?}", t0.elapsed());
+        let want = r_matmul(&d(&x), &d(&w), bias.then(|| d(&bb)).as_deref(), m, k, n);
+        close(&format!("matmul {m}x{k}x{n}"), &got, &[m, n], &want, 1e-5);
+    }
+}
+
+fn t_add<B: Backend>(b: &B, r: &mut StdRng) {
+    // 2^24 + 301 elements: more than 65535 workgroups of 256, so the grid folds into 2-D.
+    for shape in [vec![37, 129], vec![(1 << 24) + 301]] {
+        let (x, y) = (rand_t(r, &shape, 1.0), rand_t(r, &shape, 1.0));
+        let got = get(b, &b.add(&up(b, &x), &up(b, &y)).unwrap());
+        let want: Vec<f64> = x.data.iter().zip(&y.data).map(|(a, c)| *a as f64 + *c as f64).collect();
+        close("add", &got, &shape, &want, 1e-6);
+    }
+}
+
+/// Tolerance 5e-5: plain sequential f32 row sums (as PyTorch on CPU) over ~800 values reach 1e-5.
+fn t_norms<B: Backend>(b: &B, r: &mut StdRng) {
+    // 70000 rows: one workgroup per row, over the 65535 limit of one grid dimension.
+    for (rows, cols) in [(37, 771), (3, 64), (70000, 3)] {
+        let x = rand_t(r, &[rows, cols], 3.0);
+        let (w, bb) = (rand_t(r, &[cols], 1.0), rand_t(r, &[cols], 1.0));
+        let got = get(b, &b.layer_norm(&up(b, &x), &up(b, &w), &up(b, &bb), 1e-5).unwrap());
+        close("layer_norm", &got, &[rows, cols], &r_norm(&d(&x), &d(&w), Some(&d(&bb)), cols, 1e-5), 5e-5);
+        let got = get(b, &b.rms_norm(&up(b, &x), &up(b, &w), 1e-6).unwrap());
+        close("rms_norm", &got, &[rows, cols], &r_norm(&d(&x), &d(&w), None, cols, 1e-6), 5e-5);
+    }
+}
+
+fn t_activations<B: Backend>(b: &B, r: &mut StdRng) {
+    let mut x = rand_t(r, &[37, 129], 8.0);
+    x.data[..6].copy_from_slice(&[-100.0, -20.0, 0.0, 20.0, 100.0, 1e-3]); // tails must not NaN
+    let got = get(b, &b.gelu_new(&up(b, &x)).unwrap());
+    close("gelu_new", &got, &[37, 129], &d(&x).into_iter().map(r_gelu).collect::<Vec<_>>(), 1e-5);
+    let g = x.clone();
+    let u = rand_t(r, &[37, 129], 2.0);
+    let got = get(b, &b.silu_mul(&up(b, &g), &up(b, &u)).unwrap());
+    let want: Vec<f64> = d(&g).iter().zip(d(&u)).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
+    close("silu_mul", &got, &[37, 129], &want, 1e-5);
+}
+
+fn t_rope<B: Backend>(b: &B, r: &mut StdRng) {
+    // Long sequences: f32 angle arithmetic (HF's own) drifts ~1e-4 at position 1000; tolerance widens.
+    for (batch, seq, heads, hd, tol) in [(2, 37, 3, 64, 1e-5), (1, 5, 2, 6, 1e-5), (1, 1000, 1, 16, 3e-4)] {
+        let x = rand_t(r, &[batch * seq, heads * hd], 1.0);
+        let got = get(b, &b.rope(&up(b, &x), seq, heads, hd, 10000.0).unwrap());
+        close(&format!("rope seq {seq}"), &got, &x.shape, &r_rope(&d(&x), seq, heads, hd, 10000.0), tol);
+    }
+}
+
+fn attn_shapes() -> [AttnShape; 3] {
+    let s = |batch, seq, n_heads, n_kv_heads, head_dim: usize| AttnShape {
+        batch,
+        seq,
+        n_heads,
+        n_kv_heads,
+        head_dim,
+        scale: 1.0 / (head_dim as f32).sqrt(),
+    };
+    [s(2, 37, 4, 2, 16), s(1, 70, 3, 3, 64), s(1, 1, 2, 1, 8)]
+}
+
+fn t_attention<B: Backend>(b: &B, r: &mut StdRng) {
+    for s in attn_shapes() {
+        let (bt, t) = (s.batch * s.seq, s.seq);
+        let q = rand_t(r, &[bt, s.n_heads * s.head_dim], 2.0);
+        let k = rand_t(r, &[bt, s.n_kv_heads * s.head_dim], 2.0);
+        let v = rand_t(r, &[bt, s.n_kv_heads * s.head_dim], 1.0);
+        let probs = b.attn_scores(&up(b, &q), &up(b, &k), s).unwrap();
+        let got = get(b, &probs);
+        let want = r_scores(&d(&q), &d(&k), &s);
+        close(&format!("attn_scores {s:?}"), &got, &[s.batch * s.n_heads * t, t], &want, 1e-5);
+        for (i, row) in got.data.chunks(t).enumerate() {
+            assert!(row[i % t + 1..].iter().all(|&p| p == 0.0), "attn_scores: row {i} not exactly 0 above the diagonal");
+        }
+        let got = get(b, &b.attn_apply(&probs, &up(b, &v), s).unwrap());
+        close(&format!("attn_apply {s:?}"), &got, &[bt, s.n_heads * s.head_dim], &r_apply(&want, &d(&v), &s), 1e-5);
+    }
+}
+
+fn t_mix<B: Backend>(b: &B, r: &mut StdRng) {
+    let (batch, seq, c) = (2, 37, 129);
+    let rows = batch * seq;
+    let x = rand_t(r, &[rows, c], 1.0);
+    // (mask rows, mask div, abl rows, abl div): shared, per position, per prompt, per row.
+    for (mr, md, ar, ad) in [(1, 1, seq, 1), (seq, 1, batch, seq), (rows, 1, rows, 1), (1, 1, 1, 1)] {
+        let mut mask = rand_t(r, &[mr, c], 1.0);
+        mask.data.iter_mut().for_each(|v| *v = v.abs());
+        let abl = rand_t(r, &[ar, c], 1.0);
+        let got = get(b, &b.mix(&up(b, &x), &up(b, &mask), RowMap { div: md }, &up(b, &abl), RowMap { div: ad }).unwrap());
+        let want: Vec<f64> = (0..rows * c)
+            .map(|i| {
+                let (row, col) = (i / c, i % c);
+                let m = mask.data[((row / md) % mr) * c + col] as f64;
+                m * x.data[i] as f64 + (1.0 - m) * abl.data[((row / ad) % ar) * c + col] as f64
+            })
+            .collect();
+        close("mix", &got, &[rows, c], &want, 1e-6);
+    }
+}
+
+fn t_log_softmax<B: Backend>(b: &B, r: &mut StdRng) {
+    for (rows, cols, scale) in [(37, 1000, 10.0), (3, 50257, 20.0), (70000, 2, 5.0)] {
+        let x = rand_t(r, &[rows, cols], scale);
+        let got = get(b, &b.log_softmax(&up(b, &x)).unwrap());
+        close("log_softmax", &got, &[rows, cols], &r_log_softmax(&d(&x), cols), 1e-6);
+    }
+}
+
+fn t_gather<B: Backend>(b: &B, r: &mut StdRng) {
+    let table = rand_t(r, &[100, 77], 1.0);
+    let ids: Vec<u32> = (0..45).map(|_| r.random_range(0..100)).chain([0, 99, 99]).collect();
+    let got = get(b, &b.gather_rows(&up(b, &table), &ids).unwrap());
+    let want: Vec<f64> = ids.iter().flat_map(|&i| d(&table)[i as usize * 77..(i as usize + 1) * 77].to_vec()).collect();
+    close("gather_rows", &got, &[ids.len(), 77], &want, 0.0);
+    let none = get(b, &b.gather_rows(&up(b, &table), &[]).unwrap());
+    assert_eq!((none.shape.as_slice(), none.data.len()), (&[0, 77][..], 0), "gather of no ids");
+}
+
+/// A chain of ops, read once: pooled buffers get reused inside one pending encoder.
+fn t_chain<B: Backend>(b: &B, r: &mut StdRng) {
+    let (m, k) = (19, 70);
+    let x = rand_t(r, &[m, k], 1.0);
+    let w = rand_t(r, &[k, k], 0.2);
+    let (wd, mut want) = (d(&w), d(&x));
+    let wt = up(b, &w);
+    let mut h = up(b, &x);
+    for _ in 0..8 {
+        let y = b.gelu_new(&b.matmul(&h, &wt, None).unwrap()).unwrap();
+        h = b.add(&h, &y).unwrap();
+        let y: Vec<f64> = r_matmul(&want, &wd, None, m, k, k).into_iter().map(r_gelu).collect();
+        want = want.iter().zip(y).map(|(a, c)| a + c).collect();
+    }
+    close("chain", &get(b, &h), &[m, k], &want, 1e-5);
+}
+
+/// Bad shapes: an `Error::Backend` naming the op, never a panic.
+fn t_errors<B: Backend>(b: &B, _r: &mut StdRng) {
+    let t = |s: &[usize]| up(b, &HostTensor::zeros(s.to_vec()));
+    let s = attn_shapes()[0];
+    let cases: Vec<(&str, carve_core::Result<B::Tensor>)> = vec![
+        ("matmul", b.matmul(&t(&[3, 4]), &t(&[5, 6]), None)),
+        ("matmul", b.matmul(&t(&[3, 4]), &t(&[5, 4]), Some(&t(&[4])))),
+        ("add", b.add(&t(&[3, 4]), &t(&[4, 3]))),
+        ("layer_norm", b.layer_norm(&t(&[3, 4]), &t(&[5]), &t(&[4]), 1e-5)),
+        ("rope", b.rope(&t(&[4, 6]), 2, 2, 3, 1e4)),
+        ("attn_scores", b.attn_scores(&t(&[3, 4]), &t(&[3, 4]), s)),
+        ("gather_rows", b.gather_rows(&t(&[4, 2]), &[4])),
+    ];
+    for (op, res) in cases {
+        match res {
+            Err(Error::Backend(msg)) => assert!(msg.contains(op), "{op}: message {msg:?} does not name the op"),
+            Err(e) => panic!("{op}: wrong error kind {e:?}"),
+            Ok(_) => panic!("{op}: bad shapes accepted"),
+        }
+    }
+}
+
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod wgpu_backend { use super::*; $(
+            #[test] fn $name() {
+                let b = gpu();
+                b.set_poison(true);
+                let t0 = Instant::now();
+                super::$name(b, &mut rng(concat!("wgpu ", stringify!($name))));
+                println!("wgpu {}: {:?}", stringify!($name), t0.elapsed());
+            }
+        )* }
+        mod cpu_backend { use super::*; $(
+            #[test] fn $name() {
+                let b = CpuBackend::new();
+                b.set_poison(true);
+                let t0 = Instant::now();
+                super::$name(&b, &mut rng(concat!("cpu ", stringify!($name))));
+                println!("cpu {}: {:?}", stringify!($name), t0.elapsed());
+            }
+        )* }
+    };
+}
+
+on_both!(t_matmul, t_add, t_norms, t_activations, t_rope, t_attention, t_mix, t_log_softmax, t_gather, t_chain, t_errors);
+
+// ---------------------------------------------------------------- wgpu only
+
+/// A binding limit of 8 KiB splits the weights into row-chunks: upload/read, gather_rows and
+/// matmul (both kernels) must match the unsplit results; any other op must refuse clearly.
+#[test]
+fn wgpu_split_weights() {
+    let mut r = rng("wgpu_split_weights");
+    let small = new_wgpu(WgpuOptions { max_binding_bytes: Some(8192), ..WgpuOptions::default() });
+    small.set_poison(true);
+    assert_eq!(small.max_tensor_bytes(), 8192);
+    let table = rand_t(&mut r, &[1000, 20], 1.0);
+    let st = up(&small, &table);
+    assert!(st.chunk_count() >= 10, "{st:?} was not split");
+    assert_eq!(get(&small, &st), table, "split upload/read round trip");
+    let ids: Vec<u32> = (0..100).map(|_| r.random_range(0..1000)).collect();
+    let want = get(gpu(), &gpu().gather_rows(&up(gpu(), &table), &ids).unwrap());
+    assert_eq!(get(&small, &small.gather_rows(&st, &ids).unwrap()), want, "split gather");
+
+    for (m, k, n) in [(2, 40, 1000), (9, 40, 227)] {
+        let (x, w, bias) = (rand_t(&mut r, &[m, k], 1.0), rand_t(&mut r, &[n, k], 1.0), rand_t(&mut r, &[n], 1.0));
+        let sw = up(&small, &w);
+        assert!(sw.chunk_count() > 1);
+        let got = get(&small, &small.matmul(&up(&small, &x), &sw, Some(&up(&small, &bias))).unwrap());
+        let whole = get(gpu(), &gpu().matmul(&up(gpu(), &x), &up(gpu(), &w), Some(&up(gpu(), &bias))).unwrap());
+        close(&format!("split matmul {m}x{k}x{n}"), &got, &[m, n], &d(&whole), 1e-6);
+        close("split matmul vs f64", &got, &[m, n], &r_matmul(&d(&x), &d(&w), Some(&d(&bias)), m, k, n), 1e-5);
+    }
+    match small.add(&st, &st) {
+        Err(Error::Backend(msg)) => assert!(msg.contains("add") && msg.contains("80000") && msg.contains("8192"), "{msg}"),
+        other => panic!("add of a split tensor: {other:?}"),
+    }
+    assert!(matches!(small.matmul(&up(&small, &rand_t(&mut r, &[3, 20], 1.0)), &st, None), Err(Error::Backend(_))));
+}
+
+#[test]
+fn wgpu_read_after_device_loss_is_an_error() {
+    let b = new_wgpu(WgpuOptions::default());
+    let t = up(&b, &HostTensor::new(vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]));
+    assert_eq!(get(&b, &t).data, vec![1.0, 2.0, 3.0, 4.0]);
+    b.simulate_device_loss();
+    let res = pollster::block_on(b.read(&t));
+    assert!(matches!(res, Err(Error::Backend(_))), "read on a lost device: {res:?}");
+}
+
+#[test]
+fn wgpu_describe_and_adapters() {
+    let b = gpu();
+    assert!(b.describe().starts_with("wgpu "), "{}", b.describe());
+    let all = list_adapters();
+    assert!(!all.is_empty());
+    for a in &all {
+        println!("adapter: {} {:?} {:?} software={}", a.name, a.backend, a.device_type, carve_core::backend::wgpu::is_software(a));
+    }
+}
+
+/// The real case behind row-chunking: GPT-2's tied embedding / LM head, [50257, 768] f32 = 154 MB,
+/// over llvmpipe's 128 MiB binding limit (on adapters that bind more it is simply not split).
+#[test]
+fn wgpu_gpt2_sized_embedding() {
+    let mut r = rng("wgpu_gpt2_sized_embedding");
+    let b = gpu();
+    b.set_poison(true);
+    let (v, e) = (50257, 768);
+    let table = rand_t(&mut r, &[v, e], 0.1);
+    let t0 = Instant::now();
+    let wt = up(b, &table);
+    println!("upload 154 MB in {} chunk(s): {:?} (limit {} bytes)", wt.chunk_count(), t0.elapsed(), b.max_tensor_bytes());
+    let ids = [0u32, 50256, 25000, 7];
+    let h = b.gather_rows(&wt, &ids).unwrap();
+    let got = get(b, &h);
+    let want: Vec<f64> = ids.iter().flat_map(|&i| d(&table)[i as usize * e..(i as usize + 1) * e].to_vec()).collect();
+    close("gather from the 154 MB table", &got, &[4, e], &want, 0.0);
+    let t0 = Instant::now();
+    let logits = get(b, &b.matmul(&h, &wt, None).unwrap());
+    println!("logits [4, {v}]: {:?}", t0.elapsed());
+    close("logits", &logits, &[4, v], &r_matmul(&d(&got), &d(&table), None, 4, e, v), 1e-5);
+}
+
+/// Throughput, not correctness: `cargo test -p carve-tests --test ops -- --ignored --nocapture bench`.
+#[test]
+#[ignore]
+fn wgpu_matmul_bench() {
+    let mut r = rng("bench");
+    let b = gpu();
+    for (m, k, n, reps) in [(512, 768, 768, 5), (1, 768, 50257, 5), (8, 768, 3072, 20)] {
+        let (x, w) = (up(b, &rand_t(&mut r, &[m, k], 1.0)), up(b, &rand_t(&mut r, &[n, k], 1.0)));
+        get(b, &b.matmul(&x, &w, None).unwrap()); // warm: pipeline build
+        let t0 = Instant::now();
+        let outs: Vec<_> = (0..reps).map(|_| b.matmul(&x, &w, None).unwrap()).collect();
+        get(b, &outs[reps - 1]);
+        let s = t0.elapsed().as_secs_f64() / reps as f64;
+        println!("matmul {m}x{k}x{n}: {:.2} ms, {:.2} GFLOP/s", s * 1e3, 2.0 * (m * k * n) as f64 / s / 1e9);
+    }
+}
