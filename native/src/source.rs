@@ -10,14 +10,8 @@ pub fn load(spec: &str) -> Result<LoadedModel> {
     let t = Instant::now();
     let path = resolve(spec)?;
     let m = load_path(&path).with_context(|| format!("loading {}", path.display()))?;
-    tracing_free_note(&format!("loaded {} in {:.1} s", path.display(), t.elapsed().as_secs_f32()));
+    eprintln!("loaded {} in {:.1} s", path.display(), t.elapsed().as_secs_f32());
     Ok(m)
-}
-
-fn tracing_free_note(msg: &str) {
-    if std::env::var_os("CARVE_QUIET").is_none() {
-        eprintln!("{msg}");
-    }
 }
 
 pub fn resolve(spec: &str) -> Result<PathBuf> {
@@ -31,7 +25,12 @@ pub fn resolve(spec: &str) -> Result<PathBuf> {
     }
     match resolve_hub_cache(spec) {
         Ok(dir) => Ok(dir),
-        Err(cache_err) => download(spec).map_err(|dl| anyhow!("{cache_err}\n(download failed too: {dl:#})")),
+        Err(cache_err) => download(spec).map_err(|dl| {
+            // The client repeats its cause chain; its first line says enough (e.g. no DNS).
+            let dl = dl.to_string();
+            let first = dl.split(": ").take(3).collect::<Vec<_>>().join(": ");
+            anyhow!("{cache_err}\n(downloading it failed too: {first})")
+        }),
     }
 }
 

@@ -39,13 +39,13 @@ impl WgpuBackend {
         }
         // One staging buffer per chunk: a split weight can be bigger than one buffer may be.
         let stagings: Vec<_> = t.chunks().iter().map(|c| self.pool.take(c.buf.bytes, STAGING_USAGE)).collect();
-        {
+        let _index = {
             let mut rec = self.rec.lock().map_err(lock_err)?;
             for (c, s) in t.chunks().iter().zip(&stagings) {
                 rec.copy(&ctx.device, &c.buf.buf, &s.buf, 0, c.buf.bytes);
             }
-            rec.submit(&ctx.queue);
-        }
+            rec.submit(&ctx.queue)
+        };
         let mut receivers = Vec::new();
         for s in &stagings {
             let (tx, rx) = oneshot::channel();
@@ -55,9 +55,19 @@ impl WgpuBackend {
         let mut results = Vec::new();
         #[cfg(not(target_arch = "wasm32"))]
         {
-            ctx.device
-                .poll(wgpu::PollType::wait_indefinitely())
-                .map_err(|e| Error::Backend(format!("wgpu read: waiting for the device: {e}")))?;
+            // Another thread's `poll` may be the one that runs our map callback, and its poll can
+            // make ours return before that callback has run: wait for our submission, then give
+            // the callback a moment (bounded) to land.
+            let wait = wgpu::PollType::Wait { submission_index: _index, timeout: None };
+            for attempt in 0..10_000 {
+                ctx.device
+                    .poll(wait.clone())
+                    .map_err(|e| Error::Backend(format!("wgpu read: waiting for the device: {e}")))?;
+                if receivers.iter().all(|r| r.is_ready()) || ctx.lost.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_micros(if attempt < 100 { 10 } else { 1000 }));
+            }
             for rx in &receivers {
                 results.push(rx.try_take());
             }

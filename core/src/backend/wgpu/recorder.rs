@@ -160,18 +160,16 @@ impl Recorder {
     }
 
     /// Writes the arena and submits everything recorded (possibly nothing).
-    pub fn submit(&mut self, queue: &wgpu::Queue) {
+    pub fn submit(&mut self, queue: &wgpu::Queue) -> Option<wgpu::SubmissionIndex> {
         self.pass = None;
         self.arena.flush(queue);
-        if let Some(enc) = self.encoder.take() {
-            queue.submit(Some(enc.finish()));
-        }
         self.dispatches = 0;
+        self.encoder.take().map(|enc| queue.submit(Some(enc.finish())))
     }
 }
 
-/// Single-value channel resolved by a `map_async` callback: natively it is already resolved when
-/// `device.poll(Wait)` returns; in the browser the event loop resolves it and wakes the task.
+/// Single-value channel resolved by a `map_async` callback: natively `read` polls the device until
+/// it is resolved; in the browser the event loop resolves it and wakes the awaiting task.
 pub(crate) mod oneshot {
     use std::future::Future;
     use std::pin::Pin;
@@ -207,6 +205,12 @@ pub(crate) mod oneshot {
     }
 
     impl<T> Receiver<T> {
+        /// Whether the value has arrived.
+        #[allow(dead_code)] // used natively only
+        pub fn is_ready(&self) -> bool {
+            self.0.lock().map(|g| g.value.is_some()).unwrap_or(true)
+        }
+
         /// The value, if it has arrived.
         #[allow(dead_code)] // used natively only
         pub fn try_take(&self) -> Option<T> {
