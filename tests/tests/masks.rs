@@ -99,6 +99,41 @@ fn mean_is_substituted<B: Backend>(be: &B, name: &str) {
     assert!(rel_err(&got, &plain) > 1e-4, "{name}: ablation changed nothing");
 }
 
+/// GPT-2: replacing layer 0's attention block by its per-position mean equals a model whose layer-0
+/// attention writes nothing and whose position embedding row t carries that mean.
+fn per_position_mean<B: Backend>(be: &B) {
+    let (m, batch) = setup("tiny-gpt2");
+    let model = Model::upload(be, m.config.clone(), &m.weights).unwrap();
+    let means = pollster::block_on(mean_values(&model, be, &batch, true)).unwrap();
+    let attn_mean = means.attn_out[0].as_ref().unwrap();
+    assert_eq!(attn_mean.shape, vec![batch.seq, m.config.d_model]);
+    let abl = DeviceAblation::upload(be, &means).unwrap();
+    let mut masks = ones(&m);
+    masks.attn[0] = 0.0;
+    let args = ForwardArgs { masks: Some(&masks), ablation: Some(&abl), ..ForwardArgs::default() };
+    let got = logits(be, &m.weights, &m, &batch, &args);
+
+    let mut w = m.weights.clone();
+    let l0 = &mut w.layers[0];
+    l0.wo.data.fill(0.0);
+    l0.bo.as_mut().unwrap().data.fill(0.0);
+    let wpe = w.wpe.as_mut().unwrap();
+    for (x, a) in wpe.data.iter_mut().zip(&attn_mean.data) {
+        *x += a;
+    }
+    let want = logits(be, &w, &m, &batch, &ForwardArgs::default());
+    assert_close("per-position mean of layer 0's attention", &got, &want, 1e-5);
+}
+
+#[test]
+fn per_position_mean_cpu() {
+    per_position_mean(&cpu());
+}
+#[test]
+fn per_position_mean_gpu() {
+    per_position_mean(gpu());
+}
+
 fn resume_from_cache<B: Backend>(be: &B, name: &str) {
     let (m, batch) = setup(name);
     let model = Model::upload(be, m.config.clone(), &m.weights).unwrap();

@@ -57,6 +57,11 @@ impl Job for ForwardBench<'_> {
         println!("backend: {}   batch {} × seq {} = {} tokens, median of {} runs", be.describe(), a.batch, a.seq, batch.rows(), a.iters);
         println!("{:<16} {:>10} {:>12} {:>10}", "logits", "time (s)", "tokens/s", "GFLOP/s");
         for (name, at) in [("all positions", LogitsAt::All), ("last position", LogitsAt::Last)] {
+            let out_bytes = if at == LogitsAt::All { batch.rows() } else { batch.size() } * c.vocab * 4;
+            if out_bytes > be.max_tensor_bytes() {
+                println!("{name:<16} skipped: {} MiB of logits exceed the backend's binding limit", out_bytes >> 20);
+                continue;
+            }
             let time_one = || -> Result<f64> {
                 let t = Instant::now();
                 let out = model.forward(be, &batch, &ForwardArgs { logits: at, ..ForwardArgs::default() })?;

@@ -72,12 +72,23 @@ impl Job for Run<'_> {
         Batch::new(self.prompts, &self.m.config)?;
         let model = Model::upload(be, self.m.config.clone(), &self.m.weights)?;
         let mut out = Vec::new();
-        // Chunks bound the memory of all-position logits.
-        for chunk in self.prompts.chunks(16) {
+        // Chunks bound the memory of all-position logits, and keep them within one binding.
+        let v = self.m.config.vocab;
+        let longest = self.prompts.iter().map(Vec::len).max().unwrap_or(1);
+        let per_prompt = longest * v * 4;
+        if per_prompt > be.max_tensor_bytes() {
+            bail!(
+                "the logits of a {longest}-token prompt take {} MiB, more than this backend's {} MiB binding limit: \
+                 use shorter prompts or --backend cpu",
+                per_prompt >> 20,
+                be.max_tensor_bytes() >> 20
+            );
+        }
+        let per_chunk = (be.max_tensor_bytes() / per_prompt).clamp(1, 16);
+        for chunk in self.prompts.chunks(per_chunk) {
             let batch = Batch::new(chunk, &self.m.config)?;
             let fwd = model.forward(be, &batch, &ForwardArgs::default())?;
             let l = pollster::block_on(be.read(fwd.logits.as_ref().expect("logits were asked for")))?;
-            let v = self.m.config.vocab;
             for (b, &len) in batch.lens.iter().enumerate() {
                 out.push(l.data[b * batch.seq * v..(b * batch.seq + len) * v].to_vec());
             }
