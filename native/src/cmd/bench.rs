@@ -6,12 +6,29 @@ use anyhow::Result;
 use carve_core::backend::Backend;
 use carve_core::model::load::LoadedModel;
 use carve_core::model::{Batch, ForwardArgs, LogitsAt, Model};
+use carve_core::HostTensor;
 use std::time::Instant;
 
 #[derive(clap::Subcommand)]
 pub enum Bench {
     /// Forward passes over a batch of random prompts: all-position and last-position logits.
     Forward(ForwardArgsCli),
+    /// One matmul `x[M, K] · w[N, K]ᵀ`, the op that dominates every forward.
+    Matmul(MatmulArgs),
+}
+
+#[derive(clap::Args)]
+pub struct MatmulArgs {
+    #[arg(long, default_value_t = 2000)]
+    m: usize,
+    #[arg(long, default_value_t = 576)]
+    k: usize,
+    #[arg(long, default_value_t = 1536)]
+    n: usize,
+    #[arg(long, default_value_t = 10)]
+    iters: usize,
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: BackendChoice,
 }
 
 #[derive(clap::Args)]
@@ -35,6 +52,30 @@ pub fn run(b: Bench) -> Result<()> {
             let m = source::load(&a.model)?;
             dispatch(a.backend, ForwardBench { m: &m, a: &a })
         }
+        Bench::Matmul(a) => dispatch(a.backend, MatmulBench(&a)),
+    }
+}
+
+struct MatmulBench<'a>(&'a MatmulArgs);
+
+impl Job for MatmulBench<'_> {
+    type Out = ();
+    fn run<B: Backend>(self, be: &B) -> Result<()> {
+        let a = self.0;
+        let fill = |r: usize, c: usize| HostTensor::new(vec![r, c], (0..r * c).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect());
+        let x = be.upload(&fill(a.m, a.k))?;
+        let w = be.upload(&fill(a.n, a.k))?;
+        let once = || -> Result<f64> {
+            let t = Instant::now();
+            pollster::block_on(be.read(&be.matmul(&x, &w, None)?))?;
+            Ok(t.elapsed().as_secs_f64())
+        };
+        once()?;
+        let mut times = (0..a.iters.max(1)).map(|_| once()).collect::<Result<Vec<_>>>()?;
+        times.sort_by(f64::total_cmp);
+        let t = times[times.len() / 2];
+        println!("{}: {}×{}×{} median {:.2} ms, {:.1} GFLOP/s (read-back included)", be.describe(), a.m, a.k, a.n, t * 1e3, 2.0 * (a.m * a.k * a.n) as f64 / t / 1e9);
+        Ok(())
     }
 }
 
