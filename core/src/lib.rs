@@ -6,7 +6,9 @@
 pub mod backend;
 pub mod circuit;
 pub mod error;
+pub mod metrics;
 pub mod model;
+pub mod tasks;
 pub mod tensor;
 
 pub use error::{Error, Result};

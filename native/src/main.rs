@@ -19,6 +19,11 @@ enum Command {
     Info(cmd::info::Args),
     /// Run prompts through a model and write every position's logits to a safetensors file.
     Logits(cmd::logits::Args),
+    /// Score a task's held-out test split: accuracy, logit or probability difference, P(answer).
+    Eval(cmd::eval::Args),
+    /// Look at tasks: prompts, answers, corrupted prompts, token splits.
+    #[command(subcommand)]
+    Tasks(cmd::tasks::Tasks),
     /// Measure speed.
     #[command(subcommand)]
     Bench(cmd::bench::Bench),
@@ -30,6 +35,8 @@ fn main() {
         Command::Info(a) => cmd::info::run(a),
         Command::Logits(a) => cmd::logits::run(a),
         Command::Bench(b) => cmd::bench::run(b),
+        Command::Eval(a) => cmd::eval::run(a),
+        Command::Tasks(t) => cmd::tasks::run(t),
     };
     if let Err(e) = res {
         eprintln!("error: {e:#}");

@@ -1,0 +1,189 @@
+//! Metrics at a prompt's last position: KL divergence, accuracy, logit difference, probability
+//! difference and the answer's probability, computed from logits in f64 with the max subtracted
+//! (numerically stable for any logit scale). [`evaluate`] runs a task's examples through a model,
+//! optionally through a circuit too (masks and ablation values), and averages them.
+
+mod eval;
+
+pub use eval::{evaluate, last_logits, Circuit, CircuitAblation, EvalOptions, Report};
+
+use crate::tasks::{Example, MetricKind, Target, Task, YearTokens};
+use crate::{Error, Result};
+
+/// `log Σ exp(x)`, max subtracted, in f64.
+pub fn log_sum_exp(row: &[f32]) -> f64 {
+    let m = row.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
+    if !m.is_finite() {
+        return m;
+    }
+    m + row.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln()
+}
+
+/// Row-wise log-softmax in f64.
+pub fn log_softmax(row: &[f32]) -> Vec<f64> {
+    let lse = log_sum_exp(row);
+    row.iter().map(|&x| x as f64 - lse).collect()
+}
+
+/// KL(P ‖ Q) = Σ p·(log p − log q) for P = softmax(p_logits), Q = softmax(q_logits), in nats.
+/// Terms where p underflows to 0 contribute 0; rounding below 0 is clamped to 0.
+pub fn kl_div(p_logits: &[f32], q_logits: &[f32]) -> f64 {
+    assert_eq!(p_logits.len(), q_logits.len(), "kl_div: rows of different lengths");
+    let (lp, lq) = (log_sum_exp(p_logits), log_sum_exp(q_logits));
+    let mut kl = 0.0;
+    for (&a, &b) in p_logits.iter().zip(q_logits) {
+        let log_p = a as f64 - lp;
+        let p = log_p.exp();
+        if p > 0.0 {
+            kl += p * (log_p - (b as f64 - lq));
+        }
+    }
+    kl.max(0.0)
+}
+
+/// Index of the largest logit (the first one on ties).
+pub fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in row.iter().enumerate() {
+        if x > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// softmax(row)[id].
+pub fn prob(row: &[f32], id: u32) -> f64 {
+    (row[id as usize] as f64 - log_sum_exp(row)).exp()
+}
+
+/// logit(a) − logit(b).
+pub fn logit_diff(row: &[f32], a: u32, b: u32) -> f64 {
+    row[a as usize] as f64 - row[b as usize] as f64
+}
+
+/// (P(year > yy), P(year < yy)) when one token holds the two digits: `ids[n]` is "00".."99".
+pub fn year_probs_two_digit(row: &[f32], ids: &[u32], yy: u8) -> (f64, f64) {
+    let p = softmax_at(row, ids);
+    let y = yy as usize;
+    (p[y + 1..].iter().sum(), p[..y].iter().sum())
+}
+
+/// (P(year > yy), P(year < yy)) when the two digits are two next-token steps, exactly:
+/// P(>yy) = Σ_{d1>y1} P(d1) + P(y1)·Σ_{d2>y2} P(d2 | y1), and P(<yy) alike. `first` is the
+/// prompt's last-position logits, `cond` those after the prompt followed by the digit y1;
+/// `digits[d]` is the token "d".
+pub fn year_probs_digits(first: &[f32], cond: &[f32], digits: &[u32], yy: u8) -> (f64, f64) {
+    let (y1, y2) = ((yy / 10) as usize, (yy % 10) as usize);
+    let p1 = softmax_at(first, digits);
+    let p2 = softmax_at(cond, digits);
+    let gt = p1[y1 + 1..].iter().sum::<f64>() + p1[y1] * p2[y2 + 1..].iter().sum::<f64>();
+    let lt = p1[..y1].iter().sum::<f64>() + p1[y1] * p2[..y2].iter().sum::<f64>();
+    (gt, lt)
+}
+
+/// softmax(row) at the given ids.
+fn softmax_at(row: &[f32], ids: &[u32]) -> Vec<f64> {
+    let lse = log_sum_exp(row);
+    ids.iter().map(|&i| (row[i as usize] as f64 - lse).exp()).collect()
+}
+
+/// One example's numbers.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ExampleScore {
+    /// The model's greedy answer is right (IOI, acronyms, files: the argmax over the whole
+    /// vocabulary is the answer; greater-than: the greedily predicted year is above YY).
+    pub correct: bool,
+    /// The task's metric (logit difference, probability difference or log P(answer)).
+    pub metric: f64,
+    /// P(answer); greater-than: P(year > YY).
+    pub answer_prob: f64,
+    /// The greedy prediction: the argmax token, then for two-step years the second digit's argmax
+    /// when the first was YY's first digit.
+    pub predicted: Vec<u32>,
+}
+
+/// Means over examples.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct Scores {
+    pub accuracy: f64,
+    pub metric: f64,
+    pub answer_prob: f64,
+}
+
+impl Scores {
+    pub fn mean(scores: &[ExampleScore]) -> Scores {
+        let n = scores.len().max(1) as f64;
+        Scores {
+            accuracy: scores.iter().filter(|s| s.correct).count() as f64 / n,
+            metric: scores.iter().map(|s| s.metric).sum::<f64>() / n,
+            answer_prob: scores.iter().map(|s| s.answer_prob).sum::<f64>() / n,
+        }
+    }
+}
+
+/// Scores one example of `task` from the logits at its prompt's last position (`first`) and, for
+/// years written one digit per token, at the position after the prompt and YY's first digit (`cond`).
+pub fn score(task: &Task, e: &Example, first: &[f32], cond: Option<&[f32]>) -> Result<ExampleScore> {
+    let v = first.len();
+    let ids: Vec<u32> = match (&e.target, &task.years) {
+        (Target::Token { answer, wrong }, _) => [Some(*answer), *wrong].into_iter().flatten().collect(),
+        (Target::Year { .. }, Some(YearTokens::TwoDigit(ids) | YearTokens::Digits(ids))) => ids.clone(),
+        (Target::Year { .. }, None) => vec![],
+    };
+    if let Some(bad) = ids.iter().find(|&&i| i as usize >= v) {
+        return Err(Error::Input(format!("{}: example {:?} names token {bad}, outside logits of {v}", task.name, e.source)));
+    }
+    let table_ok = match &task.years {
+        Some(YearTokens::TwoDigit(ids)) => ids.len() == 100,
+        Some(YearTokens::Digits(ids)) => ids.len() == 10,
+        None => true,
+    };
+    if matches!(e.target, Target::Year { yy } if yy > 99) || !table_ok {
+        return Err(Error::Input(format!("{}: example {:?}: years are two digits, with 100 two-digit or 10 digit tokens", task.name, e.source)));
+    }
+    if cond.is_some_and(|c| c.len() != v) {
+        return Err(Error::Input("the two steps' logits have different lengths".into()));
+    }
+    let top = argmax(first) as u32;
+    match (&e.target, task.metric) {
+        (Target::Token { answer, wrong }, kind) => {
+            let answer_prob = prob(first, *answer);
+            let metric = match (kind, wrong) {
+                (MetricKind::LogitDiff, Some(w)) => logit_diff(first, *answer, *w),
+                (MetricKind::LogProb, _) => first[*answer as usize] as f64 - log_sum_exp(first),
+                _ => return Err(mismatch(task, e)),
+            };
+            Ok(ExampleScore { correct: top == *answer, metric, answer_prob, predicted: vec![top] })
+        }
+        (Target::Year { yy }, MetricKind::ProbDiff) => match &task.years {
+            Some(YearTokens::TwoDigit(ids)) => {
+                let (gt, lt) = year_probs_two_digit(first, ids, *yy);
+                let correct = ids.iter().position(|&t| t == top).is_some_and(|n| n > *yy as usize);
+                Ok(ExampleScore { correct, metric: gt - lt, answer_prob: gt, predicted: vec![top] })
+            }
+            Some(YearTokens::Digits(ids)) => {
+                let cond = cond.ok_or_else(|| Error::Input("a two-step year needs the logits after its first digit".into()))?;
+                let (gt, lt) = year_probs_digits(first, cond, ids, *yy);
+                let (y1, y2) = ((*yy / 10) as usize, (*yy % 10) as usize);
+                let mut predicted = vec![top];
+                let correct = match ids.iter().position(|&t| t == top) {
+                    Some(d1) if d1 > y1 => true,
+                    Some(d1) if d1 == y1 => {
+                        let top2 = argmax(cond) as u32;
+                        predicted.push(top2);
+                        ids.iter().position(|&t| t == top2).is_some_and(|d2| d2 > y2)
+                    }
+                    _ => false,
+                };
+                Ok(ExampleScore { correct, metric: gt - lt, answer_prob: gt, predicted })
+            }
+            None => Err(mismatch(task, e)),
+        },
+        _ => Err(mismatch(task, e)),
+    }
+}
+
+fn mismatch(task: &Task, e: &Example) -> Error {
+    Error::Input(format!("{}: example {:?} does not fit the task's metric {}", task.name, e.source, task.metric.key()))
+}

@@ -1,0 +1,112 @@
+//! `carve eval`: a task's held-out test split through the model: accuracy, the task's metric and the
+//! answer's probability, as a table or one JSON object.
+
+use crate::backend_pick::{dispatch, BackendChoice, Job};
+use crate::cmd::tasks::{tokenizer, TaskArgs};
+use crate::source;
+use anyhow::Result;
+use carve_core::backend::Backend;
+use carve_core::metrics::{evaluate, EvalOptions, Report, Scores};
+use carve_core::model::load::LoadedModel;
+use carve_core::model::Model;
+use carve_core::tasks::{Example, Task};
+use serde_json::json;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A model directory, a GGUF file, or a hub name.
+    #[arg(long)]
+    model: String,
+    /// ioi, acronyms, greater-than, or a JSONL file ({"prompt": …, "answer": …} per line).
+    #[arg(long)]
+    task: Option<String>,
+    /// Examples in all (generated, or taken from the file), split in the proportions of
+    /// --patching/--discovery/--test [default: their total, 400].
+    #[arg(long)]
+    n: Option<usize>,
+    #[command(flatten)]
+    task_args: TaskArgs,
+    /// Prompts per forward pass.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: BackendChoice,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    a.task_args.check(a.task.as_deref(), a.n)?;
+    let m = source::load(&a.model)?;
+    let tok = tokenizer(&m)?;
+    let prep = a.task_args.prepare(a.task.as_deref(), a.n, tok)?;
+    let (task, splits) = (&prep.task, &prep.splits);
+    if !a.json {
+        for f in &task.filters {
+            eprintln!("filter  {f}");
+        }
+    }
+    for n in &prep.notes {
+        eprintln!("note    {n}");
+    }
+    let t = Instant::now();
+    let (report, backend) = dispatch(a.backend, EvalJob { m: &m, task, examples: &splits.test, batch: a.batch })?;
+    let secs = t.elapsed().as_secs_f64();
+    let sizes = splits.sizes();
+    if a.json {
+        let scores = |s: &Scores| json!({ "accuracy": s.accuracy, "metric": s.metric, "answer_prob": s.answer_prob });
+        let mut out = json!({
+            "task": task.name,
+            "model": m.source,
+            "backend": backend,
+            "seed": a.task_args.seed,
+            "bos": a.task_args.bos,
+            "metric": task.metric.key(),
+            "n_patching": sizes.patching,
+            "n_discovery": sizes.discovery,
+            "n_test": sizes.test,
+            "full": scores(&report.full),
+            "filters": task.filters,
+            "notes": prep.notes,
+            "seconds": secs,
+        });
+        if let (Some(c), Some(kl)) = (&report.circuit, report.kl) {
+            out["circuit"] = scores(c);
+            out["circuit"]["kl"] = json!(kl);
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    let metric = task.metric.title();
+    let answer = if task.years.is_some() { "P(year > YY)" } else { "P(answer)" };
+    let name_w = task.name.len().max(4);
+    println!(
+        "{:<name_w$}  {:>8}  {:>9}  {:>5}  {:>8}  {:>13}  {:>12}",
+        "task", "patching", "discovery", "test", "accuracy", metric, answer
+    );
+    println!(
+        "{:<name_w$}  {:>8}  {:>9}  {:>5}  {:>8.3}  {:>13.3}  {:>12.3}",
+        task.name, sizes.patching, sizes.discovery, sizes.test, report.full.accuracy, report.full.metric, report.full.answer_prob
+    );
+    eprintln!("{} test prompts on {backend} in {secs:.1} s (seed {})", report.n, a.task_args.seed);
+    Ok(())
+}
+
+struct EvalJob<'a> {
+    m: &'a LoadedModel,
+    task: &'a Task,
+    examples: &'a [Example],
+    batch: usize,
+}
+
+impl Job for EvalJob<'_> {
+    type Out = (Report, String);
+    fn run<B: Backend>(self, be: &B) -> Result<(Report, String)> {
+        let model = Model::upload(be, self.m.config.clone(), &self.m.weights)?;
+        let opts = EvalOptions { batch_size: self.batch };
+        let report = pollster::block_on(evaluate(&model, be, self.task, self.examples, None, &opts))?;
+        Ok((report, be.describe()))
+    }
+}
