@@ -65,16 +65,17 @@ pub(super) fn rope(be: &CpuBackend, x: &CpuTensor, seq: usize, n_heads: usize, h
         format!("x {:?} as {n_heads} heads of {head_dim} at seq {seq}", x.0.shape)
     })?;
     let half = head_dim / 2;
-    // Inverse frequencies as HF computes them: theta^(-2i/d) in f32.
+    // Inverse frequencies as HF computes them: theta^(-2i/d) in f32; the angles once per
+    // (position, frequency), not per row and head.
     let inv: Vec<f32> = (0..half).map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32)).collect();
+    let table: Vec<(f32, f32)> = (0..seq).flat_map(|p| inv.iter().map(move |f| (p as f32 * f).sin_cos())).collect();
     let mut out = be.out(x.0.data.len());
     out.par_chunks_mut(c.max(1)).enumerate().for_each(|(r, orow)| {
-        let pos = (r % seq) as f32;
+        let angles = &table[(r % seq) * half..][..half];
         let xr = x.0.row(r);
         for h in 0..n_heads {
             let (xh, oh) = (&xr[h * head_dim..(h + 1) * head_dim], &mut orow[h * head_dim..(h + 1) * head_dim]);
-            for i in 0..half {
-                let (sin, cos) = (pos * inv[i]).sin_cos();
+            for (i, &(sin, cos)) in angles.iter().enumerate() {
                 oh[i] = xh[i] * cos - xh[i + half] * sin;
                 oh[i + half] = xh[i + half] * cos + xh[i] * sin;
             }
