@@ -6,8 +6,10 @@
 pub mod backend;
 pub mod circuit;
 pub mod error;
+pub mod extract;
 pub mod metrics;
 pub mod model;
+pub mod prune;
 pub mod tasks;
 pub mod tensor;
 

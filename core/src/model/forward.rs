@@ -79,6 +79,37 @@ impl<B: Backend> Default for ForwardArgs<'_, B> {
     }
 }
 
+/// Different masks for consecutive groups of rows: batch rows `g·rows_per_group ..
+/// (g+1)·rows_per_group` use `masks[g]`. Many candidate circuits then run in one batch (the same
+/// prompts once per candidate); ablation values index rows within a group (1, `seq` or
+/// `rows_per_group` rows).
+pub struct MaskGroups<'a> {
+    pub masks: &'a [Masks],
+    pub rows_per_group: usize,
+}
+
+/// The masks a forward applies: none, one set for every row, or one set per group of rows.
+#[derive(Clone, Copy)]
+enum Sel<'a> {
+    One(Option<&'a Masks>),
+    Groups(&'a [Masks], usize),
+}
+
+impl<'a> Sel<'a> {
+    fn list(self) -> &'a [Masks] {
+        match self {
+            Sel::One(m) => m.map_or(&[], std::slice::from_ref),
+            Sel::Groups(g, _) => g,
+        }
+    }
+    fn row_map(self) -> RowMap {
+        match self {
+            Sel::One(_) => RowMap::SHARED,
+            Sel::Groups(_, div) => RowMap { div },
+        }
+    }
+}
+
 pub struct ForwardOut<T> {
     pub logits: Option<T>,
     pub captured: Captured<T>,
@@ -102,15 +133,45 @@ impl<B: Backend> Model<B> {
     /// `start == n_layers` goes straight to the final norm and the logits.
     pub fn forward_from(&self, be: &B, batch: &Batch, start: usize, resid: B::Tensor, args: &ForwardArgs<B>)
         -> Result<ForwardOut<B::Tensor>> {
-        let n = self.weights.layers.len();
-        if start > n {
-            return Err(Error::Input(format!("layer {start} is past the model's {n} layers")));
-        }
         if let Some(m) = args.masks {
             self.check_masks(m)?;
         }
         if let Some(a) = args.ablation {
             a.check_rows(batch)?;
+        }
+        self.run_from(be, batch, start, resid, args, Sel::One(args.masks))
+    }
+
+    /// `forward_from` with a set of masks per group of rows (`args.masks` must be None). The batch
+    /// is whole groups of whole prompts, e.g. the same prompts repeated once per mask set.
+    pub fn forward_from_groups(&self, be: &B, batch: &Batch, start: usize, resid: B::Tensor, args: &ForwardArgs<B>,
+        groups: &MaskGroups) -> Result<ForwardOut<B::Tensor>> {
+        let (g, rpg) = (groups.masks.len(), groups.rows_per_group);
+        if args.masks.is_some() {
+            return Err(Error::Input("a forward takes one set of masks or mask groups, not both".into()));
+        }
+        if g == 0 || rpg == 0 || !rpg.is_multiple_of(batch.seq) || g * rpg != batch.rows() {
+            return Err(Error::Input(format!(
+                "{g} mask groups of {rpg} rows do not split a batch of {} rows of {} positions",
+                batch.rows(),
+                batch.seq
+            )));
+        }
+        for m in groups.masks {
+            self.check_masks(m)?;
+        }
+        if let Some(a) = args.ablation {
+            let n = rpg / batch.seq;
+            a.check_rows(&Batch { ids: batch.ids[..rpg].to_vec(), lens: batch.lens[..n].to_vec(), seq: batch.seq })?;
+        }
+        self.run_from(be, batch, start, resid, args, Sel::Groups(groups.masks, rpg))
+    }
+
+    fn run_from(&self, be: &B, batch: &Batch, start: usize, resid: B::Tensor, args: &ForwardArgs<B>, sel: Sel)
+        -> Result<ForwardOut<B::Tensor>> {
+        let n = self.weights.layers.len();
+        if start > n {
+            return Err(Error::Input(format!("layer {start} is past the model's {n} layers")));
         }
         let mut cap = Captured::new(n);
         let mut x = resid;
@@ -118,7 +179,7 @@ impl<B: Backend> Model<B> {
             if args.capture.resid {
                 cap.resid[l] = Some(x.clone());
             }
-            x = self.layer(be, batch, l, x, args, &mut cap)?;
+            x = self.layer(be, batch, l, x, args, sel, &mut cap)?;
         }
         if args.capture.resid {
             cap.resid[n] = Some(x.clone());
@@ -145,26 +206,31 @@ impl<B: Backend> Model<B> {
         }
     }
 
-    fn layer(&self, be: &B, batch: &Batch, l: usize, x: B::Tensor, args: &ForwardArgs<B>, cap: &mut Captured<B::Tensor>)
-        -> Result<B::Tensor> {
+    #[allow(clippy::too_many_arguments)]
+    fn layer(&self, be: &B, batch: &Batch, l: usize, x: B::Tensor, args: &ForwardArgs<B>, sel: Sel,
+        cap: &mut Captured<B::Tensor>) -> Result<B::Tensor> {
         let lw = &self.weights.layers[l];
-        let masks = args.masks;
+        let masks = sel.list();
         let abl = |f: fn(&DeviceAblation<B>, usize) -> Option<&B::Tensor>| args.ablation.and_then(|a| f(a, l));
 
+        // A block with no heads (or no neurons) left but a bias, as in a pruned model, adds its bias.
         let mut attn = if lw.n_heads == 0 {
-            None
+            lw.bo.as_ref().map(|b| bias_rows(be, &x, b)).transpose()?
         } else {
             let h = self.norm(be, &x, &lw.ln1_w, lw.ln1_b.as_ref())?;
             let (z, p) = self.attention(be, batch, lw, &h)?;
-            let z = match masks.filter(|m| !m.heads_all_on(l)) {
-                Some(m) => mix_cols(be, &z, &m.heads[l], self.config.head_dim, abl(|a, l| a.z[l].as_ref()))?,
-                None => z,
+            let z = if masks.iter().any(|m| !m.heads_all_on(l)) {
+                let rows: Vec<&[f32]> = masks.iter().map(|m| &m.heads[l][..]).collect();
+                mix_cols(be, &z, &rows, self.config.head_dim, sel.row_map(), abl(|a, l| a.z[l].as_ref()))?
+            } else {
+                z
             };
             keep(args.capture.pattern, &mut cap.pattern[l], p);
             keep(args.capture.z, &mut cap.z[l], z.clone());
             Some(be.matmul(&z, &lw.wo, lw.bo.as_ref())?)
         };
-        attn = self.mix_block(be, attn, masks.map(|m| m.attn_block(l)), abl(|a, l| a.attn_out[l].as_ref()))?;
+        let m: Vec<f32> = masks.iter().map(|m| m.attn_block(l)).collect();
+        attn = self.mix_block(be, attn, &m, sel.row_map(), abl(|a, l| a.attn_out[l].as_ref()))?;
         let x = match &attn {
             Some(a) => be.add(&x, a)?,
             None => x,
@@ -175,7 +241,7 @@ impl<B: Backend> Model<B> {
 
         let d_ff = be.shape(&lw.w_up)[0];
         let mut mlp = if d_ff == 0 {
-            None
+            lw.b_down.as_ref().map(|b| bias_rows(be, &x, b)).transpose()?
         } else {
             let h = self.norm(be, &x, &lw.ln2_w, lw.ln2_b.as_ref())?;
             let up = be.matmul(&h, &lw.w_up, lw.b_up.as_ref())?;
@@ -183,14 +249,17 @@ impl<B: Backend> Model<B> {
                 Some(g) => be.silu_mul(&be.matmul(&h, g, None)?, &up)?,
                 None => be.gelu_new(&up)?,
             };
-            let hidden = match masks.filter(|m| !m.neurons_all_on(l)) {
-                Some(m) => mix_cols(be, &hidden, &m.neurons[l], 1, abl(|a, l| a.hidden[l].as_ref()))?,
-                None => hidden,
+            let hidden = if masks.iter().any(|m| !m.neurons_all_on(l)) {
+                let rows: Vec<&[f32]> = masks.iter().map(|m| &m.neurons[l][..]).collect();
+                mix_cols(be, &hidden, &rows, 1, sel.row_map(), abl(|a, l| a.hidden[l].as_ref()))?
+            } else {
+                hidden
             };
             keep(args.capture.hidden, &mut cap.hidden[l], hidden.clone());
             Some(be.matmul(&hidden, &lw.w_down, lw.b_down.as_ref())?)
         };
-        mlp = self.mix_block(be, mlp, masks.map(|m| m.mlp_block(l)), abl(|a, l| a.mlp_out[l].as_ref()))?;
+        let m: Vec<f32> = masks.iter().map(|m| m.mlp_block(l)).collect();
+        mlp = self.mix_block(be, mlp, &m, sel.row_map(), abl(|a, l| a.mlp_out[l].as_ref()))?;
         let x = match &mlp {
             Some(m) => be.add(&x, m)?,
             None => x,
@@ -224,15 +293,18 @@ impl<B: Backend> Model<B> {
         Ok((be.attn_apply(&p, &v, s)?, p))
     }
 
-    /// A block's output mixed with its ablation value; `m == 1` leaves the block untouched.
-    fn mix_block(&self, be: &B, out: Option<B::Tensor>, m: Option<f32>, a: Option<&B::Tensor>)
+    /// A block's output mixed with its ablation value; `m` holds one mask per group of rows, and
+    /// all at 1 leaves the block untouched.
+    fn mix_block(&self, be: &B, out: Option<B::Tensor>, m: &[f32], rows: RowMap, a: Option<&B::Tensor>)
         -> Result<Option<B::Tensor>> {
-        match (out, m) {
-            (Some(o), Some(m)) if m != 1.0 => {
+        match out {
+            Some(o) if m.iter().any(|&m| m != 1.0) => {
                 let d = be.shape(&o)[1];
-                Ok(Some(mix_cols(be, &o, &vec![m; d], 1, a)?))
+                let full: Vec<Vec<f32>> = m.iter().map(|&m| vec![m; d]).collect();
+                let rows_ref: Vec<&[f32]> = full.iter().map(|r| &r[..]).collect();
+                Ok(Some(mix_cols(be, &o, &rows_ref, 1, rows, a)?))
             }
-            (o, _) => Ok(o),
+            o => Ok(o),
         }
     }
 
@@ -251,12 +323,14 @@ impl<B: Backend> Model<B> {
     }
 }
 
-/// Mixes `x` column-wise with a mask given per group of `group` columns (a head's `head_dim`, or 1
-/// per neuron). Zero ablation when `abl` is None.
-fn mix_cols<B: Backend>(be: &B, x: &B::Tensor, mask: &[f32], group: usize, abl: Option<&B::Tensor>) -> Result<B::Tensor> {
-    let cols = mask.len() * group;
-    let expanded: Vec<f32> = mask.iter().flat_map(|&m| std::iter::repeat_n(m, group)).collect();
-    let mask_t = be.upload(&HostTensor::new(vec![1, cols], expanded))?;
+/// Mixes `x` column-wise with masks given per group of `group` columns (a head's `head_dim`, or 1
+/// per neuron); `mask` has one row per mask set, picked for each row of x by `rows`. Zero
+/// ablation when `abl` is None.
+fn mix_cols<B: Backend>(be: &B, x: &B::Tensor, mask: &[&[f32]], group: usize, rows: RowMap, abl: Option<&B::Tensor>)
+    -> Result<B::Tensor> {
+    let cols = mask[0].len() * group;
+    let expanded: Vec<f32> = mask.iter().flat_map(|r| r.iter().flat_map(|&m| std::iter::repeat_n(m, group))).collect();
+    let mask_t = be.upload(&HostTensor::new(vec![mask.len(), cols], expanded))?;
     let zeros;
     let a = match abl {
         Some(a) => a,
@@ -265,7 +339,14 @@ fn mix_cols<B: Backend>(be: &B, x: &B::Tensor, mask: &[f32], group: usize, abl: 
             &zeros
         }
     };
-    be.mix(x, &mask_t, RowMap::SHARED, a, RowMap::SHARED)
+    be.mix(x, &mask_t, rows, a, RowMap::SHARED)
+}
+
+/// `bias` on every row of x's shape: a mix with mask 0 (exactly `bias`, for finite x).
+fn bias_rows<B: Backend>(be: &B, x: &B::Tensor, bias: &B::Tensor) -> Result<B::Tensor> {
+    let d = be.shape(bias).iter().product();
+    let zeros = be.upload(&HostTensor::zeros(vec![1, d]))?;
+    be.mix(x, &zeros, RowMap::SHARED, bias, RowMap::SHARED)
 }
 
 fn keep<T>(on: bool, slot: &mut Option<T>, t: T) {

@@ -185,3 +185,45 @@ fn check_rope_scaling(f: &Fields) -> Result<()> {
         _ => Ok(()),
     }
 }
+
+/// Per-layer widths of a pruned model (`carve_layers` in config.json, written by `prune`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerLayout {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub d_ff: usize,
+}
+
+impl LayerLayout {
+    /// Every layer of an unpruned model.
+    pub fn full(cfg: &ModelConfig) -> Self {
+        LayerLayout { n_heads: cfg.n_heads, n_kv_heads: cfg.n_kv_heads, d_ff: cfg.d_ff }
+    }
+}
+
+/// The `carve_layers` of a pruned model's config.json, checked against its config; None for an
+/// ordinary model.
+pub fn parse_layout(json: &[u8], path: &Path, cfg: &ModelConfig) -> Result<Option<Vec<LayerLayout>>> {
+    let v: Value = serde_json::from_slice(json).map_err(|e| Error::format(path, format!("config.json is not valid JSON: {e}")))?;
+    let Some(layers) = v.get("carve_layers").filter(|l| !l.is_null()) else { return Ok(None) };
+    let bad = |msg: String| Error::format(path, format!("config.json: `carve_layers` {msg}"));
+    let layers = layers.as_array().ok_or_else(|| bad("is not a list".into()))?;
+    if layers.len() != cfg.n_layers {
+        return Err(bad(format!("has {} entries for {} layers", layers.len(), cfg.n_layers)));
+    }
+    let mut out = Vec::with_capacity(layers.len());
+    for (i, l) in layers.iter().enumerate() {
+        let f = Fields { v: l, path };
+        let n = |k: &str| f.usize(&[k]).map_err(|_| bad(format!("entry {i} has no whole number `{k}`")));
+        let lay = LayerLayout { n_heads: n("n_heads")?, n_kv_heads: n("n_kv_heads")?, d_ff: n("d_ff")? };
+        let grouped = lay.n_kv_heads > 0 && lay.n_heads.is_multiple_of(lay.n_kv_heads);
+        if (lay.n_heads == 0) != (lay.n_kv_heads == 0) || (lay.n_heads > 0 && !grouped) {
+            return Err(bad(format!("entry {i}: {} query heads cannot share {} KV heads evenly", lay.n_heads, lay.n_kv_heads)));
+        }
+        if cfg.arch == Arch::Gpt2 && lay.n_heads != lay.n_kv_heads {
+            return Err(bad(format!("entry {i}: GPT-2 layers have as many KV heads as query heads")));
+        }
+        out.push(lay);
+    }
+    Ok(Some(out))
+}

@@ -103,8 +103,9 @@ struct HfParts<'a> {
 
 fn build_hf(p: HfParts) -> Result<LoadedModel> {
     let config = parse_config(p.config, p.config_path)?;
+    let layout = hf_config::parse_layout(p.config, p.config_path, &config)?;
     let st = safetensors::StTensors::parse(p.files, p.origin)?;
-    let weights = hf_weights::build(&config, &st)?;
+    let weights = hf_weights::build(&config, layout.as_deref(), &st)?;
     let tokenizer = match p.tokenizer {
         None => None,
         Some(b) => Some(Tokenizer::from_json_bytes(b)?.with_special_ids(config.bos_token_id, config.eos_token_id)),

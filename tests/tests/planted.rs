@@ -1,0 +1,324 @@
+//! Planted circuits: small models built in code whose circuit is known by construction. ablate with
+//! zero ablation must keep exactly the planted heads and remove everything else.
+//!
+//! - GPT-2 (LayerNorm): a previous-token head (L0H0) feeding an induction head (L1H0) that
+//!   predicts the token after the earlier occurrence of the last token. Irrelevant by
+//!   construction: heads with W_O = 0, heads whose V is 0, and heads and MLPs that write only
+//!   along the all-ones direction, which every LayerNorm removes (its mean subtraction).
+//! - Llama (RMSNorm, RoPE, GQA 4 heads on 2 KV heads): a mover head (L0H2) that copies the one
+//!   "class A" token to the final marker position, and a reader head (L1H1) that writes what was
+//!   moved to the unembedded subspace. Irrelevant: W_O = 0 (L0H3 shares its KV head with the
+//!   mover, L1H0 with the reader), V = 0 (the other KV heads), MLPs with W_down = 0.
+//!
+//! Feature subspaces are written with ±1 entries so that each signal is read by one weight; QK
+//! signals sit in RoPE's slowest pair of dimensions (7, 15), which turns by < 0.01 rad over 32
+//! positions.
+
+use carve_core::backend::Backend;
+use carve_core::circuit::{Ablation, Component};
+use carve_core::extract::*;
+use carve_core::metrics::argmax;
+use carve_core::model::{Arch, Batch, ForwardArgs, LayerWeights, LogitsAt, Model, ModelConfig, ModelWeights};
+use carve_core::prune::prune;
+use carve_core::HostTensor;
+use carve_tests::*;
+
+/// A deterministic generator: weights of irrelevant parts and the prompts.
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn weight(&mut self) -> f32 {
+        (self.next() % 2001) as f32 / 1000.0 - 1.0
+    }
+    fn matrix(&mut self, r: usize, c: usize) -> HostTensor {
+        HostTensor::new(vec![r, c], (0..r * c).map(|_| 0.3 * self.weight()).collect())
+    }
+}
+
+fn zeros(r: usize, c: usize) -> HostTensor {
+    HostTensor::zeros(vec![r, c])
+}
+fn ones(n: usize) -> HostTensor {
+    HostTensor::new(vec![n], vec![1.0; n])
+}
+fn set(t: &mut HostTensor, r: usize, c: usize, v: f32) {
+    let cols = t.shape[1];
+    t.data[r * cols + c] = v;
+}
+// ---------- GPT-2: previous-token head → induction head ----------
+const GV: usize = 20; // vocabulary
+const GCTX: usize = 16;
+const GF: usize = 3 * GV + GCTX; // features: token, position, previous token, output
+const GD: usize = 2 * GF; // each feature f stored as +x at f and −x at GF + f: the mean stays 0
+const GHD: usize = GD / 4;
+const GFF: usize = 32;
+const fn tok(t: usize) -> usize { t }
+const fn pos(p: usize) -> usize { GV + p }
+const fn prev(t: usize) -> usize { GV + GCTX + t }
+const fn out(t: usize) -> usize { 2 * GV + GCTX + t }
+
+/// Writes `v` to feature `f` of column `c` of a `[GD, *]` matrix, mirrored.
+fn write_feature(w: &mut HostTensor, f: usize, c: usize, v: f32) {
+    set(w, f, c, v);
+    set(w, GF + f, c, -v);
+}
+
+fn gpt2_layer(g: &mut Lcg) -> LayerWeights<HostTensor> {
+    let n = 4 * GHD;
+    LayerWeights {
+        n_heads: 4, n_kv_heads: 4,
+        ln1_w: ones(GD), ln1_b: Some(HostTensor::zeros(vec![GD])),
+        wq: g.matrix(n, GD), bq: None, wk: g.matrix(n, GD), bk: None, wv: g.matrix(n, GD), bv: None,
+        wo: zeros(GD, n), bo: None,
+        ln2_w: ones(GD), ln2_b: Some(HostTensor::zeros(vec![GD])),
+        w_gate: None, w_up: g.matrix(GFF, GD), b_up: Some(HostTensor::new(vec![GFF], (0..GFF).map(|_| g.weight()).collect())),
+        w_down: zeros(GD, GFF), b_down: None,
+    }
+}
+
+/// Head `h` writes only along the all-ones direction.
+fn head_along_ones(l: &mut LayerWeights<HostTensor>, h: usize, g: &mut Lcg) {
+    for k in 0..GHD {
+        let w = g.weight();
+        (0..GD).for_each(|r| set(&mut l.wo, r, h * GHD + k, w));
+    }
+}
+
+/// Clears head `h`'s rows of Q, K and V, for a planted head to fill in.
+fn clear_head(l: &mut LayerWeights<HostTensor>, h: usize) {
+    for w in [&mut l.wq, &mut l.wk, &mut l.wv] {
+        w.data[h * GHD * GD..(h + 1) * GHD * GD].fill(0.0);
+    }
+}
+
+/// Head `h` reads nothing (V = 0) but writes through a random W_O.
+fn head_without_v(l: &mut LayerWeights<HostTensor>, h: usize, g: &mut Lcg) {
+    l.wv.data[h * GHD * GD..(h + 1) * GHD * GD].fill(0.0);
+    (0..GD).for_each(|r| (h * GHD..(h + 1) * GHD).for_each(|k| set(&mut l.wo, r, k, 0.3 * g.weight())));
+}
+
+fn gpt2_planted() -> (ModelConfig, ModelWeights<HostTensor>) {
+    let mut g = Lcg(7);
+    let (s, c, u) = (4.0, 0.16, 3.0);
+    let mut l0 = gpt2_layer(&mut g);
+    // L0H0, previous token: the query at position p looks for the key of position p − 1 and
+    // copies that token into the previous-token subspace.
+    clear_head(&mut l0, 0);
+    (1..GCTX).for_each(|p| set(&mut l0.wq, p - 1, pos(p), s));
+    (0..GCTX).for_each(|p| set(&mut l0.wk, p, pos(p), 1.0));
+    (0..GV).for_each(|t| {
+        set(&mut l0.wv, t, tok(t), 1.0);
+        write_feature(&mut l0.wo, prev(t), t, c);
+    });
+    // L0H1: W_O = 0. L0H2: along ones. L0H3: V = 0. MLP0: along ones, weights and bias.
+    head_along_ones(&mut l0, 2, &mut g);
+    head_without_v(&mut l0, 3, &mut g);
+    for n in 0..GFF {
+        let w = g.weight();
+        (0..GD).for_each(|r| set(&mut l0.w_down, r, n, w));
+    }
+    l0.b_down = Some(HostTensor::new(vec![GD], vec![0.3; GD]));
+
+    let mut l1 = gpt2_layer(&mut g);
+    // L1H0, induction: the current token looks for the position whose previous token it is and
+    // copies that position's token to the output subspace.
+    clear_head(&mut l1, 0);
+    (0..GV).for_each(|t| {
+        set(&mut l1.wq, t, tok(t), s);
+        set(&mut l1.wk, t, prev(t), 1.0);
+        set(&mut l1.wv, t, tok(t), 1.0);
+        write_feature(&mut l1.wo, out(t), t, c);
+    });
+    // L1H1: along ones. L1H2: W_O = 0. L1H3: V = 0. MLP1: W_down = 0, a bias along ones.
+    head_along_ones(&mut l1, 1, &mut g);
+    head_without_v(&mut l1, 3, &mut g);
+    l1.b_down = Some(HostTensor::new(vec![GD], vec![-0.2; GD]));
+
+    let mut wte = zeros(GV, GD);
+    (0..GV).for_each(|t| { set(&mut wte, t, tok(t), 1.0); set(&mut wte, t, GF + tok(t), -1.0) });
+    let mut wpe = zeros(GCTX, GD);
+    (0..GCTX).for_each(|p| { set(&mut wpe, p, pos(p), 1.0); set(&mut wpe, p, GF + pos(p), -1.0) });
+    let mut lm_head = zeros(GV, GD);
+    (0..GV).for_each(|t| set(&mut lm_head, t, out(t), u));
+    let cfg = ModelConfig {
+        arch: Arch::Gpt2, n_layers: 2, n_heads: 4, n_kv_heads: 4, head_dim: GHD, d_model: GD, d_ff: GFF, vocab: GV,
+        n_ctx: GCTX, norm_eps: 1e-5, rope_theta: 10000.0, tied_embeddings: false, bos_token_id: None, eos_token_id: None,
+    };
+    let ln_f_b = Some(HostTensor::zeros(vec![GD]));
+    (cfg, ModelWeights { wte, wpe: Some(wpe), layers: vec![l0, l1], ln_f_w: ones(GD), ln_f_b, lm_head: Some(lm_head) })
+}
+
+/// Distinct random tokens, then an earlier one again: the answer is the token that followed it.
+/// Not the first one: position 0 has no previous token, so its previous-token head copies its own
+/// token and would match too.
+fn induction_prompts(n: usize, g: &mut Lcg) -> Vec<(Vec<u32>, u32)> {
+    (0..n)
+        .map(|_| {
+            let len = 5 + g.below(8);
+            let mut toks: Vec<u32> = Vec::new();
+            while toks.len() < len {
+                let t = g.below(GV) as u32;
+                if !toks.contains(&t) {
+                    toks.push(t);
+                }
+            }
+            let j = 1 + g.below(len - 2);
+            let answer = toks[j + 1];
+            toks.push(toks[j]);
+            (toks, answer)
+        })
+        .collect()
+}
+
+// ---------- Llama: mover head → reader head, with GQA ----------
+const LV: usize = 16; // tokens 0..8: class A; 8..15: fillers; 15: the marker
+const MARKER: u32 = 15;
+const LD: usize = 64;
+const LHD: usize = 16;
+const LFF: usize = 24;
+const CLASS: usize = 16;
+const MARK: usize = 17;
+const fn moved(t: usize) -> usize { 18 + t }
+const fn said(t: usize) -> usize { 34 + t }
+const KONST: usize = 50; // a constant feature on every token keeps the RMS from collapsing
+/// RoPE's slowest pair is (7, 15): QK signals go in dimension 7 of a head.
+const SLOW: usize = 7;
+
+fn llama_planted() -> (ModelConfig, ModelWeights<HostTensor>) {
+    let mut g = Lcg(11);
+    let (s, c, u) = (3.0, 0.25, 4.0);
+    let layer = |g: &mut Lcg| LayerWeights {
+        n_heads: 4, n_kv_heads: 2,
+        ln1_w: ones(LD), ln1_b: None,
+        wq: g.matrix(4 * LHD, LD), bq: None, wk: g.matrix(2 * LHD, LD), bk: None, wv: g.matrix(2 * LHD, LD), bv: None,
+        wo: g.matrix(LD, 4 * LHD), bo: None,
+        ln2_w: ones(LD), ln2_b: None,
+        w_gate: Some(g.matrix(LFF, LD)), w_up: g.matrix(LFF, LD), b_up: None, w_down: zeros(LD, LFF), b_down: None,
+    };
+    let clear = |w: &mut HostTensor, head: usize| w.data[head * LHD * LD..(head + 1) * LHD * LD].fill(0.0);
+    let clear_o = |w: &mut HostTensor, head: usize| (0..LD).for_each(|r| (head * LHD..(head + 1) * LHD).for_each(|k| set(w, r, k, 0.0)));
+    // Layer 0: KV head 0 has V = 0 (heads 0, 1 irrelevant); head 2 moves the class-A token to the
+    // marker; head 3 shares KV head 1 but has W_O = 0.
+    let mut l0 = layer(&mut g);
+    clear(&mut l0.wv, 0);
+    for w in [&mut l0.wk, &mut l0.wv] {
+        clear(w, 1);
+    }
+    clear(&mut l0.wq, 2);
+    clear_o(&mut l0.wo, 2);
+    clear_o(&mut l0.wo, 3);
+    set(&mut l0.wq, 2 * LHD + SLOW, MARK, s);
+    set(&mut l0.wk, LHD + SLOW, CLASS, 1.0);
+    (0..LV).for_each(|t| {
+        set(&mut l0.wv, LHD + t, t, 1.0);
+        set(&mut l0.wo, moved(t), 2 * LHD + t, c);
+    });
+    // Layer 1: KV head 1 has V = 0 (heads 2, 3 irrelevant); head 1 reads what was moved, at the
+    // marker attending to itself; head 0 shares KV head 0 but has W_O = 0.
+    let mut l1 = layer(&mut g);
+    clear(&mut l1.wv, 1);
+    for w in [&mut l1.wk, &mut l1.wv] {
+        clear(w, 0);
+    }
+    clear(&mut l1.wq, 1);
+    clear_o(&mut l1.wo, 0);
+    clear_o(&mut l1.wo, 1);
+    set(&mut l1.wq, LHD + SLOW, MARK, s);
+    set(&mut l1.wk, SLOW, MARK, 1.0);
+    (0..LV).for_each(|t| {
+        set(&mut l1.wv, t, moved(t), 1.0);
+        set(&mut l1.wo, said(t), LHD + t, c);
+    });
+    let mut wte = zeros(LV, LD);
+    for t in 0..LV {
+        set(&mut wte, t, t, 1.0);
+        set(&mut wte, t, KONST, 1.0);
+        if t < 8 {
+            set(&mut wte, t, CLASS, 1.0);
+        }
+    }
+    set(&mut wte, MARKER as usize, MARK, 1.0);
+    let mut lm_head = zeros(LV, LD);
+    (0..LV).for_each(|t| set(&mut lm_head, t, said(t), u));
+    let cfg = ModelConfig {
+        arch: Arch::Llama, n_layers: 2, n_heads: 4, n_kv_heads: 2, head_dim: LHD, d_model: LD, d_ff: LFF, vocab: LV,
+        n_ctx: 32, norm_eps: 1e-5, rope_theta: 10000.0, tied_embeddings: false, bos_token_id: None, eos_token_id: None,
+    };
+    (cfg, ModelWeights { wte, wpe: None, layers: vec![l0, l1], ln_f_w: ones(LD), ln_f_b: None, lm_head: Some(lm_head) })
+}
+
+/// Fillers with one class-A token somewhere, then the marker: the answer is the class-A token.
+fn copy_prompts(n: usize, g: &mut Lcg) -> Vec<(Vec<u32>, u32)> {
+    (0..n)
+        .map(|_| {
+            let len = 3 + g.below(20);
+            let mut toks: Vec<u32> = (0..len).map(|_| 8 + g.below(7) as u32).collect();
+            let answer = g.below(8) as u32;
+            toks[g.below(len)] = answer;
+            toks.push(MARKER);
+            (toks, answer)
+        })
+        .collect()
+}
+
+// ---------- the checks ----------
+
+/// The full model answers every prompt (the construction works), then ablate keeps exactly the
+/// planted heads, whatever the implementation and whether MLPs are candidates; the circuit's KL is
+/// ~0 (everything removed was irrelevant), and it prunes to one head per layer and no MLP.
+fn recovers<B: Backend>(be: &B, what: &str, (cfg, w): (ModelConfig, ModelWeights<HostTensor>), data: Vec<(Vec<u32>, u32)>, planted: [Component; 2]) {
+    let model = Model::upload(be, cfg.clone(), &w).unwrap();
+    let prompts: Vec<Vec<u32>> = data.iter().map(|d| d.0.clone()).collect();
+    let batch = Batch::new(&prompts, &cfg).unwrap();
+    let args = ForwardArgs { logits: LogitsAt::Last, ..ForwardArgs::default() };
+    let logits = pollster::block_on(be.read(model.forward(be, &batch, &args).unwrap().logits.as_ref().unwrap())).unwrap();
+    for (i, (p, answer)) in data.iter().enumerate() {
+        assert_eq!(argmax(logits.row(i)) as u32, *answer, "{what}: the planted model gets prompt {p:?} wrong");
+    }
+    let d = AblateData { discovery: prompts, ..AblateData::default() };
+    for mlps in [false, true] {
+        for implementation in [Implementation::Fast, Implementation::Reference] {
+            let o = AblateOptions { alpha: 0.01, ablation: AblationKind::Zero, mlps, neurons: false };
+            let run = RunOptions { implementation, ..RunOptions::default() };
+            let r = pollster::block_on(ablate(&model, be, &d, &o, &run, None, &mut ())).unwrap();
+            let kept_heads: Vec<Component> = r.kept.iter().copied().filter(|c| matches!(c, Component::Head { .. })).collect();
+            assert_eq!(kept_heads, planted, "{what} mlps={mlps} {implementation:?}");
+            let kept_mlps = r.kept.len() - kept_heads.len();
+            assert_eq!(kept_mlps, if mlps { 0 } else { 2 }, "{what} mlps={mlps}: MLPs kept {:?}", r.kept);
+            assert_eq!(r.removed.len(), 6 + if mlps { 2 } else { 0 });
+            assert!(r.state.kl_cur() < 1e-6, "{what}: the circuit's KL {} should be ~0", r.state.kl_cur());
+            // Each planted head is needed: its removal was rejected with a large KL.
+            for c in planted {
+                let dec = r.state.decisions.iter().find(|d| d.component == c).unwrap();
+                assert!(!dec.accepted && dec.kl > 0.5, "{what}: {c} decision {dec:?}");
+            }
+            if mlps {
+                let p = prune(&cfg, &w, &r.masks, &Ablation::Zero).unwrap();
+                assert!(p.layers.iter().all(|l| l.n_heads == 1 && l.n_kv_heads == 1 && l.d_ff == 0), "{what}: {:?}", p.layers);
+            }
+        }
+    }
+}
+
+#[test]
+fn induction_gpt2_cpu() {
+    recovers(&cpu(), "GPT-2 induction", gpt2_planted(), induction_prompts(12, &mut Lcg(3)), [Component::Head { layer: 0, head: 0 }, Component::Head { layer: 1, head: 0 }]);
+}
+#[test]
+fn induction_gpt2_gpu() {
+    recovers(gpu(), "GPT-2 induction", gpt2_planted(), induction_prompts(12, &mut Lcg(3)), [Component::Head { layer: 0, head: 0 }, Component::Head { layer: 1, head: 0 }]);
+}
+#[test]
+fn copy_llama_cpu() {
+    recovers(&cpu(), "Llama copy", llama_planted(), copy_prompts(12, &mut Lcg(5)), [Component::Head { layer: 0, head: 2 }, Component::Head { layer: 1, head: 1 }]);
+}
+#[test]
+fn copy_llama_gpu() {
+    recovers(gpu(), "Llama copy", llama_planted(), copy_prompts(12, &mut Lcg(5)), [Component::Head { layer: 0, head: 2 }, Component::Head { layer: 1, head: 1 }]);
+}
