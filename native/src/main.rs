@@ -1,7 +1,9 @@
 //! carve: find the circuit a language model uses for a task and cut the model down to it.
 
 mod backend_pick;
+mod circuit_eval;
 mod cmd;
+mod measure;
 mod source;
 
 use clap::{Parser, Subcommand};
@@ -19,11 +21,17 @@ enum Command {
     Info(cmd::info::Args),
     /// Run prompts through a model and write every position's logits to a safetensors file.
     Logits(cmd::logits::Args),
+    /// Find a task's circuit, prune the model down to it, and report on the held-out test split.
+    Extract(cmd::extract::Args),
+    /// A prompt through a model: the top-k next tokens and, optionally, a greedy continuation.
+    Run(cmd::run::Args),
     /// Score a task's held-out test split: accuracy, logit or probability difference, P(answer).
     Eval(cmd::eval::Args),
     /// Look at tasks: prompts, answers, corrupted prompts, token splits.
     #[command(subcommand)]
     Tasks(cmd::tasks::Tasks),
+    /// Make a circuit's share link for the web app, or decode one.
+    Link(cmd::link::Args),
     /// Measure speed.
     #[command(subcommand)]
     Bench(cmd::bench::Bench),
@@ -36,6 +44,9 @@ fn main() {
         Command::Logits(a) => cmd::logits::run(a),
         Command::Bench(b) => cmd::bench::run(b),
         Command::Eval(a) => cmd::eval::run(a),
+        Command::Run(a) => cmd::run::run(a),
+        Command::Link(a) => cmd::link::run(a),
+        Command::Extract(a) => cmd::extract::run(a),
         Command::Tasks(t) => cmd::tasks::run(t),
     };
     if let Err(e) = res {

@@ -1,6 +1,11 @@
-//! Components, masks and ablation values (later: circuit files and share links).
+//! Components, masks and ablation values, the circuit file and its picture.
 
 pub mod components;
+pub mod file;
+pub mod link;
 pub mod masks;
+pub mod svg;
 pub use components::{Component, ModelShape};
+pub use file::CircuitFile;
+pub use link::{LinkError, LinkState};
 pub use masks::{Ablation, AblationValues, Masks};

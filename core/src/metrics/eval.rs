@@ -156,7 +156,11 @@ pub async fn evaluate<B: Backend>(
         let circ = readout(model, be, &seqs, Some(c.masks), ablation, digits.is_some()).await?;
         for (i, e) in chunk.iter().enumerate() {
             report.circuit_examples.push(score(task, e, circ.first(i), circ.cond(i))?);
-            report.kl_examples.push(kl_div(full.first(i), circ.first(i)));
+            let kl = kl_div(full.first(i), circ.first(i));
+            if kl.is_nan() {
+                return Err(Error::Backend(format!("{}: the logits are not finite (NaN or ±inf), so KL is undefined", e.source)));
+            }
+            report.kl_examples.push(kl);
         }
     }
     report.full = Scores::mean(&report.full_examples);

@@ -1,6 +1,10 @@
 //! `carve bench`: speed measured side by side in one run, printed as a table.
 
 use crate::backend_pick::{dispatch, BackendChoice, Job};
+use crate::cmd::extract::AblateArgs;
+use crate::cmd::tasks::{tokenizer, Prepared, TaskArgs};
+use crate::measure::forward_flops;
+use carve_core::extract::{ablate, AblateData, Batching, Implementation, RunOptions};
 use crate::source;
 use anyhow::Result;
 use carve_core::backend::Backend;
@@ -15,6 +19,26 @@ pub enum Bench {
     Forward(ForwardArgsCli),
     /// One matmul `x[M, K] · w[N, K]ᵀ`, the op that dominates every forward.
     Matmul(MatmulArgs),
+    /// ablate's fast implementation against the straightforward one: time, forwards, same decisions.
+    Extract(ExtractBenchArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ExtractBenchArgs {
+    #[arg(long)]
+    model: String,
+    /// ioi, acronyms, greater-than, or a JSONL file.
+    #[arg(long, default_value = "ioi")]
+    task: String,
+    #[command(flatten)]
+    task_args: TaskArgs,
+    #[command(flatten)]
+    ablate: AblateArgs,
+    /// Also time the fast implementation with one candidate per forward and with whole layers.
+    #[arg(long)]
+    all_batchings: bool,
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: BackendChoice,
 }
 
 #[derive(clap::Args)]
@@ -53,6 +77,72 @@ pub fn run(b: Bench) -> Result<()> {
             dispatch(a.backend, ForwardBench { m: &m, a: &a })
         }
         Bench::Matmul(a) => dispatch(a.backend, MatmulBench(&a)),
+        Bench::Extract(a) => {
+            a.task_args.check(Some(&a.task), None)?;
+            let m = source::load(&a.model)?;
+            let prep = a.task_args.prepare(Some(&a.task), None, tokenizer(&m)?)?;
+            dispatch(a.backend, ExtractBench { m: &m, a: &a, prep: &prep })
+        }
+    }
+}
+
+struct ExtractBench<'a> {
+    m: &'a LoadedModel,
+    a: &'a ExtractBenchArgs,
+    prep: &'a Prepared,
+}
+
+impl Job for ExtractBench<'_> {
+    type Out = ();
+    fn run<B: Backend>(self, be: &B) -> Result<()> {
+        let (a, s) = (self.a, &self.prep.splits);
+        let model = Model::upload(be, self.m.config.clone(), &self.m.weights)?;
+        let opts = a.ablate.options(false);
+        let data = AblateData::from_examples(&s.discovery, &s.patching);
+        let mut variants = vec![("reference", RunOptions { implementation: Implementation::Reference, ..RunOptions::default() })];
+        if a.all_batchings {
+            variants.push(("fast, single", RunOptions { batching: Batching::Single, ..RunOptions::default() }));
+            variants.push(("fast, whole layer", RunOptions { batching: Batching::WholeLayer, ..RunOptions::default() }));
+        }
+        variants.push(("fast", RunOptions::default()));
+        println!(
+            "backend: {}   task {} · {} discovery prompts · α {} · {:?} ablation · {}",
+            be.describe(),
+            self.prep.task.name,
+            s.discovery.len(),
+            opts.alpha,
+            opts.ablation,
+            if opts.mlps { "heads and MLPs" } else { "heads" }
+        );
+        println!("{:<18} {:>10} {:>12} {:>9} {:>8} {:>10} {:>9}", "implementation", "time (s)", "evaluations", "forwards", "removed", "KL", "speedup");
+        let mut first: Option<(f64, Vec<carve_core::extract::Decision>)> = None;
+        let mut same = true;
+        for (name, run) in variants {
+            let t = Instant::now();
+            let r = pollster::block_on(ablate(&model, be, &data, &opts, &run, None, &mut ()))?;
+            let secs = t.elapsed().as_secs_f64();
+            let decisions: Vec<_> = r.state.decisions.iter().map(|d| (d.component, d.accepted)).collect();
+            let speedup = first.as_ref().map_or(1.0, |(t0, _)| t0 / secs);
+            if let Some((_, d0)) = &first {
+                same &= d0.iter().map(|d| (d.component, d.accepted)).eq(decisions.iter().copied());
+            }
+            println!(
+                "{name:<18} {secs:>10.2} {:>12} {:>9} {:>8} {:>10.5} {:>8.2}×",
+                r.stats.evaluations,
+                r.stats.forwards,
+                r.removed.len(),
+                r.state.kl_cur(),
+                speedup
+            );
+            if first.is_none() {
+                first = Some((secs, r.state.decisions.clone()));
+            }
+        }
+        println!("same decisions as the reference: {}", if same { "yes" } else { "NO" });
+        if !same {
+            anyhow::bail!("the implementations disagree: this is a bug");
+        }
+        Ok(())
     }
 }
 
@@ -113,25 +203,9 @@ impl Job for ForwardBench<'_> {
             let mut times = (0..a.iters.max(1)).map(|_| time_one()).collect::<Result<Vec<_>>>()?;
             times.sort_by(f64::total_cmp);
             let t = times[times.len() / 2];
-            let flops = forward_flops(self.m, &batch, at == LogitsAt::Last);
+            let flops = forward_flops(c, &self.m.weights, &batch, at == LogitsAt::Last);
             println!("{:<16} {:>10.3} {:>12.0} {:>10.1}", name, t, batch.rows() as f64 / t, flops / t / 1e9);
         }
         Ok(())
     }
-}
-
-/// Multiply-adds ×2 of the matmuls and attention of one forward.
-fn forward_flops(m: &LoadedModel, b: &Batch, last_only: bool) -> f64 {
-    let c = &m.config;
-    let rows = b.rows() as f64;
-    let mut f = 0.0;
-    for l in &m.weights.layers {
-        let mats = [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_up, &l.w_down].iter().map(|t| t.len()).sum::<usize>()
-            + l.w_gate.as_ref().map_or(0, |t| t.len());
-        f += 2.0 * rows * mats as f64;
-        let t = b.seq as f64;
-        f += 4.0 * b.size() as f64 * l.n_heads as f64 * c.head_dim as f64 * t * (t + 1.0) / 2.0;
-    }
-    let head_rows = if last_only { b.size() as f64 } else { rows };
-    f + 2.0 * head_rows * (c.vocab * c.d_model) as f64
 }

@@ -4,7 +4,13 @@
 use crate::backend_pick::{dispatch, BackendChoice, Job};
 use crate::cmd::tasks::{tokenizer, TaskArgs};
 use crate::source;
-use anyhow::Result;
+use crate::circuit_eval::Values;
+use anyhow::{Context, Result};
+use carve_core::circuit::{CircuitFile, ModelShape};
+use carve_core::extract::AblationKind;
+use carve_core::metrics::Circuit;
+use carve_core::model::load::weights_sha256;
+use std::path::{Path, PathBuf};
 use carve_core::backend::Backend;
 use carve_core::metrics::{evaluate, EvalOptions, Report, Scores};
 use carve_core::model::load::LoadedModel;
@@ -30,6 +36,10 @@ pub struct Args {
     /// Prompts per forward pass.
     #[arg(long, default_value_t = 32)]
     batch: usize,
+    /// Also score this circuit (a `circuit.json` of this model): masked, with its ablation values
+    /// measured on the patching split. Without --task, the circuit's own task, seed and splits.
+    #[arg(long)]
+    circuit: Option<PathBuf>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -37,8 +47,27 @@ pub struct Args {
     backend: BackendChoice,
 }
 
-pub fn run(a: Args) -> Result<()> {
+pub fn run(mut a: Args) -> Result<()> {
+    let circuit = match &a.circuit {
+        Some(p) => Some(read_circuit(p)?),
+        None => None,
+    };
+    if let Some(c) = &circuit {
+        if a.task.is_none() && a.task_args.patching_file.is_none() {
+            // The circuit's own task and splits, so its test split is the one it was scored on.
+            a.task = Some(c.task.name.clone());
+            a.task_args.seed = c.task.seed;
+            a.task_args.bos = c.task.bos;
+            a.task_args.patching = Some(c.task.n_patching);
+            a.task_args.discovery = Some(c.task.n_discovery);
+            a.task_args.test = Some(c.task.n_test);
+        }
+    }
     a.task_args.check(a.task.as_deref(), a.n)?;
+    let path = source::resolve(&a.model)?;
+    if let Some(c) = &circuit {
+        c.check_model(&weights_sha256(&path)?).with_context(|| format!("{} does not fit {}", a.circuit.as_ref().unwrap().display(), a.model))?;
+    }
     let m = source::load(&a.model)?;
     let tok = tokenizer(&m)?;
     let prep = a.task_args.prepare(a.task.as_deref(), a.n, tok)?;
@@ -52,7 +81,8 @@ pub fn run(a: Args) -> Result<()> {
         eprintln!("note    {n}");
     }
     let t = Instant::now();
-    let (report, backend) = dispatch(a.backend, EvalJob { m: &m, task, examples: &splits.test, batch: a.batch })?;
+    let job = EvalJob { m: &m, task, examples: &splits.test, patching: &splits.patching, batch: a.batch, circuit: circuit.as_ref() };
+    let (report, backend) = dispatch(a.backend, job)?;
     let secs = t.elapsed().as_secs_f64();
     let sizes = splits.sizes();
     if a.json {
@@ -90,6 +120,12 @@ pub fn run(a: Args) -> Result<()> {
         "{:<name_w$}  {:>8}  {:>9}  {:>5}  {:>8.3}  {:>13.3}  {:>12.3}",
         task.name, sizes.patching, sizes.discovery, sizes.test, report.full.accuracy, report.full.metric, report.full.answer_prob
     );
+    if let (Some(c), Some(kl)) = (&report.circuit, report.kl) {
+        println!(
+            "{:<name_w$}  {:>8}  {:>9}  {:>5}  {:>8.3}  {:>13.3}  {:>12.3}   KL(full ‖ circuit) {kl:.4}",
+            "circuit", "", "", "", c.accuracy, c.metric, c.answer_prob
+        );
+    }
     eprintln!("{} test prompts on {backend} in {secs:.1} s (seed {})", report.n, a.task_args.seed);
     Ok(())
 }
@@ -98,7 +134,14 @@ struct EvalJob<'a> {
     m: &'a LoadedModel,
     task: &'a Task,
     examples: &'a [Example],
+    patching: &'a [Example],
     batch: usize,
+    circuit: Option<&'a CircuitFile>,
+}
+
+fn read_circuit(p: &Path) -> Result<CircuitFile> {
+    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    CircuitFile::from_json(&text).with_context(|| format!("{}", p.display()))
 }
 
 impl Job for EvalJob<'_> {
@@ -106,7 +149,15 @@ impl Job for EvalJob<'_> {
     fn run<B: Backend>(self, be: &B) -> Result<(Report, String)> {
         let model = Model::upload(be, self.m.config.clone(), &self.m.weights)?;
         let opts = EvalOptions { batch_size: self.batch };
-        let report = pollster::block_on(evaluate(&model, be, self.task, self.examples, None, &opts))?;
+        let Some(cf) = self.circuit else {
+            return Ok((pollster::block_on(evaluate(&model, be, self.task, self.examples, None, &opts))?, be.describe()));
+        };
+        let shape = ModelShape::of(&self.m.weights.layers, |t| t.shape[0]);
+        let masks = cf.masks(&shape)?;
+        let kind: AblationKind = serde_json::from_value(json!(cf.ablation.kind)).context("the circuit's ablation kind")?;
+        let values = Values::measure(kind, &model, be, self.patching)?;
+        let circuit = Circuit { masks: &masks, ablation: values.circuit_ablation() };
+        let report = pollster::block_on(evaluate(&model, be, self.task, self.examples, Some(&circuit), &opts))?;
         Ok((report, be.describe()))
     }
 }

@@ -1,6 +1,7 @@
 //! `carve info`: what a model is, and where it would run.
 
 use crate::backend_pick::auto_choice;
+use crate::cmd::run::pruned_layout;
 use crate::source;
 use anyhow::Result;
 
@@ -12,6 +13,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    let path = source::resolve(&a.model)?;
     let m = source::load(&a.model)?;
     let c = &m.config;
     let (all, non_emb) = m.weights.param_counts();
@@ -36,5 +38,14 @@ pub fn run(a: Args) -> Result<()> {
         None => "none (no tokenizer.json: give token ids)".into(),
     });
     row("backend (auto)", auto_choice().1);
+    if let Some(layers) = pruned_layout(&path)? {
+        let heads: usize = layers.iter().map(|l| l.n_heads).sum();
+        println!("\npruned by carve: {} layers, {heads} heads, {} MLPs kept", layers.len(), layers.iter().filter(|l| l.d_ff > 0).count());
+        println!("{:<6} {:<8} {:>6} {:>9} {:>6}  heads kept", "layer", "source", "heads", "kv heads", "d_ff");
+        for (i, l) in layers.iter().enumerate() {
+            let names: Vec<String> = l.heads.iter().map(|h| format!("L{}H{h}", l.source_layer)).collect();
+            println!("{i:<6} {:<8} {:>6} {:>9} {:>6}  {}", format!("L{}", l.source_layer), l.n_heads, l.n_kv_heads, l.d_ff, names.join(" "));
+        }
+    }
     Ok(())
 }

@@ -109,3 +109,24 @@ fn shards(dir: &Path, index: &Path) -> Result<Vec<PathBuf>> {
     }
     Ok(names.into_iter().map(|n| dir.join(n)).collect())
 }
+
+/// The model's identity in circuit files and share links: sha256 (hex) of its weight bytes — the
+/// GGUF file, `model.safetensors`, or the shards in name order, streamed as one.
+pub fn weights_sha256(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let files = if path.is_dir() { weight_files(path)?.1 } else { vec![path.to_path_buf()] };
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for f in &files {
+        let mut file = std::fs::File::open(f).map_err(|e| Error::io(f, e))?;
+        loop {
+            let n = file.read(&mut buf).map_err(|e| Error::io(f, e))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+    }
+    Ok(super::hex(&h.finalize()))
+}

@@ -21,7 +21,9 @@ mod hub;
 
 use std::path::{Path, PathBuf};
 
-pub use hf_config::parse_config;
+pub use hf_config::{parse_config, parse_layout, LayerLayout};
+#[cfg(not(target_arch = "wasm32"))]
+pub use hf_dir::weights_sha256;
 #[cfg(not(target_arch = "wasm32"))]
 pub use hub::{hub_cache_dir, resolve_hub_cache, resolve_in as resolve_hub_cache_in};
 
@@ -135,4 +137,14 @@ fn check_vocab(config: &ModelConfig, tokenizer: Option<&Tokenizer>) -> Result<()
         ))),
         _ => Ok(()),
     }
+}
+
+/// sha256 (hex) of bytes held in memory (the web app's downloads).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex(&Sha256::digest(bytes))
+}
+
+pub(crate) fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }

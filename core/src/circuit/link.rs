@@ -1,0 +1,181 @@
+//! Share links (DESIGN.md "Outputs"): the web app's whole state in the URL fragment, so a
+//! colleague who opens the link sees the same model, task, prompt and mask.
+//!
+//! `…#carve=1.<payload>.<check>`: `1` is the format version, `payload` the base64url (no padding) of
+//! a small JSON object, `check` the base64url of the first 6 bytes of the payload's sha256. The
+//! mask is a bitset over the model's components in the fixed order of [`ModelShape::components`]
+//! (heads then the MLP, layer by layer; 1 = kept), base64url too, with its bit count.
+//!
+//! Decoding takes untrusted text: every failure is a [`LinkError`] that says what is wrong, never
+//! a panic; lengths are bounded before anything is decoded; and the decoded strings are plain data
+//! (the page must insert them as text, never as markup).
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{Component, ModelShape};
+
+pub const VERSION: u32 = 1;
+const KEY: &str = "carve=";
+/// Longest link decoded at all; a longer one is refused before any work.
+pub const MAX_LINK_CHARS: usize = 64 * 1024;
+pub const MAX_PROMPT_CHARS: usize = 8192;
+const MAX_FIELD_CHARS: usize = 2048;
+/// Enough bits for every head and MLP of a model ten times Llama 3 70B's.
+const MAX_BITS: usize = 1 << 20;
+
+/// What a link carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkState {
+    /// Where the model directory (or GGUF) can be fetched; may be empty (pick files locally).
+    pub model_url: String,
+    /// Leading hex digits of the model's weights sha256 (at least 16), to check what was fetched.
+    pub model_sha256: String,
+    /// Task name (`ioi`, …) or empty.
+    pub task: String,
+    pub prompt: String,
+    /// One bit per component in `ModelShape::components(false)` order; true = kept.
+    pub mask: Vec<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkError(pub String);
+
+impl std::fmt::Display for LinkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "broken share link: {}", self.0)
+    }
+}
+
+impl std::error::Error for LinkError {}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, LinkError> {
+    Err(LinkError(msg.into()))
+}
+
+/// The JSON inside the payload: short keys, the mask packed.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire {
+    m: String,
+    h: String,
+    t: String,
+    p: String,
+    /// Bit count of `k`.
+    n: usize,
+    /// The mask, LSB first in each byte, base64url.
+    k: String,
+}
+
+fn check(payload: &[u8]) -> String {
+    B64.encode(&Sha256::digest(payload)[..6])
+}
+
+impl LinkState {
+    /// The fragment (without `#`): `carve=1.<payload>.<check>`.
+    pub fn encode_fragment(&self) -> String {
+        let mut bytes = vec![0u8; self.mask.len().div_ceil(8)];
+        for (i, _) in self.mask.iter().enumerate().filter(|(_, &b)| b) {
+            bytes[i / 8] |= 1 << (i % 8);
+        }
+        let wire = Wire {
+            m: self.model_url.clone(),
+            h: self.model_sha256.clone(),
+            t: self.task.clone(),
+            p: self.prompt.clone(),
+            n: self.mask.len(),
+            k: B64.encode(&bytes),
+        };
+        let payload = serde_json::to_vec(&wire).expect("strings and numbers serialize");
+        format!("{KEY}{VERSION}.{}.{}", B64.encode(&payload), check(&payload))
+    }
+
+    /// A full link: `base` (the app's address, any fragment dropped) + `#` + the fragment.
+    pub fn encode(&self, base: &str) -> String {
+        let base = base.split('#').next().unwrap_or("");
+        format!("{base}#{}", self.encode_fragment())
+    }
+
+    /// Decodes a link, a fragment (with or without `#`), or anything else, which gets an error.
+    pub fn decode(link: &str) -> Result<LinkState, LinkError> {
+        if link.len() > MAX_LINK_CHARS {
+            return err(format!("it is {} characters long; links are at most {MAX_LINK_CHARS}", link.len()));
+        }
+        let frag = match link.find('#') {
+            Some(i) => &link[i + 1..],
+            None => link,
+        };
+        let Some(body) = frag.find(KEY).map(|i| &frag[i + KEY.len()..]) else {
+            return err("it has no `carve=` state (was it cut short when copied?)");
+        };
+        let body = body.split('&').next().unwrap_or("");
+        let mut parts = body.split('.');
+        let (Some(ver), Some(payload), Some(sum), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return err("the state should be `version.payload.checksum`");
+        };
+        if ver != VERSION.to_string() {
+            return err(format!("format version `{}`; this carve reads version {VERSION}", printable(ver)));
+        }
+        let payload = B64.decode(payload).or_else(|_| err("the payload is not base64url"))?;
+        if check(&payload) != sum {
+            return err("the checksum does not match (the link was altered or cut short)");
+        }
+        let w: Wire = serde_json::from_slice(&payload).map_err(|e| LinkError(format!("the payload is not a carve state ({e})")))?;
+        Self::from_wire(w)
+    }
+
+    fn from_wire(w: Wire) -> Result<LinkState, LinkError> {
+        let field = |name: &str, v: &str, max: usize| -> Result<(), LinkError> {
+            if v.chars().count() > max {
+                return err(format!("the {name} is longer than {max} characters"));
+            }
+            if v.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+                return err(format!("the {name} holds control characters"));
+            }
+            Ok(())
+        };
+        field("model URL", &w.m, MAX_FIELD_CHARS)?;
+        field("task", &w.t, 256)?;
+        field("prompt", &w.p, MAX_PROMPT_CHARS)?;
+        if !(w.m.is_empty() || w.m.starts_with("https://") || w.m.starts_with("http://") || w.m.starts_with('/') || w.m.starts_with("./")) {
+            return err("the model URL must be http(s) or a path on this server");
+        }
+        if !w.h.is_empty() && (w.h.len() < 16 || w.h.len() > 64 || !w.h.bytes().all(|b| b.is_ascii_hexdigit())) {
+            return err("the model hash should be 16 to 64 hex digits");
+        }
+        if w.n > MAX_BITS {
+            return err(format!("the mask claims {} components", w.n));
+        }
+        let bytes = B64.decode(&w.k).or_else(|_| err("the mask is not base64url"))?;
+        if bytes.len() != w.n.div_ceil(8) {
+            return err(format!("the mask has {} bytes for {} components", bytes.len(), w.n));
+        }
+        if w.n % 8 != 0 && bytes.last().is_some_and(|&b| b >> (w.n % 8) != 0) {
+            return err("the mask has bits past its last component");
+        }
+        let mask = (0..w.n).map(|i| bytes[i / 8] & (1 << (i % 8)) != 0).collect();
+        Ok(LinkState { model_url: w.m, model_sha256: w.h.to_ascii_lowercase(), task: w.t, prompt: w.p, mask })
+    }
+
+    /// The mask as the set of removed components of a model of `shape`; errors when the bit count
+    /// is not the model's component count.
+    pub fn removed(&self, shape: &ModelShape) -> Result<Vec<Component>, LinkError> {
+        let comps = shape.components(false);
+        if comps.len() != self.mask.len() {
+            return err(format!("the mask has {} components, the model {}: it is for another model", self.mask.len(), comps.len()));
+        }
+        Ok(comps.into_iter().zip(&self.mask).filter(|(_, &keep)| !keep).map(|(c, _)| c).collect())
+    }
+
+    /// The mask bits for a model of `shape` with `removed` ablated.
+    pub fn mask_for(shape: &ModelShape, removed: &[Component]) -> Vec<bool> {
+        shape.components(false).iter().map(|c| !removed.contains(c)).collect()
+    }
+}
+
+/// Text from a link for a message: at most 40 characters, no control characters.
+fn printable(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(40).collect()
+}

@@ -1,0 +1,343 @@
+//! `carve extract`: find a task's circuit, prune the model down to it, and report on the test split.
+//!
+//! The run directory gets `circuit.json`, `model/` (the standalone pruned model), `report.md`,
+//! `report.json`, `circuit.svg`, and `state.json`, saved after every decision batch, from which
+//! `--resume` continues an interrupted run with the same result.
+
+mod progress;
+mod report;
+mod rundir;
+
+use crate::backend_pick::{dispatch, BackendChoice, Job};
+use crate::circuit_eval::Values;
+use crate::cmd::tasks::{tokenizer, Prepared, TaskArgs};
+use crate::measure::{forward_flops, latencies};
+use crate::source;
+use anyhow::{bail, Context, Result};
+use carve_core::backend::Backend;
+use carve_core::circuit::file::{AblationSource, CircuitFile, CircuitMetrics, MethodInfo, ModelIdentity, TaskInfo};
+use carve_core::circuit::{svg, ModelShape};
+use carve_core::extract::{ablate, AblateData, AblateOptions, AblationKind, Implementation, RunOptions};
+use carve_core::metrics::{evaluate, Circuit, EvalOptions, Scores};
+use carve_core::model::load::{load_path, weights_sha256, LoadedModel};
+use carve_core::model::{Batch, Model};
+use carve_core::prune::{prune, write_dir, DirExtras};
+use progress::Hook;
+use rundir::{RunDir, SavedState};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Method {
+    /// Greedy node ablation with a KL threshold (García-Carrasco et al. 2025).
+    Ablate,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AblationArg {
+    Zero,
+    Mean,
+    MeanPerPosition,
+    Resample,
+}
+
+/// ablate's settings, shared with `bench extract`.
+#[derive(clap::Args)]
+pub struct AblateArgs {
+    /// Acceptance threshold: a component goes when ablating it raises the mean KL by less (nats).
+    #[arg(long)]
+    pub alpha: f64,
+    /// Where removed components' values come from: zero, the mean over the patching split, or
+    /// the output on each prompt's corrupted version.
+    #[arg(long, value_enum, default_value = "mean")]
+    pub ablation: AblationArg,
+    /// Also decide on each layer's MLP block.
+    #[arg(long)]
+    pub mlps: bool,
+}
+
+impl AblateArgs {
+    pub fn options(&self, neurons: bool) -> AblateOptions {
+        AblateOptions { alpha: self.alpha, ablation: self.ablation.kind(), mlps: self.mlps, neurons }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A model directory, a GGUF file, or a hub name.
+    #[arg(long)]
+    model: String,
+    /// ioi, acronyms, greater-than, or a JSONL file ({"prompt": …, "answer": …} per line).
+    #[arg(long)]
+    task: Option<String>,
+    /// Examples in all, split in the proportions of --patching/--discovery/--test.
+    #[arg(long)]
+    n: Option<usize>,
+    #[command(flatten)]
+    task_args: TaskArgs,
+    #[arg(long, value_enum, default_value = "ablate")]
+    method: Method,
+    #[command(flatten)]
+    ablate: AblateArgs,
+    /// Also decide on single MLP neurons of the MLPs that stay.
+    #[arg(long)]
+    neurons: bool,
+    /// The run directory.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Continue the interrupted run in DIR (give the same options).
+    #[arg(long, value_name = "DIR")]
+    resume: Option<PathBuf>,
+    /// Replace the run that --out already holds.
+    #[arg(long, conflicts_with = "resume")]
+    force: bool,
+    /// Prompts per forward when scoring the test split.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Test prompts in the batch that latency is measured on.
+    #[arg(long, default_value_t = 32)]
+    latency_batch: usize,
+    /// Timed runs per model for latency (after 2 warm-up runs); the median is reported.
+    #[arg(long, default_value_t = 10)]
+    latency_runs: usize,
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: BackendChoice,
+    /// Use the straightforward implementation (a full forward per candidate): same decisions, slower.
+    #[arg(long, hide = true)]
+    reference: bool,
+    /// Stop after N decision batches, as Ctrl-C would (for tests).
+    #[arg(long, hide = true)]
+    stop_after: Option<usize>,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let dir = match (&a.out, &a.resume) {
+        (Some(o), Some(r)) if o != r => bail!("--out {} and --resume {} name different directories", o.display(), r.display()),
+        (_, Some(d)) | (Some(d), None) => d.clone(),
+        (None, None) => bail!("give the run directory: --out DIR (or --resume DIR to continue one)"),
+    };
+    if !(a.ablate.alpha.is_finite() && a.ablate.alpha > 0.0) {
+        bail!("--alpha must be a finite number above 0, not {}", a.ablate.alpha);
+    }
+    if a.latency_runs < 10 {
+        bail!("--latency-runs must be at least 10 (a median of fewer runs says little)");
+    }
+    a.task_args.check(a.task.as_deref(), a.n)?;
+    let rd = RunDir::open(&dir, a.resume.is_some(), a.force)?;
+
+    let path = source::resolve(&a.model)?;
+    let m = source::load(&a.model)?;
+    let t = std::time::Instant::now();
+    let sha = weights_sha256(&path)?;
+    eprintln!("weights sha256 {}… ({:.1} s)", &sha[..16], t.elapsed().as_secs_f64());
+    let resume = if a.resume.is_some() { Some(rd.load_state(&sha)?) } else { None };
+    let tok = tokenizer(&m)?;
+    let prep = a.task_args.prepare(a.task.as_deref(), a.n, tok)?;
+    for n in &prep.notes {
+        eprintln!("note    {n}");
+    }
+    let base_config = read_base_config(&path)?;
+    let job = ExtractJob { a: &a, m: &m, sha, prep: &prep, rd: &rd, resume, base_config };
+    match dispatch(a.backend, job)? {
+        Outcome::Stopped => {
+            eprintln!("stopped: the state is saved in {}", rd.path(rundir::STATE).display());
+            eprintln!("continue with the same command and --resume {}", dir.display());
+            std::process::exit(130);
+        }
+        Outcome::Done(md) => {
+            println!("{md}");
+            println!("circuit:      {}", rd.path(rundir::CIRCUIT).display());
+            if rd.path(rundir::MODEL).is_dir() {
+                println!("pruned model: {}", rd.path(rundir::MODEL).display());
+            }
+            println!("report:       {} (and report.json, circuit.svg)", rd.path(rundir::REPORT_MD).display());
+            Ok(())
+        }
+    }
+}
+
+/// The source's config.json, whose other keys the pruned model keeps (GGUF: none).
+fn read_base_config(path: &Path) -> Result<Option<serde_json::Value>> {
+    let p = path.join("config.json");
+    if !path.is_dir() || !p.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    Ok(Some(serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", p.display()))?))
+}
+
+enum Outcome {
+    Stopped,
+    Done(String),
+}
+
+struct ExtractJob<'a> {
+    a: &'a Args,
+    m: &'a LoadedModel,
+    sha: String,
+    prep: &'a Prepared,
+    rd: &'a RunDir,
+    resume: Option<SavedState>,
+    base_config: Option<serde_json::Value>,
+}
+
+impl AblationArg {
+    pub fn kind(self) -> AblationKind {
+        match self {
+            AblationArg::Zero => AblationKind::Zero,
+            AblationArg::Mean => AblationKind::Mean,
+            AblationArg::MeanPerPosition => AblationKind::MeanPerPosition,
+            AblationArg::Resample => AblationKind::Resample,
+        }
+    }
+}
+
+impl Job for ExtractJob<'_> {
+    type Out = Outcome;
+    fn run<B: Backend>(mut self, be: &B) -> Result<Outcome> {
+        let (a, m, splits, task) = (self.a, self.m, &self.prep.splits, &self.prep.task);
+        let model = Model::upload(be, m.config.clone(), &m.weights)?;
+        let opts = a.ablate.options(a.neurons);
+        // Checked before the sweep: a circuit that can't be scored would waste it.
+        let values = Values::measure(opts.ablation, &model, be, &splits.patching)?;
+        let data = AblateData::from_examples(&splits.discovery, &splits.patching);
+        let implementation = if a.reference { Implementation::Reference } else { Implementation::Fast };
+        let run_opts = RunOptions { implementation, ..RunOptions::default() };
+        let (before, resume) = match self.resume.take() {
+            Some(s) => (s.extract_seconds, Some(s.ablate)),
+            None => (0.0, None),
+        };
+        let mut hook = Hook::new(self.rd, self.sha.clone(), before, a.stop_after);
+        let run = pollster::block_on(ablate(&model, be, &data, &opts, &run_opts, resume, &mut hook));
+        hook.bar.finish_and_clear();
+        if let Some(e) = hook.error.take() {
+            return Err(e.context("saving the sweep's state"));
+        }
+        let run = run?;
+        if !run.finished {
+            return Ok(Outcome::Stopped);
+        }
+        let extract_seconds = hook.seconds();
+        eprintln!("ablate: {} of {} components removed in {extract_seconds:.1} s (KL {:.5})", run.removed.len(), run.state.order().len(), run.state.kl_cur());
+
+        let eval_opts = EvalOptions { batch_size: a.batch };
+        let circuit = Circuit { masks: &run.masks, ablation: values.circuit_ablation() };
+        let test = pollster::block_on(evaluate(&model, be, task, &splits.test, Some(&circuit), &eval_opts))?;
+        let test_circuit = test.circuit.clone().context("evaluate returned no circuit scores")?;
+        let test_kl = test.kl.context("evaluate returned no KL")?;
+
+        let shape = ModelShape::of(&m.weights.layers, |t| t.shape[0]);
+        let sizes = splits.sizes();
+        let cf = CircuitFile {
+            format: carve_core::circuit::file::FORMAT.into(),
+            version: carve_core::circuit::file::VERSION,
+            model: ModelIdentity { name: m.source.clone(), arch: m.config.arch.name().into(), sha256: self.sha.clone() },
+            task: TaskInfo {
+                name: a.task.clone().unwrap_or_else(|| task.name.clone()),
+                seed: a.task_args.seed,
+                bos: a.task_args.bos,
+                metric: task.metric.key().into(),
+                n_patching: sizes.patching,
+                n_discovery: sizes.discovery,
+                n_test: sizes.test,
+            },
+            method: MethodInfo {
+                name: "ablate".into(),
+                hyperparameters: json!({ "alpha": opts.alpha, "ablation": opts.ablation, "mlps": opts.mlps, "neurons": opts.neurons }),
+                discovery_kl: run.state.kl_cur(),
+            },
+            ablation: AblationSource {
+                kind: serde_json::to_value(opts.ablation)?.as_str().unwrap_or("?").into(),
+                split: match opts.ablation {
+                    AblationKind::Zero => None,
+                    AblationKind::Resample => Some("corrupted prompts of each split".into()),
+                    _ => Some("patching".into()),
+                },
+            },
+            shape: shape.clone(),
+            kept: run.kept.clone(),
+            removed: run.removed.clone(),
+            metrics: Some(CircuitMetrics {
+                split: "test".into(),
+                n: test.n,
+                full: file_scores(&test.full),
+                circuit: file_scores(&test_circuit),
+                kl: test_kl,
+            }),
+        };
+        let cf_value = serde_json::to_value(&cf)?;
+
+        let pruned = match opts.ablation {
+            AblationKind::Zero | AblationKind::Mean => {
+                Some(self.prune_and_measure(be, &model, &run.masks, &run.ablation, &cf_value, &splits.test, &eval_opts)?)
+            }
+            _ => None,
+        };
+        let inputs = report::Inputs {
+            circuit: &cf,
+            full_params: m.weights.param_counts(),
+            test_full: &test.full,
+            test_circuit: &test_circuit,
+            test_kl,
+            pruned: pruned.as_ref(),
+            extract_seconds,
+            backend: be.describe(),
+            metric_title: task.metric.title(),
+        };
+        let md = report::markdown(&inputs);
+        let rd = self.rd;
+        rd.write(rundir::CIRCUIT, cf.to_json().as_bytes())?;
+        rd.write(rundir::REPORT_JSON, serde_json::to_string_pretty(&report::json(&inputs))?.as_bytes())?;
+        rd.write(rundir::REPORT_MD, md.as_bytes())?;
+        let (kh, km) = cf.kept_counts();
+        let title = format!("{} · {} · {kh} heads, {km} MLPs kept", cf.task.name, cf.model.name);
+        rd.write(rundir::SVG, svg::render(&shape, &cf.kept, &title).as_bytes())?;
+        Ok(Outcome::Done(md))
+    }
+}
+
+fn file_scores(s: &Scores) -> carve_core::circuit::file::Scores {
+    carve_core::circuit::file::Scores { accuracy: s.accuracy, metric: s.metric, answer_prob: s.answer_prob }
+}
+
+impl ExtractJob<'_> {
+    /// Writes the pruned model, loads it back as any model is loaded, scores it on the test split
+    /// and times it beside the full model.
+    #[allow(clippy::too_many_arguments)]
+    fn prune_and_measure<B: Backend>(
+        &self,
+        be: &B,
+        full: &Model<B>,
+        masks: &carve_core::circuit::Masks,
+        ablation: &carve_core::circuit::Ablation,
+        circuit: &serde_json::Value,
+        test: &[carve_core::tasks::Example],
+        eval_opts: &EvalOptions,
+    ) -> Result<report::Pruned> {
+        let m = self.m;
+        let pruned = prune(&m.config, &m.weights, masks, ablation)?;
+        let dir = self.rd.path(rundir::MODEL);
+        let extras = DirExtras { base_config: self.base_config.as_ref(), tokenizer: m.tokenizer.as_ref(), circuit: Some(circuit) };
+        write_dir(&dir, &pruned, &extras)?;
+        let back = load_path(&dir).with_context(|| format!("loading the pruned model back from {}", dir.display()))?;
+        let pm = Model::upload(be, back.config.clone(), &back.weights)?;
+        let scored = pollster::block_on(evaluate(&pm, be, &self.prep.task, test, None, eval_opts))?;
+
+        let prompts: Vec<Vec<u32>> = test.iter().take(self.a.latency_batch.max(1)).map(|e| e.prompt.clone()).collect();
+        let (warmup, runs) = (2, self.a.latency_runs);
+        eprintln!("timing full and pruned model: {} prompts, {warmup} warm-up + {runs} runs each…", prompts.len());
+        let lat = latencies(&[full, &pm], be, &prompts, warmup, runs)?;
+        let batch = Batch::new(&prompts, &m.config)?;
+        let flops = (forward_flops(&m.config, &m.weights, &batch, true), forward_flops(&back.config, &back.weights, &batch, true));
+        Ok(report::Pruned {
+            params: back.weights.param_counts(),
+            test: scored.full,
+            latency: (lat[0], lat[1]),
+            flops,
+            latency_batch: (batch.size(), batch.seq),
+            runs,
+            warmup,
+            layers: pruned.layers.iter().map(|l| l.source_layer).collect(),
+        })
+    }
+}

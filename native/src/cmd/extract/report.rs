@@ -1,0 +1,177 @@
+//! `report.json` and `report.md`: every number of a run, measured on the held-out test split.
+
+use carve_core::circuit::file::{self, CircuitFile};
+use carve_core::circuit::Component;
+use carve_core::metrics::Scores;
+use serde_json::{json, Value};
+
+/// The pruned model's side of the report (absent when the ablation cannot be folded).
+pub struct Pruned {
+    pub params: (usize, usize),
+    pub test: Scores,
+    /// Median seconds, full then pruned.
+    pub latency: (f64, f64),
+    /// FLOPs of one forward on the latency batch, full then pruned.
+    pub flops: (f64, f64),
+    pub latency_batch: (usize, usize),
+    pub runs: usize,
+    pub warmup: usize,
+    pub layers: Vec<usize>,
+}
+
+pub struct Inputs<'a> {
+    pub circuit: &'a CircuitFile,
+    pub full_params: (usize, usize),
+    pub test_full: &'a Scores,
+    pub test_circuit: &'a Scores,
+    pub test_kl: f64,
+    pub pruned: Option<&'a Pruned>,
+    pub extract_seconds: f64,
+    pub backend: String,
+    pub metric_title: &'a str,
+}
+
+fn scores(s: &Scores) -> Value {
+    json!({ "accuracy": s.accuracy, "metric": s.metric, "answer_prob": s.answer_prob })
+}
+
+fn reduction(full: usize, pruned: usize) -> f64 {
+    1.0 - pruned as f64 / full as f64
+}
+
+pub fn json(r: &Inputs) -> Value {
+    let c = r.circuit;
+    let (kh, km) = c.kept_counts();
+    let kn = c.kept.iter().filter(|x| matches!(x, Component::Neuron { .. })).count();
+    let total_heads: usize = c.shape.n_heads.iter().sum();
+    let total_mlps = c.shape.d_ff.iter().filter(|&&f| f > 0).count();
+    let (full, full_ne) = r.full_params;
+    let mut v = json!({
+        "format": "carve-report",
+        "version": 1,
+        "model": c.model,
+        "task": c.task,
+        "splits": {
+            "seed": c.task.seed,
+            "patching": c.task.n_patching,
+            "discovery": c.task.n_discovery,
+            "test": c.task.n_test,
+        },
+        "method": c.method,
+        "ablation": c.ablation,
+        "backend": r.backend,
+        "params": {
+            "full": full,
+            "full_non_embedding": full_ne,
+            "pruned": Value::Null,
+            "pruned_non_embedding": Value::Null,
+        },
+        "test": {
+            "n": c.task.n_test,
+            "metric": c.task.metric,
+            "full": scores(r.test_full),
+            "circuit": scores(r.test_circuit),
+            "pruned": Value::Null,
+            "kl": r.test_kl,
+        },
+        "discovery": { "kl": c.method.discovery_kl },
+        "latency_ms": { "full": Value::Null, "pruned": Value::Null },
+        "extract_seconds": r.extract_seconds,
+        "kept": { "heads": kh, "mlps": km, "neurons": kn, "components": c.kept },
+        "total": { "heads": total_heads, "mlps": total_mlps },
+    });
+    if let Some(p) = r.pruned {
+        let (pa, pne) = p.params;
+        v["params"]["pruned"] = json!(pa);
+        v["params"]["pruned_non_embedding"] = json!(pne);
+        v["params"]["reduction"] = json!(reduction(full, pa));
+        v["params"]["reduction_non_embedding"] = json!(reduction(full_ne, pne));
+        v["params"]["pruned_layers"] = json!(p.layers);
+        v["test"]["pruned"] = scores(&p.test);
+        v["latency_ms"] = json!({
+            "full": p.latency.0 * 1e3,
+            "pruned": p.latency.1 * 1e3,
+            "speedup": p.latency.0 / p.latency.1,
+            "flops_ratio": p.flops.0 / p.flops.1,
+            "batch": p.latency_batch.0,
+            "seq": p.latency_batch.1,
+            "runs": p.runs,
+            "warmup": p.warmup,
+            "logits": "last position",
+        });
+    }
+    v
+}
+
+pub fn markdown(r: &Inputs) -> String {
+    let c = r.circuit;
+    let (kh, km) = c.kept_counts();
+    let total_heads: usize = c.shape.n_heads.iter().sum();
+    let total_mlps = c.shape.d_ff.iter().filter(|&&f| f > 0).count();
+    let mut s = String::new();
+    let t = &c.task;
+    s += &format!("# carve: {} circuit of {}\n\n", t.name, c.model.name);
+    s += &format!(
+        "- method: {} ({}), ablation: {}\n",
+        c.method.name,
+        c.method.hyperparameters.as_object().map_or(String::new(), |o| {
+            o.iter().map(|(k, v)| format!("{k} {}", v.as_str().map_or(v.to_string(), str::to_string))).collect::<Vec<_>>().join(", ")
+        }),
+        c.ablation.kind
+    );
+    s += &format!("- splits (seed {}): patching {}, discovery {}, test {}\n", t.seed, t.n_patching, t.n_discovery, t.n_test);
+    s += &format!("- kept: {kh}/{total_heads} heads, {km}/{total_mlps} MLPs\n");
+    s += &format!("- model sha256: {}\n", c.model.sha256);
+    s += &format!("- backend: {}\n", r.backend);
+    s += &format!("- extraction: {:.1} s\n\n", r.extract_seconds);
+
+    s += &format!("| test split ({}) | accuracy | {} | P(answer) |\n|---|---:|---:|---:|\n", t.n_test, r.metric_title);
+    let row = |name: &str, x: &Scores| format!("| {name} | {:.3} | {:.3} | {:.3} |\n", x.accuracy, x.metric, x.answer_prob);
+    s += &row("full model", r.test_full);
+    s += &row("circuit (masked)", r.test_circuit);
+    if let Some(p) = r.pruned {
+        s += &row("pruned model", &p.test);
+    }
+    s += &format!("\nKL(full ‖ circuit) on the test split: {:.4} nats (discovery: {:.4})\n\n", r.test_kl, c.method.discovery_kl);
+
+    let (full, full_ne) = r.full_params;
+    s += "| | full | pruned | reduction |\n|---|---:|---:|---:|\n";
+    match r.pruned {
+        Some(p) => {
+            let (pa, pne) = p.params;
+            s += &format!("| parameters | {} | {} | {:.1}% |\n", millions(full), millions(pa), 100.0 * reduction(full, pa));
+            s += &format!("| non-embedding | {} | {} | {:.1}% |\n", millions(full_ne), millions(pne), 100.0 * reduction(full_ne, pne));
+            s += &format!(
+                "| latency (ms) | {:.2} | {:.2} | {:.2}× faster |\n| FLOPs per forward | {:.2} G | {:.2} G | {:.2}× fewer |\n",
+                p.latency.0 * 1e3,
+                p.latency.1 * 1e3,
+                p.latency.0 / p.latency.1,
+                p.flops.0 / 1e9,
+                p.flops.1 / 1e9,
+                p.flops.0 / p.flops.1
+            );
+            s += &format!(
+                "\nLatency: median of {} synchronised runs after {} warm-up runs, batch of {} test prompts padded to {} tokens, last-position logits.\n",
+                p.runs, p.warmup, p.latency_batch.0, p.latency_batch.1
+            );
+        }
+        None => {
+            s += &format!("| parameters | {} | — | — |\n", millions(full));
+            s += &format!("\nNo pruned model: {} ablation values depend on the prompt and cannot be folded into biases.\n", c.ablation.kind);
+        }
+    }
+    s += &format!("\nKept components ({}): {}\n", c.kept.len(), names(&c.kept));
+    s
+}
+
+fn millions(n: usize) -> String {
+    format!("{:.2} M", n as f64 / 1e6)
+}
+
+fn names(v: &[Component]) -> String {
+    let (heads, mlps) = file::count(v);
+    if heads + mlps > 400 {
+        return format!("{heads} heads, {mlps} MLPs (see circuit.json)");
+    }
+    v.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" ")
+}

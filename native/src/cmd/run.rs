@@ -1,0 +1,179 @@
+//! `carve run`: a prompt through a model (full or pruned): the top-k next tokens with their
+//! probabilities and, with `--max-new-tokens`, a greedy continuation. `--ablate` zero-ablates
+//! components first, named as in the source model (`L12H3`, `L12MLP`), also in a pruned model.
+
+use crate::backend_pick::{dispatch, BackendChoice, Job};
+use crate::cmd::tasks::tokenizer;
+use crate::source;
+use anyhow::{bail, Context, Result};
+use carve_core::backend::Backend;
+use carve_core::circuit::{Component, Masks, ModelShape};
+use carve_core::metrics::{argmax, log_sum_exp};
+use carve_core::model::load::LoadedModel;
+use carve_core::model::tokenizer::Tokenizer;
+use carve_core::model::{Batch, ForwardArgs, LogitsAt, Model};
+use carve_core::prune::PrunedLayer;
+use serde_json::json;
+use std::path::Path;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A model directory (full or pruned), a GGUF file, or a hub name.
+    #[arg(long)]
+    model: String,
+    #[arg(long)]
+    prompt: String,
+    /// Put the model's BOS token in front of the prompt.
+    #[arg(long)]
+    bos: bool,
+    /// How many of the most likely next tokens to print.
+    #[arg(long, default_value_t = 10)]
+    top_k: usize,
+    /// Also continue the prompt greedily by this many tokens.
+    #[arg(long, default_value_t = 0)]
+    max_new_tokens: usize,
+    /// Components to zero-ablate, comma-separated (`L3H1,L5MLP`), named as in the source model.
+    #[arg(long, value_delimiter = ',')]
+    ablate: Vec<String>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: BackendChoice,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let path = source::resolve(&a.model)?;
+    let m = source::load(&a.model)?;
+    let tok = tokenizer(&m)?;
+    let ids = tok.encode(&a.prompt, a.bos)?;
+    if ids.is_empty() {
+        bail!("the prompt is empty: give some text to continue");
+    }
+    let comps = a.ablate.iter().map(|s| Component::parse(s.trim())).collect::<carve_core::Result<Vec<_>>>()?;
+    let masks = if comps.is_empty() { None } else { Some(masks_for(&m, &path, &comps)?) };
+    let out = dispatch(a.backend, RunJob { m: &m, ids: ids.clone(), masks: masks.as_ref(), new_tokens: a.max_new_tokens })?;
+    let top = top_k(&out.first, a.top_k.max(1));
+    if a.json {
+        let tops: Vec<_> = top
+            .iter()
+            .map(|&(id, p, l)| json!({ "id": id, "token": token_text(tok, id), "prob": p, "logit": l }))
+            .collect();
+        let v = json!({
+            "model": m.source,
+            "prompt": a.prompt,
+            "ids": ids,
+            "ablated": comps,
+            "top": tops,
+            "continuation": { "ids": out.generated, "text": tok.decode(&out.generated)? },
+            "backend": out.backend,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("{:>4}  {:>7}  {:>9}  {:>8}  token", "rank", "id", "prob", "logit");
+    for (i, &(id, p, l)) in top.iter().enumerate() {
+        println!("{:>4}  {:>7}  {:>9.5}  {:>8.3}  {:?}", i + 1, id, p, l, token_text(tok, id));
+    }
+    if a.max_new_tokens > 0 {
+        println!("\n{}{}", a.prompt, tok.decode(&out.generated)?);
+    }
+    eprintln!("backend: {}", out.backend);
+    Ok(())
+}
+
+fn token_text(tok: &Tokenizer, id: u32) -> String {
+    tok.decode(&[id]).unwrap_or_else(|_| format!("<{id}>"))
+}
+
+/// (id, probability, logit) of the k largest logits, largest first.
+fn top_k(logits: &[f32], k: usize) -> Vec<(u32, f64, f32)> {
+    let lse = log_sum_exp(logits);
+    let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
+    idx.sort_by(|&x, &y| logits[y as usize].total_cmp(&logits[x as usize]).then(x.cmp(&y)));
+    idx.truncate(k);
+    idx.into_iter().map(|i| (i, (logits[i as usize] as f64 - lse).exp(), logits[i as usize])).collect()
+}
+
+/// Masks with `comps` ablated. In a pruned model, components keep their source names: the layout
+/// in its config.json (`carve_layers`) maps them to the layers and heads that remain.
+fn masks_for(m: &LoadedModel, path: &Path, comps: &[Component]) -> Result<Masks> {
+    let shape = ModelShape::of(&m.weights.layers, |t| t.shape[0]);
+    let layout = pruned_layout(path)?;
+    let local: Vec<Component> = match &layout {
+        None => comps.to_vec(),
+        Some(layers) => comps.iter().map(|&c| to_local(layers, c)).collect::<Result<_>>()?,
+    };
+    Ok(shape.masks_without(&local)?)
+}
+
+pub fn pruned_layout(path: &Path) -> Result<Option<Vec<PrunedLayer>>> {
+    let p = path.join("config.json");
+    if !path.is_dir() || !p.is_file() {
+        return Ok(None);
+    }
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p)?).with_context(|| format!("{}: invalid JSON", p.display()))?;
+    match v.get("carve_layers") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(l) => Ok(Some(serde_json::from_value(l.clone()).with_context(|| format!("{}: `carve_layers`", p.display()))?)),
+    }
+}
+
+fn to_local(layers: &[PrunedLayer], c: Component) -> Result<Component> {
+    let gone = || anyhow::anyhow!("{c} is not in this pruned model (it was removed from the circuit)");
+    let (i, l) = layers.iter().enumerate().find(|(_, l)| l.source_layer == c.layer()).ok_or_else(gone)?;
+    Ok(match c {
+        Component::Head { head, .. } => Component::Head { layer: i, head: l.heads.iter().position(|&h| h == head).ok_or_else(gone)? },
+        Component::Mlp { .. } if l.d_ff > 0 => Component::Mlp { layer: i },
+        Component::Neuron { neuron, .. } => {
+            let n = match &l.neurons {
+                Some(v) => v.iter().position(|&x| x == neuron).ok_or_else(gone)?,
+                None if neuron < l.d_ff => neuron,
+                None => return Err(gone()),
+            };
+            Component::Neuron { layer: i, neuron: n }
+        }
+        Component::Mlp { .. } => return Err(gone()),
+    })
+}
+
+struct RunOut {
+    first: Vec<f32>,
+    generated: Vec<u32>,
+    backend: String,
+}
+
+struct RunJob<'a> {
+    m: &'a LoadedModel,
+    ids: Vec<u32>,
+    masks: Option<&'a Masks>,
+    new_tokens: usize,
+}
+
+impl Job for RunJob<'_> {
+    type Out = RunOut;
+    fn run<B: Backend>(self, be: &B) -> Result<RunOut> {
+        let model = Model::upload(be, self.m.config.clone(), &self.m.weights)?;
+        let last = |ids: &[u32]| -> Result<Vec<f32>> {
+            let batch = Batch::new(&[ids.to_vec()], &model.config)?;
+            let args = ForwardArgs { masks: self.masks, logits: LogitsAt::Last, ..ForwardArgs::default() };
+            let out = model.forward(be, &batch, &args)?;
+            Ok(pollster::block_on(be.read(out.logits.as_ref().context("no logits")?))?.data)
+        };
+        let first = last(&self.ids)?;
+        let mut seq = self.ids.clone();
+        let mut generated = Vec::new();
+        let mut logits = first.clone();
+        for i in 0..self.new_tokens {
+            let next = argmax(&logits) as u32;
+            generated.push(next);
+            seq.push(next);
+            let done = i + 1 == self.new_tokens || Some(next) == self.m.config.eos_token_id || seq.len() >= self.m.config.n_ctx;
+            if done {
+                break;
+            }
+            logits = last(&seq)?;
+        }
+        Ok(RunOut { first, generated, backend: be.describe() })
+    }
+}

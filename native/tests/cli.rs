@@ -1,0 +1,270 @@
+//! The `carve` program end to end on a tiny Llama (GQA) with a word-level tokenizer: extract writes
+//! a consistent run (circuit, pruned model, reports, picture), the pruned model agrees with `eval
+//! --circuit` and `run --ablate` on the full model, an interrupted run resumes to the same circuit,
+//! and bad input is refused with a message that names it.
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("carve-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn word(i: usize) -> String {
+    format!("w{i}")
+}
+
+/// tiny-llama's weights with a word-level tokenizer over its 512 ids (`w3` … `w511`).
+fn tiny_model(dir: &Path) -> PathBuf {
+    let m = dir.join("tiny");
+    std::fs::create_dir_all(&m).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixtures().join("tiny-llama").join(f), m.join(f)).unwrap();
+    }
+    let mut vocab = serde_json::Map::new();
+    for (i, t) in ["<unk>", "<s>", "</s>"].iter().enumerate() {
+        vocab.insert(t.to_string(), json!(i));
+    }
+    for i in 3..512 {
+        vocab.insert(word(i), json!(i));
+    }
+    let tok = json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": null,
+        "pre_tokenizer": { "type": "Whitespace" }, "post_processor": null, "decoder": null,
+        "model": { "type": "WordLevel", "vocab": vocab, "unk_token": "<unk>" }
+    });
+    std::fs::write(m.join("tokenizer.json"), tok.to_string()).unwrap();
+    m
+}
+
+/// A task file of `n` distinct prompts of 6 words, with answer, wrong answer and a corrupted prompt
+/// of the same length.
+fn task_file(dir: &Path, n: usize) -> PathBuf {
+    let mut s = String::new();
+    for i in 0..n {
+        let p: Vec<String> = (0..6).map(|j| word(3 + (i * 7 + j * 13) % 400)).collect();
+        let mut c = p.clone();
+        c[2] = word(450 + i % 50);
+        let line = json!({
+            "prompt": p.join(" "), "answer": format!(" {}", word(3 + i % 5)),
+            "wrong": format!(" {}", word(9 + i % 5)), "corrupted": c.join(" "),
+        });
+        s += &format!("{line}\n");
+    }
+    let p = dir.join("task.jsonl");
+    std::fs::write(&p, s).unwrap();
+    p
+}
+
+fn carve(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_carve")).args(args).output().expect("carve runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = carve(args);
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "carve {args:?} failed:\n{err}\n{out}");
+    out.into_owned()
+}
+
+fn fails(args: &[&str], needle: &str) {
+    let o = carve(args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "carve {args:?} should have failed");
+    assert!(err.contains(needle), "carve {args:?}: expected `{needle}` in the error, got:\n{err}");
+    assert!(!err.contains("panicked"), "carve {args:?} panicked:\n{err}");
+}
+
+fn read_json(p: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `extract` with the splits every test here uses: 20 patching, 12 discovery, 16 test prompts.
+fn extract_args<'a>(model: &'a str, task: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "extract", "--model", model, "--task", task, "--patching", "20", "--discovery", "12", "--test", "16", "--alpha", "0.15",
+        "--mlps", "--out", out, "--backend", "cpu", "--latency-batch", "4",
+    ];
+    v.extend_from_slice(extra);
+    v
+}
+
+fn close(a: f64, b: f64, tol: f64) -> bool {
+    (a - b).abs() <= tol * a.abs().max(b.abs()).max(1e-6)
+}
+
+#[test]
+fn extract_writes_a_consistent_run() {
+    let d = scratch("run");
+    let (model, task) = (tiny_model(&d), task_file(&d, 48));
+    let out = d.join("run");
+    ok(&extract_args(s(&model), s(&task), s(&out), &["--ablation", "zero"]));
+
+    let r = read_json(&out.join("report.json"));
+    for key in [
+        "/params/full", "/params/pruned", "/params/full_non_embedding", "/params/pruned_non_embedding",
+        "/test/full/accuracy", "/test/full/metric", "/test/circuit/accuracy", "/test/circuit/metric",
+        "/test/pruned/accuracy", "/test/pruned/metric", "/test/kl", "/latency_ms/full", "/latency_ms/pruned",
+        "/extract_seconds", "/kept/heads", "/kept/mlps", "/total/heads", "/total/mlps",
+    ] {
+        assert!(r.pointer(key).is_some_and(|v| v.is_number()), "report.json lacks a number at {key}: {r:#}");
+    }
+    assert_eq!(r["total"]["heads"], 8);
+    assert_eq!(r["total"]["mlps"], 2);
+    let kept: Vec<&str> = r["kept"]["components"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    let heads = kept.iter().filter(|c| c.contains('H')).count();
+    assert_eq!(r["kept"]["heads"], heads);
+    assert!(kept.len() < 10 && kept.len() > 1, "α = 0.15 on a random model should remove something: kept {kept:?}");
+
+    // The pruned model scores as the masked circuit does.
+    for k in ["accuracy", "metric", "answer_prob"] {
+        let (c, p) = (r["test"]["circuit"][k].as_f64().unwrap(), r["test"]["pruned"][k].as_f64().unwrap());
+        assert!(close(c, p, 1e-4), "test.{k}: circuit {c} vs pruned {p}");
+    }
+    let cf = read_json(&out.join("circuit.json"));
+    assert_eq!(cf["format"], "carve-circuit");
+    assert_eq!(cf["model"]["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(cf["kept"], r["kept"]["components"]);
+    let svg = std::fs::read_to_string(out.join("circuit.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.matches("(kept)").count() == kept.len(), "circuit.svg marks the kept components");
+    assert!(std::fs::read_to_string(out.join("report.md")).unwrap().contains("pruned model"));
+
+    // eval --circuit on the full model reproduces the report's circuit numbers.
+    let e: Value = serde_json::from_str(&ok(&["eval", "--model", s(&model), "--circuit", s(&out.join("circuit.json")), "--json", "--backend", "cpu"])).unwrap();
+    for k in ["accuracy", "metric"] {
+        assert!(close(e["circuit"][k].as_f64().unwrap(), r["test"]["circuit"][k].as_f64().unwrap(), 1e-9), "eval --circuit {k}: {e:#}");
+    }
+    assert!(close(e["circuit"]["kl"].as_f64().unwrap(), r["test"]["kl"].as_f64().unwrap(), 1e-9));
+
+    // run on the pruned model ≡ run on the full model with the removed components zero-ablated.
+    let removed: Vec<&str> = cf["removed"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    let prompt = "w5 w17 w40 w41 w42 w99";
+    let pruned: Value = serde_json::from_str(&ok(&["run", "--model", s(&out.join("model")), "--prompt", prompt, "--json", "--backend", "cpu"])).unwrap();
+    let ablate = removed.join(",");
+    let mut args = vec!["run", "--model", s(&model), "--prompt", prompt, "--json", "--backend", "cpu"];
+    if !removed.is_empty() {
+        args.extend(["--ablate", &ablate]);
+    }
+    let full: Value = serde_json::from_str(&ok(&args)).unwrap();
+    for (a, b) in pruned["top"].as_array().unwrap().iter().zip(full["top"].as_array().unwrap()) {
+        assert_eq!(a["id"], b["id"]);
+        assert!(close(a["prob"].as_f64().unwrap(), b["prob"].as_f64().unwrap(), 1e-4), "{a} vs {b}");
+    }
+    // A kept head can be ablated in the pruned model by its source name; a removed one cannot.
+    if let Some(h) = kept.iter().find(|c| c.contains('H')) {
+        ok(&["run", "--model", s(&out.join("model")), "--prompt", prompt, "--ablate", h, "--backend", "cpu"]);
+    }
+    if let Some(h) = removed.iter().find(|c| c.contains('H')) {
+        fails(&["run", "--model", s(&out.join("model")), "--prompt", prompt, "--ablate", h, "--backend", "cpu"], "not in this pruned model");
+    }
+    let gen = ok(&["run", "--model", s(&model), "--prompt", prompt, "--max-new-tokens", "3", "--backend", "cpu"]);
+    assert!(gen.lines().last().unwrap().starts_with(prompt), "a greedy continuation follows the prompt:\n{gen}");
+    assert!(ok(&["info", "--model", s(&out.join("model"))]).contains("pruned by carve"));
+
+    // Share links: to the pruned model (every component on), or to the full one with the mask.
+    let cj = out.join("circuit.json");
+    let link = ok(&["link", s(&cj), "--model-url", "https://example.org/ioi/model/", "--prompt", "<b>hi</b>"]);
+    let st: Value = serde_json::from_str(&ok(&["link", "--decode", link.trim()])).unwrap();
+    assert_eq!(st["model_url"], "https://example.org/ioi/model/");
+    assert_eq!(st["prompt"], "<b>hi</b>");
+    assert_eq!(st["kept"], st["components"]);
+    let full = ok(&["link", s(&cj), "--full", "--model-url", "/tiny/"]);
+    let st: Value = serde_json::from_str(&ok(&["link", "--decode", full.trim()])).unwrap();
+    assert_eq!(st["components"], 10);
+    assert_eq!(st["kept"], kept.len());
+    assert_eq!(st["model_sha256"].as_str().unwrap(), &cf["model"]["sha256"].as_str().unwrap()[..16]);
+    let mut broken = full.trim().to_string();
+    broken.pop();
+    fails(&["link", "--decode", &broken], "checksum");
+}
+
+#[test]
+fn resume_after_an_interruption_gives_the_same_circuit() {
+    let d = scratch("resume");
+    let (model, task) = (tiny_model(&d), task_file(&d, 48));
+    let (whole, cut) = (d.join("whole"), d.join("cut"));
+    ok(&extract_args(s(&model), s(&task), s(&whole), &[]));
+    let o = carve(&extract_args(s(&model), s(&task), s(&cut), &["--stop-after", "2"]));
+    assert_eq!(o.status.code(), Some(130), "a stopped run exits with 130: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(cut.join("state.json").is_file() && !cut.join("circuit.json").exists());
+    // The interrupted directory is not overwritten by accident.
+    fails(&extract_args(s(&model), s(&task), s(&cut), &[]), "already holds a run");
+    let mut args = extract_args(s(&model), s(&task), s(&cut), &[]);
+    args.extend(["--resume", s(&cut)]);
+    ok(&args);
+    let (a, b) = (read_json(&whole.join("circuit.json")), read_json(&cut.join("circuit.json")));
+    assert_eq!(a["kept"], b["kept"]);
+    assert_eq!(a["removed"], b["removed"]);
+    assert_eq!(a["method"]["discovery_kl"], b["method"]["discovery_kl"]);
+}
+
+#[test]
+fn bad_input_is_refused_with_a_message() {
+    let d = scratch("bad");
+    let (model, task) = (tiny_model(&d), task_file(&d, 48));
+    let out = d.join("out");
+    let (m, t, o) = (s(&model), s(&task), s(&out));
+    for alpha in ["0", "-1", "NaN", "inf"] {
+        let mut a = extract_args(m, t, o, &[]);
+        let i = a.iter().position(|x| *x == "--alpha").unwrap();
+        a.drain(i..i + 2);
+        let flag = format!("--alpha={alpha}");
+        a.push(&flag);
+        fails(&a, "--alpha must be a finite number above 0");
+    }
+    fails(&extract_args(m, t, o, &["--discovery", "0"]), "discovery");
+    // An answer that is two tokens, named by its line.
+    let two = d.join("two.jsonl");
+    let mut text = std::fs::read_to_string(&task).unwrap();
+    text += &format!("{}\n", json!({"prompt": "w3 w4 w5", "answer": " w6 w7", "wrong": " w8", "corrupted": "w9 w4 w5"}));
+    std::fs::write(&two, text).unwrap();
+    fails(&extract_args(m, s(&two), o, &[]), "line 49");
+    fails(&extract_args(m, s(&two), o, &[]), "must be one token");
+    fails(&["extract", "--model", m, "--task", t, "--alpha", "0.1"], "--out");
+    fails(&extract_args(m, t, o, &["--resume", o]), "no state.json");
+
+    // A finished run: refused again without --force, replaced with it.
+    ok(&extract_args(m, t, o, &[]));
+    fails(&extract_args(m, t, o, &[]), "already holds a run");
+    ok(&extract_args(m, t, o, &["--force"]));
+
+    // A circuit of another model (one weight changed: another sha256) is refused by eval.
+    let other = d.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(model.join(f), other.join(f)).unwrap();
+    }
+    let mut w = std::fs::read(model.join("model.safetensors")).unwrap();
+    let last = w.len() - 1;
+    w[last] ^= 1;
+    std::fs::write(other.join("model.safetensors"), w).unwrap();
+    fails(&["eval", "--model", s(&other), "--circuit", s(&out.join("circuit.json")), "--backend", "cpu"], "extracted from another model");
+    // A broken circuit file.
+    let broken = d.join("broken.json");
+    std::fs::write(&broken, "{\"format\": \"carve-circuit\", \"version\": 1, \"kept\": [\"L99H0\"]}").unwrap();
+    fails(&["eval", "--model", m, "--circuit", s(&broken), "--backend", "cpu"], "circuit file");
+}
+
+#[test]
+fn bench_extract_reports_the_same_decisions() {
+    let d = scratch("bench");
+    let (model, task) = (tiny_model(&d), task_file(&d, 48));
+    let out = ok(&[
+        "bench", "extract", "--model", s(&model), "--task", s(&task), "--patching", "20", "--discovery", "12", "--test", "16",
+        "--alpha", "0.15", "--mlps", "--all-batchings", "--backend", "cpu",
+    ]);
+    assert!(out.contains("same decisions as the reference: yes"), "{out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("fast") || l.starts_with("reference")).count(), 4, "{out}");
+}
