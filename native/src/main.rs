@@ -32,6 +32,8 @@ enum Command {
     Tasks(cmd::tasks::Tasks),
     /// Make a circuit's share link for the web app, or decode one.
     Link(cmd::link::Args),
+    /// Serve the web app and a run's files on 127.0.0.1, and print the link that opens the run.
+    Serve(cmd::serve::Args),
     /// Measure speed.
     #[command(subcommand)]
     Bench(cmd::bench::Bench),
@@ -46,6 +48,7 @@ fn main() {
         Command::Eval(a) => cmd::eval::run(a),
         Command::Run(a) => cmd::run::run(a),
         Command::Link(a) => cmd::link::run(a),
+        Command::Serve(a) => cmd::serve::run(a),
         Command::Extract(a) => cmd::extract::run(a),
         Command::Tasks(t) => cmd::tasks::run(t),
     };

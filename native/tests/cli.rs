@@ -188,6 +188,52 @@ fn extract_writes_a_consistent_run() {
     let mut broken = full.trim().to_string();
     broken.pop();
     fails(&["link", "--decode", &broken], "checksum");
+    serve_gives_the_app_and_the_run(&d, &out);
+}
+
+fn http_get(port: u16, path: &str) -> (String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("an HTTP response");
+    (String::from_utf8_lossy(&buf[..split]).into_owned(), buf[split + 4..].to_vec())
+}
+
+/// `carve serve`: the app at /, the run under /run/, MIME types, no way out of either folder.
+fn serve_gives_the_app_and_the_run(d: &Path, run: &Path) {
+    let app = d.join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join("index.html"), "<!doctype html><title>carve</title>").unwrap();
+    std::fs::write(app.join("carve_web_bg.wasm"), b"\0asm").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_carve"))
+        .args(["serve", s(run), "--port", &port.to_string(), "--app", s(&app)])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let printed: Vec<String> = (0..3).map(|_| lines.next().unwrap().unwrap()).collect();
+    let link = printed[2].rsplit(' ').next().unwrap();
+    let st: Value = serde_json::from_str(&ok(&["link", "--decode", link])).unwrap();
+    assert_eq!(st["model_url"], "/run/model/");
+
+    let (h, body) = http_get(port, "/");
+    assert!(h.starts_with("HTTP/1.1 200") && h.contains("text/html"), "{h}");
+    assert!(body.starts_with(b"<!doctype html>"));
+    assert!(http_get(port, "/carve_web_bg.wasm").0.contains("application/wasm"));
+    let (h, body) = http_get(port, "/run/circuit.json");
+    assert!(h.contains("application/json"), "{h}");
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["format"], "carve-circuit");
+    assert!(http_get(port, "/run/model/model.safetensors").0.starts_with("HTTP/1.1 200"));
+    for bad in ["/run/../tiny/config.json", "/run/%2e%2e/tiny/config.json", "/..%2f..%2fetc/passwd", "/run//etc/passwd"] {
+        let (h, _) = http_get(port, bad);
+        assert!(h.starts_with("HTTP/1.1 400") || h.starts_with("HTTP/1.1 404"), "{bad}: {h}");
+    }
+    assert!(http_get(port, "/run/nothing.json").0.starts_with("HTTP/1.1 404"));
+    child.kill().unwrap();
+    let _ = child.wait();
 }
 
 #[test]

@@ -326,3 +326,12 @@ fn bad_examples_are_refused_before_any_work() {
     assert!(run(vec![ex(vec![], Target::Token { answer: 6, wrong: Some(1) })]).contains("empty"));
     assert!(run(vec![ex(vec![1; 65], Target::Token { answer: 6, wrong: Some(1) })]).contains("context"));
 }
+
+/// A NaN anywhere makes KL NaN (never a clamped 0 that would read as "no change").
+#[test]
+fn kl_of_non_finite_logits_is_nan() {
+    assert!(kl_div(&[0.0, f32::NAN, 1.0], &[0.0, 1.0, 2.0]).is_nan());
+    assert!(kl_div(&[0.0, 1.0, 2.0], &[f32::NAN, 1.0, 2.0]).is_nan());
+    assert!(kl_div(&[0.0, f32::INFINITY], &[0.0, 1.0]).is_nan());
+    assert_eq!(kl_div(&[0.0, 1.0, 2.0], &[0.0, 1.0, 2.0]), 0.0);
+}

@@ -26,11 +26,14 @@ pub fn log_softmax(row: &[f32]) -> Vec<f64> {
 }
 
 /// KL(P ‖ Q) = Σ p·(log p − log q) for P = softmax(p_logits), Q = softmax(q_logits), in nats.
-/// Terms where p underflows to 0 contribute 0; rounding below 0 is clamped to 0. Non-finite
-/// logits give NaN (never a clamped 0, which would pass for a perfect match).
+/// Terms where p underflows to 0 contribute 0; rounding below 0 is clamped to 0. A NaN or
+/// +∞ logit gives NaN (never a clamped 0, which would pass for a perfect match).
 pub fn kl_div(p_logits: &[f32], q_logits: &[f32]) -> f64 {
     assert_eq!(p_logits.len(), q_logits.len(), "kl_div: rows of different lengths");
     let (lp, lq) = (log_sum_exp(p_logits), log_sum_exp(q_logits));
+    if !(lp.is_finite() && lq.is_finite()) || p_logits.iter().chain(q_logits).any(|x| x.is_nan()) {
+        return f64::NAN;
+    }
     let mut kl = 0.0;
     for (&a, &b) in p_logits.iter().zip(q_logits) {
         let log_p = a as f64 - lp;
@@ -38,9 +41,6 @@ pub fn kl_div(p_logits: &[f32], q_logits: &[f32]) -> f64 {
         if p > 0.0 {
             kl += p * (log_p - (b as f64 - lq));
         }
-    }
-    if kl.is_nan() {
-        return f64::NAN;
     }
     kl.max(0.0)
 }

@@ -74,7 +74,7 @@ pub fn run(a: Args) -> Result<()> {
 }
 
 /// Heads and MLP widths of a pruned model directory, from its config.json.
-fn pruned_shape(dir: &Path) -> Result<ModelShape> {
+pub fn pruned_shape(dir: &Path) -> Result<ModelShape> {
     let p = dir.join("config.json");
     let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
     let cfg = parse_config(&bytes, &p)?;

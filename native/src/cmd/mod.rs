@@ -5,4 +5,5 @@ pub mod info;
 pub mod link;
 pub mod logits;
 pub mod run;
+pub mod serve;
 pub mod tasks;
