@@ -2,13 +2,18 @@
 # The whole test suite, from a fresh machine: installs what is missing, then builds and tests.
 #   software Vulkan (llvmpipe) so the wgpu shaders are tested without a GPU,
 #   the wasm32 target (carve-core must build for the browser),
-#   the SmolLM2-135M GGUF (scripts/fetch-models.sh).
+#   the SmolLM2-135M GGUF (scripts/fetch-models.sh),
+#   for the web app: the wasm-bindgen CLI (scripts/build-web.sh), Debian's chromium, node and
+#   playwright-core (tests/e2e).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 [ -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] || ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 || need_apt+=(mesa-vulkan-drivers)
 ldconfig -p | grep -q 'libvulkan.so.1' || need_apt+=(libvulkan1)
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v npm >/dev/null || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]}"
   SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo sudo)
@@ -19,7 +24,11 @@ rustup target list --installed | grep -q wasm32-unknown-unknown || rustup target
 scripts/fetch-models.sh
 
 export WGPU_BACKEND="${WGPU_BACKEND:-vulkan}"
-echo "== carve-core for wasm32"
-cargo build -p carve-core --target wasm32-unknown-unknown
+echo "== the web app for wasm32 (carve-core with it)"
+scripts/build-web.sh --dev
 echo "== tests"
 cargo test --workspace "$@"
+echo "== the web app in headless chromium"
+cargo build -p carve
+(cd tests/e2e && npm ci --no-audit --no-fund --silent)
+node tests/e2e/web.mjs

@@ -7,6 +7,9 @@
 // Invocations past the last row still take part in the barriers, with `live` false.
 // Bindings: @0 scores/probs (read_write), @1 params.
 
+// Just above −f32::MAX: browsers (Tint) refuse a literal that rounds past the f32 range.
+const NEG_MAX: f32 = -3.40282346e38;
+
 struct Params { rows: u32, seq: u32, scale: f32, lanes: u32 }
 
 @group(0) @binding(0) var<storage, read_write> s: array<f32>;
@@ -49,7 +52,7 @@ fn causal_softmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     let live = row < p.rows;
     let i = row % p.seq;
     let base = row * p.seq;
-    var m = -3.4028235e38;
+    var m = NEG_MAX;
     for (var j = lane; live && j <= i; j += p.lanes) { m = max(m, p.scale * s[base + j]); }
     let mx = reduce_max(li, p.lanes, m);
     var t = 0.0;

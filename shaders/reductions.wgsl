@@ -4,6 +4,9 @@
 // Invocations past the last row still take part in the barriers, with `live` false.
 // Bindings: @0 out, @1 params, @2 x.
 
+// Just above −f32::MAX: browsers (Tint) refuse a literal that rounds past the f32 range.
+const NEG_MAX: f32 = -3.40282346e38;
+
 struct Params { rows: u32, cols: u32, lanes: u32, _p3: u32 }
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
@@ -46,7 +49,7 @@ fn log_softmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     let lane = li % p.lanes;
     let live = row < p.rows;
     let base = row * p.cols;
-    var m = -3.4028235e38;
+    var m = NEG_MAX;
     for (var c = lane; live && c < p.cols; c += p.lanes) { m = max(m, x[base + c]); }
     let mx = reduce_max(li, p.lanes, m);
     var s = 0.0;

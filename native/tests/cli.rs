@@ -18,49 +18,21 @@ fn scratch(name: &str) -> PathBuf {
     d
 }
 
-fn word(i: usize) -> String {
-    format!("w{i}")
-}
-
-/// tiny-llama's weights with a word-level tokenizer over its 512 ids (`w3` … `w511`).
+/// tiny-llama's weights with the word-level tokenizer of `fixtures/word-tokenizer` (`w3` … `w511`).
 fn tiny_model(dir: &Path) -> PathBuf {
     let m = dir.join("tiny");
     std::fs::create_dir_all(&m).unwrap();
     for f in ["config.json", "model.safetensors"] {
         std::fs::copy(fixtures().join("tiny-llama").join(f), m.join(f)).unwrap();
     }
-    let mut vocab = serde_json::Map::new();
-    for (i, t) in ["<unk>", "<s>", "</s>"].iter().enumerate() {
-        vocab.insert(t.to_string(), json!(i));
-    }
-    for i in 3..512 {
-        vocab.insert(word(i), json!(i));
-    }
-    let tok = json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": null,
-        "pre_tokenizer": { "type": "Whitespace" }, "post_processor": null, "decoder": null,
-        "model": { "type": "WordLevel", "vocab": vocab, "unk_token": "<unk>" }
-    });
-    std::fs::write(m.join("tokenizer.json"), tok.to_string()).unwrap();
+    std::fs::copy(fixtures().join("word-tokenizer/tokenizer.json"), m.join("tokenizer.json")).unwrap();
     m
 }
 
-/// A task file of `n` distinct prompts of 6 words, with answer, wrong answer and a corrupted prompt
-/// of the same length.
-fn task_file(dir: &Path, n: usize) -> PathBuf {
-    let mut s = String::new();
-    for i in 0..n {
-        let p: Vec<String> = (0..6).map(|j| word(3 + (i * 7 + j * 13) % 400)).collect();
-        let mut c = p.clone();
-        c[2] = word(450 + i % 50);
-        let line = json!({
-            "prompt": p.join(" "), "answer": format!(" {}", word(3 + i % 5)),
-            "wrong": format!(" {}", word(9 + i % 5)), "corrupted": c.join(" "),
-        });
-        s += &format!("{line}\n");
-    }
+/// 48 distinct prompts of 6 words, with answer, wrong answer and a same-length corrupted prompt.
+fn task_file(dir: &Path) -> PathBuf {
     let p = dir.join("task.jsonl");
-    std::fs::write(&p, s).unwrap();
+    std::fs::copy(fixtures().join("word-tokenizer/words.jsonl"), &p).unwrap();
     p
 }
 
@@ -108,7 +80,7 @@ fn close(a: f64, b: f64, tol: f64) -> bool {
 #[test]
 fn extract_writes_a_consistent_run() {
     let d = scratch("run");
-    let (model, task) = (tiny_model(&d), task_file(&d, 48));
+    let (model, task) = (tiny_model(&d), task_file(&d));
     let out = d.join("run");
     ok(&extract_args(s(&model), s(&task), s(&out), &["--ablation", "zero"]));
 
@@ -140,6 +112,9 @@ fn extract_writes_a_consistent_run() {
     let svg = std::fs::read_to_string(out.join("circuit.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.matches("(kept)").count() == kept.len(), "circuit.svg marks the kept components");
     assert!(std::fs::read_to_string(out.join("report.md")).unwrap().contains("pruned model"));
+    for t in [out.join("task.json"), out.join("model/task.json")] {
+        assert_eq!(read_json(&t)["examples"].as_array().map(|e| e.len()), Some(16), "{} holds the test split", t.display());
+    }
 
     // eval --circuit on the full model reproduces the report's circuit numbers.
     let e: Value = serde_json::from_str(&ok(&["eval", "--model", s(&model), "--circuit", s(&out.join("circuit.json")), "--json", "--backend", "cpu"])).unwrap();
@@ -239,7 +214,7 @@ fn serve_gives_the_app_and_the_run(d: &Path, run: &Path) {
 #[test]
 fn resume_after_an_interruption_gives_the_same_circuit() {
     let d = scratch("resume");
-    let (model, task) = (tiny_model(&d), task_file(&d, 48));
+    let (model, task) = (tiny_model(&d), task_file(&d));
     let (whole, cut) = (d.join("whole"), d.join("cut"));
     ok(&extract_args(s(&model), s(&task), s(&whole), &[]));
     let o = carve(&extract_args(s(&model), s(&task), s(&cut), &["--stop-after", "2"]));
@@ -259,7 +234,7 @@ fn resume_after_an_interruption_gives_the_same_circuit() {
 #[test]
 fn bad_input_is_refused_with_a_message() {
     let d = scratch("bad");
-    let (model, task) = (tiny_model(&d), task_file(&d, 48));
+    let (model, task) = (tiny_model(&d), task_file(&d));
     let out = d.join("out");
     let (m, t, o) = (s(&model), s(&task), s(&out));
     for alpha in ["0", "-1", "NaN", "inf"] {
@@ -306,7 +281,7 @@ fn bad_input_is_refused_with_a_message() {
 #[test]
 fn bench_extract_reports_the_same_decisions() {
     let d = scratch("bench");
-    let (model, task) = (tiny_model(&d), task_file(&d, 48));
+    let (model, task) = (tiny_model(&d), task_file(&d));
     let out = ok(&[
         "bench", "extract", "--model", s(&model), "--task", s(&task), "--patching", "20", "--discovery", "12", "--test", "16",
         "--alpha", "0.15", "--mlps", "--all-batchings", "--backend", "cpu",

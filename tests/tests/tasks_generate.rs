@@ -288,3 +288,20 @@ fn given_splits_must_not_overlap() {
     let err = Splits::new(vec![e(1), e(2), e(3)], SplitSizes { patching: 1, discovery: 1, test: 2 }, 0).unwrap_err().to_string();
     assert!(err.contains("3 examples cannot fill splits"), "{err}");
 }
+
+/// A run's `task.json` (the test split the web app scores) reads back as the same task, and one
+/// that does not fit the model is refused.
+#[test]
+fn task_files_round_trip_and_are_checked() {
+    let tok = smollm2();
+    for name in BUILTIN {
+        let t = gen(name, &tok, 30, 1);
+        let text = serde_json::to_string(&t).unwrap();
+        assert_eq!(Task::from_json(&text, tok.vocab_size()).unwrap(), t, "{name}");
+        let err = Task::from_json(&text, 10).unwrap_err().to_string();
+        assert!(err.contains("fit this model"), "{name}: {err}");
+    }
+    let empty = Task { examples: vec![], ..gen("ioi", &tok, 5, 0) };
+    assert!(Task::from_json(&serde_json::to_string(&empty).unwrap(), 49152).unwrap_err().to_string().contains("no examples"));
+    assert!(Task::from_json("{\"name\": 3}", 49152).unwrap_err().to_string().contains("not a carve task file"));
+}

@@ -22,7 +22,7 @@ use crate::{Error, Result};
 pub const BUILTIN: [&str; 3] = ["ioi", "acronyms", "greater-than"];
 
 /// One prompt and its answer, in token ids.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Example {
     /// The prompt; metrics are read at its last position.
     pub prompt: Vec<u32>,
@@ -34,7 +34,8 @@ pub struct Example {
 }
 
 /// What a right answer is.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Target {
     /// One next token; `wrong` is the distractor of the logit difference (IOI: the subject).
     Token { answer: u32, wrong: Option<u32> },
@@ -43,7 +44,8 @@ pub enum Target {
 }
 
 /// The task's own metric, besides accuracy and the answer's probability.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum MetricKind {
     /// logit(answer) − logit(wrong).
     LogitDiff,
@@ -73,7 +75,8 @@ impl MetricKind {
 }
 
 /// How the tokenizer writes the two digits that end a year.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum YearTokens {
     /// One token per two-digit number (GPT-2: " 17" "32"): `ids[n]` is "00".."99".
     TwoDigit(Vec<u32>),
@@ -82,7 +85,7 @@ pub enum YearTokens {
 }
 
 /// What a tokenizer filter kept and dropped (names, words, nouns, generated prompts).
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Filter {
     pub what: String,
     pub kept: usize,
@@ -107,8 +110,9 @@ impl std::fmt::Display for Filter {
     }
 }
 
-/// A task: examples in token ids and how to score them.
-#[derive(Clone, Debug, PartialEq)]
+/// A task: examples in token ids and how to score them. Serialized as a run's `task.json` (the
+/// test split), which the web app scores circuits on without a tokenizer-side generator.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Task {
     /// "ioi", "acronyms", "greater-than", or the file's name.
     pub name: String,
@@ -117,7 +121,40 @@ pub struct Task {
     pub years: Option<YearTokens>,
     pub examples: Vec<Example>,
     /// What the tokenizer filters removed while generating.
+    #[serde(default)]
     pub filters: Vec<Filter>,
+}
+
+impl Task {
+    /// Reads a `task.json`, checking what scoring relies on: examples present, year targets exactly
+    /// when the task has year tokens, ids below `vocab`.
+    pub fn from_json(text: &str, vocab: usize) -> Result<Task> {
+        let t: Task = serde_json::from_str(text).map_err(|e| crate::Error::Input(format!("not a carve task file: {e}")))?;
+        if t.examples.is_empty() {
+            return Err(crate::Error::Input(format!("task file `{}` has no examples", t.name)));
+        }
+        let year_ids = match &t.years {
+            Some(YearTokens::TwoDigit(v)) | Some(YearTokens::Digits(v)) => v.as_slice(),
+            None => &[],
+        };
+        if year_ids.iter().any(|&id| id as usize >= vocab) {
+            return Err(crate::Error::Input(format!("task file `{}`: its year tokens do not fit this model", t.name)));
+        }
+        for (i, e) in t.examples.iter().enumerate() {
+            let is_year = matches!(e.target, Target::Year { .. });
+            let mut ids: Vec<u32> = e.prompt.clone();
+            ids.extend(e.corrupted.iter().flatten());
+            if let Target::Token { answer, wrong } = e.target {
+                ids.push(answer);
+                ids.extend(wrong);
+            }
+            let bad = e.prompt.is_empty() || is_year != t.years.is_some() || ids.iter().any(|&id| id as usize >= vocab);
+            if bad {
+                return Err(crate::Error::Input(format!("task file `{}`: example {i} does not fit this model or task", t.name)));
+            }
+        }
+        Ok(t)
+    }
 }
 
 /// Options of the built-in generators.

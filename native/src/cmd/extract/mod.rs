@@ -287,6 +287,14 @@ impl Job for ExtractJob<'_> {
         let md = report::markdown(&inputs);
         let rd = self.rd;
         rd.write(rundir::CIRCUIT, cf.to_json().as_bytes())?;
+        // The test split, for the web app's "evaluate" (scored with the same code as here); also in
+        // model/, so that a page given only the model's URL finds it.
+        let test_task = carve_core::tasks::Task { examples: splits.test.clone(), ..task.clone() };
+        let task_json = serde_json::to_string(&test_task)?;
+        rd.write(rundir::TASK, task_json.as_bytes())?;
+        if rd.path(rundir::MODEL).is_dir() {
+            std::fs::write(rd.path(rundir::MODEL).join("task.json"), &task_json).context("writing model/task.json")?;
+        }
         rd.write(rundir::REPORT_JSON, serde_json::to_string_pretty(&report::json(&inputs))?.as_bytes())?;
         rd.write(rundir::REPORT_MD, md.as_bytes())?;
         let (kh, km) = cf.kept_counts();

@@ -12,9 +12,10 @@ pub const REPORT_JSON: &str = "report.json";
 pub const REPORT_MD: &str = "report.md";
 pub const SVG: &str = "circuit.svg";
 pub const MODEL: &str = "model";
+pub const TASK: &str = "task.json";
 
 /// The files a run writes; any of them marks a directory as holding a run.
-const RUN_FILES: [&str; 6] = [STATE, CIRCUIT, REPORT_JSON, REPORT_MD, SVG, MODEL];
+const RUN_FILES: [&str; 7] = [STATE, CIRCUIT, REPORT_JSON, REPORT_MD, SVG, MODEL, TASK];
 
 /// What `--resume` needs besides the sweep's own state.
 #[derive(Serialize, Deserialize)]

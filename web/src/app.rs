@@ -1,0 +1,327 @@
+//! The page: load a model, run a prompt, see and toggle the circuit, evaluate, share.
+//! Everything shown comes through text nodes and attributes: nothing from a link or a file is ever
+//! inserted as markup.
+
+use std::rc::Rc;
+
+use carve_core::circuit::{Component, LinkState};
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+
+use crate::engine::{Engine, Next, Session};
+use crate::graph::{Graph, Node};
+use crate::load::{fetch_model, read_files, Files};
+
+/// A loaded model on its backend.
+struct Live {
+    session: Session,
+    engine: Engine,
+    /// Where it came from: a URL (goes into links) or "local files".
+    url: String,
+}
+
+#[derive(Clone, Default)]
+struct Shown {
+    nodes: Vec<Node>,
+    labels: Vec<String>,
+    cols: usize,
+    info: String,
+    examples: Vec<String>,
+    side_by_side: bool,
+}
+
+fn hash() -> String {
+    web_sys::window().and_then(|w| w.location().hash().ok()).unwrap_or_default()
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    let live: StoredValue<Option<Rc<Live>>, LocalStorage> = StoredValue::new_local(None);
+    let status = RwSignal::new(String::from("no model loaded"));
+    let error = RwSignal::new(None::<String>);
+    let backend = RwSignal::new(String::new());
+    let url = RwSignal::new(String::new());
+    let prompt = RwSignal::new(String::new());
+    let mask = RwSignal::new(Vec::<bool>::new());
+    let baseline = RwSignal::new(Vec::<bool>::new());
+    let shown = RwSignal::new(None::<Shown>);
+    let results = RwSignal::new(Vec::<(Next, Option<Next>)>::new());
+    let eval_out = RwSignal::new(None::<String>);
+    let link = RwSignal::new(String::new());
+    // The hash a link asks for; checked against whatever gets loaded.
+    let expect_sha = RwSignal::new(None::<String>);
+    let run_seq = StoredValue::new(0u64);
+
+    let install = move |files: Files, origin: String, link_state: Option<LinkState>| {
+        spawn_local(async move {
+            status.set("building the model…".into());
+            let session = match files.session(&origin) {
+                Ok(s) => s,
+                Err(e) => return error.set(Some(e)),
+            };
+            if let Some(want) = expect_sha.get_untracked() {
+                if !session.sha256.starts_with(&want) {
+                    return error.set(Some(format!(
+                        "these weights have sha256 {}…, but the link was made with {want}…: not the same model",
+                        &session.sha256[..16]
+                    )));
+                }
+            }
+            // navigator.gpu (read by name: web-sys exposes it only under unstable APIs).
+            let has_gpu = web_sys::window()
+                .and_then(|w| js_sys::Reflect::get(&w.navigator(), &"gpu".into()).ok())
+                .is_some_and(|g| !g.is_undefined() && !g.is_null());
+            let (engine, why) = match Engine::start(&session, has_gpu).await {
+                Ok(x) => x,
+                Err(e) => return error.set(Some(e.to_string())),
+            };
+            backend.set(if has_gpu { why } else { "CPU (wasm): this browser has no WebGPU".into() });
+            let start = session.circuit_mask();
+            let start_mask = match &link_state {
+                Some(ls) if ls.mask.len() == start.len() => ls.mask.clone(),
+                Some(ls) => {
+                    error.set(Some(format!("the link's mask has {} components, this model {}: showing the circuit instead", ls.mask.len(), start.len())));
+                    start.clone()
+                }
+                None => start.clone(),
+            };
+            shown.set(Some(describe(&session)));
+            live.set_value(Some(Rc::new(Live { session, engine, url: origin })));
+            baseline.set(start);
+            if let Some(ls) = &link_state {
+                prompt.set(ls.prompt.clone());
+            }
+            mask.set(start_mask);
+            status.set("ready".into());
+        });
+    };
+
+    let load_url = move |u: String, link_state: Option<LinkState>| {
+        error.set(None);
+        spawn_local(async move {
+            let report = |name: &str, n: u64, total: Option<u64>| {
+                let mb = |b: u64| b as f64 / 1e6;
+                status.set(match total {
+                    Some(t) => format!("downloading {name}: {:.1} of {:.1} MB", mb(n), mb(t)),
+                    None => format!("downloading {name}: {:.1} MB", mb(n)),
+                });
+            };
+            match fetch_model(&u, &report).await {
+                Ok(files) => install(files, u, link_state),
+                Err(e) => {
+                    status.set("not loaded".into());
+                    error.set(Some(format!("{e}. Pick the model's files below; the link's hash will be checked.")));
+                }
+            }
+        });
+    };
+
+    // Every change of prompt or mask runs the model again; only the latest run is shown.
+    Effect::new(move |_| {
+        let (p, m) = (prompt.get(), mask.get());
+        let Some(l) = live.get_value() else { return };
+        if p.is_empty() || m.is_empty() {
+            results.set(vec![]);
+            return;
+        }
+        run_seq.update_value(|s| *s += 1);
+        let me = run_seq.get_value();
+        spawn_local(async move {
+            match run(&l, &p, &m).await {
+                Ok(r) if run_seq.get_value() == me => {
+                    results.set(r);
+                    error.set(None);
+                }
+                Ok(_) => {}
+                Err(e) => error.set(Some(e)),
+            }
+        });
+    });
+
+    let on_files = move |list: web_sys::FileList| {
+        error.set(None);
+        spawn_local(async move {
+            match read_files(&list).await {
+                Ok(files) => install(files, "local files".into(), None),
+                Err(e) => error.set(Some(e)),
+            }
+        });
+    };
+
+    let copy_link = move |_| {
+        let Some(l) = live.get_value() else { return };
+        let base = web_sys::window().and_then(|w| w.location().href().ok()).unwrap_or_default();
+        let state = LinkState {
+            model_url: if l.url == "local files" { String::new() } else { l.url.clone() },
+            model_sha256: l.session.sha256[..16].to_string(),
+            task: l.session.task.as_ref().map(|t| t.name.clone()).unwrap_or_default(),
+            prompt: prompt.get_untracked(),
+            mask: mask.get_untracked(),
+        };
+        let s = state.encode(&base);
+        if let Some(w) = web_sys::window() {
+            let _ = w.location().set_hash(&state.encode_fragment());
+            let _ = w.navigator().clipboard().write_text(&s);
+        }
+        link.set(s);
+    };
+
+    let evaluate = move |_| {
+        let Some(l) = live.get_value() else { return };
+        let m = mask.get_untracked();
+        eval_out.set(Some("evaluating…".into()));
+        spawn_local(async move {
+            eval_out.set(Some(match l.engine.evaluate(&l.session, &m).await {
+                Ok(r) => {
+                    let c = r.circuit.unwrap_or(r.full.clone());
+                    format!(
+                        "{} test examples: accuracy {:.3} (all on: {:.3}), {} {:.3}, KL to all-on {:.4}",
+                        r.n,
+                        c.accuracy,
+                        r.full.accuracy,
+                        r.metric.title(),
+                        c.metric,
+                        r.kl.unwrap_or(0.0)
+                    )
+                }
+                Err(e) => format!("cannot evaluate: {e}"),
+            }));
+        });
+    };
+
+    // Open the link this page was opened with, if any.
+    let h = hash();
+    if h.contains("carve=") {
+        match LinkState::decode(&h) {
+            Ok(ls) => {
+                expect_sha.set(Some(ls.model_sha256.clone()).filter(|s| !s.is_empty()));
+                if ls.model_url.is_empty() {
+                    error.set(Some("this link's model was loaded from local files: pick them below".into()));
+                } else {
+                    url.set(ls.model_url.clone());
+                    load_url(ls.model_url.clone(), Some(ls));
+                }
+            }
+            Err(e) => error.set(Some(e.to_string())),
+        }
+    }
+
+    view! {
+        <header>
+            <h1>"carve"</h1>
+            <span id="backend">{move || backend.get()}</span>
+        </header>
+        <section class="load">
+            <input id="url" type="text" placeholder="model URL: a directory ending in / or a .gguf"
+                prop:value=move || url.get() on:input=move |ev| url.set(event_target_value(&ev)) />
+            <button id="load" on:click=move |_| { expect_sha.set(None); load_url(url.get_untracked(), None) }>"Load"</button>
+            <input id="files" type="file" multiple
+                on:change=move |ev| {
+                    let input: web_sys::HtmlInputElement = event_target(&ev);
+                    if let Some(list) = input.files() { on_files(list) }
+                } />
+            <div id="drop" class="drop"
+                on:dragover=move |ev: web_sys::DragEvent| ev.prevent_default()
+                on:drop=move |ev: web_sys::DragEvent| {
+                    ev.prevent_default();
+                    if let Some(list) = ev.data_transfer().and_then(|d| d.files()) { on_files(list) }
+                }>"or drop a model's files here (config.json, model.safetensors, tokenizer.json, circuit.json, task.json; or a .gguf)"</div>
+            <p id="status">{move || status.get()}</p>
+            <p id="error" class="error">{move || error.get().unwrap_or_default()}</p>
+        </section>
+        <Show when=move || shown.with(|s| s.is_some())>
+            <section class="run">
+                <p id="info">{move || shown.with(|s| s.as_ref().map(|s| s.info.clone()).unwrap_or_default())}</p>
+                <textarea id="prompt" rows="2" placeholder="a prompt"
+                    prop:value=move || prompt.get() on:change=move |ev| prompt.set(event_target_value(&ev))></textarea>
+                <select id="examples" on:change=move |ev| prompt.set(event_target_value(&ev))>
+                    <option value="">"task examples…"</option>
+                    {move || shown.with(|s| s.as_ref().map(|s| s.examples.clone()).unwrap_or_default())
+                        .into_iter().map(|e| view! { <option value=e.clone()>{e.clone()}</option> }).collect_view()}
+                </select>
+                <table id="top">
+                    <thead><tr>
+                        <th>"circuit"</th><th>"p"</th>
+                        <Show when=move || shown.with(|s| s.as_ref().is_some_and(|s| s.side_by_side))><th>"full model"</th><th>"p"</th></Show>
+                    </tr></thead>
+                    <tbody>
+                        {move || results.get().into_iter().map(|(c, f)| view! {
+                            <tr>
+                                <td class="tok" data-id=c.id.to_string()>{format!("{:?}", c.token)}</td>
+                                <td class="prob" data-prob=c.prob.to_string()>{format!("{:.4}", c.prob)}</td>
+                                {f.map(|f| view! {
+                                    <td class="tok full" data-id=f.id.to_string()>{format!("{:?}", f.token)}</td>
+                                    <td class="prob full" data-prob=f.prob.to_string()>{format!("{:.4}", f.prob)}</td>
+                                })}
+                            </tr>
+                        }).collect_view()}
+                    </tbody>
+                </table>
+            </section>
+            <section class="circuit">
+                <div class="buttons">
+                    <button id="reset" on:click=move |_| mask.set(baseline.get_untracked())>"reset to circuit"</button>
+                    <button id="evaluate" on:click=evaluate>"evaluate on the test split"</button>
+                    <button id="copy-link" on:click=copy_link>"copy link"</button>
+                </div>
+                <p id="eval-out">{move || eval_out.get().unwrap_or_default()}</p>
+                <input id="link" type="text" readonly prop:value=move || link.get() />
+                {move || shown.get().map(|s| view! { <Graph nodes=s.nodes labels=s.labels cols=s.cols mask=mask baseline=baseline.into() /> })}
+            </section>
+        </Show>
+    }
+}
+
+/// Top-k of the circuit (the current mask) and, for a full model with a circuit, of the full model.
+async fn run(l: &Live, prompt: &str, mask: &[bool]) -> Result<Vec<(Next, Option<Next>)>, String> {
+    let tok = l.session.loaded.tokenizer.as_ref().ok_or("this model has no tokenizer.json")?;
+    let ids = tok.encode(prompt, false).map_err(|e| e.to_string())?;
+    if ids.is_empty() {
+        return Ok(vec![]);
+    }
+    let k = 10;
+    let c = l.engine.top_k(&l.session, &ids, mask, k).await.map_err(|e| e.to_string())?;
+    let full = if describe(&l.session).side_by_side {
+        let all = vec![true; mask.len()];
+        Some(l.engine.top_k(&l.session, &ids, &all, k).await.map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    Ok(c.into_iter().enumerate().map(|(i, n)| (n, full.as_ref().and_then(|f| f.get(i).cloned()))).collect())
+}
+
+fn describe(s: &Session) -> Shown {
+    let comps = s.components();
+    let cols = s.shape.n_heads.iter().copied().max().unwrap_or(0);
+    let nodes = comps
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| match c {
+            Component::Head { layer, head } => Node { index: i, name: s.source_name(c), layer, col: head, mlp: false },
+            Component::Mlp { layer } | Component::Neuron { layer, .. } => Node { index: i, name: s.source_name(c), layer, col: cols, mlp: true },
+        })
+        .collect();
+    let cfg = &s.loaded.config;
+    let kind = if s.layout.is_some() { "pruned model" } else { "model" };
+    let info = format!(
+        "{kind}: {} · {} layers · {} heads · d {} · sha256 {}…{}",
+        cfg.arch.name(),
+        s.shape.n_layers(),
+        s.shape.n_heads.iter().sum::<usize>(),
+        cfg.d_model,
+        &s.sha256[..12],
+        s.task.as_ref().map(|t| format!(" · task {} ({} test examples)", t.name, t.examples.len())).unwrap_or_default()
+    );
+    let examples = match (&s.task, &s.loaded.tokenizer) {
+        (Some(t), Some(tok)) => t.examples.iter().take(50).filter_map(|e| tok.decode(&e.prompt).ok()).collect(),
+        _ => vec![],
+    };
+    let side_by_side = s.layout.is_none() && s.circuit.is_some();
+    let labels = (0..s.shape.n_layers())
+        .map(|l| match &s.layout {
+            Some(layers) => format!("L{}", layers[l].source_layer),
+            None => format!("L{l}"),
+        })
+        .collect();
+    Shown { nodes, labels, cols, info, examples, side_by_side }
+}

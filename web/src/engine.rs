@@ -1,0 +1,160 @@
+//! What the page computes, over carve-core: a model on WebGPU (or the CPU backend compiled to wasm
+//! when the browser has no WebGPU), its circuit, the mask being edited, top-k next tokens and the
+//! task's evaluation. No DOM here, so it runs (and is tested) natively as well.
+
+use carve_core::backend::cpu::CpuBackend;
+use carve_core::backend::wgpu::{WgpuBackend, WgpuOptions};
+use carve_core::backend::Backend;
+use carve_core::circuit::{CircuitFile, Component, Masks, ModelShape};
+use carve_core::metrics::{evaluate, log_sum_exp, Circuit, CircuitAblation, EvalOptions, Report};
+use carve_core::model::load::LoadedModel;
+use carve_core::model::{Batch, ForwardArgs, LogitsAt, Model};
+use carve_core::prune::PrunedLayer;
+use carve_core::tasks::Task;
+use carve_core::{Error, Result};
+
+/// A model as the page holds it.
+pub struct Session {
+    pub loaded: LoadedModel,
+    /// sha256 (hex) of the weight bytes as fetched or picked.
+    pub sha256: String,
+    pub circuit: Option<CircuitFile>,
+    /// The test split shipped with a run (`task.json`).
+    pub task: Option<Task>,
+    /// Source names of a pruned model's layers and heads (`carve_layers`), when it is one.
+    pub layout: Option<Vec<PrunedLayer>>,
+    pub shape: ModelShape,
+}
+
+impl Session {
+    pub fn new(loaded: LoadedModel, sha256: String, circuit: Option<CircuitFile>, task: Option<Task>, layout: Option<Vec<PrunedLayer>>) -> Session {
+        let shape = ModelShape::of(&loaded.weights.layers, |t| t.shape[0]);
+        Session { loaded, sha256, circuit, task, layout, shape }
+    }
+
+    /// Components of the loaded model in link/mask order (heads, then the MLP, layer by layer).
+    pub fn components(&self) -> Vec<Component> {
+        self.shape.components(false)
+    }
+
+    /// A component's name in the source model (`L12H3`), also in a pruned model.
+    pub fn source_name(&self, c: Component) -> String {
+        let Some(layers) = &self.layout else { return c.to_string() };
+        let Some(l) = layers.get(c.layer()) else { return c.to_string() };
+        match c {
+            Component::Head { head, .. } => format!("L{}H{}", l.source_layer, l.heads.get(head).copied().unwrap_or(head)),
+            Component::Mlp { .. } => format!("L{}MLP", l.source_layer),
+            Component::Neuron { neuron, .. } => format!("L{}N{neuron}", l.source_layer),
+        }
+    }
+
+    /// The starting mask: a full model with a circuit starts at the circuit; anything else with
+    /// every component on.
+    pub fn circuit_mask(&self) -> Vec<bool> {
+        let comps = self.components();
+        match &self.circuit {
+            Some(c) if self.layout.is_none() && c.shape == self.shape => comps.iter().map(|x| !c.removed.contains(x)).collect(),
+            _ => vec![true; comps.len()],
+        }
+    }
+
+    pub fn masks(&self, mask: &[bool]) -> Result<Masks> {
+        let comps = self.components();
+        if comps.len() != mask.len() {
+            return Err(Error::Input(format!("a mask of {} components for a model of {}", mask.len(), comps.len())));
+        }
+        let removed: Vec<Component> = comps.into_iter().zip(mask).filter(|(_, &on)| !on).map(|(c, _)| c).collect();
+        self.shape.masks_without(&removed)
+    }
+}
+
+/// The model on a backend.
+pub enum Engine {
+    Gpu(WgpuBackend, Model<WgpuBackend>),
+    Cpu(CpuBackend, Model<CpuBackend>),
+}
+
+/// One next-token candidate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Next {
+    pub id: u32,
+    pub token: String,
+    pub prob: f64,
+}
+
+impl Engine {
+    /// WebGPU when the browser has it (and `gpu` is asked for), else the CPU backend; the string
+    /// says which and why.
+    pub async fn start(s: &Session, gpu: bool) -> Result<(Engine, String)> {
+        let cfg = s.loaded.config.clone();
+        if gpu {
+            match WgpuBackend::new(WgpuOptions { prefer_hardware: true, ..WgpuOptions::default() }).await {
+                Ok(be) => {
+                    let m = Model::upload(&be, cfg, &s.loaded.weights)?;
+                    // In a browser the adapter often has no name to give.
+                    let d = be.describe();
+                    let d = if d.trim_end().ends_with(':') { "WebGPU".to_string() } else { format!("WebGPU ({d})") };
+                    return Ok((Engine::Gpu(be, m), d));
+                }
+                Err(e) => {
+                    let be = CpuBackend::new();
+                    let m = Model::upload(&be, cfg, &s.loaded.weights)?;
+                    return Ok((Engine::Cpu(be, m), format!("CPU (wasm): no WebGPU here ({e})")));
+                }
+            }
+        }
+        let be = CpuBackend::new();
+        let m = Model::upload(&be, cfg, &s.loaded.weights)?;
+        Ok((Engine::Cpu(be, m), "CPU".into()))
+    }
+
+    pub async fn top_k(&self, s: &Session, ids: &[u32], mask: &[bool], k: usize) -> Result<Vec<Next>> {
+        let masks = s.masks(mask)?;
+        let logits = match self {
+            Engine::Gpu(be, m) => last_logits(m, be, ids, &masks).await?,
+            Engine::Cpu(be, m) => last_logits(m, be, ids, &masks).await?,
+        };
+        Ok(top_k(&logits, k)
+            .into_iter()
+            .map(|(id, prob)| Next { id, prob, token: token_text(s, id) })
+            .collect())
+    }
+
+    /// The shipped test split through the model with `mask` (zero ablation: what a pruned model
+    /// and the toggles mean in the page).
+    pub async fn evaluate(&self, s: &Session, mask: &[bool]) -> Result<Report> {
+        let task = s.task.as_ref().ok_or_else(|| Error::Input("this model came without task.json: nothing to evaluate".into()))?;
+        let masks = s.masks(mask)?;
+        let opts = EvalOptions { batch_size: 16 };
+        match self {
+            Engine::Gpu(be, m) => eval(m, be, task, &masks, &opts).await,
+            Engine::Cpu(be, m) => eval(m, be, task, &masks, &opts).await,
+        }
+    }
+}
+
+async fn eval<B: Backend>(m: &Model<B>, be: &B, task: &Task, masks: &Masks, opts: &EvalOptions) -> Result<Report> {
+    let c = Circuit { masks, ablation: CircuitAblation::Zero };
+    evaluate(m, be, task, &task.examples, Some(&c), opts).await
+}
+
+async fn last_logits<B: Backend>(m: &Model<B>, be: &B, ids: &[u32], masks: &Masks) -> Result<Vec<f32>> {
+    let batch = Batch::new(&[ids.to_vec()], &m.config)?;
+    let args = ForwardArgs { masks: Some(masks), logits: LogitsAt::Last, ..ForwardArgs::default() };
+    let out = m.forward(be, &batch, &args)?;
+    let t = out.logits.ok_or_else(|| Error::Backend("the forward returned no logits".into()))?;
+    Ok(be.read(&t).await?.data)
+}
+
+/// (id, probability) of the k largest logits, largest first (ties: lower id first).
+pub fn top_k(logits: &[f32], k: usize) -> Vec<(u32, f64)> {
+    let lse = log_sum_exp(logits);
+    let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
+    idx.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]).then(a.cmp(&b)));
+    idx.truncate(k);
+    idx.into_iter().map(|i| (i, (logits[i as usize] as f64 - lse).exp())).collect()
+}
+
+fn token_text(s: &Session, id: u32) -> String {
+    s.loaded.tokenizer.as_ref().and_then(|t| t.decode(&[id]).ok()).unwrap_or_else(|| format!("<{id}>"))
+}

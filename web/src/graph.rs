@@ -1,0 +1,66 @@
+//! The circuit graph: a row per layer (layer 0 at the bottom), a node per head and one for the MLP.
+//! Kept nodes are filled, ablated ones hollow; a click toggles one; hovering shows its name.
+
+use leptos::prelude::*;
+
+/// One node as drawn.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    /// Index in the mask.
+    pub index: usize,
+    pub name: String,
+    pub layer: usize,
+    /// Column: head index, or `max_heads` for the MLP.
+    pub col: usize,
+    pub mlp: bool,
+}
+
+const CELL: usize = 20;
+const GAP: usize = 4;
+const LEFT: usize = 40;
+
+#[component]
+pub fn Graph(nodes: Vec<Node>, labels: Vec<String>, cols: usize, mask: RwSignal<Vec<bool>>, baseline: Signal<Vec<bool>>) -> impl IntoView {
+    let layers = labels.len();
+    let width = LEFT + (cols + 1) * (CELL + GAP) + CELL + 8;
+    let height = layers * (CELL + GAP) + 8;
+    let y_of = move |layer: usize| (layers - 1 - layer) * (CELL + GAP) + 4;
+    // Layers are named as in the source model (a pruned model keeps some of them).
+    let labels = labels
+        .into_iter()
+        .enumerate()
+        .map(|(l, name)| view! { <text x="4" y=(y_of(l) + CELL - 6).to_string() class="layer-label">{name}</text> })
+        .collect_view();
+    let cells = nodes
+        .into_iter()
+        .map(|n| {
+            let i = n.index;
+            let x = LEFT + n.col * (CELL + GAP) + if n.mlp { GAP } else { 0 };
+            let w = if n.mlp { 2 * CELL } else { CELL };
+            let class = move || {
+                let on = mask.with(|m| m.get(i).copied().unwrap_or(true));
+                let changed = baseline.with(|b| b.get(i).copied().unwrap_or(true)) != on;
+                format!("node {}{}", if on { "kept" } else { "removed" }, if changed { " changed" } else { "" })
+            };
+            let title = {
+                let name = n.name.clone();
+                move || format!("{name} — {}", if mask.with(|m| m.get(i).copied().unwrap_or(true)) { "kept (click to ablate)" } else { "ablated (click to restore)" })
+            };
+            view! {
+                <rect
+                    x=x.to_string() y=y_of(n.layer).to_string() width=w.to_string() height=CELL.to_string() rx="3"
+                    class=class data-name=n.name.clone()
+                    on:click=move |_| mask.update(|m| if let Some(b) = m.get_mut(i) { *b = !*b })
+                >
+                    <title>{title}</title>
+                </rect>
+            }
+        })
+        .collect_view();
+    view! {
+        <svg class="graph" width=width.to_string() height=height.to_string() viewBox=format!("0 0 {width} {height}")>
+            {labels}
+            {cells}
+        </svg>
+    }
+}
