@@ -184,6 +184,19 @@ await check("<script> in every field runs nothing", async () => {
   }
 });
 
+await check("without WebGPU the page runs the CPU backend, says so, and agrees with carve run", async () => {
+  const plain = await chromium.launch({ executablePath: process.env.CHROMIUM || "/usr/bin/chromium", args: ["--headless=new", "--no-sandbox", "--disable-features=WebGPU"] });
+  const page = await plain.newPage();
+  await page.goto(printed);
+  await ready(page);
+  const b = await page.textContent("#backend");
+  assert.match(b, /CPU/, b);
+  await page.fill("#prompt", prompt);
+  await page.dispatchEvent("#prompt", "change");
+  same(await top(page), JSON.parse(run(["run", "--model", path.join(out, "model"), "--prompt", prompt, "--json", "--backend", "cpu"])), "CPU in wasm");
+  await plain.close();
+});
+
 await browser.close();
 server.kill();
 fs.rmSync(tmp, { recursive: true, force: true });

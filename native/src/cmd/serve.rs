@@ -58,7 +58,7 @@ fn default_app_dir() -> Option<PathBuf> {
 }
 
 /// The share link of the run's pruned model (all components on), when the directory holds a run.
-fn run_link(dir: &Path, base: &str) -> Result<Option<String>> {
+pub fn run_link(dir: &Path, base: &str) -> Result<Option<String>> {
     let (cj, model) = (dir.join("circuit.json"), dir.join("model"));
     if !cj.is_file() || !model.join("config.json").is_file() {
         return Ok(None);

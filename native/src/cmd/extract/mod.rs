@@ -151,6 +151,9 @@ pub fn run(a: Args) -> Result<()> {
                 println!("pruned model: {}", rd.path(rundir::MODEL).display());
             }
             println!("report:       {} (and report.json, circuit.svg)", rd.path(rundir::REPORT_MD).display());
+            if let Ok(Some(link)) = crate::cmd::serve::run_link(&dir, "http://127.0.0.1:8080/") {
+                println!("in the browser: carve serve {}   then open {link}", dir.display());
+            }
             Ok(())
         }
     }
