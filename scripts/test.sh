@@ -29,7 +29,6 @@ scripts/build-web.sh --dev
 echo "== tests"
 # carve-web is tested where it runs: built for wasm32 above, driven in chromium below.
 cargo test --workspace --exclude carve-web "$@"
-echo "== the web app in headless chromium"
-cargo build -p carve
+echo "== the web app in headless chromium (with target/debug/carve, built by the tests above)"
 (cd tests/e2e && npm ci --no-audit --no-fund --silent)
 node tests/e2e/web.mjs
