@@ -163,6 +163,16 @@ await check("a full model and circuit.json from local files: circuit and full mo
   await page.close();
 });
 
+await check("a pruned model's folder picked locally runs as served", async () => {
+  const page = await open(base);
+  await page.setInputFiles("#folder", path.join(out, "model"));
+  await ready(page);
+  await page.fill("#prompt", prompt);
+  await page.dispatchEvent("#prompt", "change");
+  same(await top(page), JSON.parse(run(["run", "--model", path.join(out, "model"), "--prompt", prompt, "--json", "--backend", "cpu"])), "folder");
+  await page.close();
+});
+
 await check("a corrupted link shows an error", async () => {
   const bad = linkFromPage.slice(0, -3) + "zzz";
   const page = await open(bad);

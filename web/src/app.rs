@@ -220,6 +220,13 @@ pub fn App() -> impl IntoView {
                     let input: web_sys::HtmlInputElement = event_target(&ev);
                     if let Some(list) = input.files() { on_files(list) }
                 } />
+            <label>" or a model folder: "
+                <input id="folder" type="file" prop:webkitdirectory=true
+                    on:change=move |ev| {
+                        let input: web_sys::HtmlInputElement = event_target(&ev);
+                        if let Some(list) = input.files() { on_files(list) }
+                    } />
+            </label>
             <div id="drop" class="drop"
                 on:dragover=move |ev: web_sys::DragEvent| ev.prevent_default()
                 on:drop=move |ev: web_sys::DragEvent| {
