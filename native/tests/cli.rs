@@ -109,6 +109,10 @@ fn extract_writes_a_consistent_run() {
     assert_eq!(cf["format"], "carve-circuit");
     assert_eq!(cf["model"]["sha256"].as_str().unwrap().len(), 64);
     assert_eq!(cf["kept"], r["kept"]["components"]);
+    let decided: Vec<&Value> = cf["decisions"].as_array().unwrap().iter().collect();
+    assert_eq!(decided.len(), 10, "every head and MLP was tried");
+    let removed_by_decision: Vec<&Value> = decided.iter().filter(|d| d["removed"] == true).map(|d| &d["component"]).collect();
+    assert_eq!(removed_by_decision, cf["removed"].as_array().unwrap().iter().collect::<Vec<_>>());
     let svg = std::fs::read_to_string(out.join("circuit.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.matches("(kept)").count() == kept.len(), "circuit.svg marks the kept components");
     assert!(std::fs::read_to_string(out.join("report.md")).unwrap().contains("pruned model"));

@@ -108,6 +108,9 @@ await check("page top-k equals carve run (browser/CLI parity)", async () => {
   console.log(`     backend: ${await page.textContent("#backend")}`);
 
   const head = circuit.kept.find((c) => c.includes("H"));
+  const tip = await page.textContent(`rect[data-name="${head}"] title`);
+  const kl = circuit.decisions.find((d) => d.component === head).kl;
+  assert.ok(tip.includes(head) && tip.includes(`KL ${kl.toFixed(5)}`), `hover text: ${tip}`);
   const before = JSON.stringify(await top(page));
   await page.click(`rect[data-name="${head}"]`);
   await page.waitForFunction((b) => {

@@ -300,12 +300,23 @@ async fn run(l: &Live, prompt: &str, mask: &[bool]) -> Result<Vec<(Next, Option<
 fn describe(s: &Session) -> Shown {
     let comps = s.components();
     let cols = s.shape.n_heads.iter().copied().max().unwrap_or(0);
+    let detail = |name: &str| -> String {
+        let d = s.circuit.as_ref().and_then(|c| c.decisions.iter().find(|d| d.component.to_string() == name));
+        match d {
+            Some(d) => format!("\nablate: KL {:.5} when tried → {}", d.kl, if d.removed { "removed" } else { "kept" }),
+            None => String::new(),
+        }
+    };
     let nodes = comps
         .iter()
         .enumerate()
-        .map(|(i, &c)| match c {
-            Component::Head { layer, head } => Node { index: i, name: s.source_name(c), layer, col: head, mlp: false },
-            Component::Mlp { layer } | Component::Neuron { layer, .. } => Node { index: i, name: s.source_name(c), layer, col: cols, mlp: true },
+        .map(|(i, &c)| {
+            let name = s.source_name(c);
+            let detail = detail(&name);
+            match c {
+                Component::Head { layer, head } => Node { index: i, name, detail, layer, col: head, mlp: false },
+                Component::Mlp { layer } | Component::Neuron { layer, .. } => Node { index: i, name, detail, layer, col: cols, mlp: true },
+            }
         })
         .collect();
     let cfg = &s.loaded.config;

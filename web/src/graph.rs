@@ -9,6 +9,8 @@ pub struct Node {
     /// Index in the mask.
     pub index: usize,
     pub name: String,
+    /// What the circuit file says of it (the method's verdict and KL), shown on hover.
+    pub detail: String,
     pub layer: usize,
     /// Column: head index, or `max_heads` for the MLP.
     pub col: usize,
@@ -43,8 +45,11 @@ pub fn Graph(nodes: Vec<Node>, labels: Vec<String>, cols: usize, mask: RwSignal<
                 format!("node {}{}", if on { "kept" } else { "removed" }, if changed { " changed" } else { "" })
             };
             let title = {
-                let name = n.name.clone();
-                move || format!("{name} — {}", if mask.with(|m| m.get(i).copied().unwrap_or(true)) { "kept (click to ablate)" } else { "ablated (click to restore)" })
+                let (name, detail) = (n.name.clone(), n.detail.clone());
+                move || {
+                    let state = if mask.with(|m| m.get(i).copied().unwrap_or(true)) { "on (click to ablate)" } else { "ablated (click to restore)" };
+                    format!("{name} — {state}{detail}")
+                }
             };
             view! {
                 <rect

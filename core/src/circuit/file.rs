@@ -28,6 +28,19 @@ pub struct CircuitFile {
     /// Scores on the held-out test split.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<CircuitMetrics>,
+    /// The method's verdict on each component it tried, in order (ablate: KL on the discovery
+    /// split with the component and everything removed before it ablated).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decisions: Vec<DecisionRecord>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DecisionRecord {
+    pub component: Component,
+    /// Mean KL(P_full ‖ P) when it was tried (nats).
+    pub kl: f64,
+    /// Removed from the circuit.
+    pub removed: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

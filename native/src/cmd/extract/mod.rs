@@ -15,7 +15,7 @@ use crate::measure::{forward_flops, latencies};
 use crate::source;
 use anyhow::{bail, Context, Result};
 use carve_core::backend::Backend;
-use carve_core::circuit::file::{AblationSource, CircuitFile, CircuitMetrics, MethodInfo, ModelIdentity, TaskInfo};
+use carve_core::circuit::file::{AblationSource, CircuitFile, CircuitMetrics, DecisionRecord, MethodInfo, ModelIdentity, TaskInfo};
 use carve_core::circuit::{svg, ModelShape};
 use carve_core::extract::{ablate, AblateData, AblateOptions, AblationKind, Implementation, RunOptions};
 use carve_core::metrics::{evaluate, Circuit, EvalOptions, Scores};
@@ -267,6 +267,12 @@ impl Job for ExtractJob<'_> {
                 circuit: file_scores(&test_circuit),
                 kl: test_kl,
             }),
+            decisions: run
+                .state
+                .decisions
+                .iter()
+                .map(|d| DecisionRecord { component: d.component, kl: d.kl, removed: d.accepted })
+                .collect(),
         };
         let cf_value = serde_json::to_value(&cf)?;
 
