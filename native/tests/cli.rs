@@ -170,6 +170,57 @@ fn extract_writes_a_consistent_run() {
     serve_gives_the_app_and_the_run(&d, &out);
 }
 
+/// The top tokens of `carve run` with `extra` args, as (id, prob).
+fn run_top(model: &Path, extra: &[&str]) -> Vec<(u64, f64)> {
+    let mut args = vec!["run", "--model", s(model), "--prompt", "w5 w17 w40 w41 w42 w99", "--json", "--backend", "cpu"];
+    args.extend_from_slice(extra);
+    let v: Value = serde_json::from_str(&ok(&args)).unwrap();
+    v["top"].as_array().unwrap().iter().map(|t| (t["id"].as_u64().unwrap(), t["prob"].as_f64().unwrap())).collect()
+}
+
+fn same_top(a: &[(u64, f64)], b: &[(u64, f64)], what: &str) {
+    assert_eq!(a.iter().map(|x| x.0).collect::<Vec<_>>(), b.iter().map(|x| x.0).collect::<Vec<_>>(), "{what}: ids");
+    for (x, y) in a.iter().zip(b) {
+        assert!(close(x.1, y.1, 1e-4), "{what}: p {} vs {}", x.1, y.1);
+    }
+}
+
+#[test]
+fn mean_ablation_ships_its_means_and_full_and_pruned_agree() {
+    let d = scratch("means");
+    let (model, task) = (tiny_model(&d), task_file(&d));
+    let out = d.join("run");
+    let mut args = extract_args(s(&model), s(&task), s(&out), &["--ablation", "mean"]);
+    let at = args.iter().position(|a| *a == "0.15").unwrap();
+    args[at] = "0.12";
+    ok(&args);
+    let cf = read_json(&out.join("circuit.json"));
+    assert_eq!(cf["ablation"]["values"], "means.safetensors");
+    assert!(out.join("means.safetensors").is_file() && out.join("model/means.safetensors").is_file());
+    let pruned = out.join("model");
+    let circuit = out.join("circuit.json");
+    let removed: Vec<&str> = cf["removed"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    let kept: Vec<&str> = cf["kept"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    assert!(removed.iter().any(|c| c.contains('H')), "α = 0.12 removes some heads: {removed:?}");
+
+    // The full model with the circuit's means is the pruned model.
+    same_top(&run_top(&pruned, &[]), &run_top(&model, &["--circuit", s(&circuit)]), "pruned vs full --circuit");
+    let zero = run_top(&model, &["--circuit", s(&circuit), "--zero-ablation"]);
+    assert_ne!(zero, run_top(&model, &["--circuit", s(&circuit)]), "zeros and means ablate differently");
+    // A kept head ablated in the pruned model (its own means) ≡ in the full model.
+    let h = kept.iter().find(|c| c.contains('H')).unwrap();
+    let both = format!("{},{h}", removed.join(","));
+    let means = out.join("means.safetensors");
+    same_top(&run_top(&pruned, &["--ablate", h]), &run_top(&model, &["--circuit", s(&circuit), "--ablate", h]), "kept head ablated");
+    same_top(&run_top(&pruned, &["--ablate", h]), &run_top(&model, &["--ablate", &both, "--means", s(&means)]), "--means");
+
+    fails(&["run", "--model", s(&pruned), "--prompt", "w5", "--ablate", h, "--means", s(&means), "--backend", "cpu"], "another model");
+    fails(&["run", "--model", s(&pruned), "--prompt", "w5", "--circuit", s(&circuit), "--backend", "cpu"], "already pruned");
+    let bad = d.join("bad.safetensors");
+    std::fs::write(&bad, &std::fs::read(&means).unwrap()[..20]).unwrap();
+    fails(&["run", "--model", s(&model), "--prompt", "w5", "--ablate", h, "--means", s(&bad), "--backend", "cpu"], "not a safetensors file");
+}
+
 fn http_get(port: u16, path: &str) -> (String, Vec<u8>) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();

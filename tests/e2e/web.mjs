@@ -3,7 +3,11 @@
 //
 // On tiny-llama with a word-level tokenizer and a circuit extracted by `carve extract`:
 // - the page's top tokens and probabilities equal `carve run`'s (1e-4);
-// - toggling a head changes them exactly as `carve run --ablate` says;
+// - toggling a head changes them exactly as `carve run --ablate` says (mean ablation, with the
+//   circuit's means.safetensors, in the page and in the CLI);
+// - a full model with circuit.json (and its means) gives both columns as `carve run` does; without
+//   the means the page says it ablates with zeros, and does;
+// - a dropped run folder (walked through the File and Directory Entries API) loads its model;
 // - "copy link" → a fresh page on that link shows the same state;
 // - a corrupted link and a link with <script> in every field give an error and run no script;
 // - a screenshot of the page with the graph is saved (ARTIFACTS dir).
@@ -32,9 +36,11 @@ for (const f of ["config.json", "model.safetensors"]) fs.copyFileSync(path.join(
 fs.copyFileSync(path.join(root, "tests/fixtures/word-tokenizer/tokenizer.json"), path.join(model, "tokenizer.json"));
 const out = path.join(tmp, "run");
 run(["extract", "--model", model, "--task", path.join(root, "tests/fixtures/word-tokenizer/words.jsonl"), "--patching", "20",
-  "--discovery", "12", "--test", "16", "--alpha", "0.15", "--mlps", "--ablation", "zero", "--out", out, "--backend", "cpu",
+  "--discovery", "12", "--test", "16", "--alpha", "0.12", "--mlps", "--ablation", "mean", "--out", out, "--backend", "cpu",
   "--latency-batch", "4"]);
 const circuit = JSON.parse(fs.readFileSync(path.join(out, "circuit.json"), "utf8"));
+assert.equal(circuit.ablation.values, "means.safetensors", "a mean-ablation run ships its means");
+assert.ok(circuit.removed.some((c) => c.includes("H")) && circuit.kept.some((c) => c.includes("H")), `a circuit with heads kept and removed: ${circuit.removed}`);
 const prompt = "w5 w17 w40 w41 w42 w99";
 
 // The server.
@@ -97,6 +103,16 @@ function same(pageTop, cli, what) {
   });
 }
 
+// Clicks a component in the graph and waits for the outputs to change.
+async function toggle(page, name) {
+  const before = JSON.stringify(await top(page));
+  await page.click(`rect[data-name="${name}"]`);
+  await page.waitForFunction((b) => {
+    const rows = [...document.querySelectorAll("#top tbody tr")].map((r) => ({ id: Number(r.querySelector("td.tok").dataset.id), prob: Number(r.querySelector("td.prob").dataset.prob) }));
+    return rows.length && JSON.stringify(rows) !== b;
+  }, before, { timeout: 120000 });
+}
+
 let linkFromPage = "";
 await check("page top-k equals carve run (browser/CLI parity)", async () => {
   const page = await open(printed);
@@ -107,16 +123,16 @@ await check("page top-k equals carve run (browser/CLI parity)", async () => {
   same(await top(page), cli, "circuit");
   console.log(`     backend: ${await page.textContent("#backend")}`);
 
+  const gone = circuit.removed.find((c) => c.includes("H"));
+  const goneCls = await page.getAttribute(`rect[data-name="${gone}"]`, "class");
+  assert.ok(goneCls.includes("pruned"), `${gone}, pruned away, is drawn so: ${goneCls}`);
+  assert.match(await page.textContent("#info"), /mean ablation/);
+
   const head = circuit.kept.find((c) => c.includes("H"));
   const tip = await page.textContent(`rect[data-name="${head}"] title`);
   const kl = circuit.decisions.find((d) => d.component === head).kl;
   assert.ok(tip.includes(head) && tip.includes(`KL ${kl.toFixed(5)}`), `hover text: ${tip}`);
-  const before = JSON.stringify(await top(page));
-  await page.click(`rect[data-name="${head}"]`);
-  await page.waitForFunction((b) => {
-    const rows = [...document.querySelectorAll("#top tbody tr")].map((r) => ({ id: Number(r.querySelector("td.tok").dataset.id), prob: Number(r.querySelector("td.prob").dataset.prob) }));
-    return rows.length && JSON.stringify(rows) !== b;
-  }, before, { timeout: 120000 });
+  await toggle(page, head);
   const ablated = JSON.parse(run(["run", "--model", path.join(out, "model"), "--prompt", prompt, "--ablate", head, "--json", "--backend", "cpu"]));
   same(await top(page), ablated, `with ${head} ablated`);
 
@@ -146,10 +162,7 @@ await check("evaluate scores the shipped test split as carve extract did", async
   await page.close();
 });
 
-await check("a full model and circuit.json from local files: circuit and full model side by side", async () => {
-  const page = await open(base);
-  await page.setInputFiles("#files", [...["config.json", "model.safetensors", "tokenizer.json"].map((f) => path.join(model, f)), path.join(out, "circuit.json")]);
-  await ready(page);
+async function sideBySide(page) {
   await page.fill("#prompt", prompt);
   await page.dispatchEvent("#prompt", "change");
   await page.waitForSelector("#top tbody tr td.full", { timeout: 120000 });
@@ -157,12 +170,88 @@ await check("a full model and circuit.json from local files: circuit and full mo
     const [c, cp, f, fp] = r.querySelectorAll("td");
     return [{ id: Number(c.dataset.id), prob: Number(cp.dataset.prob) }, { id: Number(f.dataset.id), prob: Number(fp.dataset.prob) }];
   }));
-  const full = JSON.parse(run(["run", "--model", model, "--prompt", prompt, "--json", "--backend", "cpu"]));
-  const args = ["run", "--model", model, "--prompt", prompt, "--json", "--backend", "cpu"];
-  if (circuit.removed.length) args.push("--ablate", circuit.removed.join(","));
-  const masked = JSON.parse(run(args));
-  same(rows.map((r) => r[0]), masked, "circuit column");
-  same(rows.map((r) => r[1]), full, "full-model column");
+  return [rows.map((r) => r[0]), rows.map((r) => r[1])];
+}
+
+await check("a full model, circuit.json and its means from local files: circuit and full model side by side", async () => {
+  const page = await open(base);
+  const files = ["config.json", "model.safetensors", "tokenizer.json"].map((f) => path.join(model, f));
+  await page.setInputFiles("#files", [...files, path.join(out, "circuit.json"), path.join(out, "means.safetensors")]);
+  await ready(page);
+  assert.equal(await page.textContent("#notice"), "");
+  const [c, f] = await sideBySide(page);
+  const cli = ["run", "--model", model, "--prompt", prompt, "--json", "--backend", "cpu"];
+  same(c, JSON.parse(run([...cli, "--circuit", path.join(out, "circuit.json")])), "circuit column");
+  same(f, JSON.parse(run(cli)), "full-model column");
+  // The circuit column is the pruned model's output: the means make the two the same circuit.
+  same(c, JSON.parse(run(["run", "--model", path.join(out, "model"), "--prompt", prompt, "--json", "--backend", "cpu"])), "circuit column vs pruned model");
+  await page.close();
+
+  const bare = await open(base);
+  await bare.setInputFiles("#files", [...files, path.join(out, "circuit.json")]);
+  await ready(bare);
+  assert.match(await bare.textContent("#notice"), /means\.safetensors was not loaded/);
+  const [z] = await sideBySide(bare);
+  same(z, JSON.parse(run([...cli, "--circuit", path.join(out, "circuit.json"), "--zero-ablation"])), "circuit column, zero ablation");
+  await bare.close();
+});
+
+// Drops `dir` on the drop zone as Chrome hands over a dropped folder: a FileSystemDirectoryEntry
+// whose reader gives its entries in batches (here of 2), files read through FileSystemFileEntry.file.
+async function dropFolder(page, dir) {
+  const files = [];
+  const walk = (d, rel) => {
+    for (const n of fs.readdirSync(d)) {
+      const p = path.join(d, n);
+      if (fs.statSync(p).isDirectory()) walk(p, `${rel}/${n}`);
+      else files.push({ path: `${rel}/${n}`, b64: fs.readFileSync(p).toString("base64") });
+    }
+  };
+  const top = `/${path.basename(dir)}`;
+  walk(dir, top);
+  await page.waitForSelector("#drop");
+  await page.evaluate(({ files, top }) => {
+    const dirs = new Map();
+    const dirEntry = (full) => {
+      if (!dirs.has(full)) {
+        const children = [];
+        dirs.set(full, {
+          isFile: false, isDirectory: true, name: full.split("/").pop(), fullPath: full, children,
+          createReader() {
+            let at = 0;
+            return { readEntries(ok) { const b = children.slice(at, at + 2); at += b.length; setTimeout(() => ok(b), 1); } };
+          },
+        });
+        const parent = full.slice(0, full.lastIndexOf("/"));
+        if (parent) dirEntry(parent).children.push(dirs.get(full));
+      }
+      return dirs.get(full);
+    };
+    for (const f of files) {
+      const name = f.path.split("/").pop();
+      const bytes = Uint8Array.from(atob(f.b64), (c) => c.charCodeAt(0));
+      dirEntry(f.path.slice(0, f.path.lastIndexOf("/"))).children.push({
+        isFile: true, isDirectory: false, name, fullPath: f.path,
+        file(ok) { setTimeout(() => ok(new File([bytes], name)), 1); },
+      });
+    }
+    const ev = new DragEvent("drop", { bubbles: true, cancelable: true });
+    Object.defineProperty(ev, "dataTransfer", { value: { items: { length: 1, 0: { webkitGetAsEntry: () => dirEntry(top) } }, files: { length: 0 } } });
+    document.querySelector("#drop").dispatchEvent(ev);
+  }, { files, top });
+}
+
+await check("a run folder dropped on the page loads its pruned model, means and task", async () => {
+  const page = await open(base);
+  await dropFolder(page, out);
+  await ready(page);
+  assert.match(await page.textContent("#info"), /pruned model.*mean ablation/);
+  await page.fill("#prompt", prompt);
+  await page.dispatchEvent("#prompt", "change");
+  same(await top(page), JSON.parse(run(["run", "--model", path.join(out, "model"), "--prompt", prompt, "--json", "--backend", "cpu"])), "dropped run folder");
+  const head = circuit.kept.find((c) => c.includes("H"));
+  await toggle(page, head);
+  same(await top(page), JSON.parse(run(["run", "--model", path.join(out, "model"), "--prompt", prompt, "--ablate", head, "--json", "--backend", "cpu"])), `dropped run folder, ${head} ablated`);
   await page.close();
 });
 

@@ -2,9 +2,10 @@
 //! Everything shown comes through text nodes and attributes: nothing from a link or a file is ever
 //! inserted as markup.
 
+use std::collections::HashMap;
 use std::rc::Rc;
 
-use carve_core::circuit::{Component, LinkState};
+use carve_core::circuit::{Component, LinkState, ModelShape};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
@@ -28,6 +29,8 @@ struct Shown {
     info: String,
     examples: Vec<String>,
     side_by_side: bool,
+    /// A warning about how components are ablated, if any.
+    notice: Option<String>,
 }
 
 fn hash() -> String {
@@ -231,14 +234,27 @@ pub fn App() -> impl IntoView {
                 on:dragover=move |ev: web_sys::DragEvent| ev.prevent_default()
                 on:drop=move |ev: web_sys::DragEvent| {
                     ev.prevent_default();
-                    if let Some(list) = ev.data_transfer().and_then(|d| d.files()) { on_files(list) }
-                }>"or drop a model's files here (config.json, model.safetensors, tokenizer.json, circuit.json, task.json; or a .gguf)"</div>
+                    let Some(dt) = ev.data_transfer() else { return };
+                    let entries = crate::drop::entries(&dt);
+                    if entries.is_empty() {
+                        if let Some(list) = dt.files() { on_files(list) }
+                        return;
+                    }
+                    error.set(None);
+                    spawn_local(async move {
+                        match crate::drop::read_entries(entries).await {
+                            Ok(files) => install(files, "local files".into(), None),
+                            Err(e) => error.set(Some(e)),
+                        }
+                    });
+                }>"or drop a model folder, a run folder, or a model's files here (config.json, model.safetensors, tokenizer.json, circuit.json, task.json, means.safetensors; or a .gguf)"</div>
             <p id="status">{move || status.get()}</p>
             <p id="error" class="error">{move || error.get().unwrap_or_default()}</p>
         </section>
         <Show when=move || shown.with(|s| s.is_some())>
             <section class="run">
                 <p id="info">{move || shown.with(|s| s.as_ref().map(|s| s.info.clone()).unwrap_or_default())}</p>
+                <p id="notice" class="notice">{move || shown.with(|s| s.as_ref().and_then(|s| s.notice.clone()).unwrap_or_default())}</p>
                 <textarea id="prompt" rows="2" placeholder="a prompt"
                     prop:value=move || prompt.get() on:change=move |ev| prompt.set(event_target_value(&ev))></textarea>
                 <select id="examples" on:change=move |ev| prompt.set(event_target_value(&ev))>
@@ -274,6 +290,7 @@ pub fn App() -> impl IntoView {
                 <p id="eval-out">{move || eval_out.get().unwrap_or_default()}</p>
                 <input id="link" type="text" readonly prop:value=move || link.get() />
                 {move || shown.get().map(|s| view! { <Graph nodes=s.nodes labels=s.labels cols=s.cols mask=mask baseline=baseline.into() /> })}
+                <p class="legend">"filled: on · hollow: ablated · dashed: pruned away (not in this model) · orange: changed from the circuit · click to toggle, hover for numbers"</p>
             </section>
         </Show>
     }
@@ -298,8 +315,6 @@ async fn run(l: &Live, prompt: &str, mask: &[bool]) -> Result<Vec<(Next, Option<
 }
 
 fn describe(s: &Session) -> Shown {
-    let comps = s.components();
-    let cols = s.shape.n_heads.iter().copied().max().unwrap_or(0);
     let detail = |name: &str| -> String {
         let d = s.circuit.as_ref().and_then(|c| c.decisions.iter().find(|d| d.component.to_string() == name));
         match d {
@@ -307,22 +322,15 @@ fn describe(s: &Session) -> Shown {
             None => String::new(),
         }
     };
-    let nodes = comps
-        .iter()
-        .enumerate()
-        .map(|(i, &c)| {
-            let name = s.source_name(c);
-            let detail = detail(&name);
-            match c {
-                Component::Head { layer, head } => Node { index: i, name, detail, layer, col: head, mlp: false },
-                Component::Mlp { layer } | Component::Neuron { layer, .. } => Node { index: i, name, detail, layer, col: cols, mlp: true },
-            }
-        })
-        .collect();
+    let (nodes, labels, cols) = match (&s.layout, &s.circuit) {
+        (Some(_), Some(c)) if c.shape.n_layers() > 0 => source_grid(s, &c.shape, &detail),
+        _ => own_grid(s, &detail),
+    };
     let cfg = &s.loaded.config;
     let kind = if s.layout.is_some() { "pruned model" } else { "model" };
+    let (ablation, notice) = s.ablation_note();
     let info = format!(
-        "{kind}: {} · {} layers · {} heads · d {} · sha256 {}…{}",
+        "{kind}: {} · {} layers · {} heads · d {} · sha256 {}…{} · {ablation}",
         cfg.arch.name(),
         s.shape.n_layers(),
         s.shape.n_heads.iter().sum::<usize>(),
@@ -335,11 +343,48 @@ fn describe(s: &Session) -> Shown {
         _ => vec![],
     };
     let side_by_side = s.layout.is_none() && s.circuit.is_some();
+    Shown { nodes, labels, cols, info, examples, side_by_side, notice }
+}
+
+/// The loaded model's own components, one row per layer it has.
+fn own_grid(s: &Session, detail: &dyn Fn(&str) -> String) -> (Vec<Node>, Vec<String>, usize) {
+    let cols = s.shape.n_heads.iter().copied().max().unwrap_or(0);
+    let nodes = s
+        .components()
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| {
+            let name = s.source_name(c);
+            let detail = detail(&name);
+            let (layer, col, mlp) = match c {
+                Component::Head { layer, head } => (layer, head, false),
+                Component::Mlp { layer } | Component::Neuron { layer, .. } => (layer, cols, true),
+            };
+            Node { index: Some(i), name, detail, layer, col, mlp }
+        })
+        .collect();
     let labels = (0..s.shape.n_layers())
         .map(|l| match &s.layout {
             Some(layers) => format!("L{}", layers[l].source_layer),
             None => format!("L{l}"),
         })
         .collect();
-    Shown { nodes, labels, cols, info, examples, side_by_side }
+    (nodes, labels, cols)
+}
+
+/// A pruned model drawn in its source model's shape: what it kept can be toggled, what pruning
+/// dropped is drawn apart (its weights are not in this model).
+fn source_grid(s: &Session, source: &ModelShape, detail: &dyn Fn(&str) -> String) -> (Vec<Node>, Vec<String>, usize) {
+    let index: HashMap<String, usize> = s.components().into_iter().enumerate().map(|(i, c)| (s.source_name(c), i)).collect();
+    let cols = source.n_heads.iter().copied().max().unwrap_or(0);
+    let mut nodes = Vec::new();
+    for l in 0..source.n_layers() {
+        let heads = (0..source.n_heads[l]).map(|h| (format!("L{l}H{h}"), h, false));
+        let mlp = (source.d_ff[l] > 0).then(|| (format!("L{l}MLP"), cols, true));
+        for (name, col, is_mlp) in heads.chain(mlp) {
+            let detail = detail(&name);
+            nodes.push(Node { index: index.get(&name).copied(), name, detail, layer: l, col, mlp: is_mlp });
+        }
+    }
+    (nodes, (0..source.n_layers()).map(|l| format!("L{l}")).collect(), cols)
 }

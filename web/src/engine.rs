@@ -5,7 +5,8 @@
 use carve_core::backend::cpu::CpuBackend;
 use carve_core::backend::wgpu::{WgpuBackend, WgpuOptions};
 use carve_core::backend::Backend;
-use carve_core::circuit::{CircuitFile, Component, Masks, ModelShape};
+use carve_core::circuit::{AblationValues, CircuitFile, Component, Masks, ModelShape};
+use carve_core::model::ablation::DeviceAblation;
 use carve_core::metrics::{evaluate, log_sum_exp, Circuit, CircuitAblation, EvalOptions, Report};
 use carve_core::model::load::LoadedModel;
 use carve_core::model::{Batch, ForwardArgs, LogitsAt, Model};
@@ -24,12 +25,37 @@ pub struct Session {
     /// Source names of a pruned model's layers and heads (`carve_layers`), when it is one.
     pub layout: Option<Vec<PrunedLayer>>,
     pub shape: ModelShape,
+    /// The circuit's means (`means.safetensors`, in this model's layout): what ablated components
+    /// take. None: zero.
+    pub means: Option<AblationValues>,
 }
 
 impl Session {
     pub fn new(loaded: LoadedModel, sha256: String, circuit: Option<CircuitFile>, task: Option<Task>, layout: Option<Vec<PrunedLayer>>) -> Session {
         let shape = ModelShape::of(&loaded.weights.layers, |t| t.shape[0]);
-        Session { loaded, sha256, circuit, task, layout, shape }
+        Session { loaded, sha256, circuit, task, layout, shape, means: None }
+    }
+
+    /// Reads `means.safetensors` for this model.
+    pub fn set_means(&mut self, bytes: &[u8]) -> Result<()> {
+        let c = &self.loaded.config;
+        self.means = Some(carve_core::circuit::means::from_bytes(bytes, &self.shape, c.head_dim, c.d_model)?);
+        Ok(())
+    }
+
+    /// What ablated components take, in words; with a warning when the circuit was found with
+    /// means that did not come along.
+    pub fn ablation_note(&self) -> (String, Option<String>) {
+        if self.means.is_some() {
+            return ("mean ablation (means.safetensors)".into(), None);
+        }
+        let wanted = self.circuit.as_ref().is_some_and(|c| c.ablation.kind != "zero");
+        let warn = wanted.then(|| {
+            "this circuit was found with mean ablation, but its means.safetensors was not loaded: ablating with zeros, \
+             so the circuit's outputs differ from the extracted circuit's (load means.safetensors with circuit.json)"
+                .to_string()
+        });
+        ("zero ablation".into(), warn)
     }
 
     /// Components of the loaded model in link/mask order (heads, then the MLP, layer by layer).
@@ -68,10 +94,24 @@ impl Session {
     }
 }
 
-/// The model on a backend.
+/// The model on a backend, with its ablation values uploaded once.
+pub struct On<B: Backend> {
+    be: B,
+    m: Model<B>,
+    values: Option<DeviceAblation<B>>,
+}
+
+impl<B: Backend> On<B> {
+    fn new(be: B, s: &Session) -> Result<On<B>> {
+        let m = Model::upload(&be, s.loaded.config.clone(), &s.loaded.weights)?;
+        let values = s.means.as_ref().map(|v| DeviceAblation::upload(&be, v)).transpose()?;
+        Ok(On { be, m, values })
+    }
+}
+
 pub enum Engine {
-    Gpu(WgpuBackend, Model<WgpuBackend>),
-    Cpu(CpuBackend, Model<CpuBackend>),
+    Gpu(On<WgpuBackend>),
+    Cpu(On<CpuBackend>),
 }
 
 /// One next-token candidate.
@@ -86,33 +126,25 @@ impl Engine {
     /// WebGPU when the browser has it (and `gpu` is asked for), else the CPU backend; the string
     /// says which and why.
     pub async fn start(s: &Session, gpu: bool) -> Result<(Engine, String)> {
-        let cfg = s.loaded.config.clone();
         if gpu {
             match WgpuBackend::new(WgpuOptions { prefer_hardware: true, ..WgpuOptions::default() }).await {
                 Ok(be) => {
-                    let m = Model::upload(&be, cfg, &s.loaded.weights)?;
                     // In a browser the adapter often has no name to give.
                     let d = be.describe();
                     let d = if d.trim_end().ends_with(':') { "WebGPU".to_string() } else { format!("WebGPU ({d})") };
-                    return Ok((Engine::Gpu(be, m), d));
+                    return Ok((Engine::Gpu(On::new(be, s)?), d));
                 }
-                Err(e) => {
-                    let be = CpuBackend::new();
-                    let m = Model::upload(&be, cfg, &s.loaded.weights)?;
-                    return Ok((Engine::Cpu(be, m), format!("CPU (wasm): no WebGPU here ({e})")));
-                }
+                Err(e) => return Ok((Engine::Cpu(On::new(CpuBackend::new(), s)?), format!("CPU (wasm): no WebGPU here ({e})"))),
             }
         }
-        let be = CpuBackend::new();
-        let m = Model::upload(&be, cfg, &s.loaded.weights)?;
-        Ok((Engine::Cpu(be, m), "CPU".into()))
+        Ok((Engine::Cpu(On::new(CpuBackend::new(), s)?), "CPU".into()))
     }
 
     pub async fn top_k(&self, s: &Session, ids: &[u32], mask: &[bool], k: usize) -> Result<Vec<Next>> {
         let masks = s.masks(mask)?;
         let logits = match self {
-            Engine::Gpu(be, m) => last_logits(m, be, ids, &masks).await?,
-            Engine::Cpu(be, m) => last_logits(m, be, ids, &masks).await?,
+            Engine::Gpu(on) => last_logits(on, ids, &masks).await?,
+            Engine::Cpu(on) => last_logits(on, ids, &masks).await?,
         };
         Ok(top_k(&logits, k)
             .into_iter()
@@ -120,30 +152,33 @@ impl Engine {
             .collect())
     }
 
-    /// The shipped test split through the model with `mask` (zero ablation: what a pruned model
-    /// and the toggles mean in the page).
+    /// The shipped test split through the model with `mask`, ablated as the toggles are.
     pub async fn evaluate(&self, s: &Session, mask: &[bool]) -> Result<Report> {
         let task = s.task.as_ref().ok_or_else(|| Error::Input("this model came without task.json: nothing to evaluate".into()))?;
         let masks = s.masks(mask)?;
         let opts = EvalOptions { batch_size: 16 };
         match self {
-            Engine::Gpu(be, m) => eval(m, be, task, &masks, &opts).await,
-            Engine::Cpu(be, m) => eval(m, be, task, &masks, &opts).await,
+            Engine::Gpu(on) => eval(on, task, &masks, &opts).await,
+            Engine::Cpu(on) => eval(on, task, &masks, &opts).await,
         }
     }
 }
 
-async fn eval<B: Backend>(m: &Model<B>, be: &B, task: &Task, masks: &Masks, opts: &EvalOptions) -> Result<Report> {
-    let c = Circuit { masks, ablation: CircuitAblation::Zero };
-    evaluate(m, be, task, &task.examples, Some(&c), opts).await
+async fn eval<B: Backend>(on: &On<B>, task: &Task, masks: &Masks, opts: &EvalOptions) -> Result<Report> {
+    let ablation = match &on.values {
+        Some(v) => CircuitAblation::Values(v),
+        None => CircuitAblation::Zero,
+    };
+    let c = Circuit { masks, ablation };
+    evaluate(&on.m, &on.be, task, &task.examples, Some(&c), opts).await
 }
 
-async fn last_logits<B: Backend>(m: &Model<B>, be: &B, ids: &[u32], masks: &Masks) -> Result<Vec<f32>> {
-    let batch = Batch::new(&[ids.to_vec()], &m.config)?;
-    let args = ForwardArgs { masks: Some(masks), logits: LogitsAt::Last, ..ForwardArgs::default() };
-    let out = m.forward(be, &batch, &args)?;
+async fn last_logits<B: Backend>(on: &On<B>, ids: &[u32], masks: &Masks) -> Result<Vec<f32>> {
+    let batch = Batch::new(&[ids.to_vec()], &on.m.config)?;
+    let args = ForwardArgs { masks: Some(masks), ablation: on.values.as_ref(), logits: LogitsAt::Last, ..ForwardArgs::default() };
+    let out = on.m.forward(&on.be, &batch, &args)?;
     let t = out.logits.ok_or_else(|| Error::Backend("the forward returned no logits".into()))?;
-    Ok(be.read(&t).await?.data)
+    Ok(on.be.read(&t).await?.data)
 }
 
 /// (id, probability) of the k largest logits, largest first (ties: lower id first).

@@ -1,13 +1,14 @@
 //! The circuit graph: a row per layer (layer 0 at the bottom), a node per head and one for the MLP.
-//! Kept nodes are filled, ablated ones hollow; a click toggles one; hovering shows its name.
+//! Kept nodes are filled, ablated ones hollow, ones pruned away dashed; a click toggles one;
+//! hovering shows its name and what the method measured of it.
 
 use leptos::prelude::*;
 
 /// One node as drawn.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Node {
-    /// Index in the mask.
-    pub index: usize,
+    /// Index in the mask; None for a component a pruned model no longer has.
+    pub index: Option<usize>,
     pub name: String,
     /// What the circuit file says of it (the method's verdict and KL), shown on hover.
     pub detail: String,
@@ -36,9 +37,18 @@ pub fn Graph(nodes: Vec<Node>, labels: Vec<String>, cols: usize, mask: RwSignal<
     let cells = nodes
         .into_iter()
         .map(|n| {
-            let i = n.index;
             let x = LEFT + n.col * (CELL + GAP) + if n.mlp { GAP } else { 0 };
             let w = if n.mlp { 2 * CELL } else { CELL };
+            let Some(i) = n.index else {
+                let title = format!("{} — pruned away: its weights are not in this model{}", n.name, n.detail);
+                return view! {
+                    <rect x=x.to_string() y=y_of(n.layer).to_string() width=w.to_string() height=CELL.to_string() rx="3"
+                        class="node pruned" data-name=n.name.clone()>
+                        <title>{title}</title>
+                    </rect>
+                }
+                .into_any();
+            };
             let class = move || {
                 let on = mask.with(|m| m.get(i).copied().unwrap_or(true));
                 let changed = baseline.with(|b| b.get(i).copied().unwrap_or(true)) != on;
@@ -60,6 +70,7 @@ pub fn Graph(nodes: Vec<Node>, labels: Vec<String>, cols: usize, mask: RwSignal<
                     <title>{title}</title>
                 </rect>
             }
+            .into_any()
         })
         .collect_view();
     view! {

@@ -6,6 +6,8 @@ pub mod engine;
 #[cfg(target_arch = "wasm32")]
 pub mod app;
 #[cfg(target_arch = "wasm32")]
+mod drop;
+#[cfg(target_arch = "wasm32")]
 mod graph;
 #[cfg(target_arch = "wasm32")]
 mod load;

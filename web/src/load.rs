@@ -2,7 +2,7 @@
 //! download progress, or from files the user picks or drops. A model directory may hold
 //! `circuit.json` and `task.json` beside the weights; they are read when present.
 
-use carve_core::circuit::CircuitFile;
+use carve_core::circuit::{CircuitFile, MEANS_FILE};
 use carve_core::model::load::{load_gguf_bytes, load_hf_bytes, parse_config, parse_layout, sha256_hex};
 use carve_core::prune::PrunedLayer;
 use carve_core::tasks::Task;
@@ -12,25 +12,69 @@ use wasm_bindgen_futures::JsFuture;
 
 use crate::engine::Session;
 
-/// The files of a model, by name.
+/// The names of the files a model may come with; anything else in a picked or dropped folder is
+/// left unread.
+pub fn wanted(name: &str) -> bool {
+    name.ends_with(".gguf")
+        || ["config.json", "model.safetensors", "tokenizer.json", "circuit.json", "task.json", MEANS_FILE].contains(&name)
+}
+
+/// The files of a model, by path relative to what was picked or dropped (`run/model/config.json`;
+/// a bare name for single files).
 #[derive(Default)]
 pub struct Files {
     pub files: Vec<(String, Vec<u8>)>,
+    /// The folder the model's weights are in; its companions are looked up there first, then
+    /// among the files given loose.
+    dir: String,
+}
+
+fn split(path: &str) -> (&str, &str) {
+    path.rsplit_once('/').unwrap_or(("", path))
 }
 
 impl Files {
+    pub fn new(files: Vec<(String, Vec<u8>)>) -> Files {
+        let files = files.into_iter().map(|(p, b)| (p.trim_start_matches('/').to_string(), b)).collect();
+        Files { files, dir: String::new() }
+    }
+
     fn get(&self, name: &str) -> Option<&[u8]> {
-        self.files.iter().find(|(n, _)| n == name).map(|(_, b)| b.as_slice())
+        let at = |dir: &str| self.files.iter().find(|(p, _)| split(p) == (dir, name)).map(|(_, b)| b.as_slice());
+        at(&self.dir).or_else(|| at(""))
+    }
+
+    /// Finds the one model among the files: the shallowest `.gguf` or `config.json`. A dropped run
+    /// directory holds its pruned model in `model/`; two models side by side are refused.
+    fn locate(&mut self) -> Result<(), String> {
+        let depth = |p: &str| p.matches('/').count();
+        let models: Vec<&str> = self
+            .files
+            .iter()
+            .map(|(p, _)| p.as_str())
+            .filter(|p| p.ends_with(".gguf") || split(p).1 == "config.json")
+            .collect();
+        let Some(min) = models.iter().map(|p| depth(p)).min() else {
+            return Err("no model among the files: give a model directory (config.json, model.safetensors, …) or a .gguf".into());
+        };
+        let top: Vec<&str> = models.into_iter().filter(|p| depth(p) == min).collect();
+        if top.len() > 1 {
+            return Err(format!("several models among the files ({}): give one", top.join(", ")));
+        }
+        self.dir = split(top[0]).0.to_string();
+        Ok(())
     }
 
     /// Builds the session: a `.gguf`, or config.json + model.safetensors (+ tokenizer.json,
-    /// circuit.json, task.json).
-    pub fn session(&self, origin: &str) -> Result<Session, String> {
-        let (loaded, weights, layout) = if let Some((_, g)) = self.files.iter().find(|(n, _)| n.ends_with(".gguf")) {
+    /// circuit.json, task.json, means.safetensors).
+    pub fn session(mut self, origin: &str) -> Result<Session, String> {
+        self.locate()?;
+        let gguf = self.files.iter().find(|(p, _)| p.ends_with(".gguf") && split(p).0 == self.dir);
+        let (loaded, weights, layout) = if let Some((_, g)) = gguf {
             (load_gguf_bytes(g).map_err(|e| e.to_string())?, g.as_slice(), None)
         } else {
             let config = self.get("config.json").ok_or("no config.json among the files (pick a model directory's files, or a .gguf)")?;
-            let w = self.get("model.safetensors").ok_or("no model.safetensors among the files")?;
+            let w = self.get("model.safetensors").ok_or_else(|| format!("no model.safetensors beside {}config.json", self.dir_prefix()))?;
             let loaded = load_hf_bytes(config, &[w], self.get("tokenizer.json")).map_err(|e| e.to_string())?;
             (loaded, w, pruned_layout(config)?)
         };
@@ -51,7 +95,15 @@ impl Files {
             }
             None => None,
         };
-        Ok(Session::new(loaded, sha256_hex(weights), circuit, task, layout))
+        let mut s = Session::new(loaded, sha256_hex(weights), circuit, task, layout);
+        if let Some(b) = self.get(MEANS_FILE) {
+            s.set_means(b).map_err(|e| e.to_string())?;
+        }
+        Ok(s)
+    }
+
+    fn dir_prefix(&self) -> String {
+        if self.dir.is_empty() { String::new() } else { format!("{}/", self.dir) }
     }
 }
 
@@ -65,7 +117,7 @@ fn pruned_layout(config: &[u8]) -> Result<Option<Vec<PrunedLayer>>, String> {
     serde_json::from_value(v["carve_layers"].clone()).map(Some).map_err(|e| format!("config.json `carve_layers`: {e}"))
 }
 
-fn js_err(e: &wasm_bindgen::JsValue) -> String {
+pub(crate) fn js_err(e: &wasm_bindgen::JsValue) -> String {
     e.as_string()
         .or_else(|| Reflect::get(e, &"message".into()).ok().and_then(|m| m.as_string()))
         .unwrap_or_else(|| format!("{e:?}"))
@@ -106,34 +158,48 @@ pub async fn fetch(url: &str, progress: &dyn Fn(u64, Option<u64>)) -> Result<Opt
 /// Fetches a model from `url`: a `.gguf` file, or a directory (`…/`) holding config.json,
 /// model.safetensors and optionally tokenizer.json, circuit.json and task.json.
 pub async fn fetch_model(url: &str, progress: &dyn Fn(&str, u64, Option<u64>)) -> Result<Files, String> {
-    let mut files = Files::default();
+    let mut files = Vec::new();
     if url.ends_with(".gguf") {
         let name = url.rsplit('/').next().unwrap_or("model.gguf").to_string();
         let b = fetch(url, &|n, t| progress(&name, n, t)).await?.ok_or_else(|| format!("{url}: not found (404)"))?;
-        files.files.push((name, b));
-        return Ok(files);
+        files.push((name, b));
+        return Ok(Files::new(files));
     }
     let base = if url.ends_with('/') { url.to_string() } else { format!("{url}/") };
-    for (name, required) in [("config.json", true), ("tokenizer.json", false), ("circuit.json", false), ("task.json", false), ("model.safetensors", true)] {
+    for (name, required) in [("config.json", true), ("tokenizer.json", false), ("circuit.json", false), ("task.json", false), (MEANS_FILE, false), ("model.safetensors", true)] {
         match fetch(&format!("{base}{name}"), &|n, t| progress(name, n, t)).await? {
-            Some(b) => files.files.push((name.to_string(), b)),
+            Some(b) => files.push((name.to_string(), b)),
             None if required => return Err(format!("{base}{name}: not found (404); is {base} a model directory?")),
             None => {}
         }
     }
-    Ok(files)
+    Ok(Files::new(files))
 }
 
-/// Reads files the user picked or dropped.
+/// Reads files the user picked (a folder picker gives each its path in the folder) or dropped,
+/// skipping those a model does not use.
 pub async fn read_files(list: &web_sys::FileList) -> Result<Files, String> {
-    let mut files = Files::default();
+    let mut named = Vec::new();
     for i in 0..list.length() {
         let Some(f) = list.item(i) else { continue };
-        let buf = JsFuture::from(f.array_buffer()).await.map_err(|e| format!("{}: {}", f.name(), js_err(&e)))?;
-        files.files.push((f.name(), Uint8Array::new(&buf).to_vec()));
+        let rel = Reflect::get(&f, &"webkitRelativePath".into()).ok().and_then(|p| p.as_string()).filter(|p| !p.is_empty());
+        named.push((rel.unwrap_or_else(|| f.name()), f));
     }
-    if files.files.is_empty() {
-        return Err("no files".into());
+    read_named(named).await
+}
+
+/// Reads the bytes of the wanted files among `named` (path, file).
+pub async fn read_named(named: Vec<(String, web_sys::File)>) -> Result<Files, String> {
+    let mut files = Vec::new();
+    for (path, f) in named {
+        if !wanted(split(&path).1) {
+            continue;
+        }
+        let buf = JsFuture::from(f.array_buffer()).await.map_err(|e| format!("{path}: {}", js_err(&e)))?;
+        files.push((path, Uint8Array::new(&buf).to_vec()));
     }
-    Ok(files)
+    if files.is_empty() {
+        return Err("none of these files belongs to a model (config.json, model.safetensors, tokenizer.json, circuit.json, task.json, means.safetensors, or a .gguf)".into());
+    }
+    Ok(Files::new(files))
 }

@@ -83,6 +83,9 @@ pub struct AblationSource {
     /// Which split the values are measured on (`patching`; `discovery` for resample), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split: Option<String>,
+    /// The file beside this one holding the values (`means.safetensors`), when they can be shipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

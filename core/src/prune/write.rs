@@ -1,7 +1,7 @@
 //! A pruned model as an HF-style directory: `config.json` (the source config, layer count updated,
 //! plus `carve_layers` with each layer's head, KV-head and MLP widths), `model.safetensors` (f32,
 //! the canonical HF names, new biases included; blocks with nothing left have no tensors),
-//! `tokenizer.json` and `circuit.json`. `model::load::load_path` reads it back.
+//! `tokenizer.json`, `circuit.json` and, for a mean-ablation circuit, `means.safetensors`. `model::load::load_path` reads it back.
 
 use std::path::Path;
 
@@ -22,6 +22,8 @@ pub struct DirExtras<'a> {
     pub tokenizer: Option<&'a Tokenizer>,
     /// The circuit file; a placeholder naming the directory's origin when None.
     pub circuit: Option<&'a Value>,
+    /// Ablation values for the pruned model's own components (`means.safetensors`).
+    pub means: Option<&'a crate::circuit::AblationValues>,
 }
 
 /// Writes the directory's files (creating it; files of the same names are replaced).
@@ -48,6 +50,9 @@ pub fn dir_files(m: &PrunedModel, extras: &DirExtras) -> Result<Vec<(&'static st
         "removed_layers": m.removed_layers,
     });
     files.push(("circuit.json", pretty(extras.circuit.unwrap_or(&placeholder))));
+    if let Some(v) = extras.means {
+        files.push((crate::circuit::MEANS_FILE, crate::circuit::means::to_bytes(v)?));
+    }
     Ok(files)
 }
 

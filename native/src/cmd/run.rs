@@ -1,13 +1,18 @@
 //! `carve run`: a prompt through a model (full or pruned): the top-k next tokens with their
-//! probabilities and, with `--max-new-tokens`, a greedy continuation. `--ablate` zero-ablates
-//! components first, named as in the source model (`L12H3`, `L12MLP`), also in a pruned model.
+//! probabilities and, with `--max-new-tokens`, a greedy continuation. `--ablate` ablates
+//! components first, named as in the source model (`L12H3`, `L12MLP`), also in a pruned model;
+//! `--circuit` ablates a circuit's removed components. Ablated components take the circuit's means
+//! (`means.safetensors`: beside the circuit file, or in a pruned model's directory) when there are
+//! some, else zero, as the web app does.
 
 use crate::backend_pick::{dispatch, BackendChoice, Job};
 use crate::cmd::tasks::tokenizer;
 use crate::source;
 use anyhow::{bail, Context, Result};
 use carve_core::backend::Backend;
-use carve_core::circuit::{Component, Masks, ModelShape};
+use carve_core::circuit::{means, AblationValues, CircuitFile, Component, Masks, ModelShape, MEANS_FILE};
+use carve_core::model::ablation::DeviceAblation;
+use carve_core::model::load::weights_sha256;
 use carve_core::metrics::{argmax, log_sum_exp};
 use carve_core::model::load::LoadedModel;
 use carve_core::model::tokenizer::Tokenizer;
@@ -32,9 +37,18 @@ pub struct Args {
     /// Also continue the prompt greedily by this many tokens.
     #[arg(long, default_value_t = 0)]
     max_new_tokens: usize,
-    /// Components to zero-ablate, comma-separated (`L3H1,L5MLP`), named as in the source model.
+    /// Components to ablate, comma-separated (`L3H1,L5MLP`), named as in the source model.
     #[arg(long, value_delimiter = ',')]
     ablate: Vec<String>,
+    /// A circuit of this (full) model: its removed components are ablated, with its means.
+    #[arg(long)]
+    circuit: Option<std::path::PathBuf>,
+    /// Ablation values to use (default: the circuit's, or the pruned model's `means.safetensors`).
+    #[arg(long, conflicts_with = "zero_ablation")]
+    means: Option<std::path::PathBuf>,
+    /// Ablate with zeros even where means are at hand.
+    #[arg(long)]
+    zero_ablation: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -50,9 +64,37 @@ pub fn run(a: Args) -> Result<()> {
     if ids.is_empty() {
         bail!("the prompt is empty: give some text to continue");
     }
-    let comps = a.ablate.iter().map(|s| Component::parse(s.trim())).collect::<carve_core::Result<Vec<_>>>()?;
+    let mut comps = a.ablate.iter().map(|s| Component::parse(s.trim())).collect::<carve_core::Result<Vec<_>>>()?;
+    let mut means_path = a.means.clone();
+    if let Some(cp) = &a.circuit {
+        let c = circuit_for(cp, &m, &path)?;
+        for x in c.removed {
+            if !comps.contains(&x) {
+                comps.push(x);
+            }
+        }
+        if let (None, Some(v)) = (&means_path, &c.ablation.values) {
+            means_path = Some(cp.parent().unwrap_or(Path::new(".")).join(v));
+        }
+    }
+    if means_path.is_none() && path.join(MEANS_FILE).is_file() && pruned_layout(&path)?.is_some() {
+        means_path = Some(path.join(MEANS_FILE));
+    }
+    if a.zero_ablation {
+        means_path = None;
+    }
     let masks = if comps.is_empty() { None } else { Some(masks_for(&m, &path, &comps)?) };
-    let out = dispatch(a.backend, RunJob { m: &m, ids: ids.clone(), masks: masks.as_ref(), new_tokens: a.max_new_tokens })?;
+    let values = match (&means_path, &masks) {
+        (Some(p), Some(_)) => Some(read_means(p, &m)?),
+        _ => None,
+    };
+    let job = RunJob { m: &m, ids: ids.clone(), masks: masks.as_ref(), values: values.as_ref(), new_tokens: a.max_new_tokens };
+    let out = dispatch(a.backend, job)?;
+    let ablation = match (&masks, &means_path) {
+        (None, _) => json!(null),
+        (Some(_), Some(p)) => json!({ "kind": "mean", "values": p }),
+        (Some(_), None) => json!({ "kind": "zero" }),
+    };
     let top = top_k(&out.first, a.top_k.max(1));
     if a.json {
         let tops: Vec<_> = top
@@ -64,6 +106,7 @@ pub fn run(a: Args) -> Result<()> {
             "prompt": a.prompt,
             "ids": ids,
             "ablated": comps,
+            "ablation": ablation,
             "top": tops,
             "continuation": { "ids": out.generated, "text": tok.decode(&out.generated)? },
             "backend": out.backend,
@@ -78,8 +121,28 @@ pub fn run(a: Args) -> Result<()> {
     if a.max_new_tokens > 0 {
         println!("\n{}{}", a.prompt, tok.decode(&out.generated)?);
     }
+    if masks.is_some() {
+        eprintln!("ablated: {} components, {}", comps.len(), means_path.map_or("with zeros".into(), |p| format!("with the means in {}", p.display())));
+    }
     eprintln!("backend: {}", out.backend);
     Ok(())
+}
+
+/// The circuit file at `p`, checked to be of this full model (weights' sha256).
+fn circuit_for(p: &Path, m: &LoadedModel, model_path: &Path) -> Result<CircuitFile> {
+    if pruned_layout(model_path)?.is_some() {
+        bail!("--circuit needs the full model the circuit was found in; {} is already pruned to its circuit", model_path.display());
+    }
+    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    let c = CircuitFile::from_json(&text).with_context(|| format!("{}", p.display()))?;
+    c.check_model(&weights_sha256(model_path)?).with_context(|| format!("{} does not fit {}", p.display(), m.source))?;
+    Ok(c)
+}
+
+fn read_means(p: &Path, m: &LoadedModel) -> Result<AblationValues> {
+    let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+    let shape = ModelShape::of(&m.weights.layers, |t| t.shape[0]);
+    means::from_bytes(&bytes, &shape, m.config.head_dim, m.config.d_model).with_context(|| format!("{}", p.display()))
 }
 
 fn token_text(tok: &Tokenizer, id: u32) -> String {
@@ -147,6 +210,7 @@ struct RunJob<'a> {
     m: &'a LoadedModel,
     ids: Vec<u32>,
     masks: Option<&'a Masks>,
+    values: Option<&'a AblationValues>,
     new_tokens: usize,
 }
 
@@ -154,9 +218,10 @@ impl Job for RunJob<'_> {
     type Out = RunOut;
     fn run<B: Backend>(self, be: &B) -> Result<RunOut> {
         let model = Model::upload(be, self.m.config.clone(), &self.m.weights)?;
+        let ablation = self.values.map(|v| DeviceAblation::upload(be, v)).transpose()?;
         let last = |ids: &[u32]| -> Result<Vec<f32>> {
             let batch = Batch::new(&[ids.to_vec()], &model.config)?;
-            let args = ForwardArgs { masks: self.masks, logits: LogitsAt::Last, ..ForwardArgs::default() };
+            let args = ForwardArgs { masks: self.masks, ablation: ablation.as_ref(), logits: LogitsAt::Last, ..ForwardArgs::default() };
             let out = model.forward(be, &batch, &args)?;
             Ok(pollster::block_on(be.read(out.logits.as_ref().context("no logits")?))?.data)
         };

@@ -16,7 +16,7 @@ use crate::source;
 use anyhow::{bail, Context, Result};
 use carve_core::backend::Backend;
 use carve_core::circuit::file::{AblationSource, CircuitFile, CircuitMetrics, DecisionRecord, MethodInfo, ModelIdentity, TaskInfo};
-use carve_core::circuit::{svg, ModelShape};
+use carve_core::circuit::{means, svg, ModelShape};
 use carve_core::extract::{ablate, AblateData, AblateOptions, AblationKind, Implementation, RunOptions};
 use carve_core::metrics::{evaluate, Circuit, EvalOptions, Scores};
 use carve_core::model::load::{load_path, weights_sha256, LoadedModel};
@@ -256,6 +256,7 @@ impl Job for ExtractJob<'_> {
                     AblationKind::Resample => Some("corrupted prompts of each split".into()),
                     _ => Some("patching".into()),
                 },
+                values: shipped_means(&run.ablation).map(|_| rundir::MEANS.into()),
             },
             shape: shape.clone(),
             kept: run.kept.clone(),
@@ -296,6 +297,9 @@ impl Job for ExtractJob<'_> {
         let md = report::markdown(&inputs);
         let rd = self.rd;
         rd.write(rundir::CIRCUIT, cf.to_json().as_bytes())?;
+        if let Some(v) = shipped_means(&run.ablation) {
+            rd.write(rundir::MEANS, &means::to_bytes(v)?)?;
+        }
         // The test split, for the web app's "evaluate" (scored with the same code as here); also in
         // model/, so that a page given only the model's URL finds it.
         let test_task = carve_core::tasks::Task { examples: splits.test.clone(), ..task.clone() };
@@ -310,6 +314,15 @@ impl Job for ExtractJob<'_> {
         let title = format!("{} · {} · {kh} heads, {km} MLPs kept", cf.task.name, cf.model.name);
         rd.write(rundir::SVG, svg::render(&shape, &cf.kept, &title).as_bytes())?;
         Ok(Outcome::Done(md))
+    }
+}
+
+/// The values a run ships beside circuit.json: position-independent means (zero needs none;
+/// per-position and resampled values depend on the prompt).
+fn shipped_means(a: &carve_core::circuit::Ablation) -> Option<&carve_core::circuit::AblationValues> {
+    match a {
+        carve_core::circuit::Ablation::Given(v) if v.z.iter().chain(&v.hidden).chain(&v.attn_out).chain(&v.mlp_out).flatten().all(|t| t.rows_cols().0 == 1) => Some(v),
+        _ => None,
     }
 }
 
@@ -334,7 +347,14 @@ impl ExtractJob<'_> {
         let m = self.m;
         let pruned = prune(&m.config, &m.weights, masks, ablation)?;
         let dir = self.rd.path(rundir::MODEL);
-        let extras = DirExtras { base_config: self.base_config.as_ref(), tokenizer: m.tokenizer.as_ref(), circuit: Some(circuit) };
+        // The pruned model's own means (its layers, kept heads and neurons), for toggling what is left.
+        let pruned_means = shipped_means(ablation).map(|v| means::for_pruned(v, &pruned.layers, m.config.head_dim));
+        let extras = DirExtras {
+            base_config: self.base_config.as_ref(),
+            tokenizer: m.tokenizer.as_ref(),
+            circuit: Some(circuit),
+            means: pruned_means.as_ref(),
+        };
         write_dir(&dir, &pruned, &extras)?;
         let back = load_path(&dir).with_context(|| format!("loading the pruned model back from {}", dir.display()))?;
         let pm = Model::upload(be, back.config.clone(), &back.weights)?;

@@ -13,9 +13,10 @@ pub const REPORT_MD: &str = "report.md";
 pub const SVG: &str = "circuit.svg";
 pub const MODEL: &str = "model";
 pub const TASK: &str = "task.json";
+pub const MEANS: &str = carve_core::circuit::MEANS_FILE;
 
 /// The files a run writes; any of them marks a directory as holding a run.
-const RUN_FILES: [&str; 7] = [STATE, CIRCUIT, REPORT_JSON, REPORT_MD, SVG, MODEL, TASK];
+const RUN_FILES: [&str; 8] = [STATE, CIRCUIT, REPORT_JSON, REPORT_MD, SVG, MODEL, TASK, MEANS];
 
 /// What `--resume` needs besides the sweep's own state.
 #[derive(Serialize, Deserialize)]
