@@ -158,6 +158,7 @@ fn extract_writes_a_consistent_run() {
     let st: Value = serde_json::from_str(&ok(&["link", "--decode", link.trim()])).unwrap();
     assert_eq!(st["model_url"], "https://example.org/ioi/model/");
     assert_eq!(st["prompt"], "<b>hi</b>");
+    assert_eq!(st["task"], "task.jsonl", "a link names a task file by its name, not its path on this disk");
     assert_eq!(st["kept"], st["components"]);
     let full = ok(&["link", s(&cj), "--full", "--model-url", "/tiny/"]);
     let st: Value = serde_json::from_str(&ok(&["link", "--decode", full.trim()])).unwrap();

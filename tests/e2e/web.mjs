@@ -265,6 +265,22 @@ await check("a pruned model's folder picked locally runs as served", async () =>
   await page.close();
 });
 
+await check("a link whose model can't be fetched offers the local files and checks their hash", async () => {
+  const link = run(["link", path.join(out, "circuit.json"), "--model-url", "http://127.0.0.1:9/model/", "--prompt", prompt, "--base", base]).trim();
+  const page = await open(link);
+  await page.waitForFunction(() => document.querySelector("#error")?.textContent, null, { timeout: 30000 });
+  assert.match(await page.textContent("#error"), /cannot fetch.*pick the files locally/is);
+  // Another model's files are refused by the hash in the link …
+  await page.setInputFiles("#folder", model);
+  await page.waitForFunction(() => /not the same model/.test(document.querySelector("#error")?.textContent || ""), null, { timeout: 30000 });
+  // … the right ones load and show the link's prompt.
+  await page.setInputFiles("#folder", path.join(out, "model"));
+  await ready(page);
+  assert.equal(await page.inputValue("#prompt"), prompt);
+  same(await top(page), JSON.parse(run(["run", "--model", path.join(out, "model"), "--prompt", prompt, "--json", "--backend", "cpu"])), "files picked for a link");
+  await page.close();
+});
+
 await check("a corrupted link shows an error", async () => {
   const bad = linkFromPage.slice(0, -3) + "zzz";
   const page = await open(bad);

@@ -53,6 +53,9 @@ pub fn App() -> impl IntoView {
     let link = RwSignal::new(String::new());
     // The hash a link asks for; checked against whatever gets loaded.
     let expect_sha = RwSignal::new(None::<String>);
+    // The link this page was opened with, until its model is loaded (from its URL or, when that
+    // fails, from files the user picks): its prompt and mask are then restored.
+    let pending: StoredValue<Option<LinkState>, LocalStorage> = StoredValue::new_local(None);
     let run_seq = StoredValue::new(0u64);
 
     let install = move |files: Files, origin: String, link_state: Option<LinkState>| {
@@ -79,6 +82,7 @@ pub fn App() -> impl IntoView {
                 Err(e) => return error.set(Some(e.to_string())),
             };
             backend.set(if has_gpu { why } else { "CPU (wasm): this browser has no WebGPU".into() });
+            pending.set_value(None);
             let start = session.circuit_mask();
             let start_mask = match &link_state {
                 Some(ls) if ls.mask.len() == start.len() => ls.mask.clone(),
@@ -97,6 +101,12 @@ pub fn App() -> impl IntoView {
             mask.set(start_mask);
             status.set("ready".into());
         });
+    };
+
+    // Files picked or dropped; for a link whose URL failed they stand for its model (hash checked).
+    let install_local = move |files: Files| match pending.get_value() {
+        Some(ls) => install(files, ls.model_url.clone(), Some(ls)),
+        None => install(files, "local files".into(), None),
     };
 
     let load_url = move |u: String, link_state: Option<LinkState>| {
@@ -145,7 +155,7 @@ pub fn App() -> impl IntoView {
         error.set(None);
         spawn_local(async move {
             match read_files(&list).await {
-                Ok(files) => install(files, "local files".into(), None),
+                Ok(files) => install_local(files),
                 Err(e) => error.set(Some(e)),
             }
         });
@@ -198,6 +208,7 @@ pub fn App() -> impl IntoView {
         match LinkState::decode(&h) {
             Ok(ls) => {
                 expect_sha.set(Some(ls.model_sha256.clone()).filter(|s| !s.is_empty()));
+                pending.set_value(Some(ls.clone()));
                 if ls.model_url.is_empty() {
                     error.set(Some("this link's model was loaded from local files: pick them below".into()));
                 } else {
@@ -217,7 +228,7 @@ pub fn App() -> impl IntoView {
         <section class="load">
             <input id="url" type="text" placeholder="model URL: a directory ending in / or a .gguf"
                 prop:value=move || url.get() on:input=move |ev| url.set(event_target_value(&ev)) />
-            <button id="load" on:click=move |_| { expect_sha.set(None); load_url(url.get_untracked(), None) }>"Load"</button>
+            <button id="load" on:click=move |_| { expect_sha.set(None); pending.set_value(None); load_url(url.get_untracked(), None) }>"Load"</button>
             <input id="files" type="file" multiple
                 on:change=move |ev| {
                     let input: web_sys::HtmlInputElement = event_target(&ev);
@@ -243,7 +254,7 @@ pub fn App() -> impl IntoView {
                     error.set(None);
                     spawn_local(async move {
                         match crate::drop::read_entries(entries).await {
-                            Ok(files) => install(files, "local files".into(), None),
+                            Ok(files) => install_local(files),
                             Err(e) => error.set(Some(e)),
                         }
                     });
@@ -305,7 +316,7 @@ async fn run(l: &Live, prompt: &str, mask: &[bool]) -> Result<Vec<(Next, Option<
     }
     let k = 10;
     let c = l.engine.top_k(&l.session, &ids, mask, k).await.map_err(|e| e.to_string())?;
-    let full = if describe(&l.session).side_by_side {
+    let full = if l.session.side_by_side() {
         let all = vec![true; mask.len()];
         Some(l.engine.top_k(&l.session, &ids, &all, k).await.map_err(|e| e.to_string())?)
     } else {
@@ -342,7 +353,7 @@ fn describe(s: &Session) -> Shown {
         (Some(t), Some(tok)) => t.examples.iter().take(50).filter_map(|e| tok.decode(&e.prompt).ok()).collect(),
         _ => vec![],
     };
-    let side_by_side = s.layout.is_none() && s.circuit.is_some();
+    let side_by_side = s.side_by_side();
     Shown { nodes, labels, cols, info, examples, side_by_side, notice }
 }
 

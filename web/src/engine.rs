@@ -36,6 +36,11 @@ impl Session {
         Session { loaded, sha256, circuit, task, layout, shape, means: None }
     }
 
+    /// A full model with a circuit: the page shows the circuit and the full model side by side.
+    pub fn side_by_side(&self) -> bool {
+        self.layout.is_none() && self.circuit.is_some()
+    }
+
     /// Reads `means.safetensors` for this model.
     pub fn set_means(&mut self, bytes: &[u8]) -> Result<()> {
         let c = &self.loaded.config;

@@ -74,6 +74,12 @@ fn check(payload: &[u8]) -> String {
 }
 
 impl LinkState {
+    /// How a link names a task: a built-in name as is, a task file by its file name (a path on
+    /// the maker's disk means nothing to whoever opens the link).
+    pub fn task_label(task: &str) -> String {
+        task.rsplit(['/', '\\']).next().unwrap_or(task).to_string()
+    }
+
     /// The fragment (without `#`): `carve=1.<payload>.<check>`.
     pub fn encode_fragment(&self) -> String {
         let mut bytes = vec![0u8; self.mask.len().div_ceil(8)];

@@ -62,7 +62,7 @@ pub fn run(a: Args) -> Result<()> {
     let state = LinkState {
         model_url: a.model_url.clone().unwrap_or_default(),
         model_sha256: sha[..16].to_string(),
-        task: cf.task.name.clone(),
+        task: LinkState::task_label(&cf.task.name),
         prompt: a.prompt.clone(),
         mask,
     };

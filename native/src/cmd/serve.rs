@@ -66,7 +66,7 @@ pub fn run_link(dir: &Path, base: &str) -> Result<Option<String>> {
     let cf = CircuitFile::from_json(&std::fs::read_to_string(&cj)?).with_context(|| cj.display().to_string())?;
     let sha = carve_core::model::load::weights_sha256(&model)?;
     let n = crate::cmd::link::pruned_shape(&model)?.components(false).len();
-    let state = LinkState { model_url: "/run/model/".into(), model_sha256: sha[..16].into(), task: cf.task.name, prompt: String::new(), mask: vec![true; n] };
+    let state = LinkState { model_url: "/run/model/".into(), model_sha256: sha[..16].into(), task: LinkState::task_label(&cf.task.name), prompt: String::new(), mask: vec![true; n] };
     Ok(Some(state.encode(base)))
 }
 
