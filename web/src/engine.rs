@@ -54,12 +54,23 @@ impl Session {
         if self.means.is_some() {
             return ("mean ablation (means.safetensors)".into(), None);
         }
-        let wanted = self.circuit.as_ref().is_some_and(|c| c.ablation.kind != "zero");
-        let warn = wanted.then(|| {
-            "this circuit was found with mean ablation, but its means.safetensors was not loaded: ablating with zeros, \
-             so the circuit's outputs differ from the extracted circuit's (load means.safetensors with circuit.json)"
-                .to_string()
-        });
+        let warn = match self.circuit.as_ref().map(|c| c.ablation.kind.as_str()) {
+            None | Some("zero") => None,
+            // A pruned model has its circuit's values folded in; only what is toggled here differs.
+            Some(kind) if self.layout.is_some() => Some(format!(
+                "components toggled off here are ablated with zeros, not with this circuit's {kind} values \
+                 (no means.safetensors beside the model)"
+            )),
+            Some("mean") => Some(
+                "this circuit was found with mean ablation, but its means.safetensors was not loaded: ablating with zeros, \
+                 so the circuit's outputs differ from the extracted circuit's (load means.safetensors with circuit.json)"
+                    .to_string(),
+            ),
+            Some(kind) => Some(format!(
+                "this circuit was found with {kind} ablation, whose values depend on each prompt and cannot be shipped: \
+                 the page ablates with zeros, so its outputs differ from the extracted circuit's"
+            )),
+        };
         ("zero ablation".into(), warn)
     }
 
