@@ -1,6 +1,7 @@
 //! Getting a model into the page: from a URL (a model directory ending in `/`, or a `.gguf`), with
-//! download progress, or from files the user picks or drops. A model directory may hold
-//! `circuit.json` and `task.json` beside the weights; they are read when present.
+//! download progress, or from files the user picks or drops (folders too). A model directory may
+//! hold `circuit.json`, `task.json` and `means.safetensors` beside the weights; they are read when
+//! present.
 
 use carve_core::circuit::{CircuitFile, MEANS_FILE};
 use carve_core::model::load::{load_gguf_bytes, load_hf_bytes, parse_config, parse_layout, sha256_hex};
@@ -12,21 +13,27 @@ use wasm_bindgen_futures::JsFuture;
 
 use crate::engine::Session;
 
-/// The names of the files a model may come with; anything else in a picked or dropped folder is
+/// A model directory's files, and whether it needs each (fetched in this order: the weights last,
+/// after the small files that can fail quickly).
+const DIR_FILES: [(&str, bool); 6] = [
+    ("config.json", true),
+    ("tokenizer.json", false),
+    ("circuit.json", false),
+    ("task.json", false),
+    (MEANS_FILE, false),
+    ("model.safetensors", true),
+];
+
+/// Whether a file of this name belongs to a model; anything else in a picked or dropped folder is
 /// left unread.
 pub fn wanted(name: &str) -> bool {
-    name.ends_with(".gguf")
-        || ["config.json", "model.safetensors", "tokenizer.json", "circuit.json", "task.json", MEANS_FILE].contains(&name)
+    name.ends_with(".gguf") || DIR_FILES.iter().any(|(n, _)| *n == name)
 }
 
 /// The files of a model, by path relative to what was picked or dropped (`run/model/config.json`;
 /// a bare name for single files).
-#[derive(Default)]
 pub struct Files {
     pub files: Vec<(String, Vec<u8>)>,
-    /// The folder the model's weights are in; its companions are looked up there first, then
-    /// among the files given loose.
-    dir: String,
 }
 
 fn split(path: &str) -> (&str, &str) {
@@ -36,17 +43,18 @@ fn split(path: &str) -> (&str, &str) {
 impl Files {
     pub fn new(files: Vec<(String, Vec<u8>)>) -> Files {
         let files = files.into_iter().map(|(p, b)| (p.trim_start_matches('/').to_string(), b)).collect();
-        Files { files, dir: String::new() }
+        Files { files }
     }
 
-    fn get(&self, name: &str) -> Option<&[u8]> {
-        let at = |dir: &str| self.files.iter().find(|(p, _)| split(p) == (dir, name)).map(|(_, b)| b.as_slice());
-        at(&self.dir).or_else(|| at(""))
+    /// The file `name` in the model's folder `dir`, else among the files given loose.
+    fn get(&self, dir: &str, name: &str) -> Option<&[u8]> {
+        let at = |d: &str| self.files.iter().find(|(p, _)| split(p) == (d, name)).map(|(_, b)| b.as_slice());
+        at(dir).or_else(|| at(""))
     }
 
-    /// Finds the one model among the files: the shallowest `.gguf` or `config.json`. A dropped run
-    /// directory holds its pruned model in `model/`; two models side by side are refused.
-    fn locate(&mut self) -> Result<(), String> {
+    /// The folder of the one model among the files: the shallowest `.gguf` or `config.json`. A
+    /// dropped run directory holds its pruned model in `model/`; two models side by side are refused.
+    fn model_dir(&self) -> Result<&str, String> {
         let depth = |p: &str| p.matches('/').count();
         let models: Vec<&str> = self
             .files
@@ -61,26 +69,26 @@ impl Files {
         if top.len() > 1 {
             return Err(format!("several models among the files ({}): give one", top.join(", ")));
         }
-        self.dir = split(top[0]).0.to_string();
-        Ok(())
+        Ok(split(top[0]).0)
     }
 
     /// Builds the session: a `.gguf`, or config.json + model.safetensors (+ tokenizer.json,
     /// circuit.json, task.json, means.safetensors).
-    pub fn session(mut self, origin: &str) -> Result<Session, String> {
-        self.locate()?;
-        let gguf = self.files.iter().find(|(p, _)| p.ends_with(".gguf") && split(p).0 == self.dir);
+    pub fn session(&self, origin: &str) -> Result<Session, String> {
+        let dir = self.model_dir()?;
+        let get = |name: &str| self.get(dir, name);
+        let gguf = self.files.iter().find(|(p, _)| p.ends_with(".gguf") && split(p).0 == dir);
         let (loaded, weights, layout) = if let Some((_, g)) = gguf {
             (load_gguf_bytes(g).map_err(|e| e.to_string())?, g.as_slice(), None)
         } else {
-            let config = self.get("config.json").ok_or("no config.json among the files (pick a model directory's files, or a .gguf)")?;
-            let w = self.get("model.safetensors").ok_or_else(|| format!("no model.safetensors beside {}config.json", self.dir_prefix()))?;
-            let loaded = load_hf_bytes(config, &[w], self.get("tokenizer.json")).map_err(|e| e.to_string())?;
+            let config = get("config.json").ok_or("no config.json among the files (pick a model directory's files, or a .gguf)")?;
+            let w = get("model.safetensors").ok_or_else(|| format!("no model.safetensors beside {dir}{}config.json", if dir.is_empty() { "" } else { "/" }))?;
+            let loaded = load_hf_bytes(config, &[w], get("tokenizer.json")).map_err(|e| e.to_string())?;
             (loaded, w, pruned_layout(config)?)
         };
         let mut loaded = loaded;
         loaded.source = origin.to_string();
-        let circuit = match self.get("circuit.json") {
+        let circuit = match get("circuit.json") {
             Some(b) => {
                 let text = std::str::from_utf8(b).map_err(|_| "circuit.json is not UTF-8".to_string())?;
                 // A pruned model's own circuit.json may be the placeholder written without a run.
@@ -88,7 +96,7 @@ impl Files {
             }
             None => None,
         };
-        let task = match self.get("task.json") {
+        let task = match get("task.json") {
             Some(b) => {
                 let text = std::str::from_utf8(b).map_err(|_| "task.json is not UTF-8".to_string())?;
                 Some(Task::from_json(text, loaded.config.vocab).map_err(|e| e.to_string())?)
@@ -96,14 +104,10 @@ impl Files {
             None => None,
         };
         let mut s = Session::new(loaded, sha256_hex(weights), circuit, task, layout);
-        if let Some(b) = self.get(MEANS_FILE) {
+        if let Some(b) = get(MEANS_FILE) {
             s.set_means(b).map_err(|e| e.to_string())?;
         }
         Ok(s)
-    }
-
-    fn dir_prefix(&self) -> String {
-        if self.dir.is_empty() { String::new() } else { format!("{}/", self.dir) }
     }
 }
 
@@ -156,7 +160,7 @@ pub async fn fetch(url: &str, progress: &dyn Fn(u64, Option<u64>)) -> Result<Opt
 }
 
 /// Fetches a model from `url`: a `.gguf` file, or a directory (`…/`) holding config.json,
-/// model.safetensors and optionally tokenizer.json, circuit.json and task.json.
+/// model.safetensors and optionally tokenizer.json, circuit.json, task.json and means.safetensors.
 pub async fn fetch_model(url: &str, progress: &dyn Fn(&str, u64, Option<u64>)) -> Result<Files, String> {
     let mut files = Vec::new();
     if url.ends_with(".gguf") {
@@ -166,7 +170,7 @@ pub async fn fetch_model(url: &str, progress: &dyn Fn(&str, u64, Option<u64>)) -
         return Ok(Files::new(files));
     }
     let base = if url.ends_with('/') { url.to_string() } else { format!("{url}/") };
-    for (name, required) in [("config.json", true), ("tokenizer.json", false), ("circuit.json", false), ("task.json", false), (MEANS_FILE, false), ("model.safetensors", true)] {
+    for (name, required) in DIR_FILES {
         match fetch(&format!("{base}{name}"), &|n, t| progress(name, n, t)).await? {
             Some(b) => files.push((name.to_string(), b)),
             None if required => return Err(format!("{base}{name}: not found (404); is {base} a model directory?")),

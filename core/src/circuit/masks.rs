@@ -32,6 +32,19 @@ pub struct AblationValues {
     pub mlp_out: Vec<Option<HostTensor>>,
 }
 
+impl AblationValues {
+    /// Every site with its name, as `means.safetensors` names them.
+    pub fn sites(&self) -> [(&'static str, &Vec<Option<HostTensor>>); 4] {
+        [("z", &self.z), ("hidden", &self.hidden), ("attn_out", &self.attn_out), ("mlp_out", &self.mlp_out)]
+    }
+
+    /// One row everywhere: the same value at every position, so the values fold into a pruned
+    /// model and can be shipped beside a circuit.
+    pub fn position_independent(&self) -> bool {
+        self.sites().iter().flat_map(|(_, ts)| ts.iter().flatten()).all(|t| t.rows_cols().0 == 1)
+    }
+}
+
 /// One mask per component; 1 keeps, 0 ablates, values between interpolate.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Masks {

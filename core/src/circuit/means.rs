@@ -15,27 +15,16 @@ use crate::{Error, HostTensor, Result};
 /// The file's name beside `circuit.json` and in a pruned model's directory.
 pub const MEANS_FILE: &str = "means.safetensors";
 
-const SITES: [&str; 4] = ["z", "hidden", "attn_out", "mlp_out"];
-
-fn sites(v: &AblationValues) -> [&Vec<Option<HostTensor>>; 4] {
-    [&v.z, &v.hidden, &v.attn_out, &v.mlp_out]
-}
-
-/// Serializes `v`; only one-row (position-independent) values can be shipped.
+/// Serializes `v`; only position-independent (one-row) values can be shipped.
 pub fn to_bytes(v: &AblationValues) -> Result<Vec<u8>> {
-    let mut named: Vec<(String, &HostTensor)> = Vec::new();
-    for (site, ts) in SITES.iter().zip(sites(v)) {
-        for (l, t) in ts.iter().enumerate() {
-            let Some(t) = t else { continue };
-            if t.rows_cols().0 != 1 {
-                return Err(Error::Input(format!(
-                    "{site}.{l} has {} rows: only position-independent means can be shipped",
-                    t.rows_cols().0
-                )));
-            }
-            named.push((format!("{site}.{l}"), t));
-        }
+    if !v.position_independent() {
+        return Err(Error::Input("only position-independent means can be shipped: these values have a row per position or prompt".into()));
     }
+    let named: Vec<(String, &HostTensor)> = v
+        .sites()
+        .into_iter()
+        .flat_map(|(site, ts)| ts.iter().enumerate().filter_map(move |(l, t)| t.as_ref().map(|t| (format!("{site}.{l}"), t))))
+        .collect();
     let views = named
         .iter()
         .map(|(n, t)| TensorView::new(Dtype::F32, t.shape.clone(), bytemuck::cast_slice(&t.data)).map(|v| (n.clone(), v)))

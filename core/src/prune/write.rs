@@ -1,7 +1,8 @@
 //! A pruned model as an HF-style directory: `config.json` (the source config, layer count updated,
 //! plus `carve_layers` with each layer's head, KV-head and MLP widths), `model.safetensors` (f32,
 //! the canonical HF names, new biases included; blocks with nothing left have no tensors),
-//! `tokenizer.json`, `circuit.json` and, for a mean-ablation circuit, `means.safetensors`. `model::load::load_path` reads it back.
+//! `tokenizer.json`, `circuit.json` and, for a mean-ablation circuit, `means.safetensors`.
+//! `model::load::load_path` reads it back.
 
 use std::path::Path;
 

@@ -321,7 +321,7 @@ impl Job for ExtractJob<'_> {
 /// per-position and resampled values depend on the prompt).
 fn shipped_means(a: &carve_core::circuit::Ablation) -> Option<&carve_core::circuit::AblationValues> {
     match a {
-        carve_core::circuit::Ablation::Given(v) if v.z.iter().chain(&v.hidden).chain(&v.attn_out).chain(&v.mlp_out).flatten().all(|t| t.rows_cols().0 == 1) => Some(v),
+        carve_core::circuit::Ablation::Given(v) if v.position_independent() => Some(v),
         _ => None,
     }
 }
