@@ -25,6 +25,9 @@ pub enum Error {
     Tokenizer(String),
     #[error("backend: {0}")]
     Backend(String),
+    /// NaN or ±inf out of a forward, with where it first appeared.
+    #[error("the model computed NaN or infinite values: {0}")]
+    NonFinite(String),
 }
 
 impl Error {

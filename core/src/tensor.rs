@@ -22,9 +22,12 @@ impl HostTensor {
         self.data.is_empty()
     }
     /// Rows and columns when viewed as a matrix whose last dimension is the columns.
+    /// A `[1, 0]` tensor is one row of no columns (a layer whose heads are all gone).
     pub fn rows_cols(&self) -> (usize, usize) {
-        let c = *self.shape.last().unwrap_or(&1);
-        (if c == 0 { 0 } else { self.data.len() / c }, c)
+        match self.shape.split_last() {
+            Some((&c, rows)) => (rows.iter().product(), c),
+            None => (1, 1),
+        }
     }
     pub fn row(&self, r: usize) -> &[f32] {
         let (_, c) = self.rows_cols();

@@ -10,7 +10,7 @@
 use crate::backend::Backend;
 use crate::circuit::{AblationValues, Masks};
 use crate::model::ablation::DeviceAblation;
-use crate::model::{Batch, Capture, ForwardArgs, LogitsAt, Model};
+use crate::model::{check_logits, Batch, Capture, ForwardArgs, LogitsAt, Model};
 use crate::tasks::{Example, MetricKind, Target, Task, YearTokens};
 use crate::{Error, HostTensor, Result};
 
@@ -202,7 +202,9 @@ async fn run<B: Backend>(
     let args = ForwardArgs { masks, ablation, capture: Capture::default(), logits: LogitsAt::Last };
     let out = model.forward(be, &batch, &args)?;
     let logits = out.logits.as_ref().ok_or_else(|| Error::Backend("the forward returned no logits".into()))?;
-    be.read(logits).await
+    let logits = be.read(logits).await?;
+    check_logits(model, be, &batch, &args, &logits).await?;
+    Ok(logits)
 }
 
 /// Logits of a chunk's sequences: at the last position, or with `two` at the last two (rows 2i
@@ -249,7 +251,9 @@ async fn readout<B: Backend>(
     let one_each = Batch { ids: vec![0; rows.len()], lens: vec![1; rows.len()], seq: 1 };
     let out = model.forward_from(be, &one_each, n, x, &ForwardArgs { logits: LogitsAt::All, ..ForwardArgs::default() })?;
     let logits = out.logits.as_ref().ok_or_else(|| Error::Backend("the forward returned no logits".into()))?;
-    Ok(Readout { logits: be.read(logits).await?, two })
+    let logits = be.read(logits).await?;
+    check_logits(model, be, &batch, &ForwardArgs { masks, ablation, ..ForwardArgs::default() }, &logits).await?;
+    Ok(Readout { logits, two })
 }
 
 /// The activations of the corrupted prompts at every site a mask ablates, one row per row of the

@@ -5,10 +5,12 @@ pub mod batch;
 pub mod config;
 pub mod forward;
 pub mod load;
+pub mod non_finite;
 pub mod tokenizer;
 pub mod weights;
 
 pub use batch::Batch;
 pub use config::{Arch, ModelConfig};
 pub use forward::{Capture, ForwardArgs, ForwardOut, LogitsAt, Model};
+pub use non_finite::{check_logits, locate_non_finite};
 pub use weights::{LayerWeights, ModelWeights};

@@ -5,7 +5,7 @@ use crate::source;
 use anyhow::{bail, Context, Result};
 use carve_core::backend::Backend;
 use carve_core::model::load::LoadedModel;
-use carve_core::model::{Batch, ForwardArgs, Model};
+use carve_core::model::{check_logits, Batch, ForwardArgs, Model};
 use safetensors::tensor::{Dtype, TensorView};
 use std::path::PathBuf;
 
@@ -87,8 +87,10 @@ impl Job for Run<'_> {
         let per_chunk = (be.max_tensor_bytes() / per_prompt).clamp(1, 16);
         for chunk in self.prompts.chunks(per_chunk) {
             let batch = Batch::new(chunk, &self.m.config)?;
-            let fwd = model.forward(be, &batch, &ForwardArgs::default())?;
-            let l = pollster::block_on(be.read(fwd.logits.as_ref().expect("logits were asked for")))?;
+            let args = ForwardArgs::default();
+            let fwd = model.forward(be, &batch, &args)?;
+            let l = pollster::block_on(be.read(fwd.logits.as_ref().context("the forward returned no logits")?))?;
+            pollster::block_on(check_logits(&model, be, &batch, &args, &l))?;
             for (b, &len) in batch.lens.iter().enumerate() {
                 out.push(l.data[b * batch.seq * v..(b * batch.seq + len) * v].to_vec());
             }

@@ -16,7 +16,7 @@ use carve_core::model::load::weights_sha256;
 use carve_core::metrics::{argmax, log_sum_exp};
 use carve_core::model::load::LoadedModel;
 use carve_core::model::tokenizer::Tokenizer;
-use carve_core::model::{Batch, ForwardArgs, LogitsAt, Model};
+use carve_core::model::{check_logits, Batch, ForwardArgs, LogitsAt, Model};
 use carve_core::prune::PrunedLayer;
 use serde_json::json;
 use std::path::Path;
@@ -223,7 +223,9 @@ impl Job for RunJob<'_> {
             let batch = Batch::new(&[ids.to_vec()], &model.config)?;
             let args = ForwardArgs { masks: self.masks, ablation: ablation.as_ref(), logits: LogitsAt::Last, ..ForwardArgs::default() };
             let out = model.forward(be, &batch, &args)?;
-            Ok(pollster::block_on(be.read(out.logits.as_ref().context("no logits")?))?.data)
+            let logits = pollster::block_on(be.read(out.logits.as_ref().context("no logits")?))?;
+            pollster::block_on(check_logits(&model, be, &batch, &args, &logits))?;
+            Ok(logits.data)
         };
         let first = last(&self.ids)?;
         let mut seq = self.ids.clone();

@@ -123,9 +123,9 @@ pub fn run(a: Args) -> Result<()> {
         bail!("--latency-runs must be at least 10 (a median of fewer runs says little)");
     }
     a.task_args.check(a.task.as_deref(), a.n)?;
-    let rd = RunDir::open(&dir, a.resume.is_some(), a.force)?;
-
     let path = source::resolve(&a.model)?;
+    let rd = RunDir::open(&dir, a.resume.is_some(), a.force, &path)?;
+
     let m = source::load(&a.model)?;
     let t = std::time::Instant::now();
     let sha = weights_sha256(&path)?;
@@ -355,6 +355,7 @@ impl ExtractJob<'_> {
             circuit: Some(circuit),
             means: pruned_means.as_ref(),
         };
+        self.rd.clear_replaced()?;
         write_dir(&dir, &pruned, &extras)?;
         let back = load_path(&dir).with_context(|| format!("loading the pruned model back from {}", dir.display()))?;
         let pm = Model::upload(be, back.config.clone(), &back.weights)?;

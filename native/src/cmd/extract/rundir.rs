@@ -1,10 +1,16 @@
 //! The run directory: what marks it as holding a run, and the state file that resumes one. Files
 //! are written to a temporary name and renamed, so an interruption never leaves half a file.
+//!
+//! `--force` replaces a run only: the directory must hold a `circuit.json` or `state.json` that
+//! carve wrote (their `format` fields say so), each file to go must be one a run writes, and
+//! nothing is removed until the new run writes its first file, so a run that fails early (a
+//! model that doesn't load, a task file with errors) leaves the old one as it was.
 
 use anyhow::{bail, Context, Result};
 use carve_core::extract::AblateState;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 pub const STATE: &str = "state.json";
 pub const CIRCUIT: &str = "circuit.json";
@@ -30,16 +36,24 @@ pub struct SavedState {
 }
 
 const STATE_FORMAT: &str = "carve-extract-state";
+const CIRCUIT_FORMAT: &str = carve_core::circuit::file::FORMAT;
+/// JSON files larger than this are not a run's marker files (a run's circuit.json is kilobytes).
+const MARKER_MAX_BYTES: u64 = 256 << 20;
 
 pub struct RunDir {
     pub dir: PathBuf,
+    /// The previous run's files, removed just before the new run's first write (`--force`).
+    replaced: Mutex<Vec<PathBuf>>,
 }
 
 impl RunDir {
     /// Checks `dir` before any work: a directory that holds another run is refused unless the run
-    /// is to be resumed or replaced. `force` removes the previous run's files (only those).
-    pub fn open(dir: &Path, resume: bool, force: bool) -> Result<RunDir> {
-        let present: Vec<&str> = RUN_FILES.iter().copied().filter(|f| dir.join(f).exists()).collect();
+    /// is to be resumed or replaced, and one that holds files of a run's names that carve did not
+    /// write is refused even with `force`. `source` is the model extracted from: a run whose
+    /// files hold it is never replaced. The directory is checked to be writable.
+    pub fn open(dir: &Path, resume: bool, force: bool, source: &Path) -> Result<RunDir> {
+        let present: Vec<&str> = RUN_FILES.iter().copied().filter(|f| dir.join(f).symlink_metadata().is_ok()).collect();
+        let mut replaced = Vec::new();
         if resume {
             if !dir.join(STATE).is_file() {
                 bail!("{} has no {STATE} to resume from (was the run started with --out {}?)", dir.display(), dir.display());
@@ -52,22 +66,43 @@ impl RunDir {
                     present.join(", ")
                 );
             }
-            for f in present {
-                let p = dir.join(f);
-                let res = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
-                res.with_context(|| format!("removing {}", p.display()))?;
-            }
+            replaced = replaceable(dir, &present, source)?;
         }
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(RunDir { dir: dir.to_path_buf() })
+        let rd = RunDir { dir: dir.to_path_buf(), replaced: Mutex::new(replaced) };
+        rd.check_writable()?;
+        Ok(rd)
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
 
+    /// A run that works for an hour and then can't write its result is the worst outcome:
+    /// write and remove a probe file now.
+    fn check_writable(&self) -> Result<()> {
+        let probe = self.path(".carve-write-probe.tmp");
+        std::fs::write(&probe, b"probe").with_context(|| format!("{} is not writable", self.dir.display()))?;
+        std::fs::remove_file(&probe).with_context(|| format!("removing {}", probe.display()))
+    }
+
+    /// Removes the replaced run's files, once, before the first file of the new run is written.
+    pub fn clear_replaced(&self) -> Result<()> {
+        let mut pending = self.replaced.lock().unwrap_or_else(|p| p.into_inner());
+        for p in pending.drain(..) {
+            let meta = match p.symlink_metadata() {
+                Ok(m) => m,
+                Err(_) => continue,
+            };
+            let res = if meta.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+            res.with_context(|| format!("removing the replaced run's {}", p.display()))?;
+        }
+        Ok(())
+    }
+
     /// Writes `name` whole or not at all.
     pub fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        self.clear_replaced()?;
         let dst = self.path(name);
         let tmp = self.path(&format!(".{name}.tmp"));
         std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
@@ -89,8 +124,8 @@ impl RunDir {
             bail!(
                 "{} was saved for another model (weights sha256 {}…, this one {}…): resume with the model it started on",
                 p.display(),
-                &st.model_sha256[..12.min(st.model_sha256.len())],
-                &model_sha256[..12]
+                st.model_sha256.chars().take(12).collect::<String>(),
+                model_sha256.chars().take(12).collect::<String>()
             );
         }
         Ok(st)
@@ -101,4 +136,86 @@ impl SavedState {
     pub fn new(model_sha256: String, extract_seconds: f64, ablate: AblateState) -> SavedState {
         SavedState { format: STATE_FORMAT.into(), model_sha256, extract_seconds, ablate }
     }
+}
+
+/// The `format` field of a small JSON file, if it is one.
+fn json_format(p: &Path) -> Option<String> {
+    let meta = std::fs::metadata(p).ok()?;
+    if !meta.is_file() || meta.len() > MARKER_MAX_BYTES {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).ok()?).ok()?;
+    v.get("format")?.as_str().map(str::to_string)
+}
+
+/// Whether `p` holds what carve writes under that name (a run's own files are recognisable by
+/// their content; report.md and circuit.svg by their first line).
+fn written_by_carve(p: &Path, name: &str) -> bool {
+    let starts_with = |prefix: &[u8]| {
+        use std::io::Read;
+        let mut head = vec![0u8; prefix.len()];
+        std::fs::File::open(p).and_then(|mut f| f.read_exact(&mut head)).is_ok() && head == prefix
+    };
+    match name {
+        STATE => json_format(p).as_deref() == Some(STATE_FORMAT),
+        CIRCUIT => json_format(p).as_deref() == Some(CIRCUIT_FORMAT),
+        // A pruned model carries its circuit.json.
+        MODEL => p.is_dir() && json_format(&p.join(CIRCUIT)).as_deref() == Some(CIRCUIT_FORMAT),
+        REPORT_JSON | TASK => {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() <= MARKER_MAX_BYTES)
+                && std::fs::read(p).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()).is_some_and(|v| v.is_object())
+        }
+        REPORT_MD => starts_with(b"# carve: "),
+        SVG => starts_with(b"<svg"),
+        MEANS => means_format(p).as_deref() == Some("carve-means"),
+        _ => false,
+    }
+}
+
+/// The files `--force` may remove from `dir`: only when `dir` holds a run carve wrote, each of
+/// `present` is a file such a run writes, and none of them holds the model extracted from.
+fn replaceable(dir: &Path, present: &[&str], source: &Path) -> Result<Vec<PathBuf>> {
+    if !(written_by_carve(&dir.join(CIRCUIT), CIRCUIT) || written_by_carve(&dir.join(STATE), STATE)) {
+        bail!(
+            "{} holds {} but no circuit.json or state.json that carve wrote: it is not a carve run, so --force \
+             will not replace it; choose another --out",
+            dir.display(),
+            present.join(", ")
+        );
+    }
+    let source = source.canonicalize().unwrap_or_else(|_| source.to_path_buf());
+    let mut out = Vec::new();
+    for name in present {
+        let p = dir.join(name);
+        if p.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+            bail!("{} is a symbolic link: --force replaces only files a run wrote; move it away first", p.display());
+        }
+        if !written_by_carve(&p, name) {
+            bail!(
+                "{} is not the {name} a carve run writes: --force will not replace it; move it away or choose another --out",
+                p.display()
+            );
+        }
+        if p.canonicalize().is_ok_and(|c| source.starts_with(&c)) {
+            bail!("--model {} is inside {}, which --force would replace: copy the model elsewhere first", source.display(), p.display());
+        }
+        out.push(p);
+    }
+    Ok(out)
+}
+
+/// The `format` entry of a safetensors file's metadata (means.safetensors says `carve-means`).
+fn means_format(p: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(p).ok()?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).ok()?;
+    let n = u64::from_le_bytes(len);
+    if n > MARKER_MAX_BYTES || n > f.metadata().ok()?.len() {
+        return None;
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&header).ok()?;
+    v.get("__metadata__")?.get("format")?.as_str().map(str::to_string)
 }
