@@ -4,6 +4,7 @@
 # the IOI circuit (heads and MLPs, mean ablation) on the best backend, and prints the report.
 #   scripts/demo.sh                 # runs/ioi
 #   OUT=runs/x ALPHA=0.003 DISCOVERY=64 scripts/demo.sh
+#   CARVE=target/debug/carve scripts/demo.sh    # with a carve already built
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-runs/ioi}"
@@ -21,8 +22,12 @@ if ! python3 -m pip --version >/dev/null 2>&1 && command -v apt-get >/dev/null; 
   $sudo apt-get update -qq && $sudo apt-get install -y -qq python3-pip >/dev/null
 fi
 scripts/fetch-models.sh
-cargo build --release -p carve
-carve=target/release/carve
+# CARVE=path/to/carve uses that build instead (the test suite runs the demo with its own build).
+carve="${CARVE:-}"
+if [ -z "$carve" ]; then
+  cargo build --release -p carve
+  carve=target/release/carve
+fi
 
 # An interrupted demo resumes; a finished one is replaced.
 if [ -f "$out/state.json" ] && [ ! -f "$out/circuit.json" ]; then again=(--resume "$out"); else again=(--force); fi

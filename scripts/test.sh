@@ -5,6 +5,7 @@
 #   the SmolLM2-135M GGUF (scripts/fetch-models.sh),
 #   for the web app: the wasm-bindgen CLI (scripts/build-web.sh), Debian's chromium, node and
 #   playwright-core (tests/e2e).
+# After the tests it runs the demo (scripts/demo.sh) on SmolLM2 with the test build, as a user would.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +30,13 @@ scripts/build-web.sh --dev
 echo "== tests"
 # carve-web is tested where it runs: built for wasm32 above, driven in chromium below.
 cargo test --workspace --exclude carve-web "$@"
+echo "== the demo (scripts/demo.sh, the README's main command) with the build the tests made"
+rm -rf target/demo-run
+CARVE=target/debug/carve OUT=target/demo-run scripts/demo.sh
+for f in circuit.json means.safetensors report.json report.md circuit.svg task.json model/config.json model/model.safetensors; do
+  [ -s "target/demo-run/$f" ] || { echo "the demo wrote no $f"; exit 1; }
+done
+target/debug/carve run --model target/demo-run/model --prompt "When Lisa and Kevin went to the park, Kevin gave a ball to"
 echo "== the web app in headless chromium (with target/debug/carve, built by the tests above)"
 (cd tests/e2e && npm ci --no-audit --no-fund --silent)
 node tests/e2e/web.mjs

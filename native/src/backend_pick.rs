@@ -60,3 +60,26 @@ pub fn dispatch<J: Job>(choice: BackendChoice, job: J) -> Result<J::Out> {
         _ => job.run(&CpuBackend::new()),
     }
 }
+
+/// Vulkan drivers look for a Wayland display even for compute, and libwayland prints
+/// "XDG_RUNTIME_DIR is invalid or not set" (twice per probe) when that variable is missing. carve
+/// draws nothing: when it is unset or not a directory, it is pointed at a private directory
+/// (`$TMPDIR/carve-runtime-$UID`, mode 0700, created if absent) before any adapter is looked at.
+pub fn quiet_display_probe() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| std::path::Path::new(&d).is_dir()) {
+        return;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+        let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else { return };
+        let dir = std::env::temp_dir().join(format!("carve-runtime-{uid}"));
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+        // Only a directory of ours that no one else can enter.
+        let ours = std::fs::symlink_metadata(&dir)
+            .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.permissions().mode() & 0o077 == 0);
+        if ours {
+            std::env::set_var("XDG_RUNTIME_DIR", &dir);
+        }
+    }
+}

@@ -41,6 +41,7 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
+    backend_pick::quiet_display_probe();
     let res = match cli.cmd {
         Command::Info(a) => cmd::info::run(a),
         Command::Logits(a) => cmd::logits::run(a),

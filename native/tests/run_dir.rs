@@ -132,3 +132,18 @@ fn force_replaces_a_carve_run_and_nothing_else() {
     assert_ne!(second["circuit.json"], first["circuit.json"]);
     assert!(!second.keys().any(|k| k.contains(".tmp")), "no temporary files left: {:?}", second.keys());
 }
+
+#[test]
+fn a_resume_with_other_options_says_which_in_flags() {
+    let d = scratch("resume-options");
+    let (model, task) = (tiny_model(&d), task_file(&d));
+    let out = d.join("cut");
+    let o = carve(&extract_args(s(&model), s(&task), s(&out), &["--stop-after", "1"]));
+    assert_eq!(o.status.code(), Some(130), "{}", String::from_utf8_lossy(&o.stderr));
+    let args = with_alpha(extract_args(s(&model), s(&task), s(&out), &["--resume", s(&out)]), "0.2");
+    let o = carve(&args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("made with --alpha 0.15 --ablation mean --mlps, not --alpha 0.2 --ablation mean --mlps"), "{err}");
+    assert!(!err.contains("AblateOptions") && !err.contains('{'), "no Rust struct in the message: {err}");
+}

@@ -83,8 +83,9 @@ impl AblateState {
         }
         if &self.options != opts {
             return Err(Error::Input(format!(
-                "the saved state was made with other options ({:?}); resume with the same α, ablation and components",
-                self.options
+                "the saved state was made with {}, not {}: resume with the options the run started with",
+                opts_flags(&self.options),
+                opts_flags(opts)
             )));
         }
         if self.fingerprint != fingerprint {
@@ -209,4 +210,17 @@ pub(super) fn fingerprint(parts: &[&[u32]], extra: &str) -> String {
     }
     extra.bytes().for_each(&mut eat);
     format!("{h:016x}")
+}
+
+/// Options as the command-line flags that give them: `--alpha 0.01 --ablation mean --mlps`.
+fn opts_flags(o: &AblateOptions) -> String {
+    let kind = serde_json::to_value(o.ablation).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let mut s = format!("--alpha {} --ablation {kind}", o.alpha);
+    if o.mlps {
+        s += " --mlps";
+    }
+    if o.neurons {
+        s += " --neurons";
+    }
+    s
 }
