@@ -345,11 +345,15 @@ fn a_stalled_download_blocks_nothing_else() {
 fn a_broken_run_or_app_stops_before_any_url() {
     let site = site();
     let (run, app) = (s(&site.run), s(&site.app));
+    // With a model beside it (the circuit's link would open it) and without.
+    std::fs::create_dir_all(site.run.join("model")).unwrap();
+    std::fs::write(site.run.join("model/config.json"), "{}").unwrap();
     std::fs::write(site.run.join("circuit.json"), "{\"format\": \"carve-circuit\", ").unwrap();
     let (status, out, err) = finish(&["serve", run, "--port", "0", "--app", app]);
     assert!(!status.success(), "a broken circuit.json is an error: {out}{err}");
     assert!(!out.contains("http://"), "no URL is printed: {out}");
     assert!(err.contains("circuit.json") && err.contains("invalid JSON"), "the error names the file: {err}");
+    std::fs::remove_dir_all(site.run.join("model")).unwrap();
     std::fs::write(site.run.join("circuit.json"), "{\"format\": \"something-else\"}").unwrap();
     let (status, out, err) = finish(&["serve", run, "--port", "0", "--app", app]);
     assert!(!status.success() && !out.contains("http://") && err.contains("not a circuit file"), "{out}{err}");
