@@ -249,6 +249,8 @@ fn requests_for_other_hosts_are_refused() {
     let r = send(p, "GET http://evil.example/run/data.json HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     assert_eq!(r.status, 403, "the URI's host is checked too: {}", r.head);
     assert_eq!(send(p, "GET / HTTP/1.0\r\n\r\n").status, 400, "no Host");
+    let two = send(p, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n");
+    assert_eq!(two.status, 400, "two Hosts: {}", two.head);
     drop(srv);
 
     let srv = start(&site, &["--allow-host", "mybox.lan"]);

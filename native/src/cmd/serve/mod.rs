@@ -22,7 +22,7 @@ pub struct Args {
     /// Port to listen on; 0 picks a free one (the URL printed names it).
     #[arg(long, default_value_t = 8080)]
     port: u16,
-    /// Address to listen on; 0.0.0.0 (or ::) exposes the run to the network.
+    /// IP address to listen on; 0.0.0.0 (or ::) exposes the run to the network.
     #[arg(long, default_value = "127.0.0.1")]
     bind: IpAddr,
     /// A host name the server answers to besides localhost and IP addresses, e.g. this machine's

@@ -16,7 +16,7 @@ pub struct Served {
     pub hosts: Hosts,
 }
 
-/// Answers a request: 400 without a `Host`, 403 for a host this server does not answer to, 405 for
+/// Answers a request: 400 without one `Host` header, 403 for a host this server does not answer to, 405 for
 /// methods other than GET and HEAD, 404 for anything not served (missing, outside the folders,
 /// dotfiles, folders), else the file (206 for a satisfiable range, 416 for another).
 pub async fn respond(State(s): State<Arc<Served>>, req: Request) -> Response {
@@ -29,13 +29,13 @@ pub async fn respond(State(s): State<Arc<Served>>, req: Request) -> Response {
 }
 
 async fn answer(s: &Served, req: Request) -> Response {
-    let host = req.headers().get(header::HOST).map(|h| h.to_str().unwrap_or(""));
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let (Some(host), None) = (hosts.next(), hosts.next()) else {
+        return text(StatusCode::BAD_REQUEST, "a request needs one Host header\n");
+    };
     // An absolute-form request (`GET http://name/ HTTP/1.1`) names its host in the URI as well.
-    let named = host.into_iter().chain(req.uri().authority().map(|a| a.as_str()));
-    if host.is_none() {
-        return text(StatusCode::BAD_REQUEST, "a request needs a Host header\n");
-    }
-    if let Some(bad) = named.into_iter().find(|h| !s.hosts.allows(h)) {
+    let named = [Some(host.to_str().unwrap_or("")), req.uri().authority().map(|a| a.as_str())];
+    if let Some(bad) = named.into_iter().flatten().find(|h| !s.hosts.allows(h)) {
         let shown: String = bad.chars().take(100).collect();
         let msg = format!(
             "carve serve does not answer to the host `{shown}`: use localhost or an IP address, or start it with --allow-host NAME\n"
