@@ -1,12 +1,15 @@
 //! Layout helpers shared by the loaders: shape checks, transposes, splitting fused matrices and
 //! undoing llama.cpp's RoPE row permutation.
 
+use std::path::Path;
+
 use crate::{Error, HostTensor, Result};
 
-/// Errors unless `t` has exactly the shape `want`; `name` is the tensor's name in its file.
-pub fn check_shape(name: &str, t: &HostTensor, want: &[usize]) -> Result<()> {
-    if t.shape != want {
-        return Err(Error::Shape { name: name.to_string(), got: t.shape.clone(), want: want.to_vec() });
+/// Errors unless a tensor's declared shape `got` is exactly `want`; `name` is the tensor's name in
+/// the file at `path`. Called before the tensor is converted, so that nothing is allocated for it.
+pub fn check_shape(path: &Path, name: &str, got: &[usize], want: &[usize]) -> Result<()> {
+    if got != want {
+        return Err(Error::format(path, format!("tensor `{name}` has shape {got:?}, but the config implies {want:?}")));
     }
     Ok(())
 }
