@@ -280,3 +280,18 @@ fn wrongly_typed_metadata_is_refused_with_the_expected_type() {
         has_all(&llama().set(key, v).err(), parts);
     }
 }
+
+#[test]
+fn smollm2_with_one_head_names_the_contradiction() {
+    let mut bytes = std::fs::read(carve_tests::smollm2_gguf()).unwrap();
+    let key = "llama.attention.head_count";
+    let mut pat = (key.len() as u64).to_le_bytes().to_vec();
+    pat.extend(key.as_bytes());
+    pat.extend(4u32.to_le_bytes());
+    let at = bytes.windows(pat.len()).position(|w| w == pat.as_slice()).unwrap() + pat.len();
+    assert_eq!(bytes[at..at + 4], 9u32.to_le_bytes());
+    bytes[at..at + 4].copy_from_slice(&1u32.to_le_bytes());
+    let msg = err_text(load_gguf_bytes(&bytes));
+    has_all(&msg, &["`llama.attention.head_count` = 1", "head_dim 576"]);
+    assert!(!msg.contains("RoPE on"), "{msg}");
+}

@@ -82,3 +82,16 @@ fn shape_errors_name_the_file() {
     let msg = err_text(load_path(&dir));
     has_all(&msg, &[&dir.join("model.safetensors").display().to_string(), "model.norm.weight", "[32]", "[64]"]);
 }
+
+#[test]
+fn a_missing_embedding_is_named_in_the_weights_file() {
+    let st = std::fs::read(fixture("tiny-llama").join("model.safetensors")).unwrap();
+    let parsed = safetensors::SafeTensors::deserialize(&st).unwrap();
+    let kept = parsed.tensors().into_iter().filter(|(n, _)| n != "model.embed_tokens.weight");
+    let st2 = safetensors::serialize(kept, None).unwrap();
+    // The embedding anchors the width: without it a huge width is still refused, not allocated.
+    let mut c: Value = serde_json::from_slice(&llama_config()).unwrap();
+    c["hidden_size"] = json!(1u64 << 62);
+    let msg = err_text(load_hf_bytes(&serde_json::to_vec(&c).unwrap(), &[&st2], None));
+    has_all(&msg, &["missing tensor", "embed_tokens.weight", "model.safetensors"]);
+}

@@ -14,6 +14,12 @@ pub fn check_shape(path: &Path, name: &str, got: &[usize], want: &[usize]) -> Re
     Ok(())
 }
 
+/// `a × b` for a width from the config: `validate` has checked the product for every layer the
+/// files hold, so an overflow here is an error, never a wrapped width.
+pub fn width(a: usize, b: usize) -> Result<usize> {
+    a.checked_mul(b).ok_or_else(|| Error::Input(format!("a layer width of {a} × {b} overflows")))
+}
+
 /// `[r, c]` → `[c, r]` (GPT-2's Conv1D stores `[in, out]`; the canonical layout is `[out, in]`).
 pub fn transpose(t: &HostTensor) -> HostTensor {
     let (r, c) = (t.shape[0], t.shape[1]);

@@ -6,6 +6,7 @@
 //! name given twice, and tensors that are misaligned, overlap or run past the end, are refused.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::dequant::{dequantize, GgmlType};
@@ -105,6 +106,18 @@ fn min_size(ty: u32) -> Option<usize> {
     }
 }
 
+/// Text for a message, formatted only when an error needs it (a GGUF holds ~10^5 array elements).
+struct Lazy<F: Fn(&mut fmt::Formatter) -> fmt::Result>(F);
+
+impl<F: Fn(&mut fmt::Formatter) -> fmt::Result> fmt::Display for Lazy<F> {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        (self.0)(f)
+    }
+}
+
+/// What a read is for, in messages.
+type What<'w> = &'w dyn fmt::Display;
+
 impl<'a> Reader<'a> {
     fn err(&self, what: &str) -> Error {
         Error::format(self.path, format!("truncated or corrupt GGUF: {what} at byte {}", self.pos))
@@ -112,41 +125,41 @@ impl<'a> Reader<'a> {
     fn left(&self) -> usize {
         self.buf.len() - self.pos
     }
-    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
+    fn take(&mut self, n: usize, what: What) -> Result<&'a [u8]> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
         let end = end.ok_or_else(|| self.err(&format!("{what} ({n} bytes) runs past the end")))?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
     }
-    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N]> {
+    fn array<const N: usize>(&mut self, what: What) -> Result<[u8; N]> {
         Ok(self.take(N, what)?.try_into().expect("take returned N bytes"))
     }
-    fn u32(&mut self, what: &str) -> Result<u32> {
+    fn u32(&mut self, what: What) -> Result<u32> {
         Ok(u32::from_le_bytes(self.array(what)?))
     }
-    fn u64(&mut self, what: &str) -> Result<u64> {
+    fn u64(&mut self, what: What) -> Result<u64> {
         Ok(u64::from_le_bytes(self.array(what)?))
     }
-    /// A count of items of at least `min_item` bytes each; `what(n)` says what was counted. A count
-    /// that could not fit in what is left of the file is refused before anything is allocated.
-    fn count(&mut self, min_item: usize, what: &dyn Fn(u64) -> String) -> Result<usize> {
-        let n = self.u64(&what(0))?;
+    /// A count (`what`, in `unit`s) of items of at least `min_item` bytes each: a count that could
+    /// not fit in what is left of the file is refused before anything is allocated.
+    fn count(&mut self, min_item: usize, what: What, unit: &str) -> Result<usize> {
+        let n = self.u64(what)?;
         let left = self.left();
         match usize::try_from(n) {
             Ok(c) if c.checked_mul(min_item).is_some_and(|b| b <= left) => Ok(c),
-            _ => Err(self.err(&format!("{} is more than the file can hold ({left} bytes are left)", what(n)))),
+            _ => Err(self.err(&format!("{what} is {n}{unit}, more than the file can hold ({left} bytes are left)"))),
         }
     }
     /// A length-prefixed UTF-8 string; `what` names it ("metadata key 3", "the value of `x`").
-    fn string(&mut self, what: &str) -> Result<String> {
-        let n = self.count(1, &|n| format!("the length of {what} ({n} bytes)"))?;
+    fn string(&mut self, what: What) -> Result<String> {
+        let n = self.count(1, &Lazy(|f| write!(f, "the length of {what}")), " bytes")?;
         let b = self.take(n, what)?;
         String::from_utf8(b.to_vec()).map_err(|_| self.err(&format!("{what} is not UTF-8")))
     }
 
     /// A value of type `ty`; `what` names it in messages.
-    fn value(&mut self, ty: u32, what: &str) -> Result<GgufValue> {
+    fn value(&mut self, ty: u32, what: What) -> Result<GgufValue> {
         use GgufValue::*;
         Ok(match ty {
             0 => U8(self.array::<1>(what)?[0]),
@@ -168,38 +181,39 @@ impl<'a> Reader<'a> {
     /// The value of metadata key `key`: a scalar, or an array of scalars.
     fn metadata_value(&mut self, ty: u32, key: &str) -> Result<GgufValue> {
         if ty != 9 {
-            return self.value(ty, &format!("the value of `{key}`"));
+            return self.value(ty, &Lazy(|f| write!(f, "the value of `{key}`")));
         }
-        let elem = self.u32(&format!("the element type of array `{key}`"))?;
+        let elem = self.u32(&Lazy(|f| write!(f, "the element type of array `{key}`")))?;
         // Nested arrays are allowed by the spec but no model uses them; reading them recursively
         // would let a crafted file recurse without bound.
         let min = match elem {
             9 => return Err(self.err(&format!("nested array in `{key}`"))),
             t => min_size(t).ok_or_else(|| self.err(&format!("unknown element type {t} in array `{key}`")))?,
         };
-        let n = self.count(min, &|n| format!("array `{key}` of {n} elements"))?;
-        let mut v = Vec::with_capacity(n);
+        let n = self.count(min, &Lazy(|f| write!(f, "the length of array `{key}`")), " elements")?;
+        // Each element is a 32-byte value however few bytes it took in the file: grown as read.
+        let mut v = Vec::with_capacity(n.min(1 << 16));
         for j in 0..n {
-            v.push(self.value(elem, &format!("element {j} of `{key}`"))?);
+            v.push(self.value(elem, &Lazy(|f| write!(f, "element {j} of `{key}`")))?);
         }
         Ok(GgufValue::Array(v))
     }
 
     /// Tensor info number `i` (from 1, for messages).
     fn tensor_info(&mut self, i: usize) -> Result<GgufTensorInfo> {
-        let name = self.string(&format!("the name of tensor {i}"))?;
-        let n_dims = self.u32("tensor dims")?;
+        let name = self.string(&Lazy(|f| write!(f, "the name of tensor {i}")))?;
+        let n_dims = self.u32(&"tensor dims")?;
         if n_dims > 8 {
             return Err(self.err(&format!("tensor `{name}` has {n_dims} dimensions")));
         }
         let mut shape = Vec::with_capacity(n_dims as usize);
         for _ in 0..n_dims {
-            let d = self.u64("tensor dim")?;
+            let d = self.u64(&"tensor dim")?;
             shape.push(usize::try_from(d).map_err(|_| self.err(&format!("tensor `{name}`: dimension {d} is too large")))?);
         }
         shape.reverse(); // GGUF lists the innermost dimension first.
-        let ty = GgmlType(self.u32("tensor type")?);
-        let offset = self.u64("tensor offset")?;
+        let ty = GgmlType(self.u32(&"tensor type")?);
+        let offset = self.u64(&"tensor offset")?;
         Ok(GgufTensorInfo { name, shape, ty, offset })
     }
 }
@@ -209,10 +223,10 @@ impl<'a> GgufFile<'a> {
     /// that every tensor lies inside the file, aligned, overlapping no other.
     pub fn parse(buf: &'a [u8], path: &Path) -> Result<Self> {
         let mut r = Reader { buf, pos: 0, path };
-        if r.take(4, "magic")? != b"GGUF" {
+        if r.take(4, &"magic")? != b"GGUF" {
             return Err(Error::format(path, "not a GGUF file (magic is not `GGUF`)"));
         }
-        let version = r.u32("version")?;
+        let version = r.u32(&"version")?;
         if !(2..=3).contains(&version) {
             return Err(Error::Unsupported(format!(
                 "{}: GGUF version {version} (carve reads versions 2 and 3, little-endian)",
@@ -220,13 +234,13 @@ impl<'a> GgufFile<'a> {
             )));
         }
         // A tensor info takes at least 8 (name len) + 4 (dims) + 4 (type) + 8 (offset) bytes.
-        let n_tensors = r.count(24, &|n| format!("tensor count {n}"))?;
+        let n_tensors = r.count(24, &"the tensor count", "")?;
         // A key/value takes at least 8 (key len) + 4 (type) + 1 bytes.
-        let n_kv = r.count(13, &|n| format!("metadata count {n}"))?;
+        let n_kv = r.count(13, &"the metadata count", "")?;
         let mut metadata = HashMap::new();
         for i in 1..=n_kv {
-            let key = r.string(&format!("metadata key {i}"))?;
-            let ty = r.u32(&format!("the type of `{key}`"))?;
+            let key = r.string(&Lazy(|f| write!(f, "metadata key {i}")))?;
+            let ty = r.u32(&Lazy(|f| write!(f, "the type of `{key}`")))?;
             let v = r.metadata_value(ty, &key)?;
             if metadata.contains_key(&key) {
                 return Err(Error::format(path, format!("metadata key `{key}` appears twice")));

@@ -1,7 +1,7 @@
 //! A parsed GGUF → `ModelConfig` + canonical `ModelWeights`, for the `llama` and `gpt2` architectures
 //! (tensor names as llama.cpp's `gguf-py/gguf/constants.py` defines them).
 
-use super::assemble::{check_shape, split_rows, unpermute_rope_rows};
+use super::assemble::{check_shape, split_rows, unpermute_rope_rows, width};
 use super::gguf::{GgufFile, GgufValue};
 use super::validate::{self, Key, Shapes, Source};
 use crate::model::{Arch, LayerWeights, ModelConfig, ModelWeights};
@@ -150,7 +150,7 @@ pub fn config(f: &GgufFile) -> Result<ModelConfig> {
         bos: Key::new("tokenizer.ggml.bos_token_id"),
         eos: Key::new("tokenizer.ggml.eos_token_id"),
     };
-    let mut shapes = Shapes::default();
+    let mut shapes = Shapes::new(f.path());
     for t in &f.tensors {
         shapes.insert(&t.name, &t.name, &t.shape);
     }
@@ -233,14 +233,15 @@ pub fn weights(f: &GgufFile, cfg: &ModelConfig) -> Result<ModelWeights<HostTenso
 
 fn layer(f: &GgufFile, cfg: &ModelConfig, i: usize) -> Result<LayerWeights<HostTensor>> {
     let (d, ff) = (cfg.d_model, cfg.d_ff);
-    let (q, kv) = (cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim);
+    let (q, kv) = (width(cfg.n_heads, cfg.head_dim)?, width(cfg.n_kv_heads, cfg.head_dim)?);
+    let qkv = width(kv, 2)?.checked_add(q).ok_or_else(|| Error::Input(format!("a fused QKV of {q} + 2 × {kv} rows overflows")))?;
     let name = |s: &str, suffix: &str| format!("blk.{i}.{s}.{suffix}");
     let w = |s: &str, out: usize, inp: usize| get(f, &name(s, "weight"), &[out, inp]);
     let b = |s: &str, out: usize| opt(f, &name(s, "bias"), &[out]);
     let (wq, wk, wv, bq, bk, bv) = if cfg.arch == Arch::Gpt2 {
         // GPT-2 keeps Q, K and V fused (already `[out, in]`: the converter transposed Conv1D).
-        let [wq, wk, wv] = three(split_rows(&w("attn_qkv", q + 2 * kv, d)?, &[q, kv, kv]));
-        let bias = b("attn_qkv", q + 2 * kv)?.map(|t| three(split_rows(&t, &[q, kv, kv])));
+        let [wq, wk, wv] = three(split_rows(&w("attn_qkv", qkv, d)?, &[q, kv, kv]));
+        let bias = b("attn_qkv", qkv)?.map(|t| three(split_rows(&t, &[q, kv, kv])));
         let [bq, bk, bv] = bias.map_or([None, None, None], |b| b.map(Some));
         (wq, wk, wv, bq, bk, bv)
     } else {

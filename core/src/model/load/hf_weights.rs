@@ -6,17 +6,11 @@
 //! widths. A block with none left has no weights in the file, only, where a removed component's
 //! value was folded into it, its output bias (`o_proj.bias` / `attn.c_proj.bias`).
 
-use super::assemble::{split_rows, transpose};
+use super::assemble::{split_rows, transpose, width};
 use super::hf_config::LayerLayout;
 use super::safetensors::StTensors;
 use crate::model::{Arch, LayerWeights, ModelConfig, ModelWeights};
 use crate::{Error, HostTensor, Result};
-
-/// `a × b` for a width from the config: `validate` has checked the product for every layer the
-/// files hold, so an overflow here is an error, never a wrapped width.
-fn width(a: usize, b: usize) -> Result<usize> {
-    a.checked_mul(b).ok_or_else(|| Error::Input(format!("a layer width of {a} × {b} overflows")))
-}
 
 /// `layout`: per-layer widths of a pruned model; None for the config's widths everywhere.
 pub fn build(cfg: &ModelConfig, layout: Option<&[LayerLayout]>, st: &StTensors) -> Result<ModelWeights<HostTensor>> {

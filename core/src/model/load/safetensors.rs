@@ -39,7 +39,7 @@ impl<'a> StTensors<'a> {
     /// Parses each file's header; `files` pairs a path (for messages) with the file's bytes.
     pub fn parse(files: &[(PathBuf, &'a [u8])], origin: &Path) -> Result<Self> {
         let mut out =
-            StTensors { files: Vec::new(), by_name: HashMap::new(), shapes: Shapes::default(), origin: origin.into() };
+            StTensors { files: Vec::new(), by_name: HashMap::new(), shapes: Shapes::new(origin), origin: origin.into() };
         for (i, (path, bytes)) in files.iter().enumerate() {
             for (name, shape) in check_header(path, bytes)? {
                 out.shapes.insert(short_name(&name), &name, &shape);

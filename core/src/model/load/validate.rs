@@ -57,12 +57,16 @@ pub struct Source {
 }
 
 /// Tensor shapes as the weight files' headers declare them, by name without prefix.
-#[derive(Default)]
 pub struct Shapes {
     by_name: HashMap<String, (String, Vec<usize>)>,
+    /// What messages call the files (the safetensors file or index, the GGUF file).
+    origin: PathBuf,
 }
 
 impl Shapes {
+    pub fn new(origin: &std::path::Path) -> Self {
+        Shapes { by_name: HashMap::new(), origin: origin.to_path_buf() }
+    }
     /// Records `stored` (the name in the file) under `short`; the first of a name is kept.
     pub fn insert(&mut self, short: &str, stored: &str, shape: &[usize]) {
         self.by_name.entry(short.to_string()).or_insert_with(|| (stored.to_string(), shape.to_vec()));
@@ -241,11 +245,11 @@ impl Validator<'_> {
         }
     }
 
-    /// The embedding is `[vocab, d_model]`; it must exist.
+    /// The embedding is `[vocab, d_model]`; it must exist, as the anchor of d_model.
     fn embedding(&self) -> Result<()> {
         let name = self.naming.embedding;
         if self.shapes.get(name).is_none() {
-            return Err(Error::MissingTensor { name: name.to_string(), path: self.src.file.clone() });
+            return Err(Error::MissingTensor { name: name.to_string(), path: self.shapes.origin.clone() });
         }
         self.matrix(name, &Dim::key(&self.src.vocab, self.cfg.vocab), &self.d())
     }
@@ -364,7 +368,7 @@ pub fn check_ranges(cfg: &ModelConfig, src: &Source) -> Result<()> {
     if cfg.n_ctx > MAX_CTX {
         return err(format!("{}: carve takes contexts of at most {MAX_CTX} tokens", src.n_ctx.is(cfg.n_ctx)));
     }
-    if cfg.vocab > MAX_CTX + 1 {
+    if cfg.vocab as u64 > u64::from(u32::MAX) + 1 {
         return err(format!("{}: token ids are 32-bit", src.vocab.is(cfg.vocab)));
     }
     positive(src, &src.norm_eps, src.norm_eps_raw, cfg.norm_eps)?;
