@@ -382,7 +382,7 @@ pub fn parse_layout(json: &[u8], path: &Path, cfg: &ModelConfig) -> Result<Optio
         let lay = LayerLayout { n_heads: n("n_heads")?, n_kv_heads: n("n_kv_heads")?, d_ff: n("d_ff")? };
         let grouped = lay.n_kv_heads > 0 && lay.n_heads.is_multiple_of(lay.n_kv_heads);
         if (lay.n_heads == 0) != (lay.n_kv_heads == 0) || (lay.n_heads > 0 && !grouped) {
-            let msg = format!("entry {i}: `n_heads` = {} cannot share `n_kv_heads` = {} evenly", lay.n_heads, lay.n_kv_heads);
+            let msg = format!("entry {i}: `n_heads` = {} query heads cannot share `n_kv_heads` = {} KV heads evenly", lay.n_heads, lay.n_kv_heads);
             return Err(bad(msg));
         }
         if cfg.arch == Arch::Gpt2 && lay.n_heads != lay.n_kv_heads {
