@@ -26,10 +26,15 @@ impl Tokenizer {
     pub fn from_json_bytes(bytes: &[u8]) -> Result<Self> {
         let inner = tokenizers::Tokenizer::from_bytes(bytes)
             .map_err(|e| Error::Tokenizer(format!("cannot read tokenizer.json: {e}")))?;
+        Ok(Self::from_hf(inner))
+    }
+
+    /// Wraps a tokenizer built by the `tokenizers` crate, guessing BOS/EOS as `from_json_bytes` does.
+    pub fn from_hf(inner: tokenizers::Tokenizer) -> Self {
         let bos_id = BOS_GUESSES.iter().find_map(|t| inner.token_to_id(t));
         let eos_id = EOS_GUESSES.iter().find_map(|t| inner.token_to_id(t));
         let kind = describe(&inner);
-        Ok(Tokenizer { inner, kind, bos_id, eos_id })
+        Tokenizer { inner, kind, bos_id, eos_id }
     }
 
     /// Sets BOS/EOS ids, keeping the current ones where `None` is given.

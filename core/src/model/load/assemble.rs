@@ -1,14 +1,23 @@
 //! Layout helpers shared by the loaders: shape checks, transposes, splitting fused matrices and
 //! undoing llama.cpp's RoPE row permutation.
 
+use std::path::Path;
+
 use crate::{Error, HostTensor, Result};
 
-/// Errors unless `t` has exactly the shape `want`; `name` is the tensor's name in its file.
-pub fn check_shape(name: &str, t: &HostTensor, want: &[usize]) -> Result<()> {
-    if t.shape != want {
-        return Err(Error::Shape { name: name.to_string(), got: t.shape.clone(), want: want.to_vec() });
+/// Errors unless a tensor's declared shape `got` is exactly `want`; `name` is the tensor's name in
+/// the file at `path`. Called before the tensor is converted, so that nothing is allocated for it.
+pub fn check_shape(path: &Path, name: &str, got: &[usize], want: &[usize]) -> Result<()> {
+    if got != want {
+        return Err(Error::format(path, format!("tensor `{name}` has shape {got:?}, but the config implies {want:?}")));
     }
     Ok(())
+}
+
+/// `a × b` for a width from the config: `validate` has checked the product for every layer the
+/// files hold, so an overflow here is an error, never a wrapped width.
+pub fn width(a: usize, b: usize) -> Result<usize> {
+    a.checked_mul(b).ok_or_else(|| Error::Input(format!("a layer width of {a} × {b} overflows")))
 }
 
 /// `[r, c]` → `[c, r]` (GPT-2's Conv1D stores `[in, out]`; the canonical layout is `[out, in]`).

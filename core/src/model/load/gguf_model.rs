@@ -1,51 +1,92 @@
 //! A parsed GGUF → `ModelConfig` + canonical `ModelWeights`, for the `llama` and `gpt2` architectures
 //! (tensor names as llama.cpp's `gguf-py/gguf/constants.py` defines them).
 
-use super::assemble::{check_shape, split_rows, unpermute_rope_rows};
+use super::assemble::{check_shape, split_rows, unpermute_rope_rows, width};
 use super::gguf::{GgufFile, GgufValue};
+use super::validate::{self, Key, Shapes, Source};
 use crate::model::{Arch, LayerWeights, ModelConfig, ModelWeights};
 use crate::{Error, HostTensor, Result};
 
-/// Metadata lookups under the architecture's prefix (`llama.block_count`...).
+/// A metadata value as a message shows it.
+pub(super) fn shown(v: &GgufValue) -> String {
+    match v {
+        GgufValue::String(s) => format!("the string {s:?}"),
+        GgufValue::Array(a) => format!("an array of {} values", a.len()),
+        GgufValue::Bool(b) => format!("the boolean {b}"),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The error for metadata `key` holding `v` where `want` was expected.
+pub(super) fn wrong(f: &GgufFile, key: &str, v: &GgufValue, want: &str) -> Error {
+    Error::format(f.path(), format!("GGUF metadata `{key}` is {}; expected {want}", shown(v)))
+}
+
+/// A token id (`tokenizer.ggml.bos_token_id`...), when present.
+pub(super) fn token_id(f: &GgufFile, key: &str) -> Result<Option<u32>> {
+    match f.get(key) {
+        None => Ok(None),
+        Some(v) => {
+            let id = v.as_u64().and_then(|n| u32::try_from(n).ok());
+            id.map(Some).ok_or_else(|| wrong(f, key, v, "an unsigned integer below 2^32"))
+        }
+    }
+}
+
+/// Metadata lookups under the architecture's prefix (`llama.block_count`...); errors name the key
+/// and the type expected.
 struct Meta<'f, 'a> {
     f: &'f GgufFile<'a>,
     arch: &'f str,
 }
 
 impl Meta<'_, '_> {
+    fn key(&self, key: &str) -> String {
+        format!("{}.{key}", self.arch)
+    }
     fn get(&self, key: &str) -> Option<&GgufValue> {
-        self.f.get(&format!("{}.{key}", self.arch))
+        self.f.get(&self.key(key))
     }
     fn usize_opt(&self, key: &str) -> Result<Option<usize>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| self.bad(key, v)),
+            Some(v) => {
+                let n = v.as_u64().and_then(|n| usize::try_from(n).ok());
+                n.map(Some).ok_or_else(|| wrong(self.f, &self.key(key), v, "an unsigned integer"))
+            }
         }
     }
     fn usize(&self, key: &str) -> Result<usize> {
-        let missing = || Error::format(self.f.path(), format!("GGUF metadata has no `{}.{key}`", self.arch));
+        let missing = || Error::format(self.f.path(), format!("GGUF metadata has no `{}`", self.key(key)));
         self.usize_opt(key)?.ok_or_else(missing)
     }
-    fn f32_or(&self, key: &str, default: f32) -> Result<f32> {
+    /// A number and its key, or `default` (noted as such) when absent.
+    fn f64_or(&self, key: &str, default: f64) -> Result<(Key, f64)> {
         match self.get(key) {
-            None => Ok(default),
-            Some(v) => v.as_f64().map(|x| x as f32).ok_or_else(|| self.bad(key, v)),
+            None => Ok((Key::defaulted(self.key(key), " (the default)"), default)),
+            Some(v) => {
+                let x = v.as_f64().ok_or_else(|| wrong(self.f, &self.key(key), v, "a number"))?;
+                Ok((Key::new(self.key(key)), x))
+            }
         }
     }
-    fn bad(&self, key: &str, v: &GgufValue) -> Error {
-        Error::format(self.f.path(), format!("GGUF metadata `{}.{key}` has an unexpected value {v:?}", self.arch))
+    fn str_opt(&self, key: &str) -> Result<Option<&str>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v.as_str().map(Some).ok_or_else(|| wrong(self.f, &self.key(key), v, "a string")),
+        }
     }
 }
 
-fn token_id(f: &GgufFile, key: &str) -> Option<u32> {
-    f.get(key).and_then(GgufValue::as_u64).and_then(|n| u32::try_from(n).ok())
-}
-
+/// The config of a GGUF file's metadata, checked against its tensor infos (`validate`).
 pub fn config(f: &GgufFile) -> Result<ModelConfig> {
-    let arch_name = f.get("general.architecture").and_then(GgufValue::as_str).unwrap_or("(none)");
-    let arch = match arch_name {
-        "llama" => Arch::Llama,
-        "gpt2" => Arch::Gpt2,
+    let arch_name = match f.get("general.architecture") {
+        None => "(none)",
+        Some(v) => v.as_str().ok_or_else(|| wrong(f, "general.architecture", v, "a string"))?,
+    };
+    let (arch, naming) = match arch_name {
+        "llama" => (Arch::Llama, &validate::GGUF_LLAMA),
+        "gpt2" => (Arch::Gpt2, &validate::GGUF_GPT2),
         other => {
             return Err(Error::Unsupported(format!(
                 "{}: GGUF architecture `{other}`; carve runs `llama` and `gpt2`",
@@ -54,35 +95,68 @@ pub fn config(f: &GgufFile) -> Result<ModelConfig> {
         }
     };
     let m = Meta { f, arch: arch_name };
+    // The embedding is the truth for the vocabulary: `vocab_size` is often absent.
+    let embd = f.info("token_embd.weight").ok_or_else(|| missing(f, "token_embd.weight"))?;
+    let [vocab, _] = embd.shape[..] else {
+        let msg = format!("tensor `token_embd.weight` has shape {:?}; expected [vocab, embedding_length]", embd.shape);
+        return Err(Error::format(f.path(), msg));
+    };
     let d = m.usize("embedding_length")?;
     let n_heads = m.usize("attention.head_count")?;
-    if n_heads == 0 || !d.is_multiple_of(n_heads) {
-        return Err(Error::format(f.path(), format!("{n_heads} heads do not divide d = {d}")));
-    }
-    let head_dim = m.usize_opt("attention.key_length")?.unwrap_or(d / n_heads);
-    let embd = f.info("token_embd.weight").ok_or_else(|| missing(f, "token_embd.weight"))?;
+    let (head_key, head_dim) = match m.usize_opt("attention.key_length")? {
+        Some(h) => (Some(Key::new(m.key("attention.key_length"))), h),
+        None => (None, d.checked_div(n_heads).unwrap_or(0)),
+    };
+    let (kv_key, n_kv_heads) = match m.usize_opt("attention.head_count_kv")? {
+        Some(n) => (Key::new(m.key("attention.head_count_kv")), n),
+        None => (Key::defaulted(m.key("attention.head_count_kv"), " (absent, so one per attention head)"), n_heads),
+    };
+    let eps_name = match arch {
+        Arch::Llama => "attention.layer_norm_rms_epsilon",
+        Arch::Gpt2 => "attention.layer_norm_epsilon",
+    };
+    let (eps_key, eps) = m.f64_or(eps_name, 1e-5)?;
+    let (theta_key, theta) = m.f64_or("rope.freq_base", 10000.0)?;
     let cfg = ModelConfig {
         arch,
         n_layers: m.usize("block_count")?,
         n_heads,
-        n_kv_heads: m.usize_opt("attention.head_count_kv")?.unwrap_or(n_heads),
+        n_kv_heads,
         head_dim,
         d_model: d,
         d_ff: m.usize("feed_forward_length")?,
-        // The embedding is the truth: `vocab_size` is often absent.
-        vocab: embd.shape[0],
+        vocab,
         n_ctx: m.usize("context_length")?,
-        norm_eps: match arch {
-            Arch::Llama => m.f32_or("attention.layer_norm_rms_epsilon", 1e-5)?,
-            Arch::Gpt2 => m.f32_or("attention.layer_norm_epsilon", 1e-5)?,
-        },
-        rope_theta: m.f32_or("rope.freq_base", 10000.0)?,
+        norm_eps: eps as f32,
+        rope_theta: theta as f32,
         tied_embeddings: tied(f),
-        bos_token_id: token_id(f, "tokenizer.ggml.bos_token_id"),
-        eos_token_id: token_id(f, "tokenizer.ggml.eos_token_id"),
+        bos_token_id: token_id(f, "tokenizer.ggml.bos_token_id")?,
+        eos_token_id: token_id(f, "tokenizer.ggml.eos_token_id")?,
     };
+    let src = Source {
+        file: f.path().to_path_buf(),
+        n_layers: Key::new(m.key("block_count")),
+        n_heads: Key::new(m.key("attention.head_count")),
+        n_kv_heads: kv_key,
+        head_dim: head_key,
+        d_model: Key::new(m.key("embedding_length")),
+        d_ff: Key::new(m.key("feed_forward_length")),
+        vocab: Key::new("rows of token_embd.weight"),
+        n_ctx: Key::new(m.key("context_length")),
+        norm_eps: eps_key,
+        norm_eps_raw: eps,
+        rope_theta: theta_key,
+        rope_theta_raw: theta,
+        bos: Key::new("tokenizer.ggml.bos_token_id"),
+        eos: Key::new("tokenizer.ggml.eos_token_id"),
+    };
+    let mut shapes = Shapes::new(f.path());
+    for t in &f.tensors {
+        shapes.insert(&t.name, &t.name, &t.shape);
+    }
+    validate::check(&cfg, &src, naming, &shapes, None)?;
     if arch == Arch::Llama {
-        check_rope(&m, &cfg)?;
+        check_rope(&m, &cfg, &src)?;
     }
     Ok(cfg)
 }
@@ -96,13 +170,28 @@ fn tied(f: &GgufFile) -> bool {
     out.ty == emb.ty && out.shape == emb.shape && f.tensor_bytes(out).ok() == f.tensor_bytes(emb).ok()
 }
 
-/// Partial rotary or scaled frequencies would run silently wrong: refuse them by name.
-fn check_rope(m: &Meta, cfg: &ModelConfig) -> Result<()> {
+/// RoPE must rotate whole heads at unscaled frequencies: a dimension count that contradicts the
+/// head size is named as such, partial rotary and scaled frequencies are refused by name.
+fn check_rope(m: &Meta, cfg: &ModelConfig, src: &Source) -> Result<()> {
+    let dims_key = m.key("rope.dimension_count");
     let dims = m.usize_opt("rope.dimension_count")?.unwrap_or(cfg.head_dim);
-    let scaling = m.get("rope.scaling.type").and_then(GgufValue::as_str).unwrap_or("none");
-    let why = if dims != cfg.head_dim {
-        format!("RoPE on {dims} of {} head dimensions", cfg.head_dim)
-    } else if scaling != "none" {
+    let scaling = m.str_opt("rope.scaling.type")?.unwrap_or("none");
+    let hd = match &src.head_dim {
+        Some(k) => k.is(cfg.head_dim),
+        None => format!("head_dim {} ({} / {})", cfg.head_dim, src.d_model.is(cfg.d_model), src.n_heads.is(cfg.n_heads)),
+    };
+    if dims != cfg.head_dim {
+        let agree = match dims {
+            0 => String::new(),
+            n if src.head_dim.is_none() && cfg.d_model.is_multiple_of(n) => {
+                format!("; {} heads of {n} would agree with it", cfg.d_model / n)
+            }
+            _ => String::new(),
+        };
+        let msg = format!("`{dims_key}` = {dims} contradicts {hd}{agree} (carve runs RoPE on whole heads only)");
+        return Err(Error::format(m.f.path(), msg));
+    }
+    let why = if scaling != "none" {
         format!("RoPE scaling `{scaling}`")
     } else if m.f.info("rope_freqs.weight").is_some() {
         "RoPE frequency factors (`rope_freqs.weight`, Llama 3 scaling)".to_string()
@@ -121,11 +210,11 @@ fn get(f: &GgufFile, name: &str, want: &[usize]) -> Result<HostTensor> {
     opt(f, name, want)?.ok_or_else(|| missing(f, name))
 }
 
+/// The shape is checked before anything is dequantized.
 fn opt(f: &GgufFile, name: &str, want: &[usize]) -> Result<Option<HostTensor>> {
     let Some(info) = f.info(name) else { return Ok(None) };
-    let t = f.tensor(info)?;
-    check_shape(name, &t, want)?;
-    Ok(Some(t))
+    check_shape(f.path(), name, &info.shape, want)?;
+    f.tensor(info).map(Some)
 }
 
 pub fn weights(f: &GgufFile, cfg: &ModelConfig) -> Result<ModelWeights<HostTensor>> {
@@ -144,14 +233,15 @@ pub fn weights(f: &GgufFile, cfg: &ModelConfig) -> Result<ModelWeights<HostTenso
 
 fn layer(f: &GgufFile, cfg: &ModelConfig, i: usize) -> Result<LayerWeights<HostTensor>> {
     let (d, ff) = (cfg.d_model, cfg.d_ff);
-    let (q, kv) = (cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim);
+    let (q, kv) = (width(cfg.n_heads, cfg.head_dim)?, width(cfg.n_kv_heads, cfg.head_dim)?);
+    let qkv = width(kv, 2)?.checked_add(q).ok_or_else(|| Error::Input(format!("a fused QKV of {q} + 2 × {kv} rows overflows")))?;
     let name = |s: &str, suffix: &str| format!("blk.{i}.{s}.{suffix}");
     let w = |s: &str, out: usize, inp: usize| get(f, &name(s, "weight"), &[out, inp]);
     let b = |s: &str, out: usize| opt(f, &name(s, "bias"), &[out]);
     let (wq, wk, wv, bq, bk, bv) = if cfg.arch == Arch::Gpt2 {
         // GPT-2 keeps Q, K and V fused (already `[out, in]`: the converter transposed Conv1D).
-        let [wq, wk, wv] = three(split_rows(&w("attn_qkv", q + 2 * kv, d)?, &[q, kv, kv]));
-        let bias = b("attn_qkv", q + 2 * kv)?.map(|t| three(split_rows(&t, &[q, kv, kv])));
+        let [wq, wk, wv] = three(split_rows(&w("attn_qkv", qkv, d)?, &[q, kv, kv]));
+        let bias = b("attn_qkv", qkv)?.map(|t| three(split_rows(&t, &[q, kv, kv])));
         let [bq, bk, bv] = bias.map_or([None, None, None], |b| b.map(Some));
         (wq, wk, wv, bq, bk, bv)
     } else {

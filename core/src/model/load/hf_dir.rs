@@ -93,7 +93,7 @@ fn weight_files(dir: &Path) -> Result<(PathBuf, Vec<PathBuf>)> {
 /// The distinct files of an index's `weight_map`, each a plain file name inside `dir`.
 fn shards(dir: &Path, index: &Path) -> Result<Vec<PathBuf>> {
     let v: serde_json::Value =
-        serde_json::from_slice(&read_small(index)?).map_err(|e| Error::format(index, format!("invalid JSON: {e}")))?;
+        serde_json::from_slice(super::hf_config::strip_bom(&read_small(index)?)).map_err(|e| Error::format(index, format!("invalid JSON: {e}")))?;
     let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| Error::format(index, "no `weight_map`"))?;
     let mut names = BTreeSet::new();
     for (tensor, file) in map {

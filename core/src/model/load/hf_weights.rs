@@ -6,11 +6,11 @@
 //! widths. A block with none left has no weights in the file, only, where a removed component's
 //! value was folded into it, its output bias (`o_proj.bias` / `attn.c_proj.bias`).
 
-use super::assemble::{split_rows, transpose};
+use super::assemble::{split_rows, transpose, width};
 use super::hf_config::LayerLayout;
 use super::safetensors::StTensors;
 use crate::model::{Arch, LayerWeights, ModelConfig, ModelWeights};
-use crate::{HostTensor, Result};
+use crate::{Error, HostTensor, Result};
 
 /// `layout`: per-layer widths of a pruned model; None for the config's widths everywhere.
 pub fn build(cfg: &ModelConfig, layout: Option<&[LayerLayout]>, st: &StTensors) -> Result<ModelWeights<HostTensor>> {
@@ -72,7 +72,7 @@ fn gpt2(cfg: &ModelConfig, st: &StTensors, lay: &dyn Fn(usize) -> LayerLayout) -
 /// GPT-2's Conv1D weights are `[in, out]`: each is checked in that shape, then transposed.
 fn gpt2_layer(cfg: &ModelConfig, st: &StTensors, i: usize, lay: LayerLayout) -> Result<LayerWeights<HostTensor>> {
     let (d, ff) = (cfg.d_model, lay.d_ff);
-    let hd = lay.n_heads * cfg.head_dim;
+    let hd = width(lay.n_heads, cfg.head_dim)?;
     let p = |s: &str| format!("h.{i}.{s}");
     let vec = |s: &str, n: usize| st.get(&p(s), &[n]);
     let mut l = empty_layer(d, false);
@@ -97,8 +97,9 @@ fn gpt2_attention(st: &StTensors, p: &dyn Fn(&str) -> String, d: usize, hd: usiz
     let conv = |s: &str, din: usize, dout: usize| st.get(&p(s), &[din, dout]).map(|t| transpose(&t));
     let vec = |s: &str, n: usize| st.get(&p(s), &[n]);
     // c_attn fuses Q, K and V along the output dimension.
-    let qkv = split_rows(&conv("attn.c_attn.weight", d, 3 * hd)?, &[hd, hd, hd]);
-    let qkv_b = split_rows(&vec("attn.c_attn.bias", 3 * hd)?, &[hd, hd, hd]);
+    let hd3 = width(hd, 3)?;
+    let qkv = split_rows(&conv("attn.c_attn.weight", d, hd3)?, &[hd, hd, hd]);
+    let qkv_b = split_rows(&vec("attn.c_attn.bias", hd3)?, &[hd, hd, hd]);
     let [wq, wk, wv]: [HostTensor; 3] = qkv.try_into().expect("three parts");
     let [bq, bk, bv]: [HostTensor; 3] = qkv_b.try_into().expect("three parts");
     (l.n_heads, l.n_kv_heads) = (n_heads, n_heads);
@@ -124,12 +125,12 @@ fn llama(cfg: &ModelConfig, st: &StTensors, lay: &dyn Fn(usize) -> LayerLayout) 
 /// Biases are optional (`attention_bias` / `mlp_bias` models have them): taken when present.
 fn llama_layer(cfg: &ModelConfig, st: &StTensors, i: usize, lay: LayerLayout) -> Result<LayerWeights<HostTensor>> {
     let (d, ff) = (cfg.d_model, lay.d_ff);
-    let (q, kv) = (lay.n_heads * cfg.head_dim, lay.n_kv_heads * cfg.head_dim);
+    let (q, kv) = (width(lay.n_heads, cfg.head_dim)?, width(lay.n_kv_heads, cfg.head_dim)?);
     let p = |s: &str| format!("layers.{i}.{s}");
     let w = |s: &str, out: usize, inp: usize| st.get(&p(&format!("{s}.weight")), &[out, inp]);
     let b = |s: &str, out: usize| st.opt(&p(&format!("{s}.bias")), &[out]);
     if st.contains(&p("mlp.gate_proj.bias")) {
-        return Err(crate::Error::Unsupported(format!("{}: a bias on the MLP gate", p("mlp.gate_proj"))));
+        return Err(Error::Unsupported(format!("{}: a bias on the MLP gate", p("mlp.gate_proj"))));
     }
     let mut l = empty_layer(d, true);
     if lay.n_heads > 0 {

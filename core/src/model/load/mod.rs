@@ -13,6 +13,7 @@ mod gguf_tokenizer;
 mod hf_config;
 mod hf_weights;
 mod safetensors;
+mod validate;
 
 #[cfg(not(target_arch = "wasm32"))]
 mod hf_dir;
@@ -28,7 +29,7 @@ pub use hf_dir::weights_sha256;
 pub use hub::{hub_cache_dir, resolve_hub_cache, resolve_in as resolve_hub_cache_in};
 
 use crate::model::tokenizer::Tokenizer;
-use crate::model::{ModelConfig, ModelWeights};
+use crate::model::{Arch, ModelConfig, ModelWeights};
 use crate::{Error, HostTensor, Result};
 
 /// A model ready to be uploaded to a backend.
@@ -103,10 +104,17 @@ struct HfParts<'a> {
     source: String,
 }
 
+/// Reads the config and the weights' headers, checks the one against the other (`validate`), and
+/// only then converts the weights.
 fn build_hf(p: HfParts) -> Result<LoadedModel> {
-    let config = parse_config(p.config, p.config_path)?;
+    let (config, source) = hf_config::parse(p.config, p.config_path)?;
     let layout = hf_config::parse_layout(p.config, p.config_path, &config)?;
     let st = safetensors::StTensors::parse(p.files, p.origin)?;
+    let naming = match config.arch {
+        Arch::Gpt2 => &validate::HF_GPT2,
+        Arch::Llama => &validate::HF_LLAMA,
+    };
+    validate::check(&config, &source, naming, st.shapes(), layout.as_deref())?;
     let weights = hf_weights::build(&config, layout.as_deref(), &st)?;
     let tokenizer = match p.tokenizer {
         None => None,
@@ -118,6 +126,7 @@ fn build_hf(p: HfParts) -> Result<LoadedModel> {
 
 fn load_gguf_named(bytes: &[u8], path: &Path) -> Result<LoadedModel> {
     let file = gguf::GgufFile::parse(bytes, path)?;
+    // The metadata, checked against the tensor infos before any tensor is dequantized.
     let config = gguf_model::config(&file)?;
     // The tokenizer is built on one thread while the weights dequantize on the others.
     let (weights, tokenizer) = rayon::join(|| gguf_model::weights(&file, &config), || gguf_tokenizer::from_gguf(&file));
