@@ -12,7 +12,7 @@ fn gpt2() -> &'static Tokenizer {
 }
 
 fn parse(text: &str) -> Result<Task, String> {
-    jsonl::parse(text, "my_task.jsonl", gpt2(), false).map_err(|e| e.to_string())
+    jsonl::parse(text, "my_task.jsonl", gpt2(), false, CONTEXT).map_err(|e| e.to_string())
 }
 
 #[track_caller]
@@ -25,6 +25,9 @@ fn rejects(text: &str, wants: &[&str]) {
     }
 }
 
+/// GPT-2's context, as the models of these tests have.
+const CONTEXT: usize = 1024;
+
 const PARIS: &str = r#"{"prompt": "The capital of France is", "answer": " Paris"}"#;
 const ROME: &str = r#"{"prompt": "The capital of Italy is", "answer": " Rome"}"#;
 
@@ -32,7 +35,7 @@ const ROME: &str = r#"{"prompt": "The capital of Italy is", "answer": " Rome"}"#
 fn good_file_loads() {
     let tok = gpt2();
     let text = std::fs::read_to_string(fixture("tasks/capitals.jsonl")).unwrap();
-    let t = jsonl::parse(&text, "tests/fixtures/tasks/capitals.jsonl", tok, false).unwrap();
+    let t = jsonl::parse(&text, "tests/fixtures/tasks/capitals.jsonl", tok, false, CONTEXT).unwrap();
     assert_eq!(t.name, "capitals.jsonl");
     assert_eq!(t.metric, MetricKind::LogitDiff);
     assert_eq!(t.examples.len(), 16);
@@ -47,7 +50,7 @@ fn good_file_loads() {
     assert_eq!(e.target, Target::Token { answer: paris, wrong: Some(london) });
 
     // Without "wrong" the metric is log P(answer); BOS goes first when asked; CRLF and a BOM are fine.
-    let t = jsonl::parse(&format!("\u{feff}{PARIS}\r\n{ROME}\r\n"), "x.jsonl", tok, true).unwrap();
+    let t = jsonl::parse(&format!("\u{feff}{PARIS}\r\n{ROME}\r\n"), "x.jsonl", tok, true, CONTEXT).unwrap();
     assert_eq!(t.metric, MetricKind::LogProb);
     assert_eq!(t.examples.len(), 2);
     assert_eq!(t.examples[1].prompt[0], tok.bos_id.unwrap());
@@ -121,7 +124,7 @@ fn every_problem_is_listed() {
 #[test]
 fn three_split_files() {
     let tok = gpt2();
-    let file = |name: &str, lines: &[&str]| jsonl::parse(&lines.join("\n"), name, tok, false).unwrap();
+    let file = |name: &str, lines: &[&str]| jsonl::parse(&lines.join("\n"), name, tok, false, CONTEXT).unwrap();
     let w = |c: &str, a: &str| format!(r#"{{"prompt": "The capital of {c} is", "answer": " {a}", "wrong": " London"}}"#);
     let p = file("p.jsonl", &[&w("France", "Paris")]);
     let d = file("d.jsonl", &[&w("Italy", "Rome"), &w("Spain", "Madrid")]);
@@ -142,4 +145,29 @@ fn three_split_files() {
     let nowrong = file("t.jsonl", &[r#"{"prompt": "The capital of Japan is", "answer": " Tokyo"}"#]);
     let err = Splits::from_tasks(p, d, nowrong).unwrap_err().to_string();
     assert!(err.contains("score differently") && err.contains("log_prob"), "{err}");
+}
+
+/// A prompt or corrupted prompt longer than the model's context is found at load, on every line
+/// that has one (not only on a line that a forward happens to reach).
+#[test]
+fn prompts_longer_than_the_context() {
+    let tok = gpt2();
+    let line = |p: &str, c: &str| format!(r#"{{"prompt": "{p}", "answer": " Paris", "wrong": " Rome", "corrupted": "{c}"}}"#);
+    // "The capital of France is" is 5 tokens; so is its corrupted version.
+    let lines = [
+        line("The capital of France is", "The capital of Spain is"),
+        line("The capital city of France is", "The capital city of Spain is"),
+        line("Here the capital city of France is", "Here the capital city of Spain is"),
+    ];
+    let text = lines.join("\n");
+    let at = |max: usize, bos: bool| jsonl::parse(&text, "long.jsonl", tok, bos, max).map_err(|e| e.to_string());
+    let err = at(5, false).expect_err("prompts of 6 and 7 tokens in a context of 5");
+    for want in ["2 problem(s)", "line 2: the prompt is 6 tokens, longer than the model's context of 5", "line 3: the prompt is 7 tokens"] {
+        assert!(err.contains(want), "expected {want:?} in:\n{err}");
+    }
+    assert!(!err.contains("line 1:"), "{err}");
+    assert_eq!(at(7, false).unwrap().examples.len(), 3, "7 tokens fit a context of 7");
+    let err = at(7, true).expect_err("BOS makes the last prompt 8 tokens");
+    assert!(err.contains("line 3: the prompt is 8 tokens with BOS"), "{err}");
+    assert!(at(0, false).unwrap_err().contains("3 problem(s)"), "every line is named");
 }

@@ -74,14 +74,38 @@ impl<'de> Deserialize<'de> for Component {
     }
 }
 
-/// Heads and MLP widths per layer: what components a model has.
+/// Heads and MLP widths per layer: what components a model has. Read from a file, it is checked
+/// (one MLP width per layer, sizes within [`ModelShape::MAX_LAYERS`] and the like), so every
+/// shape that exists names only components that can be counted and masked.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "ShapeFields")]
 pub struct ModelShape {
     pub n_heads: Vec<usize>,
     pub d_ff: Vec<usize>,
 }
 
+/// A shape as written, before [`ModelShape::validate`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShapeFields {
+    n_heads: Vec<usize>,
+    d_ff: Vec<usize>,
+}
+
+impl TryFrom<ShapeFields> for ModelShape {
+    type Error = String;
+    fn try_from(f: ShapeFields) -> std::result::Result<ModelShape, String> {
+        let s = ModelShape { n_heads: f.n_heads, d_ff: f.d_ff };
+        s.problem().map_or(Ok(s), Err)
+    }
+}
+
 impl ModelShape {
+    /// More layers, heads in a layer or MLP neurons in a layer than any model carve loads has.
+    pub const MAX_LAYERS: usize = 4096;
+    pub const MAX_HEADS: usize = 4096;
+    pub const MAX_D_FF: usize = 1 << 24;
+
     pub fn of<T>(layers: &[LayerWeights<T>], d_ff: impl Fn(&T) -> usize) -> ModelShape {
         ModelShape { n_heads: layers.iter().map(|l| l.n_heads).collect(), d_ff: layers.iter().map(|l| d_ff(&l.w_up)).collect() }
     }
@@ -89,20 +113,61 @@ impl ModelShape {
         self.n_heads.len()
     }
 
-    /// Errors unless `c` exists in this model.
+    /// Checks that `n_heads` and `d_ff` give one value per layer and that the sizes are within
+    /// the bounds above, naming the first value that is not.
+    pub fn validate(&self) -> Result<()> {
+        self.problem().map_or(Ok(()), |p| Err(Error::Input(format!("shape: {p}"))))
+    }
+
+    /// What [`ModelShape::validate`] finds wrong, if anything.
+    fn problem(&self) -> Option<String> {
+        if self.n_heads.len() != self.d_ff.len() {
+            return Some(format!(
+                "`n_heads` lists {} layers and `d_ff` {}: give one value per layer in both",
+                self.n_heads.len(),
+                self.d_ff.len()
+            ));
+        }
+        if self.n_layers() > Self::MAX_LAYERS {
+            return Some(format!("{} layers; carve handles at most {}", self.n_layers(), Self::MAX_LAYERS));
+        }
+        if let Some((l, h)) = self.n_heads.iter().enumerate().find(|(_, &h)| h > Self::MAX_HEADS) {
+            return Some(format!("`n_heads[{l}]` is {h}; carve handles at most {} heads in a layer", Self::MAX_HEADS));
+        }
+        if let Some((l, f)) = self.d_ff.iter().enumerate().find(|(_, &f)| f > Self::MAX_D_FF) {
+            return Some(format!("`d_ff[{l}]` is {f}; carve handles at most {} MLP neurons in a layer", Self::MAX_D_FF));
+        }
+        None
+    }
+
+    /// Heads of layer `l`; 0 past the last layer.
+    pub fn heads_in(&self, l: usize) -> usize {
+        self.n_heads.get(l).copied().unwrap_or(0)
+    }
+
+    /// MLP neurons of layer `l`; 0 past the last layer.
+    pub fn d_ff_in(&self, l: usize) -> usize {
+        self.d_ff.get(l).copied().unwrap_or(0)
+    }
+
+    /// Errors unless `c` exists in this model, saying which part of its name is out of range.
     pub fn check(&self, c: Component) -> Result<()> {
         let l = c.layer();
-        let ok = l < self.n_layers()
-            && match c {
-                Component::Head { head, .. } => head < self.n_heads[l],
-                Component::Mlp { .. } => self.d_ff[l] > 0,
-                Component::Neuron { neuron, .. } => neuron < self.d_ff[l],
-            };
-        if ok {
-            Ok(())
-        } else {
-            Err(Error::Input(format!("component {c} is not in this model ({} layers)", self.n_layers())))
+        let n = self.n_layers();
+        if l >= n || l >= self.d_ff.len() {
+            return Err(Error::Input(format!("component {c} is not in this model: it has {n} layers (L0 to L{})", n.saturating_sub(1))));
         }
+        let (heads, d_ff) = (self.heads_in(l), self.d_ff_in(l));
+        let why = match c {
+            Component::Head { head, .. } if head >= heads => match heads {
+                0 => format!("layer {l} has no heads"),
+                _ => format!("layer {l} has {heads} heads (H0 to H{})", heads - 1),
+            },
+            Component::Mlp { .. } | Component::Neuron { .. } if d_ff == 0 => format!("layer {l} has no MLP"),
+            Component::Neuron { neuron, .. } if neuron >= d_ff => format!("layer {l}'s MLP has {d_ff} neurons (N0 to N{})", d_ff - 1),
+            _ => return Ok(()),
+        };
+        Err(Error::Input(format!("component {c} is not in this model: {why}")))
     }
 
     /// All-ones masks with every component of `removed` set to 0.
@@ -110,11 +175,12 @@ impl ModelShape {
         let mut m = Masks::ones(&self.n_heads, &self.d_ff);
         for &c in removed {
             self.check(c)?;
-            match c {
-                Component::Head { layer, head } => m.heads[layer][head] = 0.0,
-                Component::Mlp { layer } => m.mlp[layer] = 0.0,
-                Component::Neuron { layer, neuron } => m.neurons[layer][neuron] = 0.0,
-            }
+            let slot = match c {
+                Component::Head { layer, head } => m.heads.get_mut(layer).and_then(|h| h.get_mut(head)),
+                Component::Mlp { layer } => m.mlp.get_mut(layer),
+                Component::Neuron { layer, neuron } => m.neurons.get_mut(layer).and_then(|n| n.get_mut(neuron)),
+            };
+            *slot.ok_or_else(|| Error::Input(format!("component {c} is not in this model")))? = 0.0;
         }
         Ok(m)
     }
@@ -122,15 +188,35 @@ impl ModelShape {
     /// Every component of the model (heads, MLP blocks; neurons when `neurons`), in layer order.
     pub fn components(&self, neurons: bool) -> Vec<Component> {
         let mut v = Vec::new();
-        for l in 0..self.n_layers() {
-            v.extend((0..self.n_heads[l]).map(|head| Component::Head { layer: l, head }));
-            if self.d_ff[l] > 0 {
+        for (l, (&heads, &d_ff)) in self.n_heads.iter().zip(&self.d_ff).enumerate() {
+            v.extend((0..heads).map(|head| Component::Head { layer: l, head }));
+            if d_ff > 0 {
                 v.push(Component::Mlp { layer: l });
             }
             if neurons {
-                v.extend((0..self.d_ff[l]).map(|neuron| Component::Neuron { layer: l, neuron }));
+                v.extend((0..d_ff).map(|neuron| Component::Neuron { layer: l, neuron }));
             }
         }
         v
+    }
+
+    /// The first difference from `other`, for a message; `names` say which shape is which:
+    /// "layer 3 has 4 heads in the circuit and 2 in the model".
+    pub fn difference(&self, other: &ModelShape, names: (&str, &str)) -> Option<String> {
+        let (a, b) = names;
+        if self.n_layers() != other.n_layers() {
+            return Some(format!("{} layers in {a} and {} in {b}", self.n_layers(), other.n_layers()));
+        }
+        for l in 0..self.n_layers() {
+            let (x, y) = (self.heads_in(l), other.heads_in(l));
+            if x != y {
+                return Some(format!("layer {l} has {x} heads in {a} and {y} in {b}"));
+            }
+            let (x, y) = (self.d_ff_in(l), other.d_ff_in(l));
+            if x != y {
+                return Some(format!("layer {l} has {x} MLP neurons in {a} and {y} in {b}"));
+            }
+        }
+        (self != other).then(|| format!("the MLP widths of {a} and {b} list different numbers of layers"))
     }
 }

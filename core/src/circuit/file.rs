@@ -105,29 +105,113 @@ pub struct CircuitMetrics {
     pub kl: f64,
 }
 
+/// The ablation kinds a circuit file names (`AblationKind` as it serializes).
+pub const ABLATION_KINDS: [&str; 4] = ["zero", "mean", "mean-per-position", "resample"];
+
 impl CircuitFile {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a circuit file always serializes")
     }
 
-    /// Parses and checks a circuit file: format, version, and that every component exists in the
-    /// shape it declares.
+    /// Parses and checks a circuit file: its format and version, every field's type (a wrong one
+    /// is named by its path, e.g. `shape.d_ff[2]`), and then what [`CircuitFile::validate`] checks.
     pub fn from_json(s: &str) -> Result<CircuitFile> {
         let v: serde_json::Value =
             serde_json::from_str(s).map_err(|e| Error::Input(format!("not a circuit file (invalid JSON: {e})")))?;
-        let format = v.get("format").and_then(|f| f.as_str()).unwrap_or("");
-        if format != FORMAT {
-            return Err(Error::Input(format!("not a circuit file: its format is `{format}`, expected `{FORMAT}`")));
+        if !v.is_object() {
+            return Err(Error::Input(format!("not a circuit file: it holds {}, not a JSON object", json_kind(&v))));
         }
-        let version = v.get("version").and_then(|f| f.as_u64()).unwrap_or(0);
-        if version != VERSION as u64 {
-            return Err(Error::Input(format!("circuit file version {version}; this carve reads version {VERSION}")));
+        match v.get("format") {
+            Some(serde_json::Value::String(f)) if f == FORMAT => {}
+            Some(serde_json::Value::String(f)) => {
+                return Err(Error::Input(format!("not a circuit file: its format is `{}`, expected `{FORMAT}`", shown(f))))
+            }
+            Some(other) => {
+                return Err(Error::Input(format!("not a circuit file: `format` is {}, expected the string `{FORMAT}`", json_kind(other))))
+            }
+            None => return Err(Error::Input(format!("not a circuit file: it has no `format` field (expected `{FORMAT}`)"))),
         }
-        let c: CircuitFile = serde_json::from_value(v).map_err(|e| Error::Input(format!("circuit file: {e}")))?;
-        for &comp in c.kept.iter().chain(&c.removed) {
-            c.shape.check(comp)?;
+        match v.get("version") {
+            Some(serde_json::Value::Number(n)) if n.as_u64() == Some(VERSION as u64) => {}
+            Some(serde_json::Value::Number(n)) => {
+                return Err(Error::Input(format!("circuit file version {n}: this carve understands version {VERSION} only")))
+            }
+            Some(other) => {
+                return Err(Error::Input(format!(
+                    "circuit file: the `version` field has the wrong type: it is {} ({}), expected the number {VERSION}",
+                    json_kind(other),
+                    shown(&other.to_string())
+                )))
+            }
+            None => return Err(Error::Input(format!("circuit file: it has no `version` field (expected {VERSION})"))),
         }
+        let c: CircuitFile = from_value(v, "circuit file")?;
+        c.validate()?;
         Ok(c)
+    }
+
+    /// Checks what the types leave open: the model's sha256 is 64 lowercase hex digits; the
+    /// ablation kind is one carve knows and its values file a plain file name; the shape is sane;
+    /// every component listed (kept, removed, decided on) is in the shape, none twice, none both
+    /// kept and removed; every head and MLP block is either kept or removed, and a layer's neurons
+    /// are listed all or none.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Input(format!("circuit file: {m}")));
+        check_sha256("model.sha256", &self.model.sha256)?;
+        if !ABLATION_KINDS.contains(&self.ablation.kind.as_str()) {
+            return bad(format!(
+                "`ablation.kind` is `{}`; the kinds are {}",
+                shown(&self.ablation.kind),
+                ABLATION_KINDS.map(|k| format!("`{k}`")).join(", ")
+            ));
+        }
+        if let Some(v) = &self.ablation.values {
+            let plain = matches!(std::path::Path::new(v).components().collect::<Vec<_>>().as_slice(), [std::path::Component::Normal(_)]);
+            if !plain || v.contains(['/', '\\']) {
+                return bad(format!("`ablation.values` is `{}`: it must name a file beside the circuit file", shown(v)));
+            }
+        }
+        self.shape.validate()?;
+        let shape = &self.shape;
+        for (list, comps) in [("kept", &self.kept), ("removed", &self.removed)] {
+            for &c in comps.iter() {
+                shape.check(c).or_else(|e| bad(format!("`{list}`: {e}")))?;
+            }
+        }
+        for d in &self.decisions {
+            shape.check(d.component).or_else(|e| bad(format!("`decisions`: {e}")))?;
+        }
+        let mut seen = std::collections::HashMap::new();
+        for (list, comps) in [("kept", &self.kept), ("removed", &self.removed)] {
+            for &c in comps.iter() {
+                if let Some(first) = seen.insert(c, list) {
+                    return match first == list {
+                        true => bad(format!("{c} is listed twice in `{list}`")),
+                        false => bad(format!("{c} is listed both as kept and as removed")),
+                    };
+                }
+            }
+        }
+        let mut neurons = vec![0usize; shape.n_layers()];
+        for c in seen.keys() {
+            if let Component::Neuron { layer, .. } = c {
+                if let Some(n) = neurons.get_mut(*layer) {
+                    *n += 1;
+                }
+            }
+        }
+        for (l, (&heads, &d_ff)) in shape.n_heads.iter().zip(&shape.d_ff).enumerate() {
+            let block = (d_ff > 0).then_some(Component::Mlp { layer: l });
+            let missing = (0..heads).map(|head| Component::Head { layer: l, head }).chain(block).find(|c| !seen.contains_key(c));
+            if let Some(c) = missing {
+                return bad(format!("{c} is in the shape but neither kept nor removed"));
+            }
+            let listed = neurons.get(l).copied().unwrap_or(0);
+            if listed != 0 && listed != d_ff {
+                return bad(format!("{listed} of layer {l}'s {d_ff} MLP neurons are listed: list all or none"));
+            }
+        }
+        Ok(())
     }
 
     /// Errors unless `sha256` is the model this circuit was extracted from.
@@ -135,31 +219,79 @@ impl CircuitFile {
         if !self.model.sha256.eq_ignore_ascii_case(sha256) {
             return Err(Error::Input(format!(
                 "this circuit was extracted from another model: {} has weights sha256 {}…, the model given has {}…",
-                self.model.name,
-                &self.model.sha256[..self.model.sha256.len().min(12)],
-                &sha256[..sha256.len().min(12)]
+                shown(&self.model.name),
+                prefix(&self.model.sha256, 12),
+                prefix(sha256, 12)
             )));
         }
         Ok(())
     }
 
+    /// Errors unless `shape` (a model's) is the shape this circuit was extracted on, naming the
+    /// first difference.
+    pub fn check_shape(&self, shape: &ModelShape) -> Result<()> {
+        match self.shape.difference(shape, ("the circuit", "the model")) {
+            None => Ok(()),
+            Some(d) => Err(Error::Input(format!("the circuit is for a model of another shape: {d}"))),
+        }
+    }
+
     /// Masks of the circuit on a model of `shape`: 0 on every removed component.
     pub fn masks(&self, shape: &ModelShape) -> Result<Masks> {
-        if shape != &self.shape {
-            return Err(Error::Input(format!(
-                "the circuit is for a model with {} layers and {:?} heads; this one has {} layers and {:?}",
-                self.shape.n_layers(),
-                self.shape.n_heads,
-                shape.n_layers(),
-                shape.n_heads
-            )));
-        }
+        self.check_shape(shape)?;
         shape.masks_without(&self.removed)
     }
 
     /// Kept heads and MLP blocks.
     pub fn kept_counts(&self) -> (usize, usize) {
         count(&self.kept)
+    }
+}
+
+/// Errors unless `s` is a sha256 as carve writes it: 64 lowercase hex digits. `what` names the field.
+pub fn check_sha256(what: &str, s: &str) -> Result<()> {
+    if s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Ok(());
+    }
+    Err(Error::Input(format!("`{what}` is `{}`: a weights sha256 is 64 lowercase hex digits", shown(s))))
+}
+
+/// The first `n` characters of `s` (never cut inside a character).
+pub fn prefix(s: &str, n: usize) -> &str {
+    s.char_indices().nth(n).map_or(s, |(i, _)| s.get(..i).unwrap_or(s))
+}
+
+/// Deserializes `v`; a value of the wrong type is named by its path (`shape.d_ff[2]`) in the
+/// error, which `what` (the file) begins.
+pub fn from_value<T: serde::de::DeserializeOwned>(v: serde_json::Value, what: &str) -> Result<T> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        match path.as_str() {
+            "." => Error::Input(format!("{what}: {}", e.into_inner())),
+            _ => Error::Input(format!("{what}: `{path}`: {}", e.into_inner())),
+        }
+    })
+}
+
+/// Text from a file for a message: at most 80 characters, control characters escaped.
+pub(crate) fn shown(s: &str) -> String {
+    let escape = |c: char| if c.is_control() { c.escape_debug().collect() } else { c.to_string() };
+    let mut out: String = s.chars().take(80).map(escape).collect();
+    if s.chars().nth(80).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// "a string", "a number", … for messages about a JSON value of the wrong type.
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
     }
 }
 

@@ -161,7 +161,7 @@ impl LinkState {
         if w.n % 8 != 0 && bytes.last().is_some_and(|&b| b >> (w.n % 8) != 0) {
             return err("the mask has bits past its last component");
         }
-        let mask = (0..w.n).map(|i| bytes[i / 8] & (1 << (i % 8)) != 0).collect();
+        let mask = (0..w.n).map(|i| bytes.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0)).collect();
         Ok(LinkState { model_url: w.m, model_sha256: w.h.to_ascii_lowercase(), task: w.t, prompt: w.p, mask })
     }
 

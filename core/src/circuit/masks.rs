@@ -38,10 +38,10 @@ impl AblationValues {
         [("z", &self.z), ("hidden", &self.hidden), ("attn_out", &self.attn_out), ("mlp_out", &self.mlp_out)]
     }
 
-    /// One row everywhere: the same value at every position, so the values fold into a pruned
-    /// model and can be shipped beside a circuit.
+    /// One row everywhere (`[1, width]`, width 0 included: a layer without heads): the same value
+    /// at every position, so the values fold into a pruned model and can be shipped beside a circuit.
     pub fn position_independent(&self) -> bool {
-        self.sites().iter().flat_map(|(_, ts)| ts.iter().flatten()).all(|t| t.rows_cols().0 == 1)
+        self.sites().iter().flat_map(|(_, ts)| ts.iter().flatten()).all(|t| matches!(t.shape.as_slice(), [1, _]))
     }
 }
 

@@ -64,16 +64,113 @@ impl AblateState {
         serde_json::to_string_pretty(self).expect("the state always serializes")
     }
 
+    /// Parses and checks a state file: format and version first, every field's type (a wrong one
+    /// named by its path), then what [`AblateState::validate`] checks.
     pub fn from_json(s: &str) -> Result<Self> {
-        let st: AblateState =
-            serde_json::from_str(s).map_err(|e| Error::Input(format!("not an ablate state file: {e}")))?;
-        if st.format != FORMAT || st.version != VERSION {
+        let v: serde_json::Value =
+            serde_json::from_str(s).map_err(|e| Error::Input(format!("not an ablate state file (invalid JSON: {e})")))?;
+        let field = |k: &str| v.get(k).map_or_else(|| "missing".to_string(), |x| format!("{x}"));
+        let (format, version) = (v.get("format").and_then(|f| f.as_str()), v.get("version").and_then(|f| f.as_u64()));
+        if format != Some(FORMAT) || version != Some(VERSION as u64) {
             return Err(Error::Input(format!(
-                "state file is `{}` version {}; this carve reads `{FORMAT}` version {VERSION}",
-                st.format, st.version
+                "not an ablate state file this carve reads: `format` is {} and `version` {}, expected \"{FORMAT}\" and {VERSION}",
+                crate::circuit::file::shown(&field("format")),
+                crate::circuit::file::shown(&field("version"))
             )));
         }
+        let st: AblateState = crate::circuit::file::from_value(v, "ablate state")?;
+        st.validate()?;
         Ok(st)
+    }
+
+    /// Checks what the types leave open, so that a state read from a file resumes or is refused,
+    /// never misleads the sweep: format and version; α finite and above 0; the fingerprint as
+    /// [`fingerprint`] writes it; the shape sane; every decision a candidate of the sweep order
+    /// (MLP blocks only with `mlps`, neurons only with `neurons`), in that order, before `next`;
+    /// `next` at most the number of candidates; KL_cur finite.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Input(format!("ablate state: {m}")));
+        if self.format != FORMAT || self.version != VERSION {
+            return bad(format!("`{}` version {}; this carve reads `{FORMAT}` version {VERSION}", crate::circuit::file::shown(&self.format), self.version));
+        }
+        let alpha = self.options.alpha;
+        if !(alpha.is_finite() && alpha > 0.0) {
+            return bad(format!("`options.alpha` is {alpha}; it must be a finite number above 0"));
+        }
+        if self.fingerprint.len() != 16 || !self.fingerprint.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return bad(format!("`fingerprint` is `{}`, not 16 lowercase hex digits", crate::circuit::file::shown(&self.fingerprint)));
+        }
+        self.shape.validate()?;
+        if !self.kl_cur().is_finite() || !self.kl_cur.is_finite() {
+            return bad("KL_cur (`kl_cur_bits`) is not a finite number".into());
+        }
+        let too_many = || Error::Input("ablate state: the shape has too many candidates to count".into());
+        let starts = self.layer_starts().ok_or_else(too_many)?;
+        let total = match starts.first() {
+            Some(&s0) => s0.checked_add(self.candidates_in(0).ok_or_else(too_many)?).ok_or_else(too_many)?,
+            None => 0,
+        };
+        if self.next > total {
+            return bad(format!("`next` is {}, but the sweep has {total} candidates", self.next));
+        }
+        let mut last: Option<usize> = None;
+        for (i, d) in self.decisions.iter().enumerate() {
+            let c = d.component;
+            let pos = self.position(&starts, c).ok_or_else(|| {
+                let why = match self.shape.check(c) {
+                    Err(e) => e.to_string(),
+                    Ok(()) => "the options do not decide on it".into(),
+                };
+                Error::Input(format!("ablate state: `decisions[{i}]` is {c}, not a candidate of this sweep: {why}"))
+            })?;
+            if last.is_some_and(|p| pos <= p) {
+                return bad(format!("`decisions[{i}]` ({c}) is out of the sweep's order or given twice"));
+            }
+            if pos >= self.next {
+                return bad(format!("`decisions[{i}]` ({c}) comes at or after `next` ({})", self.next));
+            }
+            if !d.kl.is_finite() {
+                return bad(format!("`decisions[{i}]` ({c}) has a KL that is not a finite number"));
+            }
+            last = Some(pos);
+        }
+        Ok(())
+    }
+
+    /// Candidates layer `l` contributes to the sweep order.
+    fn candidates_in(&self, l: usize) -> Option<usize> {
+        let (o, d_ff) = (&self.options, self.shape.d_ff_in(l));
+        let mlp = usize::from(o.mlps && d_ff > 0);
+        let neurons = if o.neurons { d_ff } else { 0 };
+        self.shape.heads_in(l).checked_add(mlp)?.checked_add(neurons)
+    }
+
+    /// Per layer, where its candidates start in [`AblateState::order`] (layers go last to first).
+    fn layer_starts(&self) -> Option<Vec<usize>> {
+        let n = self.shape.n_layers();
+        let mut starts = vec![0; n];
+        let mut at = 0usize;
+        for l in (0..n).rev() {
+            *starts.get_mut(l)? = at;
+            at = at.checked_add(self.candidates_in(l)?)?;
+        }
+        Some(starts)
+    }
+
+    /// Where `c` is in [`AblateState::order`] (`starts` from [`AblateState::layer_starts`]),
+    /// without building it; None when it is not a candidate.
+    fn position(&self, starts: &[usize], c: Component) -> Option<usize> {
+        let l = c.layer();
+        self.shape.check(c).ok()?;
+        let heads = self.shape.heads_in(l);
+        let mlp = usize::from(self.options.mlps && self.shape.d_ff_in(l) > 0);
+        let within = match c {
+            Component::Head { head, .. } => head,
+            Component::Mlp { .. } if self.options.mlps => heads,
+            Component::Neuron { neuron, .. } if self.options.neurons => heads.checked_add(mlp)?.checked_add(neuron)?,
+            _ => return None,
+        };
+        starts.get(l)?.checked_add(within)
     }
 
     /// A resumed state must come from the same model shape, options and prompts.
@@ -139,8 +236,8 @@ impl AblateState {
     fn mlps_gone(&self) -> Vec<bool> {
         let mut gone = vec![false; self.shape.n_layers()];
         for d in self.decisions.iter().filter(|d| d.accepted) {
-            if let Component::Mlp { layer } = d.component {
-                gone[layer] = true;
+            if let Some(g) = gone.get_mut(d.component.layer()).filter(|_| matches!(d.component, Component::Mlp { .. })) {
+                *g = true;
             }
         }
         gone
@@ -193,7 +290,7 @@ impl AblateState {
 
 /// A neuron of a removed MLP block is not a candidate: the block's ablation already covers it.
 fn skipped(c: &Component, mlps_gone: &[bool]) -> bool {
-    matches!(c, Component::Neuron { layer, .. } if mlps_gone[*layer])
+    matches!(c, Component::Neuron { layer, .. } if mlps_gone.get(*layer) == Some(&true))
 }
 
 /// FNV-1a over the given words: a stable fingerprint (not a security hash).

@@ -18,8 +18,10 @@ const FIELDS: [&str; 4] = ["prompt", "answer", "wrong", "corrupted"];
 /// At most this many problems are listed; the rest are counted.
 const MAX_LISTED: usize = 20;
 
-/// Parses a JSONL task. `origin` names the file in messages and becomes the task's name.
-pub fn parse(text: &str, origin: &str, tok: &Tokenizer, bos: bool) -> Result<Task> {
+/// Parses a JSONL task. `origin` names the file in messages and becomes the task's name;
+/// `max_tokens` is the model's context: a prompt or corrupted prompt longer than that (BOS
+/// included) is a problem of its line, like any other.
+pub fn parse(text: &str, origin: &str, tok: &Tokenizer, bos: bool, max_tokens: usize) -> Result<Task> {
     let mut problems: Vec<String> = Vec::new();
     let mut examples = Vec::new();
     let mut with_wrong = Vec::new();
@@ -34,7 +36,7 @@ pub fn parse(text: &str, origin: &str, tok: &Tokenizer, bos: bool) -> Result<Tas
             continue;
         }
         lines += 1;
-        match parse_line(line, tok, bos) {
+        match parse_line(line, tok, bos, max_tokens) {
             Ok(mut p) => {
                 p.example.source = format!("line {n}");
                 if let Some(&first) = first_line_of.get(&p.example.prompt) {
@@ -88,7 +90,7 @@ struct Parsed {
     has_wrong: bool,
 }
 
-fn parse_line(line: &str, tok: &Tokenizer, bos: bool) -> std::result::Result<Parsed, String> {
+fn parse_line(line: &str, tok: &Tokenizer, bos: bool, max_tokens: usize) -> std::result::Result<Parsed, String> {
     let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
         // serde's "at line 1 column 7" counts within this line; keep the column only.
         let msg = e.to_string();
@@ -145,10 +147,17 @@ fn parse_line(line: &str, tok: &Tokenizer, bos: bool) -> std::result::Result<Par
         }
         None => None,
     };
-    let add_bos = |ids: Vec<u32>| super::with_bos(tok, bos, ids).map_err(|e| e.to_string());
+    let add_bos = |what: &str, ids: Vec<u32>| -> std::result::Result<Vec<u32>, String> {
+        let ids = super::with_bos(tok, bos, ids).map_err(|e| e.to_string())?;
+        if ids.len() > max_tokens {
+            let with = if bos { " with BOS" } else { "" };
+            return Err(format!("the {what} is {} tokens{with}, longer than the model's context of {max_tokens}", ids.len()));
+        }
+        Ok(ids)
+    };
     let example = Example {
-        prompt: add_bos(p)?,
-        corrupted: c.map(add_bos).transpose()?,
+        prompt: add_bos("prompt", p)?,
+        corrupted: c.map(|c| add_bos("corrupted prompt", c)).transpose()?,
         target: Target::Token { answer: answer_id, wrong: wrong_id },
         source: String::new(),
     };

@@ -80,7 +80,7 @@ pub fn run(b: Bench) -> Result<()> {
         Bench::Extract(a) => {
             a.task_args.check(Some(&a.task), None)?;
             let m = source::load(&a.model)?;
-            let prep = a.task_args.prepare(Some(&a.task), None, tokenizer(&m)?)?;
+            let prep = a.task_args.prepare(Some(&a.task), None, tokenizer(&m)?, m.config.n_ctx)?;
             dispatch(a.backend, ExtractBench { m: &m, a: &a, prep: &prep })
         }
     }

@@ -69,8 +69,12 @@ pub fn run(mut a: Args) -> Result<()> {
         c.check_model(&weights_sha256(&path)?).with_context(|| format!("{} does not fit {}", a.circuit.as_ref().unwrap().display(), a.model))?;
     }
     let m = source::load(&a.model)?;
+    if let (Some(c), Some(p)) = (&circuit, &a.circuit) {
+        let shape = ModelShape::of(&m.weights.layers, |t| t.shape[0]);
+        c.check_shape(&shape).with_context(|| format!("{} does not fit {}", p.display(), a.model))?;
+    }
     let tok = tokenizer(&m)?;
-    let prep = a.task_args.prepare(a.task.as_deref(), a.n, tok)?;
+    let prep = a.task_args.prepare(a.task.as_deref(), a.n, tok, m.config.n_ctx)?;
     let (task, splits) = (&prep.task, &prep.splits);
     if !a.json {
         for f in &task.filters {

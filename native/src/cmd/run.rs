@@ -83,6 +83,11 @@ pub fn run(a: Args) -> Result<()> {
     if a.zero_ablation {
         means_path = None;
     }
+    if comps.is_empty() {
+        if let Some(p) = &a.means {
+            bail!("--means {} given, but nothing is ablated: name components with --ablate or give --circuit", p.display());
+        }
+    }
     let masks = if comps.is_empty() { None } else { Some(masks_for(&m, &path, &comps)?) };
     let values = match (&means_path, &masks) {
         (Some(p), Some(_)) => Some(read_means(p, &m)?),
@@ -128,14 +133,17 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
-/// The circuit file at `p`, checked to be of this full model (weights' sha256).
+/// The circuit file at `p`, checked whole (`CircuitFile::from_json`) and to be of this full
+/// model: the weights' sha256, then the shape.
 fn circuit_for(p: &Path, m: &LoadedModel, model_path: &Path) -> Result<CircuitFile> {
     if pruned_layout(model_path)?.is_some() {
         bail!("--circuit needs the full model the circuit was found in; {} is already pruned to its circuit", model_path.display());
     }
     let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
     let c = CircuitFile::from_json(&text).with_context(|| format!("{}", p.display()))?;
-    c.check_model(&weights_sha256(model_path)?).with_context(|| format!("{} does not fit {}", p.display(), m.source))?;
+    let fits = |r: carve_core::Result<()>| r.with_context(|| format!("{} does not fit {}", p.display(), m.source));
+    fits(c.check_model(&weights_sha256(model_path)?))?;
+    fits(c.check_shape(&ModelShape::of(&m.weights.layers, |t| t.shape[0])))?;
     Ok(c)
 }
 

@@ -75,8 +75,9 @@ impl TaskArgs {
     }
 
     /// The task `name` (built-in or a JSONL file) with `n` examples in all (None: the split sizes'
-    /// total, or a file's length when shorter), or the three split files.
-    pub fn prepare(&self, name: Option<&str>, n: Option<usize>, tok: &Tokenizer) -> Result<Prepared> {
+    /// total, or a file's length when shorter), or the three split files. `n_ctx` is the model's
+    /// context: a file with a longer prompt is refused at load, each such line named.
+    pub fn prepare(&self, name: Option<&str>, n: Option<usize>, tok: &Tokenizer, n_ctx: usize) -> Result<Prepared> {
         if let (Some(p), Some(d), Some(t)) = (&self.patching_file, &self.discovery_file, &self.test_file) {
             if let Some(name) = name {
                 bail!("give either a task ({name}) or the three split files, not both");
@@ -84,7 +85,7 @@ impl TaskArgs {
             if n.is_some() {
                 bail!("--n does not apply to split files: their sizes are their line counts");
             }
-            let [p, d, t] = [p, d, t].map(|f| read_jsonl(f, tok, self.bos));
+            let [p, d, t] = [p, d, t].map(|f| read_jsonl(f, tok, self.bos, n_ctx));
             let (task, splits) = Splits::from_tasks(p?, d?, t?)?;
             return Ok(Prepared { task, splits, notes: vec![] });
         }
@@ -100,7 +101,7 @@ impl TaskArgs {
         if !path.exists() {
             bail!("unknown task `{name}`: the built-in tasks are {}, or give a .jsonl file that exists", tasks::BUILTIN.join(", "));
         }
-        let task = read_jsonl(path, tok, self.bos)?;
+        let task = read_jsonl(path, tok, self.bos, n_ctx)?;
         let plan = requested.plan_file(n, task.examples.len(), &path.display().to_string())?;
         let splits = Splits::new(task.examples.clone(), plan.sizes, self.seed)?;
         Ok(Prepared { task, splits, notes: plan.notes })
@@ -111,9 +112,9 @@ fn is_builtin(name: &str) -> bool {
     tasks::BUILTIN.contains(&name) || matches!(name, "greater_than" | "greaterthan")
 }
 
-fn read_jsonl(path: &Path, tok: &Tokenizer, bos: bool) -> Result<Task> {
+fn read_jsonl(path: &Path, tok: &Tokenizer, bos: bool, n_ctx: usize) -> Result<Task> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(jsonl::parse(&text, &path.display().to_string(), tok, bos)?)
+    Ok(jsonl::parse(&text, &path.display().to_string(), tok, bos, n_ctx)?)
 }
 
 pub fn tokenizer(m: &LoadedModel) -> Result<&Tokenizer> {
@@ -165,7 +166,7 @@ fn show(a: ShowArgs) -> Result<()> {
     a.task_args.check(a.task.as_deref(), a.total)?;
     let m = source::load(&a.model)?;
     let tok = tokenizer(&m)?;
-    let prep = a.task_args.prepare(a.task.as_deref(), a.total, tok)?;
+    let prep = a.task_args.prepare(a.task.as_deref(), a.total, tok, m.config.n_ctx)?;
     let (task, splits) = (&prep.task, &prep.splits);
     let (which, part) = match a.split {
         Which::Patching => ("patching", &splits.patching),

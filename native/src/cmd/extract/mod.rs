@@ -132,7 +132,7 @@ pub fn run(a: Args) -> Result<()> {
     eprintln!("weights sha256 {}… ({:.1} s)", &sha[..16], t.elapsed().as_secs_f64());
     let resume = if a.resume.is_some() { Some(rd.load_state(&sha)?) } else { None };
     let tok = tokenizer(&m)?;
-    let prep = a.task_args.prepare(a.task.as_deref(), a.n, tok)?;
+    let prep = a.task_args.prepare(a.task.as_deref(), a.n, tok, m.config.n_ctx)?;
     for n in &prep.notes {
         eprintln!("note    {n}");
     }

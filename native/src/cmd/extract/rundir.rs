@@ -7,6 +7,7 @@
 //! model that doesn't load, a task file with errors) leaves the old one as it was.
 
 use anyhow::{bail, Context, Result};
+use carve_core::circuit::file::{check_sha256, from_value, prefix};
 use carve_core::extract::AblateState;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -113,19 +114,18 @@ impl RunDir {
         self.write(STATE, serde_json::to_string_pretty(st)?.as_bytes())
     }
 
+    /// Reads the state to resume from and checks it whole (format, every field's type, the
+    /// sweep's state) before comparing its model with `model_sha256`.
     pub fn load_state(&self, model_sha256: &str) -> Result<SavedState> {
         let p = self.path(STATE);
         let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-        let st: SavedState = serde_json::from_str(&text).with_context(|| format!("{} is not a carve extract state file", p.display()))?;
-        if st.format != STATE_FORMAT {
-            bail!("{}: format `{}`, expected `{STATE_FORMAT}`", p.display(), st.format);
-        }
+        let st = SavedState::from_json(&text).with_context(|| format!("{} is not a carve extract state file", p.display()))?;
         if st.model_sha256 != model_sha256 {
             bail!(
                 "{} was saved for another model (weights sha256 {}…, this one {}…): resume with the model it started on",
                 p.display(),
-                st.model_sha256.chars().take(12).collect::<String>(),
-                model_sha256.chars().take(12).collect::<String>()
+                prefix(&st.model_sha256, 12),
+                prefix(model_sha256, 12)
             );
         }
         Ok(st)
@@ -135,6 +135,24 @@ impl RunDir {
 impl SavedState {
     pub fn new(model_sha256: String, extract_seconds: f64, ablate: AblateState) -> SavedState {
         SavedState { format: STATE_FORMAT.into(), model_sha256, extract_seconds, ablate }
+    }
+
+    /// Parses a state file: its format, every field's type (named by its path), the sha256 (64
+    /// lowercase hex digits), the time spent (finite, not negative) and the sweep's own state.
+    pub fn from_json(text: &str) -> Result<SavedState> {
+        let v: serde_json::Value = serde_json::from_str(text).context("invalid JSON")?;
+        match v.get("format") {
+            Some(serde_json::Value::String(f)) if f == STATE_FORMAT => {}
+            Some(f) => bail!("`format` is {}, expected \"{STATE_FORMAT}\"", prefix(&f.to_string(), 80)),
+            None => bail!("it has no `format` field (expected \"{STATE_FORMAT}\")"),
+        }
+        let st: SavedState = from_value(v, "state")?;
+        check_sha256("model_sha256", &st.model_sha256)?;
+        if !(st.extract_seconds.is_finite() && st.extract_seconds >= 0.0) {
+            bail!("`extract_seconds` is {}; it must be a finite number of seconds, not negative", st.extract_seconds);
+        }
+        st.ablate.validate()?;
+        Ok(st)
     }
 }
 
@@ -151,10 +169,10 @@ fn json_format(p: &Path) -> Option<String> {
 /// Whether `p` holds what carve writes under that name (a run's own files are recognisable by
 /// their content; report.md and circuit.svg by their first line).
 fn written_by_carve(p: &Path, name: &str) -> bool {
-    let starts_with = |prefix: &[u8]| {
+    let starts_with = |first: &[u8]| {
         use std::io::Read;
-        let mut head = vec![0u8; prefix.len()];
-        std::fs::File::open(p).and_then(|mut f| f.read_exact(&mut head)).is_ok() && head == prefix
+        let mut head = vec![0u8; first.len()];
+        std::fs::File::open(p).and_then(|mut f| f.read_exact(&mut head)).is_ok() && head == first
     };
     match name {
         STATE => json_format(p).as_deref() == Some(STATE_FORMAT),
