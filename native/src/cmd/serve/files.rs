@@ -98,13 +98,6 @@ impl Roots {
     }
 }
 
-/// `range` with a suffix longer than the file (`bytes=-N`, N > `len`) made the whole file
-/// (`bytes=0-`), as RFC 9110 asks; any other value unchanged.
-pub fn whole_suffix(range: &str, len: u64) -> Option<&'static str> {
-    let n = range.trim().strip_prefix("bytes=")?.trim().strip_prefix('-')?;
-    (n.bytes().all(|b| b.is_ascii_digit()) && n.parse::<u64>().map_or(!n.is_empty(), |n| n > len) && len > 0).then_some("bytes=0-")
-}
-
 /// The content type of a file, by the extension of the name it was requested as.
 pub fn content_type(name: &str) -> &'static str {
     let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
@@ -152,16 +145,6 @@ mod tests {
         ] {
             assert_eq!(names(p), None, "{p:?}");
         }
-    }
-
-    #[test]
-    fn suffixes_longer_than_the_file_ask_for_all_of_it() {
-        assert_eq!(whole_suffix("bytes=-5000", 1000), Some("bytes=0-"));
-        assert_eq!(whole_suffix("bytes=-99999999999999999999999", 1000), Some("bytes=0-"));
-        for kept in ["bytes=-1000", "bytes=-5", "bytes=10-", "bytes=-", "bytes=-5000,-1", "items=-5000"] {
-            assert_eq!(whole_suffix(kept, 1000), None, "{kept}");
-        }
-        assert_eq!(whole_suffix("bytes=-5", 0), None, "an empty file has no range to give");
     }
 
     #[test]

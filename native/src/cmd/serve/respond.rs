@@ -1,7 +1,7 @@
 //! One request's response: the `Host` checked, then the file streamed by tower-http's `ServeFile`
 //! (Range, HEAD, Last-Modified / If-Modified-Since, Content-Length).
 
-use super::files::{content_type, wanted, whole_suffix, Roots};
+use super::files::{content_type, wanted, Roots};
 use super::hosts::Hosts;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -16,9 +16,10 @@ pub struct Served {
     pub hosts: Hosts,
 }
 
-/// Answers a request: 400 without one `Host` header, 403 for a host this server does not answer to, 405 for
-/// methods other than GET and HEAD, 404 for anything not served (missing, outside the folders,
-/// dotfiles, folders), else the file (206 for a satisfiable range, 416 for another).
+/// Answers a request: 400 without exactly one `Host` header, 403 for a host this server does not
+/// answer to, 405 for methods other than GET and HEAD, 404 for anything not served (missing,
+/// outside the folders, dotfiles, folders), else the file (206 for a satisfiable range, 416 for
+/// another).
 pub async fn respond(State(s): State<Arc<Served>>, req: Request) -> Response {
     let mut res = answer(&s, req).await;
     let h = res.headers_mut();
@@ -28,7 +29,7 @@ pub async fn respond(State(s): State<Arc<Served>>, req: Request) -> Response {
     res
 }
 
-async fn answer(s: &Served, req: Request) -> Response {
+async fn answer(s: &Served, mut req: Request) -> Response {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let (Some(host), None) = (hosts.next(), hosts.next()) else {
         return text(StatusCode::BAD_REQUEST, "a request needs one Host header\n");
@@ -49,10 +50,14 @@ async fn answer(s: &Served, req: Request) -> Response {
     }
     let Some(w) = wanted(req.uri().path()) else { return not_found() };
     let Some((file, len)) = s.roots.resolve(&w).await else { return not_found() };
-    let mut req = req;
+    // A suffix longer than the file is the whole file (RFC 9110), which ServeFile would refuse;
+    // an empty file has no byte to give, so it is sent whole rather than as a range of nothing.
     let whole = req.headers().get(header::RANGE).and_then(|r| r.to_str().ok()).and_then(|r| whole_suffix(r, len));
     if let Some(whole) = whole {
         req.headers_mut().insert(header::RANGE, HeaderValue::from_static(whole));
+    }
+    if len == 0 {
+        req.headers_mut().remove(header::RANGE);
     }
     let mime = content_type(w.names.last().map_or("", |n| n.as_str()));
     match ServeFile::new(&file).try_call(req).await {
@@ -74,4 +79,26 @@ fn not_found() -> Response {
 
 fn text(status: StatusCode, body: &str) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body.to_string()).into_response()
+}
+
+/// `bytes=0-` (the whole file, as RFC 9110 asks) when `range` is a suffix longer than the file
+/// (`bytes=-N`, N > `len`); `None` for any other range, which is served as it is.
+fn whole_suffix(range: &str, len: u64) -> Option<&'static str> {
+    let n = range.trim().strip_prefix("bytes=")?.trim().strip_prefix('-')?;
+    (n.bytes().all(|b| b.is_ascii_digit()) && n.parse::<u64>().map_or(!n.is_empty(), |n| n > len) && len > 0).then_some("bytes=0-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suffixes_longer_than_the_file_ask_for_all_of_it() {
+        assert_eq!(whole_suffix("bytes=-5000", 1000), Some("bytes=0-"));
+        assert_eq!(whole_suffix("bytes=-99999999999999999999999", 1000), Some("bytes=0-"));
+        for kept in ["bytes=-1000", "bytes=-5", "bytes=10-", "bytes=-", "bytes=-5000,-1", "items=-5000"] {
+            assert_eq!(whole_suffix(kept, 1000), None, "{kept}");
+        }
+        assert_eq!(whole_suffix("bytes=-5", 0), None, "an empty file has no range to give");
+    }
 }
