@@ -131,6 +131,8 @@ fn component_names_and_ranges() {
 fn circuit_ablation_and_components_are_checked() {
     refused(&edited(|v| v["ablation"]["kind"] = json!("median")), &["`ablation.kind` is `median`", "`zero`, `mean`"]);
     refused(&edited(|v| v["ablation"]["kind"] = json!(3)), &["ablation.kind", "invalid type"]);
+    refused(&edited(|v| v["task"]["n_test"] = json!(u64::MAX)), &["the split sizes in `task`", "add up past"]);
+    refused(&edited(|v| v["task"]["n_test"] = json!(-1)), &["task.n_test", "invalid value"]);
     for path in ["../means.safetensors", "/etc/passwd", "a/b.safetensors", "..", "", "x\\y"] {
         refused(&edited(|v| v["ablation"]["values"] = json!(path)), &["`ablation.values`", "a file beside the circuit file"]);
     }

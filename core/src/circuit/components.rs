@@ -28,9 +28,9 @@ impl Component {
     pub fn parse(s: &str) -> Result<Component> {
         let bad = || Error::Input(format!("`{s}` is not a component name (L12H3, L12MLP or L12N345)"));
         let rest = s.strip_prefix('L').ok_or_else(bad)?;
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-        let layer = parse_index(&rest[..digits]).ok_or_else(bad)?;
-        let tail = &rest[digits..];
+        let at = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let (digits, tail) = rest.split_at_checked(at).ok_or_else(bad)?;
+        let layer = parse_index(digits).ok_or_else(bad)?;
         if tail == "MLP" {
             return Ok(Component::Mlp { layer });
         }

@@ -150,14 +150,21 @@ impl CircuitFile {
         Ok(c)
     }
 
-    /// Checks what the types leave open: the model's sha256 is 64 lowercase hex digits; the
-    /// ablation kind is one carve knows and its values file a plain file name; the shape is sane;
-    /// every component listed (kept, removed, decided on) is in the shape, none twice, none both
-    /// kept and removed; every head and MLP block is either kept or removed, and a layer's neurons
-    /// are listed all or none.
+    /// Checks what the types leave open: the model's sha256 is 64 lowercase hex digits; the split
+    /// sizes add up without overflow; the ablation kind is one carve knows and its values file a
+    /// plain file name; the shape is sane; every component listed (kept, removed, decided on) is in
+    /// the shape, none twice, none both kept and removed; every head and MLP block is either kept or
+    /// removed, and a layer's neurons are listed all or none.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Input(format!("circuit file: {m}")));
         check_sha256("model.sha256", &self.model.sha256)?;
+        let t = &self.task;
+        if t.n_patching.checked_add(t.n_discovery).and_then(|n| n.checked_add(t.n_test)).is_none() {
+            return bad(format!(
+                "the split sizes in `task` ({}, {}, {}) add up past what carve can count",
+                t.n_patching, t.n_discovery, t.n_test
+            ));
+        }
         if !ABLATION_KINDS.contains(&self.ablation.kind.as_str()) {
             return bad(format!(
                 "`ablation.kind` is `{}`; the kinds are {}",
@@ -184,11 +191,10 @@ impl CircuitFile {
         let mut seen = std::collections::HashMap::new();
         for (list, comps) in [("kept", &self.kept), ("removed", &self.removed)] {
             for &c in comps.iter() {
-                if let Some(first) = seen.insert(c, list) {
-                    return match first == list {
-                        true => bad(format!("{c} is listed twice in `{list}`")),
-                        false => bad(format!("{c} is listed both as kept and as removed")),
-                    };
+                match seen.insert(c, list) {
+                    Some(first) if first == list => return bad(format!("{c} is listed twice in `{list}`")),
+                    Some(_) => return bad(format!("{c} is listed both as kept and as removed")),
+                    None => {}
                 }
             }
         }

@@ -109,11 +109,8 @@ impl LinkState {
         if link.len() > MAX_LINK_CHARS {
             return err(format!("it is {} characters long; links are at most {MAX_LINK_CHARS}", link.len()));
         }
-        let frag = match link.find('#') {
-            Some(i) => &link[i + 1..],
-            None => link,
-        };
-        let Some(body) = frag.find(KEY).map(|i| &frag[i + KEY.len()..]) else {
+        let frag = link.split_once('#').map_or(link, |(_, f)| f);
+        let Some((_, body)) = frag.split_once(KEY) else {
             return err("it has no `carve=` state (was it cut short when copied?)");
         };
         let body = body.split('&').next().unwrap_or("");

@@ -205,12 +205,12 @@ impl AblateState {
         let (s, o) = (&self.shape, &self.options);
         let mut v = Vec::new();
         for layer in (0..s.n_layers()).rev() {
-            v.extend((0..s.n_heads[layer]).map(|head| Component::Head { layer, head }));
-            if o.mlps && s.d_ff[layer] > 0 {
+            v.extend((0..s.heads_in(layer)).map(|head| Component::Head { layer, head }));
+            if o.mlps && s.d_ff_in(layer) > 0 {
                 v.push(Component::Mlp { layer });
             }
             if o.neurons {
-                v.extend((0..s.d_ff[layer]).map(|neuron| Component::Neuron { layer, neuron }));
+                v.extend((0..s.d_ff_in(layer)).map(|neuron| Component::Neuron { layer, neuron }));
             }
         }
         v

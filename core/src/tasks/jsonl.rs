@@ -94,7 +94,7 @@ fn parse_line(line: &str, tok: &Tokenizer, bos: bool, max_tokens: usize) -> std:
     let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
         // serde's "at line 1 column 7" counts within this line; keep the column only.
         let msg = e.to_string();
-        let msg = msg.rfind(" at line ").map_or(msg.as_str(), |i| &msg[..i]);
+        let msg = msg.rsplit_once(" at line ").map_or(msg.as_str(), |(m, _)| m);
         format!("invalid JSON at column {}: {msg}", e.column())
     })?;
     let obj = v.as_object().ok_or_else(|| format!("expected a JSON object like {{\"prompt\": …, \"answer\": …}}, found {}", kind(&v)))?;
@@ -122,10 +122,10 @@ fn parse_line(line: &str, tok: &Tokenizer, bos: bool, max_tokens: usize) -> std:
     };
     let one = |what: &str, s: &str| -> std::result::Result<u32, String> {
         let ids = encode(what, s)?;
-        if ids.len() != 1 {
-            return Err(format!("{what} {} must be one token", describe_split(tok, s)));
+        match ids.as_slice() {
+            [id] => Ok(*id),
+            _ => Err(format!("{what} {} must be one token", describe_split(tok, s))),
         }
-        Ok(ids[0])
     };
     let p = encode("prompt", prompt)?;
     let answer_id = one("answer", answer)?;
