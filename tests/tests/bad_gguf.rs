@@ -132,6 +132,10 @@ fn misaligned_overlapping_and_outside_tensors_are_refused() {
     });
     has_all(&msg, &["`b`", "24", "alignment 16"]);
     let msg = file(&|g| {
+        g.str("general.alignment", "32").tensor_at("a", &[8], 0, 0).data(&[0u8; 32]);
+    });
+    has_all(&msg, &["`general.alignment`", "32"]);
+    let msg = file(&|g| {
         g.tensor_at("a", &[16], 0, 0).tensor_at("b", &[8], 0, 32).data(&[0u8; 96]);
     });
     has_all(&msg, &["`a`", "`b`", "overlap"]);

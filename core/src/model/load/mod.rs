@@ -22,7 +22,7 @@ mod hub;
 
 use std::path::{Path, PathBuf};
 
-pub use hf_config::{parse_config, parse_layout, LayerLayout};
+pub use hf_config::{parse_config, parse_layout, strip_bom, LayerLayout};
 #[cfg(not(target_arch = "wasm32"))]
 pub use hf_dir::weights_sha256;
 #[cfg(not(target_arch = "wasm32"))]
