@@ -33,10 +33,15 @@ case $limit in
     *x) stop=(-runs="${limit%x}") ;;
     *) stop=(-max_total_time="$limit") ;;
 esac
+# Tokens of the format (keys, names, edge values) for the mutator to insert.
+dict=()
+if [[ -f fuzz/dict/$target.dict ]]; then
+    dict=(-dict="fuzz/dict/$target.dict")
+fi
 keep=()
 if [[ -n ${KEEP_GOING:-} ]]; then
     keep=(-fork=1 -ignore_crashes=1 -ignore_ooms=1 -ignore_timeouts=1)
 fi
 # shellcheck disable=SC2086
-exec "fuzz/target/$host/release/$target" "$work" "fuzz/corpus/$target" "${stop[@]}" "${keep[@]}" \
+exec "fuzz/target/$host/release/$target" "$work" "fuzz/corpus/$target" "${stop[@]}" "${dict[@]}" "${keep[@]}" \
     -timeout=10 -rss_limit_mb=4096 -artifact_prefix="$artifacts/" -print_final_stats=1 ${FUZZ_ARGS:-}

@@ -136,7 +136,7 @@ fn seeds_are_valid_inputs() {
     use carve_core::circuit::{means, CircuitFile, LinkState};
     use carve_core::extract::{ablate, AblateState, RunOptions};
     use carve_core::model::load::{load_gguf_bytes, load_hf_bytes};
-    use carve_tests::fuzz_harness::{split2, TinyRun};
+    use carve_tests::fuzz_harness::{signed_link, split2, TinyRun};
 
     let seeds = |name: &str| files(&fuzz_dir("corpus", name));
     for (path, bytes) in seeds("safetensors_config") {
@@ -151,7 +151,9 @@ fn seeds_are_valid_inputs() {
         CircuitFile::from_json(std::str::from_utf8(&bytes).unwrap()).unwrap_or_else(|e| panic!("{path}: {e}"));
     }
     for (path, bytes) in seeds("link") {
-        LinkState::decode(std::str::from_utf8(&bytes).unwrap()).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // A link as carve prints it, or the JSON payload of one (`*.payload.json`).
+        let link = if path.ends_with(".payload.json") { signed_link(&bytes) } else { String::from_utf8(bytes).unwrap() };
+        LinkState::decode(&link).unwrap_or_else(|e| panic!("{path}: {e}"));
     }
     TinyRun::with(|t| {
         for (path, bytes) in seeds("means") {

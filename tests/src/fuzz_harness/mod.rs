@@ -7,7 +7,7 @@ mod model_files;
 mod mutate;
 mod run_files;
 pub use model_files::{gguf, safetensors_config};
-pub use run_files::{circuit_json, link, means, state_json, state_seeds, TinyRun};
+pub use run_files::{circuit_json, link, means, signed_link, state_json, state_seeds, TinyRun};
 pub use task_file::task_jsonl;
 mod task_file;
 pub mod tiny;
@@ -33,22 +33,20 @@ pub fn target(name: &str) -> Option<fn(&[u8])> {
     TARGETS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
 }
 
-/// Two files in one input: a little-endian u16 length, that many bytes of the first file (fewer
-/// when the input ends first), then the second file. Every input splits somehow, so the fuzzer
-/// mutates both files and the cut between them.
+/// Two files in one input: the first (a JSON text, which never holds a NUL byte), a NUL byte, then
+/// the second. Any input splits (without a NUL, all of it is the first file), and the fuzzer can
+/// grow or shrink the first file without moving the cut.
 pub fn split2(data: &[u8]) -> (&[u8], &[u8]) {
-    let Some((len, rest)) = data.split_first_chunk::<2>() else { return (data, &[]) };
-    let n = (u16::from_le_bytes(*len) as usize).min(rest.len());
-    rest.split_at(n)
+    match data.iter().position(|&b| b == 0) {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[]),
+    }
 }
 
-/// The input that [`split2`] splits into `a` and `b` (`a` at most 65535 bytes).
+/// The input that [`split2`] splits into `a` (no NUL byte in it) and `b`.
 pub fn join2(a: &[u8], b: &[u8]) -> Vec<u8> {
-    let n = u16::try_from(a.len()).expect("the first file fits a u16 length");
-    let mut v = n.to_le_bytes().to_vec();
-    v.extend_from_slice(a);
-    v.extend_from_slice(b);
-    v
+    assert!(!a.contains(&0), "the first file holds no NUL byte");
+    [a, &[0], b].concat()
 }
 
 /// Hex of an input, for a replay string.

@@ -88,10 +88,25 @@ pub fn state_json(data: &[u8]) {
     });
 }
 
-/// Input: a share link (or any text). A link that decodes is applied to tiny-llama and encoded
-/// again, and the new link must decode to the same state.
+/// Input: a share link (or any text), decoded as it is and, so that the fuzzer gets past the
+/// checksum, also with the input as the payload of a correctly signed link. A link that decodes is
+/// applied to tiny-llama and encoded again, and the new link must decode to the same state.
 pub fn link(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    if let Ok(text) = std::str::from_utf8(data) {
+        check_link(text);
+    }
+    check_link(&signed_link(data));
+}
+
+/// `carve=1.<payload>.<check>` with `payload` as the JSON inside.
+pub fn signed_link(payload: &[u8]) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    format!("carve=1.{}.{}", B64.encode(payload), B64.encode(&Sha256::digest(payload)[..6]))
+}
+
+fn check_link(text: &str) {
     let Ok(s) = LinkState::decode(text) else { return };
     TinyRun::with(|t| {
         let _ = s.removed(&t.shape);
