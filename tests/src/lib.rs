@@ -1,5 +1,7 @@
 //! Helpers shared by the integration tests: fixture paths, reference files, tolerant comparisons.
 
+pub mod fuzz_harness;
+
 use carve_core::HostTensor;
 use safetensors::SafeTensors;
 use std::path::PathBuf;
