@@ -38,3 +38,15 @@ impl Error {
         Error::Format { path: path.into(), msg: msg.into() }
     }
 }
+
+/// "a string", "a number", … for messages about a JSON value of the wrong type.
+pub fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}

@@ -2,44 +2,14 @@
 //! `eval --circuit`), state.json (`extract --resume`), means file (`run --means`) or task file is
 //! refused with a message that names the problem, never a panic.
 
+mod common;
+
+use common::{carve, fixtures, ok, s, scratch, tiny_model};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("carve-files-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// tiny-llama (2 layers of 4 heads, MLPs of 128, context 128) with the word-level tokenizer.
-fn tiny_model(dir: &Path) -> PathBuf {
-    let m = dir.join("tiny");
-    std::fs::create_dir_all(&m).unwrap();
-    for f in ["config.json", "model.safetensors"] {
-        std::fs::copy(fixtures().join("tiny-llama").join(f), m.join(f)).unwrap();
-    }
-    std::fs::copy(fixtures().join("word-tokenizer/tokenizer.json"), m.join("tokenizer.json")).unwrap();
-    m
-}
-
-fn carve(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_carve")).args(args).output().expect("carve runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = carve(args);
-    assert!(o.status.success(), "carve {args:?} failed:\n{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use std::path::Path;
 
 #[track_caller]
-fn fails(args: &[&str], wants: &[&str]) {
+fn fails_with(args: &[&str], wants: &[&str]) {
     let o = carve(args);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!err.contains("panicked"), "carve {args:?} panicked:\n{err}");
@@ -51,10 +21,6 @@ fn fails(args: &[&str], wants: &[&str]) {
 
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 /// A circuit of the tiny model on the task file `task`, as extract writes one: L1H0 removed, zero
@@ -95,14 +61,14 @@ fn run_and_eval_refuse_a_bad_circuit() {
         let mut v = good.clone();
         edit(&mut v);
         let p = write(name, &v);
-        fails(&strs(&run(&p)), wants);
+        fails_with(&strs(&run(&p)), wants);
         p
     };
     // "a" then 3-byte characters: byte 12 falls inside one.
     let odd = format!("a{}", "€".repeat(21));
     bad("sha.json", &|v| v["model"]["sha256"] = json!(odd), &["sha.json", "model.sha256", "64 lowercase hex digits"]);
     let short = bad("d_ff.json", &|v| v["shape"]["d_ff"] = json!([128]), &["d_ff.json", "`n_heads` lists 2 layers and `d_ff` 1"]);
-    fails(&["eval", "--model", s(&model), "--circuit", s(&short), "--backend", "cpu"], &["d_ff.json", "`d_ff` 1"]);
+    fails_with(&["eval", "--model", s(&model), "--circuit", s(&short), "--backend", "cpu"], &["d_ff.json", "`d_ff` 1"]);
     bad("kind.json", &|v| v["ablation"]["kind"] = json!("median"), &["`ablation.kind` is `median`"]);
     bad("both.json", &|v| v["kept"].as_array_mut().unwrap().push(json!("L1H0")), &["L1H0 is listed both as kept and as removed"]);
     bad("cover.json", &|v| v["kept"].as_array_mut().unwrap().retain(|c| c != "L0MLP"), &["L0MLP is in the shape but neither kept nor removed"]);
@@ -115,7 +81,7 @@ fn run_and_eval_refuse_a_bad_circuit() {
         v["kept"].as_array_mut().unwrap().retain(|c| c != "L1H3");
     };
     let p = bad("shape.json", &other, &["shape.json does not fit", "another shape: layer 1 has 3 heads in the circuit and 4 in the model"]);
-    fails(&["eval", "--model", s(&model), "--circuit", s(&p), "--backend", "cpu"], &["another shape", "layer 1 has 3 heads"]);
+    fails_with(&["eval", "--model", s(&model), "--circuit", s(&p), "--backend", "cpu"], &["another shape", "layer 1 has 3 heads"]);
 }
 
 #[test]
@@ -142,13 +108,13 @@ fn run_refuses_a_bad_means_file() {
     };
     let good = write("good.safetensors", &[("z.1", vec![1, 64]), ("hidden.0", vec![1, 128])]);
     ok(&strs(&run(&good, &["L1H0"])));
-    fails(&strs(&run(&good, &[])), &["--means", "nothing is ablated"]);
+    fails_with(&strs(&run(&good, &[])), &["--means", "nothing is ablated"]);
     for name in ["z.01", "z.+1", "z.1 "] {
         let p = write("bad.safetensors", &[(name, vec![1, 64])]);
-        fails(&strs(&run(&p, &["L1H0"])), &[&format!("unexpected tensor `{name}`")]);
+        fails_with(&strs(&run(&p, &["L1H0"])), &[&format!("unexpected tensor `{name}`")]);
     }
     let p = write("wide.safetensors", &[("z.1", vec![1, 65])]);
-    fails(&strs(&run(&p, &["L1H0"])), &["`z.1` is F32 [1, 65]; this model needs F32 [1, 64]"]);
+    fails_with(&strs(&run(&p, &["L1H0"])), &["`z.1` is F32 [1, 65]; this model needs F32 [1, 64]"]);
 }
 
 /// A state.json, as an interrupted extract leaves it, edited: refused by --resume with the field named.
@@ -186,7 +152,7 @@ fn resume_refuses_a_bad_state() {
         let mut v = saved.clone();
         edit(&mut v);
         std::fs::write(&state_path, v.to_string()).unwrap();
-        fails(&resume, wants);
+        fails_with(&resume, wants);
     }
     // The state as saved still resumes.
     std::fs::write(&state_path, saved.to_string()).unwrap();
@@ -208,7 +174,7 @@ fn task_prompts_longer_than_the_context() {
     let task = d.join("long.jsonl");
     std::fs::write(&task, text).unwrap();
     for seed in ["0", "1"] {
-        fails(
+        fails_with(
             &["eval", "--model", s(&model), "--task", s(&task), "--n", "48", "--seed", seed, "--backend", "cpu"],
             &["long.jsonl", "2 problem(s)", "line 49: the prompt is 129 tokens, longer than the model's context of 128", "line 50: the prompt is 200 tokens"],
         );

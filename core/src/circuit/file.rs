@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Component, Masks, ModelShape};
+use crate::error::json_kind;
 use crate::{Error, Result};
 
 pub const FORMAT: &str = "carve-circuit";
@@ -287,18 +288,6 @@ pub(crate) fn shown(s: &str) -> String {
         out.push('…');
     }
     out
-}
-
-/// "a string", "a number", … for messages about a JSON value of the wrong type.
-fn json_kind(v: &serde_json::Value) -> &'static str {
-    match v {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
-    }
 }
 
 /// (heads, MLP blocks) among `components`.

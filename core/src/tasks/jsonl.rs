@@ -12,6 +12,7 @@
 
 use super::{describe_split, Example, MetricKind, Target, Task};
 use crate::model::tokenizer::Tokenizer;
+use crate::error::json_kind;
 use crate::{Error, Result};
 
 const FIELDS: [&str; 4] = ["prompt", "answer", "wrong", "corrupted"];
@@ -97,7 +98,7 @@ fn parse_line(line: &str, tok: &Tokenizer, bos: bool, max_tokens: usize) -> std:
         let msg = msg.rsplit_once(" at line ").map_or(msg.as_str(), |(m, _)| m);
         format!("invalid JSON at column {}: {msg}", e.column())
     })?;
-    let obj = v.as_object().ok_or_else(|| format!("expected a JSON object like {{\"prompt\": …, \"answer\": …}}, found {}", kind(&v)))?;
+    let obj = v.as_object().ok_or_else(|| format!("expected a JSON object like {{\"prompt\": …, \"answer\": …}}, found {}", json_kind(&v)))?;
     if let Some(k) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(format!("unknown field \"{k}\" (the fields are {})", FIELDS.map(|f| format!("\"{f}\"")).join(", ")));
     }
@@ -105,7 +106,7 @@ fn parse_line(line: &str, tok: &Tokenizer, bos: bool, max_tokens: usize) -> std:
         match obj.get(field) {
             None => Ok(None),
             Some(serde_json::Value::String(s)) => Ok(Some(s)),
-            Some(other) => Err(format!("\"{field}\" must be a string, found {}", kind(other))),
+            Some(other) => Err(format!("\"{field}\" must be a string, found {}", json_kind(other))),
         }
     };
     let prompt = string("prompt")?.ok_or("missing field \"prompt\"")?;
@@ -162,17 +163,6 @@ fn parse_line(line: &str, tok: &Tokenizer, bos: bool, max_tokens: usize) -> std:
         source: String::new(),
     };
     Ok(Parsed { example, has_wrong: wrong_id.is_some() })
-}
-
-fn kind(v: &serde_json::Value) -> &'static str {
-    match v {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
-    }
 }
 
 /// "3, 5, 9" or "3, 5, 9, … (14 lines)".

@@ -16,11 +16,14 @@ fn tokenizer() -> &'static Tokenizer {
     })
 }
 
+/// The context a task's prompts are checked against: short, so that both sides of the check run.
+const CONTEXT: usize = 12;
+
 /// Input: the text of a task file (invalid UTF-8 is refused before parsing, as the program does).
 pub fn task_jsonl(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
     for bos in [false, true] {
-        let Ok(task) = jsonl::parse(text, "task.jsonl", tokenizer(), bos) else { continue };
+        let Ok(task) = jsonl::parse(text, "task.jsonl", tokenizer(), bos, CONTEXT) else { continue };
         let lines = task.examples.len();
         if let Ok(plan) = SplitSizes::default().plan_file(None, lines, "task.jsonl") {
             let _ = Splits::new(task.examples.clone(), plan.sizes, 7);

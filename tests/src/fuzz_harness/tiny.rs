@@ -15,7 +15,7 @@ const VOCAB: usize = 16;
 const CTX: usize = 8;
 const LAYERS: usize = 2;
 const GPT2_FF: usize = 32;
-const LLAMA_FF: usize = 16;
+const LLAMA_FF: usize = 32;
 const LLAMA_KV: usize = 1;
 
 fn noise(rng: &mut Rng, n: usize) -> Vec<f32> {
@@ -242,7 +242,7 @@ pub fn gpt2_gguf() -> Vec<u8> {
     g.u32("gpt2.context_length", CTX);
     g.f32("gpt2.attention.layer_norm_epsilon", 1e-5);
     g.tokenizer("default");
-    g.tensor(&mut rng, "token_embd.weight", &[VOCAB, D], 8);
+    g.tensor(&mut rng, "token_embd.weight", &[VOCAB, D], 0);
     g.tensor(&mut rng, "position_embd.weight", &[CTX, D], 0);
     for i in 0..LAYERS {
         let t = |s: &str| format!("blk.{i}.{s}");
@@ -255,9 +255,9 @@ pub fn gpt2_gguf() -> Vec<u8> {
             ("attn_output.bias", vec![D], 0),
             ("ffn_norm.weight", vec![D], 0),
             ("ffn_norm.bias", vec![D], 0),
-            ("ffn_up.weight", vec![GPT2_FF, D], if i == 0 { 2 } else { 0 }),
+            ("ffn_up.weight", vec![GPT2_FF, D], 0),
             ("ffn_up.bias", vec![GPT2_FF], 0),
-            ("ffn_down.weight", vec![D, GPT2_FF], 0),
+            ("ffn_down.weight", vec![D, GPT2_FF], if i == 0 { 2 } else { 8 }),
             ("ffn_down.bias", vec![D], 0),
         ] {
             g.tensor(&mut rng, &t(s), &shape, ty);
@@ -296,8 +296,8 @@ pub fn llama_gguf() -> Vec<u8> {
             ("attn_output.weight", vec![D, q], 0),
             ("ffn_norm.weight", vec![D], 0),
             ("ffn_gate.weight", vec![LLAMA_FF, D], 0),
-            ("ffn_up.weight", vec![LLAMA_FF, D], if i == 0 { 8 } else { 0 }),
-            ("ffn_down.weight", vec![D, LLAMA_FF], 0),
+            ("ffn_up.weight", vec![LLAMA_FF, D], 0),
+            ("ffn_down.weight", vec![D, LLAMA_FF], if i == 0 { 8 } else { 2 }),
         ] {
             g.tensor(&mut rng, &t(s), &shape, ty);
         }
