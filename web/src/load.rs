@@ -4,7 +4,7 @@
 //! present.
 
 use carve_core::circuit::{CircuitFile, MEANS_FILE};
-use carve_core::model::load::{load_gguf_bytes, load_hf_bytes, parse_config, parse_layout, sha256_hex};
+use carve_core::model::load::{load_gguf_bytes, load_hf_bytes, parse_config, parse_layout, sha256_hex, strip_bom};
 use carve_core::prune::PrunedLayer;
 use carve_core::tasks::Task;
 use js_sys::{Reflect, Uint8Array};
@@ -117,7 +117,7 @@ fn pruned_layout(config: &[u8]) -> Result<Option<Vec<PrunedLayer>>, String> {
     if parse_layout(config, path, &cfg).map_err(|e| e.to_string())?.is_none() {
         return Ok(None);
     }
-    let v: serde_json::Value = serde_json::from_slice(config).map_err(|e| e.to_string())?;
+    let v: serde_json::Value = serde_json::from_slice(strip_bom(config)).map_err(|e| e.to_string())?;
     serde_json::from_value(v["carve_layers"].clone()).map(Some).map_err(|e| format!("config.json `carve_layers`: {e}"))
 }
 
