@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod model;
+pub mod optim;
 pub mod prune;
 pub mod tasks;
 pub mod tensor;
