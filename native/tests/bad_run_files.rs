@@ -180,3 +180,15 @@ fn task_prompts_longer_than_the_context() {
         );
     }
 }
+
+/// Split sizes that overflow or ask for absurd numbers of examples are refused before any work.
+#[test]
+fn absurd_split_sizes_are_refused() {
+    let d = scratch("sizes");
+    let model = tiny_model(&d);
+    let huge = usize::MAX.to_string();
+    for (flag, want) in [("--test", "add up to more than"), ("--n", "at most 10000000")] {
+        fails_with(&["eval", "--model", s(&model), "--task", "ioi", flag, &huge, "--backend", "cpu"], &[want]);
+    }
+    fails_with(&["eval", "--model", s(&model), "--task", "ioi", "--patching", "20000000", "--backend", "cpu"], &["at most 10000000"]);
+}

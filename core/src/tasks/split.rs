@@ -27,9 +27,28 @@ impl std::fmt::Display for SplitSizes {
     }
 }
 
+/// The most examples a task is split into (generated tasks make this many prompts).
+pub const MAX_EXAMPLES: usize = 10_000_000;
+
 impl SplitSizes {
+    /// The examples asked for in all (saturating: `check` refuses sizes that overflow).
     pub fn total(&self) -> usize {
-        self.patching + self.discovery + self.test
+        self.patching.saturating_add(self.discovery).saturating_add(self.test)
+    }
+
+    /// Sizes a run can be given: their sum, and `n` where given, at most [`MAX_EXAMPLES`].
+    pub fn check(&self, n: Option<usize>) -> Result<()> {
+        let sum = self.patching.checked_add(self.discovery).and_then(|s| s.checked_add(self.test));
+        match (sum, n) {
+            (_, Some(n)) if n > MAX_EXAMPLES => {
+                Err(Error::Input(format!("{n} examples were asked for; at most {MAX_EXAMPLES} are supported")))
+            }
+            (Some(t), None) if t > MAX_EXAMPLES => Err(Error::Input(format!(
+                "the splits ask for {t} examples ({self}); at most {MAX_EXAMPLES} are supported"
+            ))),
+            (None, None) => Err(Error::Input(format!("the split sizes ({self}) add up to more than any run can hold"))),
+            _ => Ok(()),
+        }
     }
 
     fn as_array(&self) -> [usize; 3] {
@@ -98,6 +117,7 @@ pub struct SplitPlan {
 impl SplitSizes {
     /// A generated task: `n` examples in all (None: these sizes' total), in these proportions.
     pub fn plan_generated(self, n: Option<usize>) -> Result<SplitPlan> {
+        self.check(n)?;
         let total = n.unwrap_or(self.total());
         let sizes = self.scaled(total)?;
         let mut notes = Vec::new();
@@ -111,6 +131,7 @@ impl SplitSizes {
     /// whole file when it is smaller), in these proportions. A file too small to split says how
     /// many lines it needs.
     pub fn plan_file(self, n: Option<usize>, lines: usize, origin: &str) -> Result<SplitPlan> {
+        self.check(n)?;
         let total = match n {
             Some(n) if n > lines => {
                 return Err(Error::Input(format!("{origin}: {n} examples were asked for, but the file has {lines}")))

@@ -70,7 +70,8 @@ impl TaskArgs {
                 bail!("unknown task `{name}`: the built-in tasks are {}, or give a .jsonl file that exists", tasks::BUILTIN.join(", "))
             }
             _ if files && n.is_some() => bail!("--n does not apply to split files: their sizes are their line counts"),
-            _ => Ok(()),
+            _ if files => Ok(()),
+            _ => Ok(self.requested().check(n)?),
         }
     }
 
