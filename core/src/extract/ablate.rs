@@ -15,7 +15,7 @@ use super::{AblateState, Batching, Flow, Progress, RunOptions, SweepStats};
 use crate::backend::Backend;
 use crate::circuit::{Component, Masks};
 use crate::model::forward::MaskGroups;
-use crate::model::{Batch, Capture, LogitsAt};
+use crate::model::{check_logits, Batch, Capture, LogitsAt};
 use crate::{Error, HostTensor, Result};
 
 /// Runs the sweep from `st.next`; false when the progress hook stopped it.
@@ -30,6 +30,8 @@ pub(super) async fn sweep<B: Backend>(ctx: &Context<'_, B>, st: &mut AblateState
     let full = model.forward(be, &ctx.batch, &ctx.args(LogitsAt::Last, Capture { resid: true, ..Capture::default() }))?;
     stats.forwards += 1;
     let p = be.read(full.logits.as_ref().ok_or_else(no_logits)?).await?;
+    // A model that computes NaN is reported where the NaN begins, before any decision.
+    check_logits(model, be, &ctx.batch, &ctx.args(LogitsAt::Last, Capture::default()), &p).await?;
     let resid = full.captured.resid;
     let max_groups = (run.max_batch_rows / ctx.batch.rows()).max(1);
     while st.next < order.len() {

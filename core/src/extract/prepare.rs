@@ -8,7 +8,7 @@ use crate::backend::Backend;
 use crate::circuit::{Ablation, AblationValues};
 use crate::metrics::kl_div;
 use crate::model::ablation::{mean_values, DeviceAblation};
-use crate::model::{check_logits, Batch, Capture, ForwardArgs, LogitsAt, Model};
+use crate::model::{Batch, Capture, ForwardArgs, LogitsAt, Model};
 use crate::{Error, HostTensor, Result};
 
 pub(super) struct Context<'a, B: Backend> {
@@ -27,11 +27,6 @@ impl<'a, B: Backend> Context<'a, B> {
             return Err(Error::Input("ablate needs discovery prompts: the discovery split is empty".into()));
         }
         let batch = Batch::new(&data.discovery, &model.config)?;
-        // A model that computes NaN is reported where the NaN begins, before any sweep.
-        let plain = ForwardArgs { logits: LogitsAt::Last, ..ForwardArgs::default() };
-        let out = model.forward(be, &batch, &plain)?;
-        let logits = be.read(out.logits.as_ref().ok_or_else(|| Error::Backend("the forward returned no logits".into()))?).await?;
-        check_logits(model, be, &batch, &plain, &logits).await?;
         let (host_ablation, used): (Ablation, Vec<&[Vec<u32>]>) = match opts.ablation {
             AblationKind::Zero => (Ablation::Zero, vec![]),
             AblationKind::Mean | AblationKind::MeanPerPosition => {

@@ -7,7 +7,7 @@ use super::prepare::{mean_kls, Context};
 use super::{AblateState, Flow, Progress, SweepStats};
 use crate::backend::Backend;
 use crate::circuit::Masks;
-use crate::model::{Batch, Capture, ForwardArgs, LogitsAt};
+use crate::model::{check_logits, Batch, Capture, ForwardArgs, LogitsAt};
 use crate::{HostTensor, Result};
 
 pub(super) async fn sweep<B: Backend>(ctx: &Context<'_, B>, st: &mut AblateState, progress: &mut dyn Progress,
@@ -18,6 +18,7 @@ pub(super) async fn sweep<B: Backend>(ctx: &Context<'_, B>, st: &mut AblateState
         return Ok(true);
     }
     let p = last_logits(ctx, None).await?;
+    check_logits(ctx.model, ctx.be, &ctx.batch, &ctx.args(LogitsAt::Last, Capture::default()), &p).await?;
     stats.forwards += 1;
     while st.next < order.len() {
         let (index, c) = (st.next, order[st.next]);
