@@ -14,9 +14,6 @@ pub enum Error {
     /// A tensor that the architecture needs is not in the files.
     #[error("missing tensor `{name}` (looked in {path})")]
     MissingTensor { name: String, path: PathBuf },
-    /// A tensor whose shape disagrees with config.json.
-    #[error("tensor `{name}` has shape {got:?}, but the config implies {want:?}")]
-    Shape { name: String, got: Vec<usize>, want: Vec<usize> },
     #[error("unsupported model: {0}")]
     Unsupported(String),
     #[error("invalid input: {0}")]
