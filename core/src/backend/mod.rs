@@ -87,4 +87,44 @@ pub trait Backend {
         -> Result<Self::Tensor>;
     /// Row-wise `log_softmax`, numerically stable (max subtracted).
     fn log_softmax(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
+
+    // Backward ops: gradients with respect to activations only (weights are frozen). Each takes
+    // what its forward took plus `dy`, the gradient of the loss with respect to the forward's
+    // output, and returns the gradients with respect to the forward's activation inputs.
+
+    /// Input gradient of `matmul(x, w, _)`: `dx [M, K] = dy [M, N] · w [N, K]`.
+    fn matmul_backward(&self, dy: &Self::Tensor, w: &Self::Tensor) -> Result<Self::Tensor>;
+    /// `layer_norm` backward: with `x̂ = (x − μ)·r`, `r = 1/sqrt(var + eps)`, `g = dy·w`:
+    /// `dx = r·(g − mean(g) − x̂·mean(g·x̂))`.
+    fn layer_norm_backward(&self, x: &Self::Tensor, w: &Self::Tensor, dy: &Self::Tensor, eps: f32)
+        -> Result<Self::Tensor>;
+    /// `rms_norm` backward: with `r = 1/sqrt(mean(x²) + eps)`, `g = dy·w`:
+    /// `dx = r·g − x·r³·mean(g·x)`.
+    fn rms_norm_backward(&self, x: &Self::Tensor, w: &Self::Tensor, dy: &Self::Tensor, eps: f32)
+        -> Result<Self::Tensor>;
+    /// `gelu_new` backward: `dx = dy · (0.5·(1 + t) + 0.5·x·(1 − t²)·c·(1 + 3·0.044715·x²))`,
+    /// `t = tanh(c·(x + 0.044715·x³))`, `c = sqrt(2/π)`.
+    fn gelu_new_backward(&self, x: &Self::Tensor, dy: &Self::Tensor) -> Result<Self::Tensor>;
+    /// `silu_mul` backward: `dgate = dy·up·σ(g)·(1 + g·(1 − σ(g)))`, `dup = dy·silu(g)`.
+    fn silu_mul_backward(&self, gate: &Self::Tensor, up: &Self::Tensor, dy: &Self::Tensor)
+        -> Result<(Self::Tensor, Self::Tensor)>;
+    /// `rope` backward: the rotation is orthogonal, so `dx` is `dy` turned by the opposite angle.
+    fn rope_backward(&self, dy: &Self::Tensor, seq: usize, n_heads: usize, head_dim: usize, theta: f32)
+        -> Result<Self::Tensor>;
+    /// `attn_scores` backward from the probabilities `p` it produced: the softmax gradient
+    /// `ds_ij = p_ij·(dp_ij − Σ_j' p_ij'·dp_ij')·scale`, then `dq_i = Σ_j ds_ij·k_j` and
+    /// `dk_j = Σ_i ds_ij·q_i`, summed over the query heads that share the kv head. Returns (dq, dk).
+    fn attn_scores_backward(&self, q: &Self::Tensor, k: &Self::Tensor, probs: &Self::Tensor, dprobs: &Self::Tensor,
+        s: AttnShape) -> Result<(Self::Tensor, Self::Tensor)>;
+    /// `attn_apply` backward: `dp_ij = dout_i·v_j` (j ≤ i, else 0) and `dv_j = Σ_i p_ij·dout_i`,
+    /// summed over the query heads that share the kv head. Returns (dprobs, dv).
+    fn attn_apply_backward(&self, probs: &Self::Tensor, v: &Self::Tensor, dout: &Self::Tensor, s: AttnShape)
+        -> Result<(Self::Tensor, Self::Tensor)>;
+    /// `mix` backward: `dx[r, c] = m·dy[r, c]` and the mask gradient
+    /// `dmask[k, c] = Σ_{r: mask row of r is k} dy[r, c]·(x[r, c] − a)`, shaped like `mask`.
+    /// Returns (dx, dmask).
+    fn mix_backward(&self, x: &Self::Tensor, mask: &Self::Tensor, mask_rows: RowMap, abl: &Self::Tensor,
+        abl_rows: RowMap, dy: &Self::Tensor) -> Result<(Self::Tensor, Self::Tensor)>;
+    /// `gather_rows` backward: `out [rows, C]` is zero except `out[ids[i], :] += src[i, :]`.
+    fn scatter_rows(&self, src: &Self::Tensor, ids: &[u32], rows: usize) -> Result<Self::Tensor>;
 }

@@ -7,13 +7,13 @@ use crate::backend::AttnShape;
 use crate::Result;
 use rayon::prelude::*;
 
-fn check_shape(op: &str, t: &CpuTensor, s: &AttnShape, heads: usize) -> Result<()> {
+pub(super) fn check_shape(op: &str, t: &CpuTensor, s: &AttnShape, heads: usize) -> Result<()> {
     check(t.0.data.len() == s.batch * s.seq * heads * s.head_dim, op, || {
         format!("{:?} is not [{}·{}, {}·{}]", t.0.shape, s.batch, s.seq, heads, s.head_dim)
     })
 }
 
-fn group(s: &AttnShape) -> Result<usize> {
+pub(super) fn group(s: &AttnShape) -> Result<usize> {
     check(s.n_kv_heads > 0 && s.n_heads % s.n_kv_heads == 0, "attention", || {
         format!("{} heads do not share {} kv heads evenly", s.n_heads, s.n_kv_heads)
     })?;

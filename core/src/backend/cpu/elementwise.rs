@@ -58,7 +58,8 @@ pub(super) fn mix(be: &CpuBackend, x: &CpuTensor, mask: &CpuTensor, mrows: RowMa
     Ok(CpuBackend::wrap(x.0.shape.clone(), out))
 }
 
-pub(super) fn rope(be: &CpuBackend, x: &CpuTensor, seq: usize, n_heads: usize, head_dim: usize, theta: f32)
+/// Turns every pair by `sign ·` its angle: 1 is the forward, −1 its backward (the inverse rotation).
+pub(super) fn rope(be: &CpuBackend, x: &CpuTensor, seq: usize, n_heads: usize, head_dim: usize, theta: f32, sign: f32)
     -> Result<CpuTensor> {
     let (_, c) = x.rows_cols();
     check(c == n_heads * head_dim && head_dim % 2 == 0 && seq > 0, "rope", || {
@@ -76,6 +77,7 @@ pub(super) fn rope(be: &CpuBackend, x: &CpuTensor, seq: usize, n_heads: usize, h
         for h in 0..n_heads {
             let (xh, oh) = (&xr[h * head_dim..(h + 1) * head_dim], &mut orow[h * head_dim..(h + 1) * head_dim]);
             for (i, &(sin, cos)) in angles.iter().enumerate() {
+                let sin = sign * sin;
                 oh[i] = xh[i] * cos - xh[i + half] * sin;
                 oh[i + half] = xh[i + half] * cos + xh[i] * sin;
             }

@@ -19,13 +19,44 @@ pub(super) fn matmul(be: &CpuBackend, x: &CpuTensor, w: &CpuTensor, bias: Option
     if m == 0 || n == 0 {
         return Ok(CpuBackend::wrap(shape, out));
     }
-    gemm_into(&mut out, &x.0.data, &w.0.data, m, k, n, bias.is_some());
+    gemm_into(&mut out, &x.0.data, &w.0.data, m, k, n, bias.is_some(), Rhs::Transposed);
     Ok(CpuBackend::wrap(shape, out))
 }
 
-/// `dst[m, n] (+)= lhs[m, k] · rhs[n, k]ᵀ`, all row-major.
+/// `dx [M, K] = dy [M, N] · w [N, K]`: the input gradient of `matmul`.
+pub(super) fn matmul_backward(be: &CpuBackend, dy: &CpuTensor, w: &CpuTensor) -> Result<CpuTensor> {
+    let (m, n) = dy.rows_cols();
+    let (nw, k) = w.rows_cols();
+    check(nw == n && w.0.shape.len() == 2, "matmul_backward", || format!("dy {:?} · w with w {:?}", dy.0.shape, w.0.shape))?;
+    let mut out = be.out(m * k);
+    let mut shape = dy.0.shape.clone();
+    *shape.last_mut().unwrap() = k;
+    if m == 0 || k == 0 {
+        return Ok(CpuBackend::wrap(shape, out));
+    }
+    if n == 0 {
+        out.fill(0.0);
+        return Ok(CpuBackend::wrap(shape, out));
+    }
+    gemm_into(&mut out, &dy.0.data, &w.0.data, m, n, k, false, Rhs::Plain);
+    Ok(CpuBackend::wrap(shape, out))
+}
+
+/// How the right operand is laid out: `[n, k]` read transposed (weights in the forward), or `[k, n]`.
+#[derive(Clone, Copy, PartialEq)]
+enum Rhs {
+    Transposed,
+    Plain,
+}
+
+/// `dst[m, n] (+)= lhs[m, k] · rhs[n, k]ᵀ` (or `· rhs[k, n]` for `Rhs::Plain`), all row-major.
 #[cfg(not(target_arch = "wasm32"))]
-fn gemm_into(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, k: usize, n: usize, accumulate: bool) {
+#[allow(clippy::too_many_arguments)]
+fn gemm_into(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, k: usize, n: usize, accumulate: bool, layout: Rhs) {
+    let (rhs_cs, rhs_rs) = match layout {
+        Rhs::Transposed => (k as isize, 1),
+        Rhs::Plain => (1, n as isize),
+    };
     let par = if m * n * k >= 1 << 16 {
         gemm::Parallelism::Rayon(rayon::current_num_threads())
     } else {
@@ -38,7 +69,7 @@ fn gemm_into(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, k: usize, n: u
             m, n, k,
             dst.as_mut_ptr(), 1, n as isize, accumulate,
             lhs.as_ptr(), 1, k as isize,
-            rhs.as_ptr(), k as isize, 1,
+            rhs.as_ptr(), rhs_cs, rhs_rs,
             1.0, 1.0, false, false, false, par,
         );
     }
@@ -46,7 +77,23 @@ fn gemm_into(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, k: usize, n: u
 
 /// In the browser: a cache-friendly dot-product kernel (rows of both operands are contiguous in k).
 #[cfg(target_arch = "wasm32")]
-fn gemm_into(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, k: usize, n: usize, accumulate: bool) {
+#[allow(clippy::too_many_arguments)]
+fn gemm_into(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, k: usize, n: usize, accumulate: bool, layout: Rhs) {
+    if layout == Rhs::Plain {
+        for i in 0..m {
+            let d = &mut dst[i * n..(i + 1) * n];
+            if !accumulate {
+                d.fill(0.0);
+            }
+            for p in 0..k {
+                let a = lhs[i * k + p];
+                for (d, &b) in d.iter_mut().zip(&rhs[p * n..(p + 1) * n]) {
+                    *d += a * b;
+                }
+            }
+        }
+        return;
+    }
     for i in 0..m {
         let a = &lhs[i * k..(i + 1) * k];
         for j in 0..n {

@@ -3,6 +3,7 @@
 //! written for speed, not as a reference.
 
 mod attention;
+mod backward;
 mod elementwise;
 mod matmul;
 mod norms;
@@ -117,7 +118,7 @@ impl Backend for CpuBackend {
         elementwise::zip(self, "silu_mul", gate, up, |g, u| g / (1.0 + (-g).exp()) * u)
     }
     fn rope(&self, x: &CpuTensor, seq: usize, n_heads: usize, head_dim: usize, theta: f32) -> Result<CpuTensor> {
-        elementwise::rope(self, x, seq, n_heads, head_dim, theta)
+        elementwise::rope(self, x, seq, n_heads, head_dim, theta, 1.0)
     }
     fn attn_scores(&self, q: &CpuTensor, k: &CpuTensor, s: AttnShape) -> Result<CpuTensor> {
         attention::scores(self, q, k, s)
@@ -131,5 +132,39 @@ impl Backend for CpuBackend {
     }
     fn log_softmax(&self, x: &CpuTensor) -> Result<CpuTensor> {
         norms::log_softmax(self, x)
+    }
+
+    fn matmul_backward(&self, dy: &CpuTensor, w: &CpuTensor) -> Result<CpuTensor> {
+        matmul::matmul_backward(self, dy, w)
+    }
+    fn layer_norm_backward(&self, x: &CpuTensor, w: &CpuTensor, dy: &CpuTensor, eps: f32) -> Result<CpuTensor> {
+        backward::layer_norm_backward(self, x, w, dy, eps)
+    }
+    fn rms_norm_backward(&self, x: &CpuTensor, w: &CpuTensor, dy: &CpuTensor, eps: f32) -> Result<CpuTensor> {
+        backward::rms_norm_backward(self, x, w, dy, eps)
+    }
+    fn gelu_new_backward(&self, x: &CpuTensor, dy: &CpuTensor) -> Result<CpuTensor> {
+        backward::gelu_new_backward(self, x, dy)
+    }
+    fn silu_mul_backward(&self, gate: &CpuTensor, up: &CpuTensor, dy: &CpuTensor) -> Result<(CpuTensor, CpuTensor)> {
+        backward::silu_mul_backward(self, gate, up, dy)
+    }
+    fn rope_backward(&self, dy: &CpuTensor, seq: usize, n_heads: usize, head_dim: usize, theta: f32) -> Result<CpuTensor> {
+        elementwise::rope(self, dy, seq, n_heads, head_dim, theta, -1.0)
+    }
+    fn attn_scores_backward(&self, q: &CpuTensor, k: &CpuTensor, probs: &CpuTensor, dprobs: &CpuTensor, s: AttnShape)
+        -> Result<(CpuTensor, CpuTensor)> {
+        backward::attn_scores_backward(self, q, k, probs, dprobs, s)
+    }
+    fn attn_apply_backward(&self, probs: &CpuTensor, v: &CpuTensor, dout: &CpuTensor, s: AttnShape)
+        -> Result<(CpuTensor, CpuTensor)> {
+        backward::attn_apply_backward(self, probs, v, dout, s)
+    }
+    fn mix_backward(&self, x: &CpuTensor, mask: &CpuTensor, mask_rows: RowMap, abl: &CpuTensor, abl_rows: RowMap,
+        dy: &CpuTensor) -> Result<(CpuTensor, CpuTensor)> {
+        backward::mix_backward(self, x, mask, mask_rows, abl, abl_rows, dy)
+    }
+    fn scatter_rows(&self, src: &CpuTensor, ids: &[u32], rows: usize) -> Result<CpuTensor> {
+        backward::scatter_rows(self, src, ids, rows)
     }
 }

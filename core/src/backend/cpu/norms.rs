@@ -19,6 +19,24 @@ fn rowwise(be: &CpuBackend, x: &CpuTensor, f: impl Fn(&[f32], &mut [f32]) + Sync
     CpuBackend::wrap(x.0.shape.clone(), out)
 }
 
+/// `f(x row, dy row, out row)` over the rows of two same-shaped tensors (the row backward ops).
+pub(super) fn rowwise_with(be: &CpuBackend, x: &CpuTensor, dy: &CpuTensor, f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync)
+    -> CpuTensor {
+    let (_, c) = x.rows_cols();
+    let mut out = be.out(x.0.data.len());
+    if c > 0 {
+        let per = rows_per_task(c);
+        out.par_chunks_mut(per * c).zip(x.0.data.par_chunks(per * c).zip(dy.0.data.par_chunks(per * c))).for_each(
+            |(o, (i, g))| {
+                for ((orow, irow), grow) in o.chunks_mut(c).zip(i.chunks(c)).zip(g.chunks(c)) {
+                    f(irow, grow, orow);
+                }
+            },
+        );
+    }
+    CpuBackend::wrap(x.0.shape.clone(), out)
+}
+
 pub(super) fn layer_norm(be: &CpuBackend, x: &CpuTensor, w: &CpuTensor, b: &CpuTensor, eps: f32) -> Result<CpuTensor> {
     let (_, c) = x.rows_cols();
     check(w.0.data.len() == c && b.0.data.len() == c, "layer_norm", || {

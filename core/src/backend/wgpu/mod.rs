@@ -8,6 +8,7 @@
 //! are stored as row-chunks (`tensor.rs`).
 
 mod attention;
+mod backward;
 mod context;
 mod elementwise;
 mod embedding;
@@ -235,5 +236,39 @@ impl Backend for WgpuBackend {
 
     fn log_softmax(&self, x: &GpuTensor) -> Result<GpuTensor> {
         self.op_log_softmax(x)
+    }
+
+    fn matmul_backward(&self, dy: &GpuTensor, w: &GpuTensor) -> Result<GpuTensor> {
+        self.op_matmul_backward(dy, w)
+    }
+    fn layer_norm_backward(&self, x: &GpuTensor, w: &GpuTensor, dy: &GpuTensor, eps: f32) -> Result<GpuTensor> {
+        self.op_norm_backward("layer_norm_backward", x, w, dy, false, eps)
+    }
+    fn rms_norm_backward(&self, x: &GpuTensor, w: &GpuTensor, dy: &GpuTensor, eps: f32) -> Result<GpuTensor> {
+        self.op_norm_backward("rms_norm_backward", x, w, dy, true, eps)
+    }
+    fn gelu_new_backward(&self, x: &GpuTensor, dy: &GpuTensor) -> Result<GpuTensor> {
+        self.op_gelu_new_backward(x, dy)
+    }
+    fn silu_mul_backward(&self, gate: &GpuTensor, up: &GpuTensor, dy: &GpuTensor) -> Result<(GpuTensor, GpuTensor)> {
+        self.op_silu_mul_backward(gate, up, dy)
+    }
+    fn rope_backward(&self, dy: &GpuTensor, seq: usize, n_heads: usize, head_dim: usize, theta: f32) -> Result<GpuTensor> {
+        self.op_rope_backward(dy, seq, n_heads, head_dim, theta)
+    }
+    fn attn_scores_backward(&self, q: &GpuTensor, k: &GpuTensor, probs: &GpuTensor, dprobs: &GpuTensor, s: AttnShape)
+        -> Result<(GpuTensor, GpuTensor)> {
+        self.op_attn_scores_backward(q, k, probs, dprobs, s)
+    }
+    fn attn_apply_backward(&self, probs: &GpuTensor, v: &GpuTensor, dout: &GpuTensor, s: AttnShape)
+        -> Result<(GpuTensor, GpuTensor)> {
+        self.op_attn_apply_backward(probs, v, dout, s)
+    }
+    fn mix_backward(&self, x: &GpuTensor, mask: &GpuTensor, mask_rows: RowMap, abl: &GpuTensor, abl_rows: RowMap,
+        dy: &GpuTensor) -> Result<(GpuTensor, GpuTensor)> {
+        self.op_mix_backward(x, mask, mask_rows, abl, abl_rows, dy)
+    }
+    fn scatter_rows(&self, src: &GpuTensor, ids: &[u32], rows: usize) -> Result<GpuTensor> {
+        self.op_scatter_rows(src, ids, rows)
     }
 }

@@ -1,0 +1,225 @@
+//! Backward ops: each is its forward read bottom-up (same argument names, `dy` in, `dx` out).
+//! Row reductions accumulate in f32 like their forwards; the mask gradient, a sum over every row,
+//! accumulates in f64.
+
+use super::elementwise::zip;
+use super::norms::rowwise_with;
+use super::{check, rows_per_task, CpuBackend, CpuTensor};
+use crate::backend::{AttnShape, RowMap};
+use crate::Result;
+use rayon::prelude::*;
+
+pub(super) fn layer_norm_backward(be: &CpuBackend, x: &CpuTensor, w: &CpuTensor, dy: &CpuTensor, eps: f32)
+    -> Result<CpuTensor> {
+    let (_, c) = x.rows_cols();
+    check(w.0.data.len() == c && dy.0.shape == x.0.shape, "layer_norm_backward", || {
+        format!("x {:?} with weight {:?} and dy {:?}", x.0.shape, w.0.shape, dy.0.shape)
+    })?;
+    let w = &w.0.data;
+    Ok(rowwise_with(be, x, dy, |xr, g, o| {
+        let n = c as f32;
+        let mean = xr.iter().sum::<f32>() / n;
+        let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+        let r = 1.0 / (var + eps).sqrt();
+        let (mut mg, mut mgx) = (0.0f32, 0.0f32);
+        for j in 0..c {
+            let gj = g[j] * w[j];
+            mg += gj;
+            mgx += gj * (xr[j] - mean) * r;
+        }
+        let (mg, mgx) = (mg / n, mgx / n);
+        for j in 0..c {
+            o[j] = r * (g[j] * w[j] - mg - (xr[j] - mean) * r * mgx);
+        }
+    }))
+}
+
+pub(super) fn rms_norm_backward(be: &CpuBackend, x: &CpuTensor, w: &CpuTensor, dy: &CpuTensor, eps: f32)
+    -> Result<CpuTensor> {
+    let (_, c) = x.rows_cols();
+    check(w.0.data.len() == c && dy.0.shape == x.0.shape, "rms_norm_backward", || {
+        format!("x {:?} with weight {:?} and dy {:?}", x.0.shape, w.0.shape, dy.0.shape)
+    })?;
+    let w = &w.0.data;
+    Ok(rowwise_with(be, x, dy, |xr, g, o| {
+        let n = c as f32;
+        let r = 1.0 / (xr.iter().map(|v| v * v).sum::<f32>() / n + eps).sqrt();
+        let mgx = (0..c).map(|j| g[j] * w[j] * xr[j]).sum::<f32>() / n;
+        for j in 0..c {
+            o[j] = r * g[j] * w[j] - xr[j] * r * r * r * mgx;
+        }
+    }))
+}
+
+pub(super) fn gelu_new_backward(be: &CpuBackend, x: &CpuTensor, dy: &CpuTensor) -> Result<CpuTensor> {
+    const C: f32 = 0.797_884_6; // sqrt(2/π)
+    zip(be, "gelu_new_backward", x, dy, |x, g| {
+        let t = (C * (x + 0.044715 * x * x * x)).tanh();
+        g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * C * (1.0 + 3.0 * 0.044715 * x * x))
+    })
+}
+
+pub(super) fn silu_mul_backward(be: &CpuBackend, gate: &CpuTensor, up: &CpuTensor, dy: &CpuTensor)
+    -> Result<(CpuTensor, CpuTensor)> {
+    check(up.0.shape == gate.0.shape, "silu_mul_backward", || format!("gate {:?}, up {:?}", gate.0.shape, up.0.shape))?;
+    let dgate_pre = zip(be, "silu_mul_backward", gate, dy, |g, d| {
+        let s = 1.0 / (1.0 + (-g).exp());
+        d * s * (1.0 + g * (1.0 - s))
+    })?;
+    let dgate = zip(be, "silu_mul_backward", &dgate_pre, up, |a, u| a * u)?;
+    let dup = zip(be, "silu_mul_backward", gate, dy, |g, d| d * g / (1.0 + (-g).exp()))?;
+    Ok((dgate, dup))
+}
+
+pub(super) fn attn_scores_backward(be: &CpuBackend, q: &CpuTensor, k: &CpuTensor, p: &CpuTensor, dp: &CpuTensor,
+    s: AttnShape) -> Result<(CpuTensor, CpuTensor)> {
+    let g = super::attention::group(&s)?;
+    super::attention::check_shape("attn_scores_backward q", q, &s, s.n_heads)?;
+    super::attention::check_shape("attn_scores_backward k", k, &s, s.n_kv_heads)?;
+    let (t, d) = (s.seq, s.head_dim);
+    let np = s.batch * s.n_heads * t * t;
+    check(p.0.data.len() == np && dp.0.data.len() == np, "attn_scores_backward", || {
+        format!("probabilities {:?} and dprobs {:?} for {} prompts, {} heads, {t} positions", p.0.shape, dp.0.shape,
+            s.batch, s.n_heads)
+    })?;
+    let (qc, kc) = (s.n_heads * d, s.n_kv_heads * d);
+    // ds per (prompt, head): the softmax's input gradient, scaled.
+    let mut ds = vec![0f32; np];
+    ds.par_chunks_mut((t * t).max(1)).enumerate().for_each(|(bh, dsb)| {
+        for i in 0..t {
+            let row = ((bh * t) + i) * t;
+            let (pr, dpr) = (&p.0.data[row..row + t], &dp.0.data[row..row + t]);
+            let dot: f32 = (0..=i).map(|j| pr[j] * dpr[j]).sum();
+            for j in 0..=i {
+                dsb[i * t + j] = pr[j] * (dpr[j] - dot) * s.scale;
+            }
+        }
+    });
+    // dq: one task per (prompt, position) row, every head.
+    let mut dq = be.out(s.batch * t * qc);
+    dq.par_chunks_mut(qc.max(1)).enumerate().for_each(|(bi, orow)| {
+        let (b, i) = (bi / t.max(1), bi % t.max(1));
+        for h in 0..s.n_heads {
+            let o = &mut orow[h * d..(h + 1) * d];
+            o.fill(0.0);
+            let dsr = &ds[((b * s.n_heads + h) * t + i) * t..][..t];
+            for (j, &w) in dsr.iter().enumerate().take(i + 1) {
+                let kj = &k.0.data[(b * t + j) * kc + (h / g) * d..][..d];
+                for (o, &x) in o.iter_mut().zip(kj) {
+                    *o += w * x;
+                }
+            }
+        }
+    });
+    // dk: one task per (prompt, position) row, every kv head, summed over its query heads.
+    let mut dk = be.out(s.batch * t * kc);
+    dk.par_chunks_mut(kc.max(1)).enumerate().for_each(|(bj, orow)| {
+        let (b, j) = (bj / t.max(1), bj % t.max(1));
+        orow.fill(0.0);
+        for h in 0..s.n_heads {
+            let o = &mut orow[(h / g) * d..(h / g + 1) * d];
+            for i in j..t {
+                let w = ds[((b * s.n_heads + h) * t + i) * t + j];
+                let qi = &q.0.data[(b * t + i) * qc + h * d..][..d];
+                for (o, &x) in o.iter_mut().zip(qi) {
+                    *o += w * x;
+                }
+            }
+        }
+    });
+    Ok((CpuBackend::wrap(q.0.shape.clone(), dq), CpuBackend::wrap(k.0.shape.clone(), dk)))
+}
+
+pub(super) fn attn_apply_backward(be: &CpuBackend, p: &CpuTensor, v: &CpuTensor, dout: &CpuTensor, s: AttnShape)
+    -> Result<(CpuTensor, CpuTensor)> {
+    let g = super::attention::group(&s)?;
+    super::attention::check_shape("attn_apply_backward v", v, &s, s.n_kv_heads)?;
+    super::attention::check_shape("attn_apply_backward dout", dout, &s, s.n_heads)?;
+    let (t, d) = (s.seq, s.head_dim);
+    check(p.0.data.len() == s.batch * s.n_heads * t * t, "attn_apply_backward", || {
+        format!("probabilities {:?} for {} prompts, {} heads, {t} positions", p.0.shape, s.batch, s.n_heads)
+    })?;
+    let (oc, vc) = (s.n_heads * d, s.n_kv_heads * d);
+    let mut dp = be.out(s.batch * s.n_heads * t * t);
+    dp.par_chunks_mut((t * t).max(1)).enumerate().for_each(|(bh, dpb)| {
+        let (b, h) = (bh / s.n_heads, bh % s.n_heads);
+        for i in 0..t {
+            let doi = &dout.0.data[(b * t + i) * oc + h * d..][..d];
+            for j in 0..t {
+                dpb[i * t + j] = if j <= i {
+                    let vj = &v.0.data[(b * t + j) * vc + (h / g) * d..][..d];
+                    doi.iter().zip(vj).map(|(a, b)| a * b).sum()
+                } else {
+                    0.0
+                };
+            }
+        }
+    });
+    let mut dv = be.out(s.batch * t * vc);
+    dv.par_chunks_mut(vc.max(1)).enumerate().for_each(|(bj, orow)| {
+        let (b, j) = (bj / t.max(1), bj % t.max(1));
+        orow.fill(0.0);
+        for h in 0..s.n_heads {
+            let o = &mut orow[(h / g) * d..(h / g + 1) * d];
+            for i in j..t {
+                let w = p.0.data[((b * s.n_heads + h) * t + i) * t + j];
+                let di = &dout.0.data[(b * t + i) * oc + h * d..][..d];
+                for (o, &x) in o.iter_mut().zip(di) {
+                    *o += w * x;
+                }
+            }
+        }
+    });
+    Ok((CpuBackend::wrap(vec![s.batch * s.n_heads * t, t], dp), CpuBackend::wrap(v.0.shape.clone(), dv)))
+}
+
+pub(super) fn mix_backward(be: &CpuBackend, x: &CpuTensor, mask: &CpuTensor, mrows: RowMap, abl: &CpuTensor,
+    arows: RowMap, dy: &CpuTensor) -> Result<(CpuTensor, CpuTensor)> {
+    let (r, c) = x.rows_cols();
+    let (mr, mc) = mask.rows_cols();
+    let (ar, ac) = abl.rows_cols();
+    check(mc == c && ac == c && mr > 0 && ar > 0 && dy.0.shape == x.0.shape, "mix_backward", || {
+        format!("x {:?} with mask {:?}, ablation {:?} and dy {:?}", x.0.shape, mask.0.shape, abl.0.shape, dy.0.shape)
+    })?;
+    let mut dx = be.out(x.0.data.len());
+    let per = rows_per_task(c);
+    dx.par_chunks_mut(per * c.max(1)).enumerate().for_each(|(task, o)| {
+        for (i, orow) in o.chunks_mut(c.max(1)).enumerate() {
+            let row = task * per + i;
+            let m = mask.0.row(mrows.index(row, mr));
+            for ((o, &g), &m) in orow.iter_mut().zip(dy.0.row(row)).zip(m) {
+                *o = m * g;
+            }
+        }
+    });
+    // The mask gradient: columns in parallel, every row summed in f64.
+    let mut dmask = be.out(mr * c);
+    for k in 0..mr {
+        let rows: Vec<usize> = (0..r).filter(|&row| mrows.index(row, mr) == k).collect();
+        dmask[k * c..(k + 1) * c].par_iter_mut().enumerate().for_each(|(j, o)| {
+            let mut sum = 0f64;
+            for &row in &rows {
+                let a = abl.0.data[arows.index(row, ar) * c + j];
+                sum += dy.0.data[row * c + j] as f64 * (x.0.data[row * c + j] - a) as f64;
+            }
+            *o = sum as f32;
+        });
+    }
+    Ok((CpuBackend::wrap(x.0.shape.clone(), dx), CpuBackend::wrap(mask.0.shape.clone(), dmask)))
+}
+
+pub(super) fn scatter_rows(be: &CpuBackend, src: &CpuTensor, ids: &[u32], rows: usize) -> Result<CpuTensor> {
+    let (n, c) = src.rows_cols();
+    check(n == ids.len(), "scatter_rows", || format!("{} ids for {n} rows of {:?}", ids.len(), src.0.shape))?;
+    if let Some(&bad) = ids.iter().find(|&&i| i as usize >= rows) {
+        return Err(crate::Error::Backend(format!("scatter_rows: id {bad} out of range for {rows} rows")));
+    }
+    let mut out = be.out(rows * c);
+    out.fill(0.0);
+    for (i, &id) in ids.iter().enumerate() {
+        for (o, &v) in out[id as usize * c..(id as usize + 1) * c].iter_mut().zip(src.0.row(i)) {
+            *o += v;
+        }
+    }
+    Ok(CpuBackend::wrap(vec![rows, c], out))
+}
