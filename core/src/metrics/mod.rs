@@ -4,6 +4,7 @@
 //! optionally through a circuit too (masks and ablation values), and averages them.
 
 mod eval;
+pub mod loss;
 
 pub use eval::{evaluate, last_logits, Circuit, CircuitAblation, EvalOptions, Report};
 

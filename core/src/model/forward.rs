@@ -308,7 +308,7 @@ impl<B: Backend> Model<B> {
         }
     }
 
-    fn check_masks(&self, m: &Masks) -> Result<()> {
+    pub(crate) fn check_masks(&self, m: &Masks) -> Result<()> {
         let layers = &self.weights.layers;
         let bad = m.n_layers() != layers.len()
             || m.attn.len() != layers.len()

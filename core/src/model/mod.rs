@@ -1,6 +1,7 @@
 //! Models: configs, loaders, the weights in one canonical layout, tokenizers and the masked forward.
 
 pub mod ablation;
+pub mod backward;
 pub mod batch;
 pub mod config;
 pub mod forward;
@@ -9,6 +10,7 @@ pub mod non_finite;
 pub mod tokenizer;
 pub mod weights;
 
+pub use backward::Tape;
 pub use batch::Batch;
 pub use config::{Arch, ModelConfig};
 pub use forward::{Capture, ForwardArgs, ForwardOut, LogitsAt, Model};
