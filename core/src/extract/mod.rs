@@ -1,5 +1,6 @@
-//! Extraction methods (DESIGN.md "Extraction methods"). So far: **ablate**, greedy node ablation
-//! (García-Carrasco et al. 2025, Algorithm 1).
+//! Extraction methods (DESIGN.md "Extraction methods"): **ablate**, greedy node ablation
+//! (García-Carrasco et al. 2025, Algorithm 1), below, and **node-prune**, learned multi-granular
+//! node masks ([`node_prune`]).
 //!
 //! P is the full model's next-token distribution at the last position of each discovery prompt.
 //! S = ∅, KL_cur = 0. For layer l = L−1 down to 0, for each head, then (optionally) the MLP block,
@@ -16,6 +17,7 @@
 //! resumes the sweep exactly where it stopped (serializable to JSON).
 
 mod ablate;
+pub mod node_prune;
 mod prepare;
 mod reference;
 mod state;

@@ -4,3 +4,6 @@
 pub mod adamw;
 pub mod hard_concrete;
 pub mod rng;
+
+pub use adamw::{AdamW, Moments};
+pub use rng::SplitMix64;

@@ -1,0 +1,321 @@
+//! **node-prune**: multi-granular node masks learned in one optimisation run (Haider et al.,
+//! "Multi-Granular Node Pruning for Circuit Discovery").
+//!
+//! A hard-concrete gate (β = 2/3, l = −0.1, r = 1.1) sits on every component of each granularity
+//! asked for: attention blocks, MLP blocks, heads, MLP neurons. The forward takes the sampled gate
+//! values as masks, nested as the blocks contain their parts (a head's mask acts on its z, its
+//! block's on the block output), so a component's effective mask is its gate times its block's.
+//! Each step, on a minibatch of discovery prompts:
+//!
+//! loss = (1 − λs)·(KL(P_full ‖ P_masked) + relu(margin − logit_diff)) + λs·Σ_k E[L0_k]/N_k
+//!
+//! at each prompt's last position (the margin term only where the task has a wrong answer), with
+//! E[L0_k] the expected number of open gates of granularity k and N_k their count. AdamW on log α
+//! only (weights frozen), linear warm-up then cosine decay. At the end a gate is kept when its
+//! deterministic value exceeds 0.5, and the circuit is those hard 0/1 masks.
+//!
+//! Deterministic for a seed: the minibatches and the gate noise come from one saved SplitMix64, and
+//! the state (log α, AdamW moments, step, random state, the loss curve) resumes a stopped run to
+//! the same circuit.
+
+mod gates;
+mod state;
+
+pub use gates::{Granularity, Kind, Layout};
+pub use state::{NodePruneState, StepRecord};
+
+use serde::{Deserialize, Serialize};
+
+use super::state::fingerprint;
+use super::{AblationKind, Flow};
+use crate::backend::Backend;
+use crate::circuit::{Ablation, Component, Masks, ModelShape};
+use crate::metrics::loss::{kl_mean, margin_mean, LossGrad};
+use crate::model::ablation::{mean_values, DeviceAblation};
+use crate::model::{Batch, ForwardArgs, LogitsAt, Model};
+use crate::optim::{adamw, hard_concrete as hc, AdamW, SplitMix64};
+use crate::{Error, HostTensor, Result};
+
+/// What decides the circuit; a resumed run must give the same.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodePruneOptions {
+    pub granularity: Granularity,
+    /// λs in [0, 1): the weight of the sparsity term against the faithfulness terms.
+    pub sparsity_weight: f64,
+    pub steps: u64,
+    /// AdamW's peak learning rate on log α.
+    pub lr: f64,
+    /// Warm-up steps (linear, then cosine decay to 0 at `steps`).
+    pub warmup: u64,
+    /// Discovery prompts per step.
+    pub batch: usize,
+    pub seed: u64,
+    /// `zero` or `mean` (the circuit then folds into a standalone model).
+    pub ablation: AblationKind,
+    /// Logit-difference margin of the hinge term (logits); 0 turns the term off.
+    pub margin: f64,
+    /// P(gate fully open) at the start, for every gate.
+    pub init_open: f64,
+}
+
+impl NodePruneOptions {
+    /// The defaults: every granularity, λs 0.5, 300 steps, lr 0.1 with 10% warm-up, batch 32, mean ablation.
+    pub fn defaults() -> NodePruneOptions {
+        NodePruneOptions {
+            granularity: Granularity::ALL,
+            sparsity_weight: 0.5,
+            steps: 300,
+            lr: 0.1,
+            warmup: 30,
+            batch: 32,
+            seed: 0,
+            ablation: AblationKind::Mean,
+            margin: 1.0,
+            init_open: 0.95,
+        }
+    }
+
+    /// Every value checked, each with a message that names it.
+    pub fn check(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Input(m));
+        let g = &self.granularity;
+        if !(g.attn || g.mlps || g.heads || g.neurons) {
+            return bad("node-prune needs at least one granularity (attn, mlps, heads, neurons)".into());
+        }
+        if !(self.sparsity_weight.is_finite() && (0.0..1.0).contains(&self.sparsity_weight)) {
+            return bad(format!("the sparsity weight λs must be in [0, 1), not {}", self.sparsity_weight));
+        }
+        if self.steps == 0 {
+            return bad("node-prune needs at least 1 step".into());
+        }
+        if self.steps > 10_000_000 {
+            return bad(format!("{} steps is more than node-prune runs (at most 10,000,000)", self.steps));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0 && self.lr <= 100.0) {
+            return bad(format!("the learning rate must be a finite number in (0, 100], not {}", self.lr));
+        }
+        if self.warmup > self.steps {
+            return bad(format!("{} warm-up steps are more than the {} steps", self.warmup, self.steps));
+        }
+        if self.batch == 0 {
+            return bad("the batch must hold at least 1 prompt".into());
+        }
+        if !(self.margin.is_finite() && self.margin >= 0.0) {
+            return bad(format!("the margin must be a finite number ≥ 0, not {}", self.margin));
+        }
+        if !(self.init_open.is_finite() && self.init_open > 0.0 && self.init_open < 1.0) {
+            return bad(format!("the starting open probability must be in (0, 1), not {}", self.init_open));
+        }
+        if !matches!(self.ablation, AblationKind::Zero | AblationKind::Mean) {
+            return bad(format!(
+                "node-prune takes zero or mean ablation, not {}: training draws a new minibatch every step",
+                serde_json::to_value(self.ablation).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The prompts node-prune trains on, in token ids.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NodePruneData {
+    pub discovery: Vec<Vec<u32>>,
+    /// (answer, wrong) per discovery prompt, where the task has a wrong answer (the margin term).
+    pub pairs: Vec<Option<(u32, u32)>>,
+    /// Means are measured on these (mean ablation).
+    pub patching: Vec<Vec<u32>>,
+}
+
+/// What a progress bar shows after each step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepInfo {
+    pub record: StepRecord,
+    pub total: u64,
+}
+
+/// Called after every step with the state that resumes the run from there.
+pub trait TrainProgress {
+    fn update(&mut self, info: &StepInfo, state: &NodePruneState) -> Flow;
+}
+
+impl TrainProgress for () {
+    fn update(&mut self, _: &StepInfo, _: &NodePruneState) -> Flow {
+        Flow::Continue
+    }
+}
+
+impl<F: FnMut(&StepInfo, &NodePruneState) -> Flow> TrainProgress for F {
+    fn update(&mut self, info: &StepInfo, state: &NodePruneState) -> Flow {
+        self(info, state)
+    }
+}
+
+/// The outcome of a call to [`node_prune`]: finished, or stopped by the progress hook.
+pub struct NodePruneRun {
+    pub state: NodePruneState,
+    pub finished: bool,
+    pub kept: Vec<Component>,
+    pub removed: Vec<Component>,
+    /// The circuit's hard masks (0/1), as the circuit file rebuilds them.
+    pub masks: Masks,
+    pub ablation: Ablation,
+    /// Mean KL(P_full ‖ P_circuit) over all discovery prompts with the hard masks (finished runs).
+    pub discovery_kl: f64,
+}
+
+/// Trains the gates on `model` (see the module doc). `resume` continues a stopped run: it must come
+/// from the same model shape, options and prompts (checked by a fingerprint).
+pub async fn node_prune<B: Backend>(model: &Model<B>, be: &B, data: &NodePruneData, opts: &NodePruneOptions,
+    resume: Option<NodePruneState>, progress: &mut dyn TrainProgress) -> Result<NodePruneRun> {
+    opts.check()?;
+    if data.discovery.is_empty() {
+        return Err(Error::Input("node-prune needs discovery prompts: the discovery split is empty".into()));
+    }
+    if data.pairs.len() != data.discovery.len() {
+        return Err(Error::Input(format!("{} answer pairs for {} discovery prompts", data.pairs.len(), data.discovery.len())));
+    }
+    let shape = ModelShape::of(&model.weights.layers, |t| be.shape(t)[0]);
+    let layout = Layout::new(&shape, opts.granularity);
+    if layout.is_empty() {
+        return Err(Error::Input("the model has no components of the granularities asked for".into()));
+    }
+    // Checked up front: a run that trains for an hour must not fail at its first prompt.
+    Batch::new(&data.discovery, &model.config)?;
+    let ablation = match opts.ablation {
+        AblationKind::Zero => Ablation::Zero,
+        _ => {
+            if data.patching.is_empty() {
+                return Err(Error::Input("mean ablation needs patching prompts: the patching split is empty".into()));
+            }
+            let patching = Batch::new(&data.patching, &model.config)?;
+            Ablation::Given(mean_values(model, be, &patching, false).await?)
+        }
+    };
+    let dev = match &ablation {
+        Ablation::Zero => None,
+        Ablation::Given(v) => Some(DeviceAblation::upload(be, v)?),
+    };
+    let mut parts: Vec<&[u32]> = data.discovery.iter().map(|p| &p[..]).collect();
+    parts.push(&[]);
+    if opts.ablation == AblationKind::Mean {
+        parts.extend(data.patching.iter().map(|p| &p[..]));
+    }
+    let extra = serde_json::to_string(&(opts, &model.config, &data.pairs)).expect("serializable");
+    let fp = fingerprint(&parts, &extra);
+    let mut st = match resume {
+        Some(s) => {
+            s.check_matches(&shape, opts, &fp, layout.len())?;
+            s
+        }
+        None => NodePruneState::new(shape.clone(), opts.clone(), fp, vec![hc::log_alpha_open_with(opts.init_open); layout.len()]),
+    };
+
+    let full = full_logits(model, be, &data.discovery, opts.batch).await?;
+    let counts: Vec<f64> = layout.ranges.iter().map(|r| r.len() as f64).collect();
+    let optim = AdamW::default();
+    while st.step < opts.steps {
+        let record = train_step(model, be, data, opts, &layout, &counts, &full, dev.as_ref(), &mut st, &optim).await?;
+        let info = StepInfo { record, total: opts.steps };
+        if progress.update(&info, &st) == Flow::Stop && st.step < opts.steps {
+            let (kept, removed, masks) = layout.circuit(&st.hard_masks(&layout), opts.ablation == AblationKind::Mean);
+            return Ok(NodePruneRun { state: st, finished: false, kept, removed, masks, ablation, discovery_kl: f64::NAN });
+        }
+    }
+    let (kept, removed, masks) = layout.circuit(&st.hard_masks(&layout), opts.ablation == AblationKind::Mean);
+    let discovery_kl = circuit_kl(model, be, &data.discovery, &full, &masks, dev.as_ref(), opts.batch).await?;
+    Ok(NodePruneRun { state: st, finished: true, kept, removed, masks, ablation, discovery_kl })
+}
+
+/// One step: a minibatch, fresh gate noise, forward, loss, backward, AdamW. The state advances
+/// only when the loss and every gradient are finite; otherwise the step is named in the error and
+/// the state stays as the last good step left it.
+#[allow(clippy::too_many_arguments)]
+async fn train_step<B: Backend>(model: &Model<B>, be: &B, data: &NodePruneData, opts: &NodePruneOptions, layout: &Layout,
+    counts: &[f64], full: &HostTensor, dev: Option<&DeviceAblation<B>>, st: &mut NodePruneState, optim: &AdamW)
+    -> Result<StepRecord> {
+    let mut rng = st.rng;
+    let n = data.discovery.len();
+    let idx = minibatch(&mut rng, n, opts.batch);
+    let prompts: Vec<Vec<u32>> = idx.iter().map(|&i| data.discovery[i].clone()).collect();
+    let batch = Batch::new(&prompts, &model.config)?;
+    let u: Vec<f64> = (0..layout.len()).map(|_| rng.open01()).collect();
+    let z: Vec<f64> = st.log_alpha.iter().zip(&u).map(|(&a, &u)| hc::sample(a, u)).collect();
+    let masks = layout.masks(&z);
+    let tape = model.forward_tape(be, &batch, &masks, dev)?;
+    let logits = be.read(&tape.logits).await?;
+    let full_rows = HostTensor::new(vec![idx.len(), full.shape[1]], idx.iter().flat_map(|&i| full.row(i).to_vec()).collect());
+    let kl = kl_mean(&full_rows, &logits)?;
+    let pairs: Vec<Option<(u32, u32)>> = idx.iter().map(|&i| data.pairs[i]).collect();
+    let margin = if opts.margin > 0.0 { margin_mean(&logits, &pairs, opts.margin)? } else { LossGrad::zeros(kl.dlogits.len()) };
+    let w = 1.0 - opts.sparsity_weight;
+    let mut task = LossGrad::zeros(kl.dlogits.len());
+    task.add_scaled(&kl, w);
+    task.add_scaled(&margin, w);
+    let g = model.backward(be, &batch, tape, &task.dlogits_tensor(&logits.shape)).await?;
+    let gz = layout.gate_grads(&g);
+    let mut grads = Vec::with_capacity(layout.len());
+    let mut l0 = 0.0;
+    for (i, (&a, &u)) in st.log_alpha.iter().zip(&u).enumerate() {
+        let k = Kind::ALL.iter().position(|&k| k == layout.kind_of(i)).expect("kind");
+        let ws = opts.sparsity_weight / counts[k];
+        l0 += ws * hc::expected_l0(a);
+        grads.push(gz[i] * hc::sample_grad(a, u) + ws * hc::expected_l0_grad(a));
+    }
+    let loss = task.loss + l0;
+    let step = st.step;
+    if !loss.is_finite() || grads.iter().any(|g| !g.is_finite()) {
+        return Err(Error::NonFinite(format!(
+            "node-prune step {}: the loss is {loss} (KL {}); training stopped, the last good state (step {step}) is kept",
+            step + 1,
+            kl.loss
+        )));
+    }
+    let lr = adamw::warmup_cosine(opts.lr, step, opts.warmup, opts.steps);
+    optim.step(&mut st.log_alpha, &grads, &mut st.moments, lr);
+    st.rng = rng;
+    st.step += 1;
+    let record = StepRecord { step: st.step, loss, kl: kl.loss, margin: margin.loss, lr, kept: st.kept_fractions(layout) };
+    st.history.push(record.clone());
+    Ok(record)
+}
+
+/// `k` distinct indices below `n` (all of them when `k ≥ n`), by a partial Fisher–Yates shuffle.
+fn minibatch(rng: &mut SplitMix64, n: usize, k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..n).collect();
+    let k = k.min(n);
+    for i in 0..k {
+        let j = i + (rng.next_u64() % (n - i) as u64) as usize;
+        idx.swap(i, j);
+    }
+    idx.truncate(k);
+    idx
+}
+
+/// The full model's last-position logits for every prompt, `[n, vocab]`, in batches.
+async fn full_logits<B: Backend>(model: &Model<B>, be: &B, prompts: &[Vec<u32>], batch: usize) -> Result<HostTensor> {
+    let mut data = Vec::new();
+    for chunk in prompts.chunks(batch.max(1)) {
+        let b = Batch::new(chunk, &model.config)?;
+        let args = ForwardArgs { logits: LogitsAt::Last, ..ForwardArgs::default() };
+        let out = model.forward(be, &b, &args)?;
+        let t = be.read(out.logits.as_ref().expect("logits asked for")).await?;
+        crate::model::check_logits(model, be, &b, &args, &t).await?;
+        data.extend_from_slice(&t.data);
+    }
+    Ok(HostTensor::new(vec![prompts.len(), model.config.vocab], data))
+}
+
+/// Mean KL(P_full ‖ P_circuit) over `prompts` with the given masks.
+async fn circuit_kl<B: Backend>(model: &Model<B>, be: &B, prompts: &[Vec<u32>], full: &HostTensor, masks: &Masks,
+    dev: Option<&DeviceAblation<B>>, batch: usize) -> Result<f64> {
+    let mut sum = 0.0;
+    for (c, chunk) in prompts.chunks(batch.max(1)).enumerate() {
+        let b = Batch::new(chunk, &model.config)?;
+        let args = ForwardArgs { masks: Some(masks), ablation: dev, logits: LogitsAt::Last, ..ForwardArgs::default() };
+        let out = model.forward(be, &b, &args)?;
+        let t = be.read(out.logits.as_ref().expect("logits asked for")).await?;
+        let rows = HostTensor::new(vec![chunk.len(), full.shape[1]], full.data[c * batch * full.shape[1]..][..chunk.len() * full.shape[1]].to_vec());
+        sum += kl_mean(&rows, &t)?.loss * chunk.len() as f64;
+    }
+    Ok(sum / prompts.len() as f64)
+}
