@@ -97,7 +97,7 @@ impl Job for ExtractBench<'_> {
     fn run<B: Backend>(self, be: &B) -> Result<()> {
         let (a, s) = (self.a, &self.prep.splits);
         let model = Model::upload(be, self.m.config.clone(), &self.m.weights)?;
-        let opts = a.ablate.options(false);
+        let opts = a.ablate.options(false)?;
         let data = AblateData::from_examples(&s.discovery, &s.patching);
         let mut variants = vec![("reference", RunOptions { implementation: Implementation::Reference, ..RunOptions::default() })];
         if a.all_batchings {

@@ -4,9 +4,11 @@
 //! `report.json`, `circuit.svg`, and `state.json`, saved after every decision batch, from which
 //! `--resume` continues an interrupted run with the same result.
 
+mod node_prune;
 mod progress;
 mod report;
 mod rundir;
+mod training_svg;
 
 use crate::backend_pick::{dispatch, BackendChoice, Job};
 use crate::circuit_eval::Values;
@@ -31,6 +33,8 @@ use std::path::{Path, PathBuf};
 pub enum Method {
     /// Greedy node ablation with a KL threshold (García-Carrasco et al. 2025).
     Ablate,
+    /// Learned hard-concrete masks on attention blocks, MLP blocks, heads and neurons (Haider et al. 2025).
+    NodePrune,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -44,9 +48,9 @@ pub enum AblationArg {
 /// ablate's settings, shared with `bench extract`.
 #[derive(clap::Args)]
 pub struct AblateArgs {
-    /// Acceptance threshold: a component goes when ablating it raises the mean KL by less (nats).
+    /// ablate's acceptance threshold: a component goes when ablating it raises the mean KL by less (nats).
     #[arg(long)]
-    pub alpha: f64,
+    pub alpha: Option<f64>,
     /// Where removed components' values come from: zero, the mean over the patching split, or
     /// the output on each prompt's corrupted version.
     #[arg(long, value_enum, default_value = "mean")]
@@ -57,8 +61,9 @@ pub struct AblateArgs {
 }
 
 impl AblateArgs {
-    pub fn options(&self, neurons: bool) -> AblateOptions {
-        AblateOptions { alpha: self.alpha, ablation: self.ablation.kind(), mlps: self.mlps, neurons }
+    pub fn options(&self, neurons: bool) -> Result<AblateOptions> {
+        let alpha = self.alpha.context("give --alpha: the KL threshold below which a component goes (nats)")?;
+        Ok(AblateOptions { alpha, ablation: self.ablation.kind(), mlps: self.mlps, neurons })
     }
 }
 
@@ -79,7 +84,9 @@ pub struct Args {
     method: Method,
     #[command(flatten)]
     ablate: AblateArgs,
-    /// Also decide on single MLP neurons of the MLPs that stay.
+    #[command(flatten)]
+    node_prune: node_prune::NodePruneArgs,
+    /// ablate: also decide on single MLP neurons of the MLPs that stay.
     #[arg(long)]
     neurons: bool,
     /// The run directory.
@@ -91,7 +98,7 @@ pub struct Args {
     /// Replace the run that --out already holds.
     #[arg(long, conflicts_with = "resume")]
     force: bool,
-    /// Prompts per forward when scoring the test split.
+    /// Prompts per forward: node-prune's prompts per training step, and when scoring the test split.
     #[arg(long, default_value_t = 32)]
     batch: usize,
     /// Test prompts in the batch that latency is measured on.
@@ -105,7 +112,7 @@ pub struct Args {
     /// Use the straightforward implementation (a full forward per candidate): same decisions, slower.
     #[arg(long, hide = true)]
     reference: bool,
-    /// Stop after N decision batches, as Ctrl-C would (for tests).
+    /// Stop after N decision batches (node-prune: steps), as Ctrl-C would (for tests).
     #[arg(long, hide = true)]
     stop_after: Option<usize>,
 }
@@ -116,8 +123,19 @@ pub fn run(a: Args) -> Result<()> {
         (_, Some(d)) | (Some(d), None) => d.clone(),
         (None, None) => bail!("give the run directory: --out DIR (or --resume DIR to continue one)"),
     };
-    if !(a.ablate.alpha.is_finite() && a.ablate.alpha > 0.0) {
-        bail!("--alpha must be a finite number above 0, not {}", a.ablate.alpha);
+    match a.method {
+        Method::Ablate => {
+            let alpha = a.ablate.alpha.context("ablate needs --alpha: the KL threshold below which a component goes (nats)")?;
+            if !(alpha.is_finite() && alpha > 0.0) {
+                bail!("--alpha must be a finite number above 0, not {alpha}");
+            }
+        }
+        Method::NodePrune => {
+            if a.ablate.alpha.is_some() || a.ablate.mlps || a.neurons {
+                bail!("--alpha, --mlps and --neurons are ablate's settings; node-prune takes --granularity, --sparsity-weight, --steps, --lr");
+            }
+            a.node_prune.check(a.batch, a.task_args.seed, a.ablate.ablation.kind())?;
+        }
     }
     if a.latency_runs < 10 {
         bail!("--latency-runs must be at least 10 (a median of fewer runs says little)");
@@ -200,31 +218,19 @@ impl Job for ExtractJob<'_> {
     fn run<B: Backend>(mut self, be: &B) -> Result<Outcome> {
         let (a, m, splits, task) = (self.a, self.m, &self.prep.splits, &self.prep.task);
         let model = Model::upload(be, m.config.clone(), &m.weights)?;
-        let opts = a.ablate.options(a.neurons);
-        // Checked before the sweep: a circuit that can't be scored would waste it.
-        let values = Values::measure(opts.ablation, &model, be, &splits.patching)?;
-        let data = AblateData::from_examples(&splits.discovery, &splits.patching);
-        let implementation = if a.reference { Implementation::Reference } else { Implementation::Fast };
-        let run_opts = RunOptions { implementation, ..RunOptions::default() };
-        let (before, resume) = match self.resume.take() {
-            Some(s) => (s.extract_seconds, Some(s.ablate)),
-            None => (0.0, None),
+        let kind = a.ablate.ablation.kind();
+        // Checked before the method runs: a circuit that can't be scored would waste it.
+        let values = Values::measure(kind, &model, be, &splits.patching)?;
+        let found = match a.method {
+            Method::Ablate => self.run_ablate(be, &model)?,
+            Method::NodePrune => node_prune::run(&mut self, be, &model)?,
         };
-        let mut hook = Hook::new(self.rd, self.sha.clone(), before, a.stop_after);
-        let run = pollster::block_on(ablate(&model, be, &data, &opts, &run_opts, resume, &mut hook));
-        hook.bar.finish_and_clear();
-        if let Some(e) = hook.error.take() {
-            return Err(e.context("saving the sweep's state"));
-        }
-        let run = run?;
-        if !run.finished {
-            return Ok(Outcome::Stopped);
-        }
-        let extract_seconds = hook.seconds();
-        eprintln!("ablate: {} of {} components removed in {extract_seconds:.1} s (KL {:.5})", run.removed.len(), run.state.order().len(), run.state.kl_cur());
+        let Some(found) = found else { return Ok(Outcome::Stopped) };
+        let extract_seconds = found.seconds;
+        eprintln!("{}", found.summary);
 
         let eval_opts = EvalOptions { batch_size: a.batch };
-        let circuit = Circuit { masks: &run.masks, ablation: values.circuit_ablation() };
+        let circuit = Circuit { masks: &found.masks, ablation: values.circuit_ablation() };
         let test = pollster::block_on(evaluate(&model, be, task, &splits.test, Some(&circuit), &eval_opts))?;
         let test_circuit = test.circuit.clone().context("evaluate returned no circuit scores")?;
         let test_kl = test.kl.context("evaluate returned no KL")?;
@@ -244,23 +250,19 @@ impl Job for ExtractJob<'_> {
                 n_discovery: sizes.discovery,
                 n_test: sizes.test,
             },
-            method: MethodInfo {
-                name: "ablate".into(),
-                hyperparameters: json!({ "alpha": opts.alpha, "ablation": opts.ablation, "mlps": opts.mlps, "neurons": opts.neurons }),
-                discovery_kl: run.state.kl_cur(),
-            },
+            method: found.method.clone(),
             ablation: AblationSource {
-                kind: serde_json::to_value(opts.ablation)?.as_str().unwrap_or("?").into(),
-                split: match opts.ablation {
+                kind: serde_json::to_value(kind)?.as_str().unwrap_or("?").into(),
+                split: match kind {
                     AblationKind::Zero => None,
                     AblationKind::Resample => Some("corrupted prompts of each split".into()),
                     _ => Some("patching".into()),
                 },
-                values: shipped_means(&run.ablation).map(|_| rundir::MEANS.into()),
+                values: shipped_means(&found.ablation).map(|_| rundir::MEANS.into()),
             },
             shape: shape.clone(),
-            kept: run.kept.clone(),
-            removed: run.removed.clone(),
+            kept: found.kept.clone(),
+            removed: found.removed.clone(),
             metrics: Some(CircuitMetrics {
                 split: "test".into(),
                 n: test.n,
@@ -268,18 +270,13 @@ impl Job for ExtractJob<'_> {
                 circuit: file_scores(&test_circuit),
                 kl: test_kl,
             }),
-            decisions: run
-                .state
-                .decisions
-                .iter()
-                .map(|d| DecisionRecord { component: d.component, kl: d.kl, removed: d.accepted })
-                .collect(),
+            decisions: found.decisions.clone(),
         };
         let cf_value = serde_json::to_value(&cf)?;
 
-        let pruned = match opts.ablation {
+        let pruned = match kind {
             AblationKind::Zero | AblationKind::Mean => {
-                Some(self.prune_and_measure(be, &model, &run.masks, &run.ablation, &cf_value, &splits.test, &eval_opts)?)
+                Some(self.prune_and_measure(be, &model, &found.masks, &found.ablation, &cf_value, &splits.test, &eval_opts)?)
             }
             _ => None,
         };
@@ -293,11 +290,12 @@ impl Job for ExtractJob<'_> {
             extract_seconds,
             backend: be.describe(),
             metric_title: task.metric.title(),
+            training: found.training.as_deref(),
         };
         let md = report::markdown(&inputs);
         let rd = self.rd;
         rd.write(rundir::CIRCUIT, cf.to_json().as_bytes())?;
-        if let Some(v) = shipped_means(&run.ablation) {
+        if let Some(v) = shipped_means(&found.ablation) {
             rd.write(rundir::MEANS, &means::to_bytes(v)?)?;
         }
         // The test split, for the web app's "evaluate" (scored with the same code as here); also in
@@ -313,7 +311,77 @@ impl Job for ExtractJob<'_> {
         let (kh, km) = cf.kept_counts();
         let title = format!("{} · {} · {kh} heads, {km} MLPs kept", cf.task.name, cf.model.name);
         rd.write(rundir::SVG, svg::render(&shape, &cf.kept, &title).as_bytes())?;
+        if let Some(h) = &found.training {
+            rd.write(rundir::TRAINING_SVG, training_svg::render(h, &format!("node-prune · {} · {}", cf.task.name, cf.model.name)).as_bytes())?;
+        }
         Ok(Outcome::Done(md))
+    }
+}
+
+/// What a method found, in the form the run's files take.
+pub(crate) struct Found {
+    pub masks: carve_core::circuit::Masks,
+    pub kept: Vec<carve_core::circuit::Component>,
+    pub removed: Vec<carve_core::circuit::Component>,
+    pub ablation: carve_core::circuit::Ablation,
+    pub method: MethodInfo,
+    pub decisions: Vec<DecisionRecord>,
+    pub seconds: f64,
+    /// One line for the terminal.
+    pub summary: String,
+    /// node-prune's loss curve.
+    pub training: Option<Vec<carve_core::extract::node_prune::StepRecord>>,
+}
+
+impl ExtractJob<'_> {
+    /// Greedy node ablation; None when it was stopped (the state is saved).
+    fn run_ablate<B: Backend>(&mut self, be: &B, model: &Model<B>) -> Result<Option<Found>> {
+        let (a, splits) = (self.a, &self.prep.splits);
+        let alpha = a.ablate.alpha.context("ablate needs --alpha: the KL threshold below which a component goes (nats)")?;
+        let opts = AblateOptions { alpha, ablation: a.ablate.ablation.kind(), mlps: a.ablate.mlps, neurons: a.neurons };
+        let data = AblateData::from_examples(&splits.discovery, &splits.patching);
+        let implementation = if a.reference { Implementation::Reference } else { Implementation::Fast };
+        let run_opts = RunOptions { implementation, ..RunOptions::default() };
+        let (before, resume) = match self.resume.take() {
+            Some(s) => (s.extract_seconds, Some(s.ablate.context("the saved run is not an ablate run: resume it with its own --method")?)),
+            None => (0.0, None),
+        };
+        let mut hook = Hook::new(self.rd, self.sha.clone(), before, a.stop_after);
+        let run = pollster::block_on(ablate(model, be, &data, &opts, &run_opts, resume, &mut hook));
+        hook.bar.finish_and_clear();
+        if let Some(e) = hook.error.take() {
+            return Err(e.context("saving the sweep's state"));
+        }
+        let run = run?;
+        if !run.finished {
+            return Ok(None);
+        }
+        let seconds = hook.seconds();
+        Ok(Some(Found {
+            summary: format!(
+                "ablate: {} of {} components removed in {seconds:.1} s (KL {:.5})",
+                run.removed.len(),
+                run.state.order().len(),
+                run.state.kl_cur()
+            ),
+            method: MethodInfo {
+                name: "ablate".into(),
+                hyperparameters: json!({ "alpha": opts.alpha, "ablation": opts.ablation, "mlps": opts.mlps, "neurons": opts.neurons }),
+                discovery_kl: run.state.kl_cur(),
+            },
+            decisions: run
+                .state
+                .decisions
+                .iter()
+                .map(|d| DecisionRecord { component: d.component, kl: d.kl, removed: d.accepted })
+                .collect(),
+            masks: run.masks,
+            kept: run.kept,
+            removed: run.removed,
+            ablation: run.ablation,
+            seconds,
+            training: None,
+        }))
     }
 }
 

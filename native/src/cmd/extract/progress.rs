@@ -3,6 +3,7 @@
 //! second Ctrl-C quits at once: the last saved state still resumes the run).
 
 use super::rundir::{RunDir, SavedState};
+use carve_core::extract::node_prune::{NodePruneState, StepInfo, TrainProgress};
 use carve_core::extract::{AblateState, Flow, Progress, ProgressInfo};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -98,6 +99,59 @@ impl Progress for Hook<'_> {
         self.batches += 1;
         if self.stop.load(Ordering::SeqCst) || self.stop_after.is_some_and(|n| self.batches >= n) {
             self.interrupted = true;
+            return Flow::Stop;
+        }
+        Flow::Continue
+    }
+}
+
+/// node-prune's progress: a bar over the steps with loss, KL and the kept fractions; the state
+/// saved at most every 20 seconds of training, at the end and whenever the run stops.
+pub struct TrainHook<'a> {
+    pub inner: Hook<'a>,
+    last_save: Option<Instant>,
+}
+
+impl<'a> TrainHook<'a> {
+    pub fn new(inner: Hook<'a>) -> Self {
+        inner.bar.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30.cyan/blue} step {pos}/{len} · ETA {eta} · {msg}")
+                .expect("a valid template")
+                .progress_chars("=> "),
+        );
+        TrainHook { inner, last_save: None }
+    }
+}
+
+impl TrainProgress for TrainHook<'_> {
+    fn update(&mut self, info: &StepInfo, state: &NodePruneState) -> Flow {
+        let h = &mut self.inner;
+        h.batches += 1;
+        let stop = h.stop.load(Ordering::SeqCst) || h.stop_after.is_some_and(|n| h.batches >= n);
+        let done = state.step >= info.total;
+        if stop || done || self.last_save.is_none_or(|t| t.elapsed().as_secs_f64() >= 20.0) {
+            let saved = SavedState::node_prune(h.model_sha256.clone(), h.seconds(), state.clone());
+            if let Err(e) = h.dir.save_state(&saved) {
+                h.error = Some(e);
+                return Flow::Stop;
+            }
+            self.last_save = Some(Instant::now());
+        }
+        if h.bar.length() != Some(info.total) {
+            h.bar.set_length(info.total);
+            h.bar.set_position(info.record.step.saturating_sub(1));
+            h.bar.reset_eta();
+        }
+        h.bar.set_position(info.record.step);
+        let r = &info.record;
+        let kept: Vec<String> = r.kept.iter().map(|(k, f)| format!("{k} {:.0}%", 100.0 * f)).collect();
+        let msg = format!("loss {:.4} · KL {:.4} · kept {}", r.loss, r.kl, kept.join(" "));
+        if h.bar.is_hidden() && (r.step % 25 == 0 || done) {
+            eprintln!("[{:>6.0} s] step {}/{} · {msg}", h.seconds(), r.step, info.total);
+        }
+        h.bar.set_message(msg);
+        if stop && !done {
+            h.interrupted = true;
             return Flow::Stop;
         }
         Flow::Continue

@@ -29,6 +29,8 @@ pub struct Inputs<'a> {
     pub extract_seconds: f64,
     pub backend: String,
     pub metric_title: &'a str,
+    /// node-prune's loss curve (drawn in training.svg).
+    pub training: Option<&'a [carve_core::extract::node_prune::StepRecord]>,
 }
 
 fn scores(s: &Scores) -> Value {
@@ -78,8 +80,16 @@ pub fn json(r: &Inputs) -> Value {
         "latency_ms": { "full": Value::Null, "pruned": Value::Null },
         "extract_seconds": r.extract_seconds,
         "kept": { "heads": kh, "mlps": km, "neurons": kn, "components": c.kept },
-        "total": { "heads": total_heads, "mlps": total_mlps },
+        "total": { "heads": total_heads, "mlps": total_mlps, "neurons": c.shape.d_ff.iter().sum::<usize>() },
     });
+    if let Some(h) = r.training {
+        v["training"] = json!({
+            "steps": h.len(),
+            "final_loss": h.last().map(|x| x.loss),
+            "final_kl": h.last().map(|x| x.kl),
+            "plot": "training.svg",
+        });
+    }
     if let Some(p) = r.pruned {
         let (pa, pne) = p.params;
         v["params"]["pruned"] = json!(pa);
@@ -120,7 +130,13 @@ pub fn markdown(r: &Inputs) -> String {
         c.ablation.kind
     );
     s += &format!("- splits (seed {}): patching {}, discovery {}, test {}\n", t.seed, t.n_patching, t.n_discovery, t.n_test);
-    s += &format!("- kept: {kh}/{total_heads} heads, {km}/{total_mlps} MLPs\n");
+    let kn = c.kept.iter().filter(|x| matches!(x, Component::Neuron { .. })).count();
+    let neurons = if c.kept.iter().chain(&c.removed).any(|x| matches!(x, Component::Neuron { .. })) {
+        format!(", {kn}/{} neurons", c.shape.d_ff.iter().sum::<usize>())
+    } else {
+        String::new()
+    };
+    s += &format!("- kept: {kh}/{total_heads} heads, {km}/{total_mlps} MLPs{neurons}\n");
     s += &format!("- model sha256: {}\n", c.model.sha256);
     s += &format!("- backend: {}\n", r.backend);
     s += &format!("- extraction: {:.1} s\n\n", r.extract_seconds);
@@ -160,6 +176,16 @@ pub fn markdown(r: &Inputs) -> String {
             s += &format!("\nNo pruned model: {} ablation values depend on the prompt and cannot be folded into biases.\n", c.ablation.kind);
         }
     }
+    if let Some(h) = r.training {
+        if let Some(last) = h.last() {
+            s += &format!(
+                "\nTraining: {} steps, final loss {:.4} (KL {:.4} on the last minibatch with sampled gates).\n\n![training](training.svg)\n",
+                h.len(),
+                last.loss,
+                last.kl
+            );
+        }
+    }
     s += &format!("\nKept components ({}): {}\n", c.kept.len(), names(&c.kept));
     s
 }
@@ -170,8 +196,9 @@ fn millions(n: usize) -> String {
 
 fn names(v: &[Component]) -> String {
     let (heads, mlps) = file::count(v);
-    if heads + mlps > 400 {
-        return format!("{heads} heads, {mlps} MLPs (see circuit.json)");
+    if v.len() > 400 {
+        let neurons = v.len() - heads - mlps;
+        return format!("{heads} heads, {mlps} MLPs, {neurons} neurons (see circuit.json)");
     }
     v.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" ")
 }

@@ -8,6 +8,7 @@
 
 use anyhow::{bail, Context, Result};
 use carve_core::circuit::file::{check_sha256, from_value, prefix};
+use carve_core::extract::node_prune::NodePruneState;
 use carve_core::extract::AblateState;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -21,9 +22,10 @@ pub const SVG: &str = "circuit.svg";
 pub const MODEL: &str = "model";
 pub const TASK: &str = "task.json";
 pub const MEANS: &str = carve_core::circuit::MEANS_FILE;
+pub const TRAINING_SVG: &str = "training.svg";
 
 /// The files a run writes; any of them marks a directory as holding a run.
-const RUN_FILES: [&str; 8] = [STATE, CIRCUIT, REPORT_JSON, REPORT_MD, SVG, MODEL, TASK, MEANS];
+const RUN_FILES: [&str; 9] = [STATE, CIRCUIT, REPORT_JSON, REPORT_MD, SVG, MODEL, TASK, MEANS, TRAINING_SVG];
 
 /// What `--resume` needs besides the sweep's own state.
 #[derive(Serialize, Deserialize)]
@@ -33,7 +35,11 @@ pub struct SavedState {
     pub model_sha256: String,
     /// Extraction time spent before this save, summed over interrupted runs.
     pub extract_seconds: f64,
-    pub ablate: AblateState,
+    /// The method's own state: one of these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ablate: Option<AblateState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_prune: Option<NodePruneState>,
 }
 
 const STATE_FORMAT: &str = "carve-extract-state";
@@ -134,7 +140,10 @@ impl RunDir {
 
 impl SavedState {
     pub fn new(model_sha256: String, extract_seconds: f64, ablate: AblateState) -> SavedState {
-        SavedState { format: STATE_FORMAT.into(), model_sha256, extract_seconds, ablate }
+        SavedState { format: STATE_FORMAT.into(), model_sha256, extract_seconds, ablate: Some(ablate), node_prune: None }
+    }
+    pub fn node_prune(model_sha256: String, extract_seconds: f64, st: NodePruneState) -> SavedState {
+        SavedState { format: STATE_FORMAT.into(), model_sha256, extract_seconds, ablate: None, node_prune: Some(st) }
     }
 
     /// Parses a state file: its format, every field's type (named by its path), the sha256 (64
@@ -151,7 +160,12 @@ impl SavedState {
         if !(st.extract_seconds.is_finite() && st.extract_seconds >= 0.0) {
             bail!("`extract_seconds` is {}; it must be a finite number of seconds, not negative", st.extract_seconds);
         }
-        st.ablate.validate()?;
+        match (&st.ablate, &st.node_prune) {
+            (Some(a), None) => a.validate()?,
+            (None, Some(n)) => n.validate()?,
+            (None, None) => bail!("it holds no method's state (`ablate` or `node_prune`)"),
+            (Some(_), Some(_)) => bail!("it holds two methods' states (`ablate` and `node_prune`): a run has one"),
+        }
         Ok(st)
     }
 }

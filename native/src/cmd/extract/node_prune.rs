@@ -1,0 +1,138 @@
+//! `carve extract --method node-prune`: the settings, the training run with its progress and
+//! saved state, and what it found in the form the run's files take.
+
+use super::progress::{Hook, TrainHook};
+use super::{ExtractJob, Found};
+use anyhow::{Context, Result};
+use carve_core::backend::Backend;
+use carve_core::circuit::file::MethodInfo;
+use carve_core::extract::node_prune::{node_prune, Granularity, NodePruneData, NodePruneOptions};
+use carve_core::extract::AblationKind;
+use carve_core::model::Model;
+use carve_core::tasks::Target;
+use serde_json::json;
+
+/// node-prune's settings.
+#[derive(clap::Args)]
+pub struct NodePruneArgs {
+    /// node-prune: which components carry a learned gate, comma-separated: attn, mlps, heads, neurons.
+    #[arg(long, default_value = "attn,mlps,heads,neurons")]
+    pub granularity: String,
+    /// node-prune: λs in [0, 1), the weight of sparsity against faithfulness (higher keeps less).
+    #[arg(long, default_value_t = 0.5)]
+    pub sparsity_weight: f64,
+    /// node-prune: training steps.
+    #[arg(long, default_value_t = 300)]
+    pub steps: u64,
+    /// node-prune: AdamW's peak learning rate on the gates' log α.
+    #[arg(long, default_value_t = 0.1)]
+    pub lr: f64,
+    /// node-prune: warm-up steps before the cosine decay (default: a tenth of --steps).
+    #[arg(long)]
+    pub warmup: Option<u64>,
+    /// node-prune: margin of the logit-difference hinge term (0 turns it off).
+    #[arg(long, default_value_t = 1.0)]
+    pub margin: f64,
+}
+
+impl NodePruneArgs {
+    /// The options; a granularity that does not parse leaves none, which `check` names.
+    pub fn options(&self, batch: usize, seed: u64, ablation: AblationKind) -> NodePruneOptions {
+        NodePruneOptions {
+            granularity: Granularity::parse(&self.granularity)
+                .unwrap_or(Granularity { attn: false, mlps: false, heads: false, neurons: false }),
+            sparsity_weight: self.sparsity_weight,
+            steps: self.steps,
+            lr: self.lr,
+            warmup: self.warmup.unwrap_or(self.steps / 10),
+            batch,
+            seed,
+            ablation,
+            margin: self.margin,
+            ..NodePruneOptions::defaults()
+        }
+    }
+
+    pub fn check(&self, batch: usize, seed: u64, ablation: AblationKind) -> Result<()> {
+        Granularity::parse(&self.granularity).context("--granularity")?;
+        self.options(batch, seed, ablation).check()?;
+        Ok(())
+    }
+}
+
+/// Trains the gates; None when stopped (the state is saved).
+pub(super) fn run<B: Backend>(job: &mut ExtractJob<'_>, be: &B, model: &Model<B>) -> Result<Option<Found>> {
+    let (a, splits) = (job.a, &job.prep.splits);
+    let opts = a.node_prune.options(a.batch, a.task_args.seed, a.ablate.ablation.kind());
+    let pairs = splits
+        .discovery
+        .iter()
+        .map(|e| match e.target {
+            Target::Token { answer, wrong: Some(w) } => Some((answer, w)),
+            _ => None,
+        })
+        .collect();
+    let data = NodePruneData {
+        discovery: splits.discovery.iter().map(|e| e.prompt.clone()).collect(),
+        pairs,
+        patching: splits.patching.iter().map(|e| e.prompt.clone()).collect(),
+    };
+    let (before, resume) = match job.resume.take() {
+        Some(s) => (
+            s.extract_seconds,
+            Some(s.node_prune.context("the saved run is not a node-prune run: resume it with its own --method")?),
+        ),
+        None => (0.0, None),
+    };
+    let n_gates = resume.as_ref().map(|s| s.log_alpha.len());
+    let mut hook = TrainHook::new(Hook::new(job.rd, job.sha.clone(), before, a.stop_after));
+    if let Some(n) = n_gates {
+        eprintln!("resuming node-prune: {n} gates");
+    }
+    let run = pollster::block_on(node_prune(model, be, &data, &opts, resume, &mut hook));
+    hook.inner.bar.finish_and_clear();
+    if let Some(e) = hook.inner.error.take() {
+        return Err(e.context("saving the training state"));
+    }
+    let run = run?;
+    if !run.finished {
+        return Ok(None);
+    }
+    let seconds = hook.inner.seconds();
+    let last = run.state.history.last();
+    let summary = format!(
+        "node-prune: {} steps in {seconds:.1} s · final loss {:.4} · {} components kept, {} removed · discovery KL {:.5}",
+        run.state.step,
+        last.map_or(f64::NAN, |r| r.loss),
+        run.kept.len(),
+        run.removed.len(),
+        run.discovery_kl
+    );
+    Ok(Some(Found {
+        summary,
+        method: MethodInfo {
+            name: "node-prune".into(),
+            hyperparameters: json!({
+                "granularity": opts.granularity.names(),
+                "sparsity_weight": opts.sparsity_weight,
+                "steps": opts.steps,
+                "lr": opts.lr,
+                "warmup": opts.warmup,
+                "batch": opts.batch,
+                "seed": opts.seed,
+                "ablation": opts.ablation,
+                "margin": opts.margin,
+                "init_open": opts.init_open,
+                "final_loss": last.map(|r| r.loss),
+            }),
+            discovery_kl: run.discovery_kl,
+        },
+        decisions: vec![],
+        masks: run.masks,
+        kept: run.kept,
+        removed: run.removed,
+        ablation: run.ablation,
+        seconds,
+        training: Some(run.state.history),
+    }))
+}
