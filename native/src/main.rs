@@ -23,6 +23,8 @@ enum Command {
     Logits(cmd::logits::Args),
     /// Find a task's circuit, prune the model down to it, and report on the held-out test split.
     Extract(cmd::extract::Args),
+    /// The loss (mean KL at the last position) and its gradient with respect to every mask.
+    Grad(cmd::grad::Args),
     /// A prompt through a model: the top-k next tokens and, optionally, a greedy continuation.
     Run(cmd::run::Args),
     /// Score a task's held-out test split: accuracy, logit or probability difference, P(answer).
@@ -51,6 +53,7 @@ fn main() {
         Command::Link(a) => cmd::link::run(a),
         Command::Serve(a) => cmd::serve::run(a),
         Command::Extract(a) => cmd::extract::run(a),
+        Command::Grad(a) => cmd::grad::run(a),
         Command::Tasks(t) => cmd::tasks::run(t),
     };
     if let Err(e) = res {

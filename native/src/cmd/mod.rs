@@ -1,6 +1,7 @@
 pub mod bench;
 pub mod eval;
 pub mod extract;
+pub mod grad;
 pub mod info;
 pub mod link;
 pub mod logits;

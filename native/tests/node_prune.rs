@@ -1,0 +1,136 @@
+//! `carve extract --method node-prune` and `carve grad` as a user runs them: a run directory like
+//! ablate's, an interrupted run resumed to the same circuit and loss curve, and bad settings or
+//! mask files refused with a message that names them.
+
+mod common;
+use common::*;
+
+fn np_args<'a>(model: &'a str, task: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "extract", "--model", model, "--task", task, "--patching", "20", "--discovery", "12", "--test", "16", "--method",
+        "node-prune", "--steps", "40", "--batch", "8", "--out", out, "--backend", "cpu", "--latency-batch", "4",
+    ];
+    v.extend_from_slice(extra);
+    v
+}
+
+#[test]
+fn node_prune_run_directory_and_resume() {
+    let d = scratch("np-run");
+    let (m, t) = (tiny_model(&d), task_file(&d));
+    let (a, b) = (d.join("a"), d.join("b"));
+    ok(&np_args(s(&m), s(&t), s(&a), &[]));
+    for f in ["circuit.json", "report.md", "report.json", "circuit.svg", "training.svg", "state.json", "model/config.json"] {
+        assert!(a.join(f).exists(), "{f} missing");
+    }
+    let cf = read_json(&a.join("circuit.json"));
+    assert_eq!(cf["method"]["name"], "node-prune");
+    for k in ["granularity", "sparsity_weight", "steps", "lr", "batch", "seed", "final_loss"] {
+        assert!(!cf["method"]["hyperparameters"][k].is_null(), "hyperparameter {k} missing: {}", cf["method"]);
+    }
+    let rep = read_json(&a.join("report.json"));
+    assert_eq!(rep["training"]["steps"], 40);
+    assert!(rep["total"]["neurons"].as_u64().unwrap() > 0);
+    assert!(std::fs::read_to_string(a.join("report.md")).unwrap().contains("training.svg"));
+    // The pruned model runs.
+    ok(&["run", "--model", s(&a.join("model")), "--prompt", "w3 w16 w29", "--backend", "cpu"]);
+
+    // Stopped after 15 steps, then resumed: the same circuit and the same loss curve, to the bit.
+    let o = carve(&np_args(s(&m), s(&t), s(&b), &["--stop-after", "15"]));
+    assert_eq!(o.status.code(), Some(130), "{}", String::from_utf8_lossy(&o.stderr));
+    let st = read_json(&b.join("state.json"));
+    assert_eq!(st["node_prune"]["step"], 15);
+    ok(&np_args(s(&m), s(&t), s(&b), &["--resume", s(&b)]));
+    let (ca, cb) = (read_json(&a.join("circuit.json")), read_json(&b.join("circuit.json")));
+    assert_eq!(ca["kept"], cb["kept"]);
+    assert_eq!(ca["removed"], cb["removed"]);
+    let (ha, hb) = (read_json(&a.join("state.json")), read_json(&b.join("state.json")));
+    assert_eq!(ha["node_prune"]["history"], hb["node_prune"]["history"]);
+    assert_eq!(ha["node_prune"]["log_alpha"], hb["node_prune"]["log_alpha"]);
+
+    // Resuming with other options is refused.
+    let c = d.join("c");
+    let o = carve(&np_args(s(&m), s(&t), s(&c), &["--stop-after", "3"]));
+    assert_eq!(o.status.code(), Some(130));
+    fails(&np_args(s(&m), s(&t), s(&c), &["--resume", s(&c), "--lr", "0.3"]), "other options");
+}
+
+#[test]
+fn node_prune_bad_settings() {
+    let d = scratch("np-bad");
+    let (m, t) = (tiny_model(&d), task_file(&d));
+    let o = d.join("o");
+    fails(&np_args(s(&m), s(&t), s(&o), &["--sparsity-weight", "1.5"]), "sparsity weight");
+    fails(&np_args(s(&m), s(&t), s(&o), &["--sparsity-weight", "NaN"]), "sparsity weight");
+    fails(&np_args(s(&m), s(&t), s(&o), &["--lr", "0"]), "learning rate");
+    fails(&np_args(s(&m), s(&t), s(&o), &["--lr", "inf"]), "learning rate");
+    let mut zero = np_args(s(&m), s(&t), s(&o), &[]);
+    let i = zero.iter().position(|a| *a == "--steps").unwrap();
+    zero[i + 1] = "0";
+    fails(&zero, "at least 1 step");
+    fails(&np_args(s(&m), s(&t), s(&o), &["--granularity", "heads,layerz"]), "`layerz` is not a granularity");
+    fails(&np_args(s(&m), s(&t), s(&o), &["--ablation", "resample"]), "zero or mean ablation");
+    fails(&np_args(s(&m), s(&t), s(&o), &["--alpha", "0.1"]), "ablate's settings");
+    assert!(!o.join("circuit.json").exists(), "a refused run writes nothing");
+}
+
+fn write_masks(path: &std::path::Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) {
+    use safetensors::tensor::{Dtype, TensorView};
+    let bytes: Vec<Vec<u8>> = tensors.iter().map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((n, s, _), b)| (n.to_string(), TensorView::new(Dtype::F32, s.clone(), b).unwrap()))
+        .collect();
+    safetensors::serialize_to_file(views, None, path).unwrap();
+}
+
+#[test]
+fn grad_writes_loss_and_mask_gradients_and_refuses_bad_masks() {
+    let d = scratch("grad");
+    let m = tiny_model(&d);
+    let ids = d.join("ids.json");
+    std::fs::write(&ids, "[[5, 17, 30, 41, 9], [7, 8, 99]]").unwrap();
+    let masks = d.join("masks.safetensors");
+    // tiny-llama: 2 layers, 4 heads, 128 neurons.
+    let good = vec![
+        ("heads", vec![2, 4], vec![0.5; 8]),
+        ("attn", vec![2], vec![0.9, 0.7]),
+        ("mlp", vec![2], vec![0.6, 1.0]),
+        ("neurons", vec![2, 128], vec![0.8; 256]),
+        ("layers", vec![2], vec![1.0, 0.9]),
+    ];
+    write_masks(&masks, &good);
+    let out = d.join("g.safetensors");
+    let printed = ok(&["grad", "--model", s(&m), "--token-ids", s(&ids), "--masks", s(&masks), "--out", s(&out), "--backend", "cpu"]);
+    assert!(printed.contains("loss"), "{printed}");
+    let g = carve_tests_read(&out);
+    for (name, len) in [("loss", 1), ("grad.heads", 8), ("grad.attn", 2), ("grad.mlp", 2), ("grad.neurons", 256), ("grad.layers", 2)] {
+        let v = g.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("{name} missing"));
+        assert_eq!(v.1.len(), len, "{name}");
+        assert!(v.1.iter().all(|x| x.is_finite()), "{name}");
+    }
+    assert!(g.iter().find(|(n, _)| n == "loss").unwrap().1[0] > 0.0, "fractional masks move the output");
+    // Written by carve grad: replaced only with --force; another file is never replaced.
+    fails(&["grad", "--model", s(&m), "--token-ids", s(&ids), "--masks", s(&masks), "--out", s(&out), "--backend", "cpu"], "--force");
+    ok(&["grad", "--model", s(&m), "--token-ids", s(&ids), "--masks", s(&masks), "--out", s(&out), "--backend", "cpu", "--force"]);
+    fails(&["grad", "--model", s(&m), "--token-ids", s(&ids), "--masks", s(&masks), "--out", s(&ids), "--backend", "cpu", "--force"], "not a file carve grad wrote");
+
+    let bad = |tensors: Vec<(&str, Vec<usize>, Vec<f32>)>, needle: &str| {
+        let p = d.join("bad.safetensors");
+        write_masks(&p, &tensors);
+        let o = d.join("bad-out.safetensors");
+        fails(&["grad", "--model", s(&m), "--token-ids", s(&ids), "--masks", s(&p), "--out", s(&o), "--backend", "cpu"], needle);
+        assert!(!o.exists());
+    };
+    bad(vec![("head", vec![2, 4], vec![1.0; 8])], "`head` is not a mask");
+    bad(vec![("heads", vec![2, 5], vec![1.0; 10])], "needs [2, 4]");
+    bad(vec![("attn", vec![2], vec![f32::NAN, 1.0])], "is NaN");
+    bad(vec![("mlp", vec![2], vec![1.5, 1.0])], "[0, 1]");
+}
+
+fn carve_tests_read(p: &std::path::Path) -> Vec<(String, Vec<f32>)> {
+    let bytes = std::fs::read(p).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors().into_iter().map(|(n, v)| (n, v.data().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect())).collect()
+}
