@@ -47,10 +47,23 @@ pub(crate) enum Kernel {
     LogSoftmax,
     CausalSoftmax,
     Gather,
-    /// The 64×64 register-blocked GEMM; the flags are WGSL pipeline-overridable constants.
-    Matmul { w_kn: bool, causal_skip: bool },
+    /// The 64×64 register-blocked GEMM.
+    Matmul(Gemm),
     /// M ≤ 8 rows: the matrix–vector style kernel.
     MatmulSmallM,
+}
+
+/// The tiled GEMM's variants: WGSL pipeline-overridable constants of matmul.wgsl.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub(crate) struct Gemm {
+    /// `w` stored `[K, N]` rather than `[N, K]`.
+    pub w_kn: bool,
+    /// `x` stored `[K, M]` rather than `[M, K]`.
+    pub x_km: bool,
+    /// Output tiles above the diagonal are skipped (left unwritten).
+    pub causal_skip: bool,
+    /// The product is added to the output instead of overwriting it.
+    pub accumulate: bool,
 }
 
 pub(crate) const SMALL_M: usize = 8;
@@ -64,7 +77,7 @@ impl Kernel {
             LogSoftmax => Shader::Reductions,
             CausalSoftmax => Shader::Attention,
             Gather => Shader::Embedding,
-            Matmul { .. } | MatmulSmallM => Shader::Matmul,
+            Matmul(_) | MatmulSmallM => Shader::Matmul,
         }
     }
 
@@ -82,7 +95,7 @@ impl Kernel {
             LogSoftmax => "log_softmax",
             CausalSoftmax => "causal_softmax",
             Gather => "gather_rows",
-            Matmul { .. } => "matmul_tiled",
+            Matmul(_) => "matmul_tiled",
             MatmulSmallM => "matmul_small_m",
         }
     }
@@ -94,15 +107,18 @@ impl Kernel {
             Fill | CausalSoftmax => 0,
             Gelu | LogSoftmax => 1,
             Add | SiluMul | Rope | RmsNorm | Gather => 2,
-            Mix | LayerNorm | Matmul { .. } | MatmulSmallM => 3,
+            Mix | LayerNorm | Matmul(_) | MatmulSmallM => 3,
         }
     }
 
     fn constants(self) -> Vec<(&'static str, f64)> {
         match self {
-            Kernel::Matmul { w_kn, causal_skip } => {
-                vec![("W_KN", w_kn as u8 as f64), ("CAUSAL_SKIP", causal_skip as u8 as f64)]
-            }
+            Kernel::Matmul(g) => vec![
+                ("W_KN", g.w_kn as u8 as f64),
+                ("X_KM", g.x_km as u8 as f64),
+                ("CAUSAL_SKIP", g.causal_skip as u8 as f64),
+                ("ACCUMULATE", g.accumulate as u8 as f64),
+            ],
             _ => Vec::new(),
         }
     }
