@@ -90,7 +90,7 @@ impl WgpuBackend {
         if x.shape().len() != 2 || !ok {
             return Err(shape_err(
                 op,
-                format!("x {:?} must be [batch*seq, n_heads*head_dim] with seq {seq}, n_heads {n_heads}, even head_dim {head_dim}", x.shape()),
+                format!("input {:?} must be [batch*seq, n_heads*head_dim] with seq {seq}, n_heads {n_heads}, even head_dim {head_dim}", x.shape()),
             ));
         }
         let limit = self.limit();

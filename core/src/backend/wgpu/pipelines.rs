@@ -19,6 +19,11 @@ pub(crate) enum Shader {
     Elementwise,
     Embedding,
     Reductions,
+    BackwardElementwise,
+    BackwardMix,
+    BackwardNorms,
+    BackwardAttention,
+    BackwardEmbedding,
 }
 
 impl Shader {
@@ -30,6 +35,11 @@ impl Shader {
             Shader::Elementwise => include_str!("../../../../shaders/elementwise.wgsl"),
             Shader::Embedding => include_str!("../../../../shaders/embedding.wgsl"),
             Shader::Reductions => include_str!("../../../../shaders/reductions.wgsl"),
+            Shader::BackwardElementwise => include_str!("../../../../shaders/backward_elementwise.wgsl"),
+            Shader::BackwardMix => include_str!("../../../../shaders/backward_mix.wgsl"),
+            Shader::BackwardNorms => include_str!("../../../../shaders/backward_norms.wgsl"),
+            Shader::BackwardAttention => include_str!("../../../../shaders/backward_attention.wgsl"),
+            Shader::BackwardEmbedding => include_str!("../../../../shaders/backward_embedding.wgsl"),
         }
     }
 }
@@ -51,6 +61,18 @@ pub(crate) enum Kernel {
     Matmul(Gemm),
     /// M ≤ 8 rows: the matrix–vector style kernel.
     MatmulSmallM,
+    GeluBackward,
+    SiluMulBackwardGate,
+    SiluMulBackwardUp,
+    MixBackwardX,
+    MixBackwardMask,
+    LayerNormBackward,
+    RmsNormBackward,
+    /// The causal softmax's input gradient, from the probabilities and their gradient.
+    SoftmaxBackward,
+    /// Zeroes the upper triangle of `[rows, seq]` causal blocks, in place.
+    CausalZero,
+    ScatterRows,
 }
 
 /// The tiled GEMM's variants: WGSL pipeline-overridable constants of matmul.wgsl.
@@ -78,6 +100,11 @@ impl Kernel {
             CausalSoftmax => Shader::Attention,
             Gather => Shader::Embedding,
             Matmul(_) | MatmulSmallM => Shader::Matmul,
+            GeluBackward | SiluMulBackwardGate | SiluMulBackwardUp => Shader::BackwardElementwise,
+            MixBackwardX | MixBackwardMask => Shader::BackwardMix,
+            LayerNormBackward | RmsNormBackward => Shader::BackwardNorms,
+            SoftmaxBackward | CausalZero => Shader::BackwardAttention,
+            ScatterRows => Shader::BackwardEmbedding,
         }
     }
 
@@ -97,6 +124,16 @@ impl Kernel {
             Gather => "gather_rows",
             Matmul(_) => "matmul_tiled",
             MatmulSmallM => "matmul_small_m",
+            GeluBackward => "gelu_new_backward",
+            SiluMulBackwardGate => "silu_mul_backward_gate",
+            SiluMulBackwardUp => "silu_mul_backward_up",
+            MixBackwardX => "mix_backward_x",
+            MixBackwardMask => "mix_backward_mask",
+            LayerNormBackward => "layer_norm_backward",
+            RmsNormBackward => "rms_norm_backward",
+            SoftmaxBackward => "causal_softmax_backward",
+            CausalZero => "causal_zero",
+            ScatterRows => "scatter_rows",
         }
     }
 
@@ -104,10 +141,12 @@ impl Kernel {
     pub fn inputs(self) -> usize {
         use Kernel::*;
         match self {
-            Fill | CausalSoftmax => 0,
+            Fill | CausalSoftmax | CausalZero => 0,
             Gelu | LogSoftmax => 1,
             Add | SiluMul | Rope | RmsNorm | Gather => 2,
+            GeluBackward | SiluMulBackwardUp | MixBackwardX | SoftmaxBackward | ScatterRows => 2,
             Mix | LayerNorm | Matmul(_) | MatmulSmallM => 3,
+            SiluMulBackwardGate | MixBackwardMask | LayerNormBackward | RmsNormBackward => 3,
         }
     }
 
