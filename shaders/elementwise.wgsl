@@ -6,7 +6,7 @@ struct Params {
     p1: u32,  // fill: value bits · mix: cols · rope: seq
     p2: u32,  // mix: mask div · rope: n_heads
     p3: u32,  // mix: mask rows · rope: half head_dim
-    p4: u32,  // mix: abl div
+    p4: u32,  // mix: abl div · rope: 1 turns by the opposite angle (its backward)
     p5: u32,  // mix: abl rows
     _p6: u32,
     _p7: u32,
@@ -75,7 +75,8 @@ fn mix_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
     }
 }
 
-// HF rotate_half rope. `b` is a host-computed table [seq, half, 2] of (cos, sin): computing the
+// HF rotate_half rope, or with p4 set its backward: the rotation is orthogonal, so the gradient
+// turns back by the opposite angle (sin negated). `b` is a host-computed table [seq, half, 2] of (cos, sin): computing the
 // angles in f64 on the host keeps large positions exact, where GPU sin/cos of big arguments are
 // only loosely specified.
 @compute @workgroup_size(256)
@@ -93,7 +94,8 @@ fn rope(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         let d = rem % half;
         let t = ((r % seq) * half + d) * 2u;
         let cs = b[t];
-        let sn = b[t + 1u];
+        var sn = b[t + 1u];
+        if (p.p4 != 0u) { sn = -sn; }
         let base = r * per_row * 2u + h * half * 2u + d;
         let x1 = a[base];
         let x2 = a[base + half];

@@ -1,4 +1,5 @@
-// out[m, n] = Σ_k x[m, k] · w(n, k) (+ bias[n]), optionally batched over z = b·H + h.
+// out[m, n] = Σ_k x(m, k) · w(n, k) (+ bias[n]) (+ out[m, n] when accumulating), optionally
+// batched over z = b·H + h.
 //
 // Binding convention shared by every carve shader: @0 output (read_write), @1 params (uniform),
 // @2.. read-only inputs in order. The host binds exact tensor sizes, so no arrayLength tricks.
@@ -23,6 +24,12 @@ struct Params {
 
 // w is stored [K, N] (element (n, k) at k·w_rs + n) instead of [N, K]: attention's p·V.
 override W_KN: bool = false;
+// x is stored [K, M] (element (m, k) at k·x_rs + m) instead of [M, K]: the transposed products
+// of the attention backward (dk = dsᵀ·q, dv = pᵀ·dout).
+override X_KM: bool = false;
+// Add to what `out` holds instead of overwriting it: sums over the row-chunks of a split weight
+// (matmul_backward) or over the query heads that share a kv head.
+override ACCUMULATE: bool = false;
 // Skip output tiles entirely above the diagonal (n0 > m0 + 63): causal scores, whose upper
 // triangle the softmax overwrites with zeros anyway.
 override CAUSAL_SKIP: bool = false;
@@ -70,9 +77,18 @@ fn matmul_tiled(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id)
             let r = idx / TK;
             let gm = m0 + r;
             let gk = k0 + kk;
-            var v = 0.0;
-            if (gm < p.M && gk < p.K) { v = x[xb + gm * p.x_rs + gk]; }
-            As[kk * 16u + r / 4u][r % 4u] = v;
+            if (X_KM) {
+                // m fastest, so neighbouring threads read neighbouring addresses.
+                let mm = idx % TM;
+                let kx = idx / TM;
+                var v = 0.0;
+                if (m0 + mm < p.M && k0 + kx < p.K) { v = x[xb + (k0 + kx) * p.x_rs + m0 + mm]; }
+                As[kx * 16u + mm / 4u][mm % 4u] = v;
+            } else {
+                var v = 0.0;
+                if (gm < p.M && gk < p.K) { v = x[xb + gm * p.x_rs + gk]; }
+                As[kk * 16u + r / 4u][r % 4u] = v;
+            }
             if (W_KN) {
                 let nn = idx % TN;
                 let kw = idx / TN;
@@ -106,7 +122,11 @@ fn matmul_tiled(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id)
         if (gm >= p.M) { break; }
         let row = ob + gm * p.o_rs;
         for (var j = 0u; j < 4u; j++) {
-            if (nb + j < p.N) { out[row + nb + j] = accs[i][j]; }
+            if (nb + j < p.N) {
+                var v = accs[i][j];
+                if (ACCUMULATE) { v += out[row + nb + j]; }
+                out[row + nb + j] = v;
+            }
         }
     }
 }

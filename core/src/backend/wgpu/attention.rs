@@ -4,14 +4,14 @@
 //! attn_apply  = GEMM p·v, v read as a [K, N] operand.
 
 use super::matmul::{MmParams, TILE};
-use super::pipelines::Kernel;
+use super::pipelines::{Gemm, Kernel};
 use super::recorder::Binding;
 use super::tensor::{shape_err, u32p, GpuTensor};
 use super::WgpuBackend;
 use crate::backend::AttnShape;
 use crate::Result;
 
-fn check_shape(op: &str, s: &AttnShape) -> Result<()> {
+pub(super) fn check_shape(op: &str, s: &AttnShape) -> Result<()> {
     let ok = s.batch > 0
         && s.seq > 0
         && s.n_heads > 0
@@ -24,7 +24,7 @@ fn check_shape(op: &str, s: &AttnShape) -> Result<()> {
     Ok(())
 }
 
-fn want(op: &str, name: &str, t: &GpuTensor, shape: [usize; 2], s: &AttnShape) -> Result<()> {
+pub(super) fn want(op: &str, name: &str, t: &GpuTensor, shape: [usize; 2], s: &AttnShape) -> Result<()> {
     if t.shape() != shape {
         return Err(shape_err(op, format!("`{name}` is {:?}, expected {shape:?} for {s:?}", t.shape())));
     }
@@ -32,9 +32,10 @@ fn want(op: &str, name: &str, t: &GpuTensor, shape: [usize; 2], s: &AttnShape) -
 }
 
 impl WgpuBackend {
-    fn batch_groups(&self, op: &str, s: &AttnShape, n: usize, m: usize) -> Result<[u32; 3]> {
+    /// The tiled GEMM's grid for an `[m, n]` product per (prompt, head), over `heads` heads.
+    pub(super) fn batch_groups(&self, op: &str, s: &AttnShape, heads: usize, n: usize, m: usize) -> Result<[u32; 3]> {
         let max = self.ctx.limits.max_compute_workgroups_per_dimension as usize;
-        let g = [n.div_ceil(TILE), m.div_ceil(TILE), s.batch * s.n_heads];
+        let g = [n.div_ceil(TILE), m.div_ceil(TILE), s.batch * heads];
         if g.iter().any(|&v| v > max) {
             return Err(shape_err(op, format!("{s:?} needs {g:?} workgroups, over the adapter's {max} per dimension")));
         }
@@ -63,8 +64,8 @@ impl WgpuBackend {
             o: [0, u(t)?, u(h * t * t)?, u(t * t)?],
             ..Default::default()
         };
-        let groups = self.batch_groups(OP, &s, t, t)?;
-        let kern = Kernel::Matmul { w_kn: false, causal_skip: true };
+        let groups = self.batch_groups(OP, &s, h, t, t)?;
+        let kern = Kernel::Matmul(Gemm { causal_skip: true, ..Gemm::default() });
         self.run(kern, ob, &[qb, kb, Binding::whole(&self.dummy, 16)], None, &p.words(), groups)?;
 
         let rows = b * h * t;
@@ -97,8 +98,8 @@ impl WgpuBackend {
             o: [0, u(h * d)?, u(t * h * d)?, u(d)?],
             ..Default::default()
         };
-        let groups = self.batch_groups(OP, &s, d, t)?;
-        let kern = Kernel::Matmul { w_kn: true, causal_skip: false };
+        let groups = self.batch_groups(OP, &s, h, d, t)?;
+        let kern = Kernel::Matmul(Gemm { w_kn: true, ..Gemm::default() });
         self.run(kern, ob, &[pb, vb, Binding::whole(&self.dummy, 16)], None, &p.words(), groups)?;
         Ok(out)
     }

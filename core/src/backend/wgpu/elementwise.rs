@@ -77,24 +77,31 @@ impl WgpuBackend {
     }
 
     pub(super) fn op_rope(&self, x: &GpuTensor, seq: usize, n_heads: usize, head_dim: usize, theta: f32) -> Result<GpuTensor> {
-        const OP: &str = "rope";
+        self.rope_turn("rope", x, seq, n_heads, head_dim, theta, false)
+    }
+
+    /// `rope` (`inverse` false) or its backward (`inverse` true: every pair turned by the opposite
+    /// angle, the transpose of the rotation).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn rope_turn(&self, op: &str, x: &GpuTensor, seq: usize, n_heads: usize, head_dim: usize, theta: f32,
+        inverse: bool) -> Result<GpuTensor> {
         let (rows, cols) = x.rows_cols();
         let ok = seq > 0 && head_dim > 0 && head_dim.is_multiple_of(2) && cols == n_heads * head_dim && rows.is_multiple_of(seq);
         if x.shape().len() != 2 || !ok {
             return Err(shape_err(
-                OP,
-                format!("x {:?} must be [batch*seq, n_heads*head_dim] with seq {seq}, n_heads {n_heads}, even head_dim {head_dim}", x.shape()),
+                op,
+                format!("input {:?} must be [batch*seq, n_heads*head_dim] with seq {seq}, n_heads {n_heads}, even head_dim {head_dim}", x.shape()),
             ));
         }
         let limit = self.limit();
-        let xb = x.single(OP, "x", limit)?;
+        let xb = x.single(op, "x", limit)?;
         let table = self.rope_table(seq, head_dim, theta)?;
-        let tb = table.single(OP, "cos/sin table", limit)?;
-        let out = self.output(OP, x.shape().to_vec())?;
+        let tb = table.single(op, "cos/sin table", limit)?;
+        let out = self.output(op, x.shape().to_vec())?;
         let pairs = x.numel() / 2;
-        let u = |v: usize| u32p(OP, v);
-        let params = [u(pairs)?, u(seq)?, u(n_heads)?, u(head_dim / 2)?, 0, 0, 0, 0];
-        self.run(Kernel::Rope, out.single(OP, "out", limit)?, &[xb, tb], None, &params, self.groups_for(pairs)?)?;
+        let u = |v: usize| u32p(op, v);
+        let params = [u(pairs)?, u(seq)?, u(n_heads)?, u(head_dim / 2)?, inverse as u32, 0, 0, 0];
+        self.run(Kernel::Rope, out.single(op, "out", limit)?, &[xb, tb], None, &params, self.groups_for(pairs)?)?;
         Ok(out)
     }
 }

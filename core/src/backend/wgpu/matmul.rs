@@ -2,7 +2,7 @@
 //! launch per row-chunk of `w` (each writes its own column range of the output), and grids split
 //! where a dimension would pass the adapter's workgroup-count limit.
 
-use super::pipelines::{Kernel, SMALL_M};
+use super::pipelines::{Gemm, Kernel, SMALL_M};
 use super::recorder::Binding;
 use super::tensor::{shape_err, u32p, GpuTensor};
 use super::WgpuBackend;
@@ -102,7 +102,7 @@ impl WgpuBackend {
                         ..base
                     };
                     let groups = [nn.div_ceil(TILE) as u32, mm.div_ceil(TILE) as u32, 1];
-                    let kern = Kernel::Matmul { w_kn: false, causal_skip: false };
+                    let kern = Kernel::Matmul(Gemm::default());
                     self.run(kern, ob, &inputs, None, &p.words(), groups)?;
                 }
             }

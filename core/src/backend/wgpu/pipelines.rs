@@ -19,6 +19,11 @@ pub(crate) enum Shader {
     Elementwise,
     Embedding,
     Reductions,
+    BackwardElementwise,
+    BackwardMix,
+    BackwardNorms,
+    BackwardAttention,
+    BackwardEmbedding,
 }
 
 impl Shader {
@@ -30,6 +35,11 @@ impl Shader {
             Shader::Elementwise => include_str!("../../../../shaders/elementwise.wgsl"),
             Shader::Embedding => include_str!("../../../../shaders/embedding.wgsl"),
             Shader::Reductions => include_str!("../../../../shaders/reductions.wgsl"),
+            Shader::BackwardElementwise => include_str!("../../../../shaders/backward_elementwise.wgsl"),
+            Shader::BackwardMix => include_str!("../../../../shaders/backward_mix.wgsl"),
+            Shader::BackwardNorms => include_str!("../../../../shaders/backward_norms.wgsl"),
+            Shader::BackwardAttention => include_str!("../../../../shaders/backward_attention.wgsl"),
+            Shader::BackwardEmbedding => include_str!("../../../../shaders/backward_embedding.wgsl"),
         }
     }
 }
@@ -47,10 +57,35 @@ pub(crate) enum Kernel {
     LogSoftmax,
     CausalSoftmax,
     Gather,
-    /// The 64×64 register-blocked GEMM; the flags are WGSL pipeline-overridable constants.
-    Matmul { w_kn: bool, causal_skip: bool },
+    /// The 64×64 register-blocked GEMM.
+    Matmul(Gemm),
     /// M ≤ 8 rows: the matrix–vector style kernel.
     MatmulSmallM,
+    GeluBackward,
+    SiluMulBackwardGate,
+    SiluMulBackwardUp,
+    MixBackwardX,
+    MixBackwardMask,
+    LayerNormBackward,
+    RmsNormBackward,
+    /// The causal softmax's input gradient, from the probabilities and their gradient.
+    SoftmaxBackward,
+    /// Zeroes the upper triangle of `[rows, seq]` causal blocks, in place.
+    CausalZero,
+    ScatterRows,
+}
+
+/// The tiled GEMM's variants: WGSL pipeline-overridable constants of matmul.wgsl.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub(crate) struct Gemm {
+    /// `w` stored `[K, N]` rather than `[N, K]`.
+    pub w_kn: bool,
+    /// `x` stored `[K, M]` rather than `[M, K]`.
+    pub x_km: bool,
+    /// Output tiles above the diagonal are skipped (left unwritten).
+    pub causal_skip: bool,
+    /// The product is added to the output instead of overwriting it.
+    pub accumulate: bool,
 }
 
 pub(crate) const SMALL_M: usize = 8;
@@ -64,7 +99,12 @@ impl Kernel {
             LogSoftmax => Shader::Reductions,
             CausalSoftmax => Shader::Attention,
             Gather => Shader::Embedding,
-            Matmul { .. } | MatmulSmallM => Shader::Matmul,
+            Matmul(_) | MatmulSmallM => Shader::Matmul,
+            GeluBackward | SiluMulBackwardGate | SiluMulBackwardUp => Shader::BackwardElementwise,
+            MixBackwardX | MixBackwardMask => Shader::BackwardMix,
+            LayerNormBackward | RmsNormBackward => Shader::BackwardNorms,
+            SoftmaxBackward | CausalZero => Shader::BackwardAttention,
+            ScatterRows => Shader::BackwardEmbedding,
         }
     }
 
@@ -82,8 +122,18 @@ impl Kernel {
             LogSoftmax => "log_softmax",
             CausalSoftmax => "causal_softmax",
             Gather => "gather_rows",
-            Matmul { .. } => "matmul_tiled",
+            Matmul(_) => "matmul_tiled",
             MatmulSmallM => "matmul_small_m",
+            GeluBackward => "gelu_new_backward",
+            SiluMulBackwardGate => "silu_mul_backward_gate",
+            SiluMulBackwardUp => "silu_mul_backward_up",
+            MixBackwardX => "mix_backward_x",
+            MixBackwardMask => "mix_backward_mask",
+            LayerNormBackward => "layer_norm_backward",
+            RmsNormBackward => "rms_norm_backward",
+            SoftmaxBackward => "causal_softmax_backward",
+            CausalZero => "causal_zero",
+            ScatterRows => "scatter_rows",
         }
     }
 
@@ -91,18 +141,23 @@ impl Kernel {
     pub fn inputs(self) -> usize {
         use Kernel::*;
         match self {
-            Fill | CausalSoftmax => 0,
+            Fill | CausalSoftmax | CausalZero => 0,
             Gelu | LogSoftmax => 1,
             Add | SiluMul | Rope | RmsNorm | Gather => 2,
-            Mix | LayerNorm | Matmul { .. } | MatmulSmallM => 3,
+            GeluBackward | SiluMulBackwardUp | MixBackwardX | SoftmaxBackward | ScatterRows => 2,
+            Mix | LayerNorm | Matmul(_) | MatmulSmallM => 3,
+            SiluMulBackwardGate | MixBackwardMask | LayerNormBackward | RmsNormBackward => 3,
         }
     }
 
     fn constants(self) -> Vec<(&'static str, f64)> {
         match self {
-            Kernel::Matmul { w_kn, causal_skip } => {
-                vec![("W_KN", w_kn as u8 as f64), ("CAUSAL_SKIP", causal_skip as u8 as f64)]
-            }
+            Kernel::Matmul(g) => vec![
+                ("W_KN", g.w_kn as u8 as f64),
+                ("X_KM", g.x_km as u8 as f64),
+                ("CAUSAL_SKIP", g.causal_skip as u8 as f64),
+                ("ACCUMULATE", g.accumulate as u8 as f64),
+            ],
             _ => Vec::new(),
         }
     }
