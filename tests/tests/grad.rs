@@ -202,3 +202,29 @@ fn scale(a: &Masks, s: f32) -> Masks {
 fn add(a: &Masks, b: &Masks) -> Masks {
     map2(a, b, |x, y| x + y)
 }
+
+/// wgpu's mask gradients equal the CPU backend's: each kind within 1e-4 of its largest gradient.
+#[test]
+fn wgpu_gradients_equal_cpu() {
+    let mut r = rng("wgpu vs cpu");
+    for name in ["tiny-gpt2", "tiny-llama"] {
+        let m = load_path(&fixture(name)).unwrap();
+        let prompts = prompts(&mut r, m.config.vocab);
+        let masks = random_masks(&mut r, &m);
+        let cpu = cpu();
+        let model = Model::upload(&cpu, m.config.clone(), &m.weights).unwrap();
+        let other: Vec<Vec<u32>> = (0..3).map(|_| (0..8).map(|_| r.random_range(0..m.config.vocab as u32)).collect()).collect();
+        let means = pollster::block_on(mean_values(&model, &cpu, &Batch::new(&other, &m.config).unwrap(), false)).unwrap();
+        for abl in [None, Some(&means)] {
+            let (lc, gc) = carve_grad(&cpu, &m, &prompts, &masks, abl);
+            let (lg, gg) = carve_grad(gpu(), &m, &prompts, &masks, abl);
+            assert!((lc - lg).abs() <= 1e-4 * lc.abs().max(1e-3), "{name}: loss cpu {lc} wgpu {lg}");
+            for kind in KINDS {
+                let idx = kind_len(&masks, kind);
+                let c: Vec<f32> = idx.iter().map(|&(l, i)| grad_entry(&gc, kind, l, i)).collect();
+                let g: Vec<f32> = idx.iter().map(|&(l, i)| grad_entry(&gg, kind, l, i)).collect();
+                assert_close(&format!("{name} {kind} (means: {})", abl.is_some()), &g, &c, 1e-4);
+            }
+        }
+    }
+}

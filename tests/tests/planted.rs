@@ -354,3 +354,7 @@ fn node_prune_induction_gpt2_cpu() {
 fn node_prune_copy_llama_cpu() {
     node_prune_recovers(&cpu(), "Llama copy", llama_planted(), copy_prompts(12, &mut Lcg(5)), [Component::Head { layer: 0, head: 2 }, Component::Head { layer: 1, head: 1 }]);
 }
+#[test]
+fn node_prune_induction_gpt2_gpu() {
+    node_prune_recovers(gpu(), "GPT-2 induction", gpt2_planted(), induction_prompts(12, &mut Lcg(3)), [Component::Head { layer: 0, head: 0 }, Component::Head { layer: 1, head: 0 }]);
+}
