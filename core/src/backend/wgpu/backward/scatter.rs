@@ -8,6 +8,7 @@ use super::super::WgpuBackend;
 use crate::Result;
 
 impl WgpuBackend {
+    /// `out [rows, C]` zero except `out[ids[i], :] += src[i, :]`.
     pub(in crate::backend::wgpu) fn op_scatter_rows(&self, src: &GpuTensor, ids: &[u32], rows: usize) -> Result<GpuTensor> {
         const OP: &str = "scatter_rows";
         if src.shape().is_empty() {
