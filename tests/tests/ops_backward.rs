@@ -604,6 +604,31 @@ fn t_chain_backward<B: Backend>(b: &B, r: &mut StdRng) {
     close("backward chain", &get(b, &g), &[m, k], &want, 5e-5);
 }
 
+/// Empty shapes: no panic, and outputs that are sums over nothing are written as zeros (over the
+/// poison).
+fn t_empty_backward<B: Backend>(b: &B, r: &mut StdRng) {
+    let t = |s: &[usize]| up(b, &HostTensor::zeros(s.to_vec()));
+    let zeros = |what: &str, got: HostTensor, shape: &[usize]| {
+        assert_eq!(got.shape, shape, "{what}: shape");
+        assert!(got.data.iter().all(|&v| v == 0.0), "{what}: not all 0: {:?}", got.data);
+    };
+    zeros("matmul_backward with N = 0", get(b, &b.matmul_backward(&t(&[2, 0]), &t(&[0, 3])).unwrap()), &[2, 3]);
+    zeros("matmul_backward with M = 0", get(b, &b.matmul_backward(&t(&[0, 4]), &t(&[4, 3])).unwrap()), &[0, 3]);
+    zeros("layer_norm_backward of no rows", get(b, &b.layer_norm_backward(&t(&[0, 4]), &t(&[4]), &t(&[0, 4]), 1e-5).unwrap()), &[0, 4]);
+    let (dx, dm) = b.mix_backward(&t(&[0, 3]), &t(&[2, 3]), RowMap::SHARED, &t(&[1, 3]), RowMap::SHARED, &t(&[0, 3])).unwrap();
+    zeros("mix_backward dx of no rows", get(b, &dx), &[0, 3]);
+    zeros("mix_backward dmask of no rows", get(b, &dm), &[2, 3]);
+    zeros("scatter_rows of empty rows", get(b, &b.scatter_rows(&t(&[3, 0]), &[0, 1, 4], 5).unwrap()), &[5, 0]);
+    // A div past the row count picks row 0 for every row.
+    let (x, mask, abl, dy) = (rand_t(r, &[4, 3], 1.0), rand_t(r, &[2, 3], 1.0), rand_t(r, &[2, 3], 1.0), rand_t(r, &[4, 3], 1.0));
+    let huge = RowMap { div: usize::MAX };
+    let (_, dm) = b.mix_backward(&up(b, &x), &up(b, &mask), huge, &up(b, &abl), huge, &up(b, &dy)).unwrap();
+    let want: Vec<f64> = (0..6)
+        .map(|i| if i < 3 { (0..4).map(|r| dy.data[r * 3 + i] as f64 * (x.data[r * 3 + i] - abl.data[i]) as f64).sum() } else { 0.0 })
+        .collect();
+    close("mix_backward dmask, div past the rows", &get(b, &dm), &[2, 3], &want, 1e-6);
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod wgpu_backend { use super::*; $(
@@ -638,6 +663,7 @@ on_both!(
     t_scatter_rows,
     t_errors_backward,
     t_chain_backward,
+    t_empty_backward,
 );
 
 // ---------------------------------------------------------------- wgpu only

@@ -69,8 +69,8 @@ impl WgpuBackend {
         let u = |v: usize| u32p(OP, v);
         // A div past the row count picks the same rows as div = rows; clamping keeps the kernel's
         // row arithmetic inside u32.
-        let mdiv = mr.div.clamp(1, rows.max(1));
-        let mut params = [0, u(cols)?, u(rows)?, u(mdiv)?, u(m_rows)?, u(ar.div.max(1))?, u(a_rows)?, u(rows.div_ceil(mdiv))?];
+        let (mdiv, adiv) = (mr.div.clamp(1, rows.max(1)), ar.div.clamp(1, rows.max(1)));
+        let mut params = [0, u(cols)?, u(rows)?, u(mdiv)?, u(m_rows)?, u(adiv)?, u(a_rows)?, u(rows.div_ceil(mdiv))?];
 
         let dx = self.output(OP, x.shape().to_vec())?;
         params[0] = u(x.numel())?;

@@ -14,7 +14,8 @@ impl WgpuBackend {
         if src.shape().is_empty() {
             return Err(shape_err(OP, "src must have at least one dimension"));
         }
-        let (n, cols) = src.rows_cols();
+        let (lead, cols) = src.shape().split_at(src.shape().len() - 1);
+        let (n, cols): (usize, usize) = (lead.iter().product(), cols[0]);
         if n != ids.len() {
             return Err(shape_err(OP, format!("{} ids for {n} rows of {:?}", ids.len(), src.shape())));
         }
