@@ -304,12 +304,31 @@ fn r_norm_backward(x: &[f64], w: &[f64], dy: &[f64], cols: usize, eps: f64, rms:
     o
 }
 
+/// A `[rows, cols]` tensor in ±scale whose rows have standard deviation at least `scale / 2`
+/// (resampled until they do): the norms' gradients lose about (max|x| / σ)² f32 ulps, so a nearly
+/// constant row is ill-conditioned in any f32 implementation, and 70000 random rows of 3 hold some.
+fn spread_rows(r: &mut StdRng, rows: usize, cols: usize, scale: f32) -> HostTensor {
+    let mut data = Vec::with_capacity(rows * cols);
+    for _ in 0..rows {
+        loop {
+            let row: Vec<f32> = (0..cols).map(|_| r.random_range(-scale..scale)).collect();
+            let mean = row.iter().sum::<f32>() / cols as f32;
+            let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / cols as f32;
+            if var.sqrt() >= scale / 2.0 {
+                data.extend(row);
+                break;
+            }
+        }
+    }
+    HostTensor::new(vec![rows, cols], data)
+}
+
 /// Tolerance 5e-5: f32 row sums, as the forwards.
 fn t_norms_backward<B: Backend>(b: &B, r: &mut StdRng) {
     // 70000 rows of 3: more row-workgroups than one grid dimension holds (compared to the analytic
     // gradient only; the smaller cases check that against finite differences).
     for (rows, cols, fd) in [(7, 53, true), (3, 3, true), (37, 130, true), (1, 1000, true), (70000, 3, false)] {
-        let (x, w, bias, dy) = (rand_t(r, &[rows, cols], 3.0), rand_t(r, &[cols], 1.0), rand_t(r, &[cols], 1.0), rand_t(r, &[rows, cols], 1.0));
+        let (x, w, bias, dy) = (spread_rows(r, rows, cols, 3.0), rand_t(r, &[cols], 1.0), rand_t(r, &[cols], 1.0), rand_t(r, &[rows, cols], 1.0));
         let (xd, wd, bd, dyd) = (d(&x), d(&w), d(&bias), d(&dy));
         for (rms, eps) in [(false, 1e-5f32), (true, 1e-6)] {
             let name = if rms { "rms_norm_backward" } else { "layer_norm_backward" };
