@@ -39,10 +39,10 @@ fn causal_softmax_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_wo
     let base = row * p.seq;
     var t = 0.0;
     for (var j = lane; live && j <= i; j += p.lanes) { t += probs[base + j] * dprobs[base + j]; }
-    let dot = reduce_sum(li, p.lanes, t);
+    let pd = reduce_sum(li, p.lanes, t);
     for (var j = lane; live && j < p.seq; j += p.lanes) {
         var v = 0.0;
-        if (j <= i) { v = probs[base + j] * (dprobs[base + j] - dot) * p.scale; }
+        if (j <= i) { v = probs[base + j] * (dprobs[base + j] - pd) * p.scale; }
         out[base + j] = v;
     }
 }

@@ -304,12 +304,31 @@ fn r_norm_backward(x: &[f64], w: &[f64], dy: &[f64], cols: usize, eps: f64, rms:
     o
 }
 
+/// A `[rows, cols]` tensor in ±scale whose rows have standard deviation at least `scale / 2`
+/// (resampled until they do): the norms' gradients lose about (max|x| / σ)² f32 ulps, so a nearly
+/// constant row is ill-conditioned in any f32 implementation, and 70000 random rows of 3 hold some.
+fn spread_rows(r: &mut StdRng, rows: usize, cols: usize, scale: f32) -> HostTensor {
+    let mut data = Vec::with_capacity(rows * cols);
+    for _ in 0..rows {
+        loop {
+            let row: Vec<f32> = (0..cols).map(|_| r.random_range(-scale..scale)).collect();
+            let mean = row.iter().sum::<f32>() / cols as f32;
+            let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / cols as f32;
+            if var.sqrt() >= scale / 2.0 {
+                data.extend(row);
+                break;
+            }
+        }
+    }
+    HostTensor::new(vec![rows, cols], data)
+}
+
 /// Tolerance 5e-5: f32 row sums, as the forwards.
 fn t_norms_backward<B: Backend>(b: &B, r: &mut StdRng) {
     // 70000 rows of 3: more row-workgroups than one grid dimension holds (compared to the analytic
     // gradient only; the smaller cases check that against finite differences).
     for (rows, cols, fd) in [(7, 53, true), (3, 3, true), (37, 130, true), (1, 1000, true), (70000, 3, false)] {
-        let (x, w, bias, dy) = (rand_t(r, &[rows, cols], 3.0), rand_t(r, &[cols], 1.0), rand_t(r, &[cols], 1.0), rand_t(r, &[rows, cols], 1.0));
+        let (x, w, bias, dy) = (spread_rows(r, rows, cols, 3.0), rand_t(r, &[cols], 1.0), rand_t(r, &[cols], 1.0), rand_t(r, &[rows, cols], 1.0));
         let (xd, wd, bd, dyd) = (d(&x), d(&w), d(&bias), d(&dy));
         for (rms, eps) in [(false, 1e-5f32), (true, 1e-6)] {
             let name = if rms { "rms_norm_backward" } else { "layer_norm_backward" };
@@ -604,6 +623,31 @@ fn t_chain_backward<B: Backend>(b: &B, r: &mut StdRng) {
     close("backward chain", &get(b, &g), &[m, k], &want, 5e-5);
 }
 
+/// Empty shapes: no panic, and outputs that are sums over nothing are written as zeros (over the
+/// poison).
+fn t_empty_backward<B: Backend>(b: &B, r: &mut StdRng) {
+    let t = |s: &[usize]| up(b, &HostTensor::zeros(s.to_vec()));
+    let zeros = |what: &str, got: HostTensor, shape: &[usize]| {
+        assert_eq!(got.shape, shape, "{what}: shape");
+        assert!(got.data.iter().all(|&v| v == 0.0), "{what}: not all 0: {:?}", got.data);
+    };
+    zeros("matmul_backward with N = 0", get(b, &b.matmul_backward(&t(&[2, 0]), &t(&[0, 3])).unwrap()), &[2, 3]);
+    zeros("matmul_backward with M = 0", get(b, &b.matmul_backward(&t(&[0, 4]), &t(&[4, 3])).unwrap()), &[0, 3]);
+    zeros("layer_norm_backward of no rows", get(b, &b.layer_norm_backward(&t(&[0, 4]), &t(&[4]), &t(&[0, 4]), 1e-5).unwrap()), &[0, 4]);
+    let (dx, dm) = b.mix_backward(&t(&[0, 3]), &t(&[2, 3]), RowMap::SHARED, &t(&[1, 3]), RowMap::SHARED, &t(&[0, 3])).unwrap();
+    zeros("mix_backward dx of no rows", get(b, &dx), &[0, 3]);
+    zeros("mix_backward dmask of no rows", get(b, &dm), &[2, 3]);
+    zeros("scatter_rows of empty rows", get(b, &b.scatter_rows(&t(&[3, 0]), &[0, 1, 4], 5).unwrap()), &[5, 0]);
+    // A div past the row count picks row 0 for every row.
+    let (x, mask, abl, dy) = (rand_t(r, &[4, 3], 1.0), rand_t(r, &[2, 3], 1.0), rand_t(r, &[2, 3], 1.0), rand_t(r, &[4, 3], 1.0));
+    let huge = RowMap { div: usize::MAX };
+    let (_, dm) = b.mix_backward(&up(b, &x), &up(b, &mask), huge, &up(b, &abl), huge, &up(b, &dy)).unwrap();
+    let want: Vec<f64> = (0..6)
+        .map(|i| if i < 3 { (0..4).map(|r| dy.data[r * 3 + i] as f64 * (x.data[r * 3 + i] - abl.data[i]) as f64).sum() } else { 0.0 })
+        .collect();
+    close("mix_backward dmask, div past the rows", &get(b, &dm), &[2, 3], &want, 1e-6);
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod wgpu_backend { use super::*; $(
@@ -638,6 +682,7 @@ on_both!(
     t_scatter_rows,
     t_errors_backward,
     t_chain_backward,
+    t_empty_backward,
 );
 
 // ---------------------------------------------------------------- wgpu only

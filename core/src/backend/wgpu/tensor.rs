@@ -68,13 +68,13 @@ impl GpuTensor {
     }
 
     /// The whole tensor as one binding, or a clear error when it had to be split: only
-    /// `upload`, `gather_rows` and `matmul`'s `w` work on split tensors.
+    /// `upload`, `gather_rows` and the `w` of `matmul` and `matmul_backward` work on split tensors.
     pub(crate) fn single(&self, op: &str, name: &str, limit: u64) -> Result<Binding<'_>> {
         match self.0.chunks.as_slice() {
             [c] => Ok(Binding::whole(&c.buf.buf, c.buf.bytes)),
             _ => Err(Error::Backend(format!(
                 "{op}: `{name}` {:?} is {} bytes, over this adapter's binding limit of {limit} bytes; \
-                 only upload, gather_rows and matmul's weight accept tensors that large",
+                 only upload, gather_rows and the weight of matmul and matmul_backward accept tensors that large",
                 self.0.shape,
                 self.bytes()
             ))),

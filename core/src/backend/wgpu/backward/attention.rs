@@ -45,6 +45,8 @@ impl WgpuBackend {
         Ok(out)
     }
 
+    /// `ds_ij = p_ij·(dp_ij − Σ_j' p_ij'·dp_ij')·scale`, `dq_i = Σ_j ds_ij·k_j`, `dk_j = Σ_i ds_ij·q_i` (over the
+    /// query heads of the kv head).
     pub(in crate::backend::wgpu) fn op_attn_scores_backward(&self, q: &GpuTensor, k: &GpuTensor, p: &GpuTensor,
         dp: &GpuTensor, s: AttnShape) -> Result<(GpuTensor, GpuTensor)> {
         const OP: &str = "attn_scores_backward";
@@ -86,6 +88,7 @@ impl WgpuBackend {
         Ok((dq, dk))
     }
 
+    /// `dp_ij = dout_i·v_j` for `j ≤ i`, else 0; `dv_j = Σ_i p_ij·dout_i` (over the query heads of the kv head).
     pub(in crate::backend::wgpu) fn op_attn_apply_backward(&self, p: &GpuTensor, v: &GpuTensor, dout: &GpuTensor,
         s: AttnShape) -> Result<(GpuTensor, GpuTensor)> {
         const OP: &str = "attn_apply_backward";

@@ -26,10 +26,12 @@ impl WgpuBackend {
         Ok(out)
     }
 
+    /// `dx = dy · gelu_new'(x)`.
     pub(in crate::backend::wgpu) fn op_gelu_new_backward(&self, x: &GpuTensor, dy: &GpuTensor) -> Result<GpuTensor> {
         self.zip_backward("gelu_new_backward", Kernel::GeluBackward, x, &[("x", x), ("dy", dy)])
     }
 
+    /// `dgate = dy·up·σ(g)·(1 + g·(1 − σ(g)))`, `dup = dy·silu(g)`: two launches.
     pub(in crate::backend::wgpu) fn op_silu_mul_backward(&self, gate: &GpuTensor, up: &GpuTensor, dy: &GpuTensor)
         -> Result<(GpuTensor, GpuTensor)> {
         const OP: &str = "silu_mul_backward";
@@ -38,11 +40,13 @@ impl WgpuBackend {
         Ok((dgate, dup))
     }
 
+    /// `dy` turned by the opposite angle (the rotation's transpose).
     pub(in crate::backend::wgpu) fn op_rope_backward(&self, dy: &GpuTensor, seq: usize, n_heads: usize, head_dim: usize,
         theta: f32) -> Result<GpuTensor> {
         self.rope_turn("rope_backward", dy, seq, n_heads, head_dim, theta, true)
     }
 
+    /// `dx[r, c] = m·dy[r, c]` and `dmask[k, c] = Σ_{r: mask row of r is k} dy[r, c]·(x[r, c] − a)`.
     #[allow(clippy::too_many_arguments)]
     pub(in crate::backend::wgpu) fn op_mix_backward(&self, x: &GpuTensor, mask: &GpuTensor, mr: RowMap, abl: &GpuTensor,
         ar: RowMap, dy: &GpuTensor) -> Result<(GpuTensor, GpuTensor)> {
@@ -65,8 +69,8 @@ impl WgpuBackend {
         let u = |v: usize| u32p(OP, v);
         // A div past the row count picks the same rows as div = rows; clamping keeps the kernel's
         // row arithmetic inside u32.
-        let mdiv = mr.div.clamp(1, rows.max(1));
-        let mut params = [0, u(cols)?, u(rows)?, u(mdiv)?, u(m_rows)?, u(ar.div.max(1))?, u(a_rows)?, u(rows.div_ceil(mdiv))?];
+        let (mdiv, adiv) = (mr.div.clamp(1, rows.max(1)), ar.div.clamp(1, rows.max(1)));
+        let mut params = [0, u(cols)?, u(rows)?, u(mdiv)?, u(m_rows)?, u(adiv)?, u(a_rows)?, u(rows.div_ceil(mdiv))?];
 
         let dx = self.output(OP, x.shape().to_vec())?;
         params[0] = u(x.numel())?;

@@ -11,6 +11,7 @@ use super::super::WgpuBackend;
 use crate::Result;
 
 impl WgpuBackend {
+    /// `dx [M, K] = dy [M, N] · w [N, K]`, summed over `w`'s row-chunks.
     pub(in crate::backend::wgpu) fn op_matmul_backward(&self, dy: &GpuTensor, w: &GpuTensor) -> Result<GpuTensor> {
         const OP: &str = "matmul_backward";
         if dy.shape().is_empty() {

@@ -7,6 +7,8 @@ use super::super::WgpuBackend;
 use crate::Result;
 
 impl WgpuBackend {
+    /// LayerNorm: `dx = r·(g − mean(g) − x̂·mean(g·x̂))`; RMSNorm (`rms`): `dx = r·g − x·r³·mean(g·x)`,
+    /// with `g = dy·w` and `r` the forward's inverse deviation.
     pub(in crate::backend::wgpu) fn op_norm_backward(&self, op: &str, x: &GpuTensor, w: &GpuTensor, dy: &GpuTensor,
         rms: bool, eps: f32) -> Result<GpuTensor> {
         if x.shape().is_empty() {

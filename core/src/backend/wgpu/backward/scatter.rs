@@ -8,12 +8,14 @@ use super::super::WgpuBackend;
 use crate::Result;
 
 impl WgpuBackend {
+    /// `out [rows, C]` zero except `out[ids[i], :] += src[i, :]`.
     pub(in crate::backend::wgpu) fn op_scatter_rows(&self, src: &GpuTensor, ids: &[u32], rows: usize) -> Result<GpuTensor> {
         const OP: &str = "scatter_rows";
         if src.shape().is_empty() {
             return Err(shape_err(OP, "src must have at least one dimension"));
         }
-        let (n, cols) = src.rows_cols();
+        let (lead, cols) = src.shape().split_at(src.shape().len() - 1);
+        let (n, cols): (usize, usize) = (lead.iter().product(), cols[0]);
         if n != ids.len() {
             return Err(shape_err(OP, format!("{} ids for {n} rows of {:?}", ids.len(), src.shape())));
         }
