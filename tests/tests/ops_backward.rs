@@ -562,6 +562,8 @@ fn t_errors_backward<B: Backend>(b: &B, _r: &mut StdRng) {
     let cases: Vec<(&str, carve_core::Result<()>)> = vec![
         ("matmul_backward", one(b.matmul_backward(&t(&[3, 4]), &t(&[5, 6])))),
         ("matmul_backward", one(b.matmul_backward(&t(&[3, 4]), &t(&[4])))),
+        ("matmul_backward", one(b.matmul_backward(&t(&[]), &t(&[1, 4])))),
+        ("matmul", one(b.matmul(&t(&[]), &t(&[4, 1]), None))),
         ("layer_norm_backward", one(b.layer_norm_backward(&t(&[3, 4]), &t(&[5]), &t(&[3, 4]), 1e-5))),
         ("layer_norm_backward", one(b.layer_norm_backward(&t(&[3, 4]), &t(&[4]), &t(&[4, 3]), 1e-5))),
         ("rms_norm_backward", one(b.rms_norm_backward(&t(&[3, 4]), &t(&[4]), &t(&[3, 5]), 1e-5))),

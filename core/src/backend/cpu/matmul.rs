@@ -6,7 +6,7 @@ use crate::Result;
 pub(super) fn matmul(be: &CpuBackend, x: &CpuTensor, w: &CpuTensor, bias: Option<&CpuTensor>) -> Result<CpuTensor> {
     let (m, k) = x.rows_cols();
     let (n, kw) = w.rows_cols();
-    check(kw == k && w.0.shape.len() == 2, "matmul", || format!("x {:?} · wᵀ with w {:?}", x.0.shape, w.0.shape))?;
+    check(kw == k && w.0.shape.len() == 2 && !x.0.shape.is_empty(), "matmul", || format!("x {:?} · wᵀ with w {:?}", x.0.shape, w.0.shape))?;
     let mut out = be.out(m * n);
     if let Some(b) = bias {
         check(b.0.data.len() == n, "matmul", || format!("bias {:?} for {n} outputs", b.0.shape))?;
@@ -27,7 +27,7 @@ pub(super) fn matmul(be: &CpuBackend, x: &CpuTensor, w: &CpuTensor, bias: Option
 pub(super) fn matmul_backward(be: &CpuBackend, dy: &CpuTensor, w: &CpuTensor) -> Result<CpuTensor> {
     let (m, n) = dy.rows_cols();
     let (nw, k) = w.rows_cols();
-    check(nw == n && w.0.shape.len() == 2, "matmul_backward", || format!("dy {:?} · w with w {:?}", dy.0.shape, w.0.shape))?;
+    check(nw == n && w.0.shape.len() == 2 && !dy.0.shape.is_empty(), "matmul_backward", || format!("dy {:?} · w with w {:?}", dy.0.shape, w.0.shape))?;
     let mut out = be.out(m * k);
     let mut shape = dy.0.shape.clone();
     *shape.last_mut().unwrap() = k;
