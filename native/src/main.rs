@@ -25,6 +25,8 @@ enum Command {
     Extract(cmd::extract::Args),
     /// The loss (mean KL at the last position) and its gradient with respect to every mask.
     Grad(cmd::grad::Args),
+    /// Attribution patching: every component's estimated ablation effect on the task metric, ranked.
+    Attribute(cmd::attribute::Args),
     /// A prompt through a model: the top-k next tokens and, optionally, a greedy continuation.
     Run(cmd::run::Args),
     /// Score a task's held-out test split: accuracy, logit or probability difference, P(answer).
@@ -54,6 +56,7 @@ fn main() {
         Command::Serve(a) => cmd::serve::run(a),
         Command::Extract(a) => cmd::extract::run(a),
         Command::Grad(a) => cmd::grad::run(a),
+        Command::Attribute(a) => cmd::attribute::run(a),
         Command::Tasks(t) => cmd::tasks::run(t),
     };
     if let Err(e) = res {

@@ -17,6 +17,7 @@
 //! resumes the sweep exactly where it stopped (serializable to JSON).
 
 mod ablate;
+pub mod attribute;
 pub mod node_prune;
 mod prepare;
 mod reference;

@@ -104,3 +104,62 @@ pub fn log_prob_mean(logits: &HostTensor, answers: &[u32]) -> LossGrad {
     }
     out
 }
+
+/// `Σ_j s_j·softmax(row)_j` for signed weights on some ids, and its gradient
+/// `∂/∂logit_i = p_i·(s_i − Σ_j s_j p_j)`.
+fn signed_prob(row: &[f32], signs: &[(u32, f64)]) -> (f64, Vec<f64>) {
+    let lp = log_softmax(row);
+    let p: Vec<f64> = lp.iter().map(|v| v.exp()).collect();
+    let s: f64 = signs.iter().map(|&(i, w)| w * p[i as usize]).sum();
+    let mut g: Vec<f64> = p.iter().map(|&pi| -pi * s).collect();
+    for &(i, w) in signs {
+        g[i as usize] += p[i as usize] * w;
+    }
+    (s, g)
+}
+
+/// One example's task metric and its gradient with respect to the logits it reads: `first` (the
+/// prompt's last position) and, for years written one digit per token, `cond` (the position after
+/// the year's first digit). Logit difference, log P(answer), or P(year > YY) − P(year < YY).
+pub fn example_metric(task: &crate::tasks::Task, e: &crate::tasks::Example, first: &[f32], cond: Option<&[f32]>)
+    -> Result<(f64, Vec<f64>, Option<Vec<f64>>)> {
+    use crate::tasks::{MetricKind, Target, YearTokens};
+    let v = first.len();
+    match (&e.target, task.metric, &task.years) {
+        (Target::Token { answer, wrong: Some(w) }, MetricKind::LogitDiff, _) => {
+            let mut g = vec![0.0; v];
+            g[*answer as usize] += 1.0;
+            g[*w as usize] -= 1.0;
+            Ok((first[*answer as usize] as f64 - first[*w as usize] as f64, g, None))
+        }
+        (Target::Token { answer, .. }, MetricKind::LogProb, _) => {
+            let lg = log_prob_mean(&HostTensor::new(vec![1, v], first.to_vec()), &[*answer]);
+            Ok((lg.loss, lg.dlogits, None))
+        }
+        (Target::Year { yy }, MetricKind::ProbDiff, Some(YearTokens::TwoDigit(ids))) => {
+            let signs: Vec<(u32, f64)> =
+                ids.iter().enumerate().filter(|(n, _)| *n != *yy as usize).map(|(n, &id)| (id, if n > *yy as usize { 1.0 } else { -1.0 })).collect();
+            let (m, g) = signed_prob(first, &signs);
+            Ok((m, g, None))
+        }
+        (Target::Year { yy }, MetricKind::ProbDiff, Some(YearTokens::Digits(d))) => {
+            let cond = cond.ok_or_else(|| Error::Input("a year written digit by digit needs the second digit's logits".into()))?;
+            let (y1, y2) = ((*yy / 10) as usize, (*yy % 10) as usize);
+            let sign = |y: usize| -> Vec<(u32, f64)> {
+                d.iter().enumerate().filter(|(n, _)| *n != y).map(|(n, &id)| (id, if n > y { 1.0 } else { -1.0 })).collect()
+            };
+            let (s1, mut g1) = signed_prob(first, &sign(y1));
+            let (s2, g2) = signed_prob(cond, &sign(y2));
+            let lp = log_softmax(first);
+            let py1 = lp[d[y1] as usize].exp();
+            // M = S1 + p1(y1)·S2.
+            for (i, g) in g1.iter_mut().enumerate() {
+                let delta = (i == d[y1] as usize) as u8 as f64;
+                *g += s2 * py1 * (delta - lp[i].exp());
+            }
+            let g2: Vec<f64> = g2.iter().map(|g| py1 * g).collect();
+            Ok((s1 + py1 * s2, g1, Some(g2)))
+        }
+        _ => Err(Error::Input(format!("{}: example {:?} does not fit the task's metric {}", task.name, e.source, task.metric.key()))),
+    }
+}

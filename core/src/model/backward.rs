@@ -43,11 +43,14 @@ struct LayerTape<T> {
     a_mlp: Option<T>,
 }
 
-/// A forward kept for its backward: the last positions' logits `[batch, vocab]` and every layer's tape.
+/// A forward kept for its backward: the logits at the rows asked for (`[rows, vocab]`; each
+/// prompt's last position by default) and every layer's tape.
 pub struct Tape<B: Backend> {
     pub logits: B::Tensor,
+    /// Rows of the batch the logits are at.
+    rows: Vec<u32>,
     layers: Vec<LayerTape<B::Tensor>>,
-    /// The residual stream after the last layer at the last positions, before the final norm.
+    /// The residual stream after the last layer at those rows, before the final norm.
     last: B::Tensor,
     masks: Masks,
 }
@@ -82,7 +85,16 @@ impl<B: Backend> Model<B> {
     /// last position. Ablation values as in `forward` (None: zero).
     pub fn forward_tape(&self, be: &B, batch: &Batch, masks: &Masks, ablation: Option<&DeviceAblation<B>>)
         -> Result<Tape<B>> {
+        self.forward_tape_at(be, batch, masks, ablation, batch.last_rows())
+    }
+
+    /// `forward_tape` with logits at the given rows of the batch (`b·seq + position`).
+    pub fn forward_tape_at(&self, be: &B, batch: &Batch, masks: &Masks, ablation: Option<&DeviceAblation<B>>,
+        rows: Vec<u32>) -> Result<Tape<B>> {
         self.check_masks(masks)?;
+        if let Some(&r) = rows.iter().find(|&&r| r as usize >= batch.rows()) {
+            return Err(Error::Input(format!("row {r} is past the batch's {} rows", batch.rows())));
+        }
         if let Some(a) = ablation {
             a.check_rows(batch)?;
         }
@@ -98,25 +110,25 @@ impl<B: Backend> Model<B> {
             layers.push(tape);
             x = x2;
         }
-        let last = be.gather_rows(&x, &batch.last_rows())?;
+        let last = be.gather_rows(&x, &rows)?;
         let hf = self.norm_fwd(be, &last, &w.ln_f_w, w.ln_f_b.as_ref())?;
         let logits = be.matmul(&hf, w.lm_head.as_ref().unwrap_or(&w.wte), None)?;
-        Ok(Tape { logits, layers, last, masks: masks.clone() })
+        Ok(Tape { logits, rows, layers, last, masks: masks.clone() })
     }
 
     /// The gradient of a loss with respect to every mask, given `dlogits`, the loss's gradient
-    /// with respect to `tape.logits` (`[batch, vocab]`). The result is shaped like the masks.
+    /// with respect to `tape.logits` (`[rows, vocab]`). The result is shaped like the masks.
     pub async fn backward(&self, be: &B, batch: &Batch, tape: Tape<B>, dlogits: &HostTensor) -> Result<Masks> {
         let w = &self.weights;
-        let (b, vocab) = (batch.size(), self.config.vocab);
+        let (b, vocab) = (tape.rows.len(), self.config.vocab);
         if dlogits.shape != [b, vocab] {
-            return Err(Error::Input(format!("logit gradient {:?} for {b} prompts of {vocab} logits", dlogits.shape)));
+            return Err(Error::Input(format!("logit gradient {:?} for {b} rows of {vocab} logits", dlogits.shape)));
         }
-        let Tape { layers, last, masks, .. } = tape;
+        let Tape { layers, last, masks, rows, .. } = tape;
         let dlogits = be.upload(dlogits)?;
         let dhf = be.matmul_backward(&dlogits, w.lm_head.as_ref().unwrap_or(&w.wte))?;
         let dlast = self.norm_bwd(be, &last, &w.ln_f_w, &dhf)?;
-        let mut dx = be.scatter_rows(&dlast, &batch.last_rows(), batch.rows())?;
+        let mut dx = be.scatter_rows(&dlast, &rows, batch.rows())?;
         let mut grads: Vec<LayerGrads<B::Tensor>> = Vec::with_capacity(layers.len());
         for (l, t) in layers.iter().enumerate().rev() {
             let (dx0, g) = self.layer_backward(be, batch, l, t, dx)?;

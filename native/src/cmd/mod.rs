@@ -1,3 +1,4 @@
+pub mod attribute;
 pub mod bench;
 pub mod eval;
 pub mod extract;
