@@ -134,3 +134,17 @@ fn carve_tests_read(p: &std::path::Path) -> Vec<(String, Vec<f32>)> {
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     st.tensors().into_iter().map(|(n, v)| (n, v.data().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect())).collect()
 }
+
+#[test]
+fn bench_train_prints_the_parts_of_a_step() {
+    let d = scratch("bench-train");
+    let (m, t) = (tiny_model(&d), task_file(&d));
+    let out = ok(&[
+        "bench", "train", "--model", s(&m), "--task", s(&t), "--patching", "20", "--discovery", "12", "--test", "16", "--batch", "8",
+        "--iters", "2", "--backend", "cpu",
+    ]);
+    for row in ["| plain forward |", "| masked forward with tape |", "| backward to the masks |", "backward / masked forward:"] {
+        assert!(out.contains(row), "{row} missing:\n{out}");
+    }
+    fails(&["bench", "train", "--model", s(&m), "--task", s(&t), "--batch", "0", "--backend", "cpu"], "--batch");
+}

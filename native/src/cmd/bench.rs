@@ -21,6 +21,28 @@ pub enum Bench {
     Matmul(MatmulArgs),
     /// ablate's fast implementation against the straightforward one: time, forwards, same decisions.
     Extract(ExtractBenchArgs),
+    /// One training step of the learned methods: the masked forward that keeps its tape, the
+    /// backward to every mask, beside the plain forward; time, GFLOP/s and peak memory.
+    Train(TrainBenchArgs),
+}
+
+#[derive(clap::Args)]
+pub struct TrainBenchArgs {
+    #[arg(long)]
+    model: String,
+    /// ioi, acronyms, greater-than, or a JSONL file: the step runs on its discovery prompts.
+    #[arg(long, default_value = "ioi")]
+    task: String,
+    #[command(flatten)]
+    task_args: TaskArgs,
+    /// Prompts per step.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Timed steps (after one warm-up step); medians are reported.
+    #[arg(long, default_value_t = 5)]
+    iters: usize,
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: BackendChoice,
 }
 
 #[derive(clap::Args)]
@@ -77,6 +99,15 @@ pub fn run(b: Bench) -> Result<()> {
             dispatch(a.backend, ForwardBench { m: &m, a: &a })
         }
         Bench::Matmul(a) => dispatch(a.backend, MatmulBench(&a)),
+        Bench::Train(a) => {
+            a.task_args.check(Some(&a.task), None)?;
+            if a.batch == 0 || a.iters == 0 {
+                anyhow::bail!("--batch and --iters must be at least 1");
+            }
+            let m = source::load(&a.model)?;
+            let prep = a.task_args.prepare(Some(&a.task), None, tokenizer(&m)?, m.config.n_ctx)?;
+            dispatch(a.backend, crate::cmd::bench_train::TrainBench { m: &m, batch: a.batch, iters: a.iters, prep: &prep })
+        }
         Bench::Extract(a) => {
             a.task_args.check(Some(&a.task), None)?;
             let m = source::load(&a.model)?;

@@ -1,5 +1,6 @@
 pub mod attribute;
 pub mod bench;
+pub mod bench_train;
 pub mod eval;
 pub mod extract;
 pub mod grad;

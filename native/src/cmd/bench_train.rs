@@ -1,0 +1,90 @@
+//! `carve bench train`: one training step of node-prune (and edge-prune) measured part by part on
+//! a batch of discovery prompts, masks at fractional values so that every mix runs: the plain
+//! forward, the masked forward that keeps its tape, and the backward to every mask.
+
+use crate::backend_pick::Job;
+use crate::cmd::tasks::Prepared;
+use crate::measure::{forward_flops, median};
+use anyhow::{Context, Result};
+use carve_core::backend::Backend;
+use carve_core::circuit::{Masks, ModelShape};
+use carve_core::metrics::loss::kl_mean;
+use carve_core::model::load::LoadedModel;
+use carve_core::model::{Batch, ForwardArgs, LogitsAt, Model, ModelConfig, ModelWeights};
+use carve_core::HostTensor;
+use std::time::Instant;
+
+pub struct TrainBench<'a> {
+    pub m: &'a LoadedModel,
+    pub batch: usize,
+    pub iters: usize,
+    pub prep: &'a Prepared,
+}
+
+/// FLOPs of the backward to the activations: every matmul's input gradient (as many as the
+/// forward's matmuls) and twice the forward's attention products (dq, dk, dprobs, dv).
+fn backward_flops(c: &ModelConfig, w: &ModelWeights<HostTensor>, b: &Batch) -> f64 {
+    let t = b.seq as f64;
+    let attn: f64 = w.layers.iter().map(|l| 4.0 * b.size() as f64 * l.n_heads as f64 * c.head_dim as f64 * t * (t + 1.0) / 2.0).sum();
+    forward_flops(c, w, b, true) + attn
+}
+
+/// Peak resident memory of this process so far (Linux), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+impl Job for TrainBench<'_> {
+    type Out = ();
+    fn run<B: Backend>(self, be: &B) -> Result<()> {
+        let m = self.m;
+        let model = Model::upload(be, m.config.clone(), &m.weights)?;
+        let prompts: Vec<Vec<u32>> = self.prep.splits.discovery.iter().take(self.batch).map(|e| e.prompt.clone()).collect();
+        anyhow::ensure!(!prompts.is_empty(), "the discovery split is empty");
+        let batch = Batch::new(&prompts, &m.config)?;
+        let shape = ModelShape::of(&m.weights.layers, |t| t.shape[0]);
+        let mut masks = Masks::ones(&shape.n_heads, &shape.d_ff);
+        // Fractional masks, as sampled gates are: every mix runs.
+        for (i, v) in masks.heads.iter_mut().flatten().chain(masks.neurons.iter_mut().flatten()).enumerate() {
+            *v = 0.5 + 0.4 * ((i % 7) as f32 / 7.0);
+        }
+        let rss_before = peak_rss_mib();
+        let (mut plain, mut fwd, mut bwd) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..=self.iters {
+            let t = Instant::now();
+            let out = model.forward(be, &batch, &ForwardArgs { logits: LogitsAt::Last, ..ForwardArgs::default() })?;
+            let full = pollster::block_on(be.read(out.logits.as_ref().context("no logits")?))?;
+            let t_plain = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let tape = model.forward_tape(be, &batch, &masks, None)?;
+            let logits = pollster::block_on(be.read(&tape.logits))?;
+            let t_fwd = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let lg = kl_mean(&full, &logits)?;
+            pollster::block_on(model.backward(be, &batch, tape, &lg.dlogits_tensor(&logits.shape)))?;
+            let t_bwd = t.elapsed().as_secs_f64();
+            if i > 0 {
+                plain.push(t_plain);
+                fwd.push(t_fwd);
+                bwd.push(t_bwd);
+            }
+        }
+        let (p, f, b) = (median(plain), median(fwd), median(bwd));
+        let ff = forward_flops(&m.config, &m.weights, &batch, true);
+        let bf = backward_flops(&m.config, &m.weights, &batch);
+        println!("backend: {}", be.describe());
+        println!("batch: {} prompts padded to {} tokens; masks fractional on every head and neuron; {} timed steps after 1 warm-up (medians)", batch.size(), batch.seq, self.iters);
+        println!("\n| part | ms | GFLOP | GFLOP/s | × plain forward |\n|---|---:|---:|---:|---:|");
+        for (name, t, fl) in [("plain forward", p, ff), ("masked forward with tape", f, ff), ("backward to the masks", b, bf), ("training step (tape + backward)", f + b, ff + bf)] {
+            println!("| {name} | {:.1} | {:.2} | {:.1} | {:.2} |", t * 1e3, fl / 1e9, fl / t / 1e9, t / p);
+        }
+        println!("\nbackward / masked forward: {:.2}×", b / f);
+        if let (Some(a), Some(z)) = (rss_before, peak_rss_mib()) {
+            println!("peak resident memory: {z:.0} MiB ({:+.0} MiB during the steps; the model's weights are loaded before)", z - a);
+        }
+        Ok(())
+    }
+}
