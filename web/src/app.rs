@@ -357,6 +357,20 @@ fn describe(s: &Session) -> Shown {
     Shown { nodes, labels, cols, info, examples, side_by_side, notice }
 }
 
+/// How many of source layer `l`'s `d_ff` MLP neurons the circuit keeps, when it keeps some but not
+/// all (node-prune's neuron masks): from a pruned model's layout, else from the circuit file.
+fn kept_neurons(s: &Session, l: usize, d_ff: usize) -> Option<usize> {
+    let kept = match (&s.layout, &s.circuit) {
+        (Some(layers), _) => layers.iter().find(|p| p.source_layer == l).map(|p| p.d_ff),
+        (None, Some(c)) => {
+            let listed = c.kept.iter().chain(&c.removed).any(|x| matches!(x, Component::Neuron { layer, .. } if *layer == l));
+            listed.then(|| c.kept.iter().filter(|x| matches!(x, Component::Neuron { layer, .. } if *layer == l)).count())
+        }
+        _ => None,
+    }?;
+    (kept > 0 && kept < d_ff).then_some(kept)
+}
+
 /// The loaded model's own components, one row per layer it has.
 fn own_grid(s: &Session, detail: &dyn Fn(&str) -> String) -> (Vec<Node>, Vec<String>, usize) {
     let cols = s.shape.n_heads.iter().copied().max().unwrap_or(0);
@@ -371,7 +385,8 @@ fn own_grid(s: &Session, detail: &dyn Fn(&str) -> String) -> (Vec<Node>, Vec<Str
                 Component::Head { layer, head } => (layer, head, false),
                 Component::Mlp { layer } | Component::Neuron { layer, .. } => (layer, cols, true),
             };
-            Node { index: Some(i), name, detail, layer, col, mlp }
+            let neurons = if mlp && s.layout.is_none() { kept_neurons(s, layer, s.shape.d_ff.get(layer).copied().unwrap_or(0)) } else { None };
+            Node { index: Some(i), name, detail, layer, col, mlp, neurons }
         })
         .collect();
     let labels = (0..s.shape.n_layers())
@@ -394,7 +409,8 @@ fn source_grid(s: &Session, source: &ModelShape, detail: &dyn Fn(&str) -> String
         let mlp = (source.d_ff[l] > 0).then(|| (format!("L{l}MLP"), cols, true));
         for (name, col, is_mlp) in heads.chain(mlp) {
             let detail = detail(&name);
-            nodes.push(Node { index: index.get(&name).copied(), name, detail, layer: l, col, mlp: is_mlp });
+            let neurons = if is_mlp { kept_neurons(s, l, source.d_ff[l]) } else { None };
+            nodes.push(Node { index: index.get(&name).copied(), name, detail, layer: l, col, mlp: is_mlp, neurons });
         }
     }
     (nodes, (0..source.n_layers()).map(|l| format!("L{l}")).collect(), cols)

@@ -16,6 +16,8 @@ pub struct Node {
     /// Column: head index, or `max_heads` for the MLP.
     pub col: usize,
     pub mlp: bool,
+    /// An MLP that keeps only some of its neurons: how many, drawn on the node.
+    pub neurons: Option<usize>,
 }
 
 const CELL: usize = 20;
@@ -39,6 +41,9 @@ pub fn Graph(nodes: Vec<Node>, labels: Vec<String>, cols: usize, mask: RwSignal<
         .map(|n| {
             let x = LEFT + n.col * (CELL + GAP) + if n.mlp { GAP } else { 0 };
             let w = if n.mlp { 2 * CELL } else { CELL };
+            let count = n.neurons.map(|k| {
+                view! { <text x=(x + w / 2).to_string() y=(y_of(n.layer) + CELL - 6).to_string() class="neuron-count" text-anchor="middle">{k.to_string()}</text> }
+            });
             let Some(i) = n.index else {
                 let title = format!("{} — pruned away: its weights are not in this model{}", n.name, n.detail);
                 return view! {
@@ -69,6 +74,7 @@ pub fn Graph(nodes: Vec<Node>, labels: Vec<String>, cols: usize, mask: RwSignal<
                 >
                     <title>{title}</title>
                 </rect>
+                {count}
             }
             .into_any()
         })
