@@ -7,6 +7,7 @@ pub mod backend;
 pub mod circuit;
 pub mod error;
 pub mod extract;
+pub mod mask;
 pub mod metrics;
 pub mod model;
 pub mod optim;

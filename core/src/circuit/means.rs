@@ -9,7 +9,7 @@ use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
 use super::file::shown;
-use super::{AblationValues, ModelShape};
+use super::{AblationValues, ModelShape, Site};
 use crate::prune::PrunedLayer;
 use crate::{Error, HostTensor, Result};
 
@@ -17,7 +17,6 @@ use crate::{Error, HostTensor, Result};
 pub const MEANS_FILE: &str = "means.safetensors";
 
 /// The sites a means file holds values for, as [`AblationValues::sites`] names them.
-const SITES: [&str; 4] = ["z", "hidden", "attn_out", "mlp_out"];
 
 /// Serializes `v`; only position-independent (one-row) values can be shipped.
 pub fn to_bytes(v: &AblationValues) -> Result<Vec<u8>> {
@@ -27,7 +26,7 @@ pub fn to_bytes(v: &AblationValues) -> Result<Vec<u8>> {
     let named: Vec<(String, &HostTensor)> = v
         .sites()
         .into_iter()
-        .flat_map(|(site, ts)| ts.iter().enumerate().filter_map(move |(l, t)| t.as_ref().map(|t| (format!("{site}.{l}"), t))))
+        .flat_map(|(site, ts)| ts.iter().enumerate().filter_map(move |(l, t)| t.as_ref().map(|t| (format!("{}.{l}", site.name()), t))))
         .collect();
     let views = named
         .iter()
@@ -50,21 +49,21 @@ pub fn from_bytes(bytes: &[u8], shape: &ModelShape, head_dim: usize, d_model: us
     }
     let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors file ({e})")))?;
     let n = shape.n_layers();
-    let mut v = AblationValues { z: vec![None; n], hidden: vec![None; n], attn_out: vec![None; n], mlp_out: vec![None; n] };
+    let mut v = AblationValues::none(n);
     let mut tensors = st.tensors();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, view) in tensors {
         let unexpected = || bad(format!("unexpected tensor `{}`: names are z.L, hidden.L, attn_out.L or mlp_out.L, L a layer", shown(&name)));
         let (site, l) = name.split_once('.').ok_or_else(unexpected)?;
-        let l = layer_index(l).filter(|_| SITES.contains(&site)).ok_or_else(unexpected)?;
+        let site = Site::parse(site).ok_or_else(unexpected)?;
+        let l = layer_index(l).ok_or_else(unexpected)?;
         if l >= n {
             return Err(bad(format!("`{name}` is for layer {l}, but the model has {n} layers: a file of another model?")));
         }
         let width = match site {
-            "z" => shape.heads_in(l).checked_mul(head_dim),
-            "hidden" => Some(shape.d_ff_in(l)),
-            "attn_out" | "mlp_out" => Some(d_model),
-            _ => return Err(unexpected()),
+            Site::Z => shape.heads_in(l).checked_mul(head_dim),
+            Site::Hidden => Some(shape.d_ff_in(l)),
+            Site::AttnOut | Site::MlpOut => Some(d_model),
         }
         .ok_or_else(|| bad(format!("`{name}`: the model's width for it overflows")))?;
         if view.dtype() != Dtype::F32 || view.shape() != [1, width] {
@@ -82,13 +81,7 @@ pub fn from_bytes(bytes: &[u8], shape: &ModelShape, head_dim: usize, d_model: us
             return Err(bad(format!("`{name}` holds NaN or infinite values (the first at column {i})")));
         }
         let t = Some(HostTensor::new(vec![1, width], data));
-        let slot = match site {
-            "z" => v.z.get_mut(l),
-            "hidden" => v.hidden.get_mut(l),
-            "attn_out" => v.attn_out.get_mut(l),
-            _ => v.mlp_out.get_mut(l),
-        };
-        *slot.ok_or_else(unexpected)? = t;
+        *v.site_mut(site).get_mut(l).ok_or_else(unexpected)? = t;
     }
     Ok(v)
 }

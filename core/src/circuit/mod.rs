@@ -1,13 +1,12 @@
-//! Components, masks and ablation values, the circuit file and its picture.
+//! What a run produces: the circuit file, the share link, the circuit's picture and the means
+//! file. Components, masks and ablation values live in `mask/` (re-exported here).
 
-pub mod components;
 pub mod file;
 pub mod link;
-pub mod masks;
 pub mod means;
 pub mod svg;
-pub use components::{Component, ModelShape};
+pub use crate::mask::{components, masks};
+pub use crate::mask::{Ablation, AblationValues, Component, Masks, ModelShape, Site};
 pub use file::CircuitFile;
 pub use link::{LinkError, LinkState};
-pub use masks::{Ablation, AblationValues, Masks};
 pub use means::MEANS_FILE;

@@ -8,7 +8,7 @@
 //! prompt's own last position (causal attention never looks ahead) and P(d2 | y1).
 
 use crate::backend::Backend;
-use crate::circuit::{AblationValues, Masks};
+use crate::mask::{AblationValues, Masks};
 use crate::model::ablation::DeviceAblation;
 use crate::model::{check_logits, Batch, Capture, ForwardArgs, LogitsAt, Model};
 use crate::tasks::{Example, MetricKind, Target, Task, YearTokens};

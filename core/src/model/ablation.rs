@@ -1,17 +1,14 @@
 //! Ablation values: measured means over a batch of prompts, and their copies on a backend.
 
 use crate::backend::Backend;
-use crate::circuit::AblationValues;
+use crate::mask::{AblationValues, Site};
 use crate::model::batch::Batch;
 use crate::model::forward::{Capture, ForwardArgs, LogitsAt, Model};
 use crate::{Error, HostTensor, Result};
 
 /// `AblationValues` uploaded once, used by many forwards.
 pub struct DeviceAblation<B: Backend> {
-    pub z: Vec<Option<B::Tensor>>,
-    pub hidden: Vec<Option<B::Tensor>>,
-    pub attn_out: Vec<Option<B::Tensor>>,
-    pub mlp_out: Vec<Option<B::Tensor>>,
+    pub values: AblationValues<B::Tensor>,
     /// Row count of every value tensor present (1, seq or batch*seq), for checking against a batch.
     rows: Vec<usize>,
 }
@@ -19,19 +16,16 @@ pub struct DeviceAblation<B: Backend> {
 impl<B: Backend> DeviceAblation<B> {
     pub fn upload(be: &B, v: &AblationValues) -> Result<Self> {
         let mut rows = Vec::new();
-        let mut up = |site: &[Option<HostTensor>]| -> Result<Vec<Option<B::Tensor>>> {
-            site.iter()
-                .map(|t| {
-                    t.as_ref()
-                        .map(|t| {
-                            rows.push(t.rows_cols().0);
-                            be.upload(t)
-                        })
-                        .transpose()
-                })
-                .collect()
-        };
-        Ok(DeviceAblation { z: up(&v.z)?, hidden: up(&v.hidden)?, attn_out: up(&v.attn_out)?, mlp_out: up(&v.mlp_out)?, rows })
+        let values = v.try_map(|t| {
+            rows.push(t.rows_cols().0);
+            be.upload(t)
+        })?;
+        Ok(DeviceAblation { values, rows })
+    }
+
+    /// The value at `site` of layer `l`, if any (None: zero).
+    pub fn get(&self, site: Site, l: usize) -> Option<&B::Tensor> {
+        self.values.get(site, l)
     }
 
     /// Every value must have one row, a row per position, or a row per row of the batch.

@@ -8,7 +8,7 @@
 //! its z, a neuron's on the MLP hidden activation, a block's (times its layer's) on the block output.
 
 use crate::backend::{AttnShape, Backend, RowMap};
-use crate::circuit::Masks;
+use crate::mask::{Masks, Site};
 use crate::model::ablation::DeviceAblation;
 use crate::model::batch::Batch;
 use crate::model::forward::Model;
@@ -224,7 +224,7 @@ impl<B: Backend> Model<B> {
             let p = be.attn_scores(&q, &k, s)?;
             let z = be.attn_apply(&p, &v, s)?;
             let m = mask_cols(be, &masks.heads[l], c.head_dim)?;
-            let a = value(zeros, abl.and_then(|a| a.z[l].as_ref()), lw.n_heads * c.head_dim)?;
+            let a = value(zeros, abl.and_then(|a| a.get(Site::Z, l)), lw.n_heads * c.head_dim)?;
             let zm = be.mix(&z, &m, RowMap::SHARED, &a, RowMap::SHARED)?;
             let o = be.matmul(&zm, &lw.wo, lw.bo.as_ref())?;
             (t.h1, t.q, t.k, t.v, t.p, t.z) = (Some(h1), Some(q), Some(k), Some(v), Some(p), Some(z));
@@ -234,7 +234,7 @@ impl<B: Backend> Model<B> {
         let x1 = match &o {
             Some(o) => {
                 let m = mask_cols(be, &[masks.attn_block(l)], d_model)?;
-                let a = value(zeros, abl.and_then(|a| a.attn_out[l].as_ref()), d_model)?;
+                let a = value(zeros, abl.and_then(|a| a.get(Site::AttnOut, l)), d_model)?;
                 let om = be.mix(o, &m, RowMap::SHARED, &a, RowMap::SHARED)?;
                 (t.m_attn, t.a_attn) = (Some(m), Some(a));
                 be.add(&x0, &om)?
@@ -259,7 +259,7 @@ impl<B: Backend> Model<B> {
                 None => (be.gelu_new(&up)?, None),
             };
             let m = mask_cols(be, &masks.neurons[l], 1)?;
-            let a = value(zeros, abl.and_then(|a| a.hidden[l].as_ref()), d_ff)?;
+            let a = value(zeros, abl.and_then(|a| a.get(Site::Hidden, l)), d_ff)?;
             let actm = be.mix(&act, &m, RowMap::SHARED, &a, RowMap::SHARED)?;
             let d = be.matmul(&actm, &lw.w_down, lw.b_down.as_ref())?;
             (t.h2, t.up, t.gate, t.act) = (Some(h2), Some(up), gate, Some(act));
@@ -269,7 +269,7 @@ impl<B: Backend> Model<B> {
         let x2 = match &d {
             Some(d) => {
                 let m = mask_cols(be, &[masks.mlp_block(l)], d_model)?;
-                let a = value(zeros, abl.and_then(|a| a.mlp_out[l].as_ref()), d_model)?;
+                let a = value(zeros, abl.and_then(|a| a.get(Site::MlpOut, l)), d_model)?;
                 let dm = be.mix(d, &m, RowMap::SHARED, &a, RowMap::SHARED)?;
                 (t.m_mlp, t.a_mlp) = (Some(m), Some(a));
                 be.add(&x1, &dm)?

@@ -6,7 +6,7 @@
 //! Mixes are skipped where every mask is 1, so an all-ones forward is the plain forward bit for bit.
 
 use crate::backend::{AttnShape, Backend, RowMap};
-use crate::circuit::Masks;
+use crate::mask::{Masks, Site};
 use crate::model::ablation::DeviceAblation;
 use crate::model::batch::Batch;
 use crate::model::{Arch, LayerWeights, ModelConfig, ModelWeights};
@@ -211,7 +211,7 @@ impl<B: Backend> Model<B> {
         cap: &mut Captured<B::Tensor>) -> Result<B::Tensor> {
         let lw = &self.weights.layers[l];
         let masks = sel.list();
-        let abl = |f: fn(&DeviceAblation<B>, usize) -> Option<&B::Tensor>| args.ablation.and_then(|a| f(a, l));
+        let abl = |site: Site| args.ablation.and_then(|a| a.get(site, l));
 
         // A block with no heads (or no neurons) left but a bias, as in a pruned model, adds its bias.
         let mut attn = if lw.n_heads == 0 {
@@ -221,7 +221,7 @@ impl<B: Backend> Model<B> {
             let (z, p) = self.attention(be, batch, lw, &h)?;
             let z = if masks.iter().any(|m| !m.heads_all_on(l)) {
                 let rows: Vec<&[f32]> = masks.iter().map(|m| &m.heads[l][..]).collect();
-                mix_cols(be, &z, &rows, self.config.head_dim, sel.row_map(), abl(|a, l| a.z[l].as_ref()))?
+                mix_cols(be, &z, &rows, self.config.head_dim, sel.row_map(), abl(Site::Z))?
             } else {
                 z
             };
@@ -230,7 +230,7 @@ impl<B: Backend> Model<B> {
             Some(be.matmul(&z, &lw.wo, lw.bo.as_ref())?)
         };
         let m: Vec<f32> = masks.iter().map(|m| m.attn_block(l)).collect();
-        attn = self.mix_block(be, attn, &m, sel.row_map(), abl(|a, l| a.attn_out[l].as_ref()))?;
+        attn = self.mix_block(be, attn, &m, sel.row_map(), abl(Site::AttnOut))?;
         let x = match &attn {
             Some(a) => be.add(&x, a)?,
             None => x,
@@ -251,7 +251,7 @@ impl<B: Backend> Model<B> {
             };
             let hidden = if masks.iter().any(|m| !m.neurons_all_on(l)) {
                 let rows: Vec<&[f32]> = masks.iter().map(|m| &m.neurons[l][..]).collect();
-                mix_cols(be, &hidden, &rows, 1, sel.row_map(), abl(|a, l| a.hidden[l].as_ref()))?
+                mix_cols(be, &hidden, &rows, 1, sel.row_map(), abl(Site::Hidden))?
             } else {
                 hidden
             };
@@ -259,7 +259,7 @@ impl<B: Backend> Model<B> {
             Some(be.matmul(&hidden, &lw.w_down, lw.b_down.as_ref())?)
         };
         let m: Vec<f32> = masks.iter().map(|m| m.mlp_block(l)).collect();
-        mlp = self.mix_block(be, mlp, &m, sel.row_map(), abl(|a, l| a.mlp_out[l].as_ref()))?;
+        mlp = self.mix_block(be, mlp, &m, sel.row_map(), abl(Site::MlpOut))?;
         let x = match &mlp {
             Some(m) => be.add(&x, m)?,
             None => x,

@@ -1,6 +1,7 @@
 //! Weights in one canonical layout: every matrix `[out, in]` (HF Linear), biases optional, so the
 //! forward reads the same structure whatever the source (GPT-2 Conv1D, Llama, GGUF, a pruned model).
 
+use crate::mask::ModelShape;
 use crate::HostTensor;
 
 /// One transformer block. Head counts come from the weights, not the config, so a pruned layer with
@@ -92,5 +93,12 @@ impl ModelWeights<HostTensor> {
         });
         let emb = self.wte.len() + self.wpe.as_ref().map_or(0, |t| t.len());
         (n, n - emb - self.lm_head.as_ref().map_or(0, |t| t.len()))
+    }
+}
+
+impl ModelShape {
+    /// The heads and MLP widths of a model's layers (`d_ff` reads a tensor's rows on its backend).
+    pub fn of<T>(layers: &[LayerWeights<T>], d_ff: impl Fn(&T) -> usize) -> ModelShape {
+        ModelShape { n_heads: layers.iter().map(|l| l.n_heads).collect(), d_ff: layers.iter().map(|l| d_ff(&l.w_up)).collect() }
     }
 }

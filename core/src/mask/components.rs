@@ -5,8 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::circuit::Masks;
-use crate::model::LayerWeights;
+use super::Masks;
 use crate::{Error, Result};
 
 /// A node of the circuit: what extraction decides on and pruning removes.
@@ -106,9 +105,6 @@ impl ModelShape {
     pub const MAX_HEADS: usize = 4096;
     pub const MAX_D_FF: usize = 1 << 24;
 
-    pub fn of<T>(layers: &[LayerWeights<T>], d_ff: impl Fn(&T) -> usize) -> ModelShape {
-        ModelShape { n_heads: layers.iter().map(|l| l.n_heads).collect(), d_ff: layers.iter().map(|l| d_ff(&l.w_up)).collect() }
-    }
     pub fn n_layers(&self) -> usize {
         self.n_heads.len()
     }
