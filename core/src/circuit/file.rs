@@ -106,6 +106,37 @@ pub struct CircuitMetrics {
     pub kl: f64,
 }
 
+impl CircuitFile {
+    /// The circuit file of a method's result: model, task and split, the method and its settings,
+    /// the ablation's source (`values`: the means file shipped beside it, if any), the components
+    /// and the held-out scores.
+    pub fn from_result(model: ModelIdentity, task: TaskInfo, kind: crate::extract::AblationKind, shape: ModelShape,
+        r: &crate::extract::MethodResult, metrics: Option<CircuitMetrics>, values: Option<&str>) -> CircuitFile {
+        use crate::extract::AblationKind;
+        CircuitFile {
+            format: FORMAT.into(),
+            version: VERSION,
+            model,
+            task,
+            method: r.method.clone(),
+            ablation: AblationSource {
+                kind: serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+                split: match kind {
+                    AblationKind::Zero => None,
+                    AblationKind::Resample => Some("corrupted prompts of each split".into()),
+                    _ => Some("patching".into()),
+                },
+                values: values.map(String::from),
+            },
+            shape,
+            kept: r.kept.clone(),
+            removed: r.removed.clone(),
+            metrics,
+            decisions: r.decisions.clone(),
+        }
+    }
+}
+
 /// The ablation kinds a circuit file names (`AblationKind` as it serializes).
 pub const ABLATION_KINDS: [&str; 4] = ["zero", "mean", "mean-per-position", "resample"];
 

@@ -21,6 +21,7 @@ pub mod attribute;
 pub mod node_prune;
 mod prepare;
 mod reference;
+mod result;
 mod state;
 
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,7 @@ use crate::model::Model;
 use crate::tasks::Example;
 use crate::{Error, Result};
 
+pub use result::MethodResult;
 pub use state::{AblateState, Decision};
 
 /// Where an ablated component's value comes from.

@@ -17,16 +17,15 @@ use crate::measure::{forward_flops, latencies};
 use crate::source;
 use anyhow::{bail, Context, Result};
 use carve_core::backend::Backend;
-use carve_core::circuit::file::{AblationSource, CircuitFile, CircuitMetrics, DecisionRecord, MethodInfo, ModelIdentity, TaskInfo};
+use carve_core::circuit::file::{CircuitFile, CircuitMetrics, ModelIdentity, TaskInfo};
 use carve_core::circuit::{means, svg, ModelShape};
-use carve_core::extract::{ablate, AblateData, AblateOptions, AblationKind, Implementation, RunOptions};
+use carve_core::extract::{ablate, AblateData, AblateOptions, AblationKind, Implementation, MethodResult, RunOptions};
 use carve_core::metrics::{evaluate, Circuit, EvalOptions, Scores};
 use carve_core::model::load::{load_path, weights_sha256, LoadedModel};
 use carve_core::model::{Batch, Model};
 use carve_core::prune::{prune, write_dir, DirExtras};
 use progress::Hook;
 use rundir::{RunDir, SavedState};
-use serde_json::json;
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -155,7 +154,7 @@ pub fn run(a: Args) -> Result<()> {
         eprintln!("note    {n}");
     }
     let base_config = read_base_config(&path)?;
-    let job = ExtractJob { a: &a, m: &m, sha, prep: &prep, rd: &rd, resume, base_config };
+    let job = ExtractJob { a: &a, m: &m, sha, prep: &prep, rd: &rd, resume, base_config, seconds: 0.0 };
     match dispatch(a.backend, job)? {
         Outcome::Stopped => {
             eprintln!("stopped: the state is saved in {}", rd.path(rundir::STATE).display());
@@ -200,6 +199,8 @@ struct ExtractJob<'a> {
     rd: &'a RunDir,
     resume: Option<SavedState>,
     base_config: Option<serde_json::Value>,
+    /// Extraction time, interrupted runs included (set by the method).
+    seconds: f64,
 }
 
 impl AblationArg {
@@ -226,7 +227,7 @@ impl Job for ExtractJob<'_> {
             Method::NodePrune => node_prune::run(&mut self, be, &model)?,
         };
         let Some(found) = found else { return Ok(Outcome::Stopped) };
-        let extract_seconds = found.seconds;
+        let extract_seconds = self.seconds;
         eprintln!("{}", found.summary);
 
         let eval_opts = EvalOptions { batch_size: a.batch };
@@ -237,41 +238,19 @@ impl Job for ExtractJob<'_> {
 
         let shape = ModelShape::of(&m.weights.layers, |t| t.shape[0]);
         let sizes = splits.sizes();
-        let cf = CircuitFile {
-            format: carve_core::circuit::file::FORMAT.into(),
-            version: carve_core::circuit::file::VERSION,
-            model: ModelIdentity { name: m.source.clone(), arch: m.config.arch.name().into(), sha256: self.sha.clone() },
-            task: TaskInfo {
-                name: a.task.clone().unwrap_or_else(|| task.name.clone()),
-                seed: a.task_args.seed,
-                bos: a.task_args.bos,
-                metric: task.metric.key().into(),
-                n_patching: sizes.patching,
-                n_discovery: sizes.discovery,
-                n_test: sizes.test,
-            },
-            method: found.method.clone(),
-            ablation: AblationSource {
-                kind: serde_json::to_value(kind)?.as_str().unwrap_or("?").into(),
-                split: match kind {
-                    AblationKind::Zero => None,
-                    AblationKind::Resample => Some("corrupted prompts of each split".into()),
-                    _ => Some("patching".into()),
-                },
-                values: shipped_means(&found.ablation).map(|_| rundir::MEANS.into()),
-            },
-            shape: shape.clone(),
-            kept: found.kept.clone(),
-            removed: found.removed.clone(),
-            metrics: Some(CircuitMetrics {
-                split: "test".into(),
-                n: test.n,
-                full: file_scores(&test.full),
-                circuit: file_scores(&test_circuit),
-                kl: test_kl,
-            }),
-            decisions: found.decisions.clone(),
+        let identity = ModelIdentity { name: m.source.clone(), arch: m.config.arch.name().into(), sha256: self.sha.clone() };
+        let task_info = TaskInfo {
+            name: a.task.clone().unwrap_or_else(|| task.name.clone()),
+            seed: a.task_args.seed,
+            bos: a.task_args.bos,
+            metric: task.metric.key().into(),
+            n_patching: sizes.patching,
+            n_discovery: sizes.discovery,
+            n_test: sizes.test,
         };
+        let metrics = CircuitMetrics { split: "test".into(), n: test.n, full: file_scores(&test.full), circuit: file_scores(&test_circuit), kl: test_kl };
+        let values_file = shipped_means(&found.ablation).map(|_| rundir::MEANS);
+        let cf = CircuitFile::from_result(identity, task_info, kind, shape.clone(), &found, Some(metrics), values_file);
         let cf_value = serde_json::to_value(&cf)?;
 
         let pruned = match kind {
@@ -318,24 +297,9 @@ impl Job for ExtractJob<'_> {
     }
 }
 
-/// What a method found, in the form the run's files take.
-pub(crate) struct Found {
-    pub masks: carve_core::circuit::Masks,
-    pub kept: Vec<carve_core::circuit::Component>,
-    pub removed: Vec<carve_core::circuit::Component>,
-    pub ablation: carve_core::circuit::Ablation,
-    pub method: MethodInfo,
-    pub decisions: Vec<DecisionRecord>,
-    pub seconds: f64,
-    /// One line for the terminal.
-    pub summary: String,
-    /// node-prune's loss curve.
-    pub training: Option<Vec<carve_core::extract::node_prune::StepRecord>>,
-}
-
 impl ExtractJob<'_> {
     /// Greedy node ablation; None when it was stopped (the state is saved).
-    fn run_ablate<B: Backend>(&mut self, be: &B, model: &Model<B>) -> Result<Option<Found>> {
+    fn run_ablate<B: Backend>(&mut self, be: &B, model: &Model<B>) -> Result<Option<MethodResult>> {
         let (a, splits) = (self.a, &self.prep.splits);
         let alpha = a.ablate.alpha.context("ablate needs --alpha: the KL threshold below which a component goes (nats)")?;
         let opts = AblateOptions { alpha, ablation: a.ablate.ablation.kind(), mlps: a.ablate.mlps, neurons: a.neurons };
@@ -356,32 +320,8 @@ impl ExtractJob<'_> {
         if !run.finished {
             return Ok(None);
         }
-        let seconds = hook.seconds();
-        Ok(Some(Found {
-            summary: format!(
-                "ablate: {} of {} components removed in {seconds:.1} s (KL {:.5})",
-                run.removed.len(),
-                run.state.order().len(),
-                run.state.kl_cur()
-            ),
-            method: MethodInfo {
-                name: "ablate".into(),
-                hyperparameters: json!({ "alpha": opts.alpha, "ablation": opts.ablation, "mlps": opts.mlps, "neurons": opts.neurons }),
-                discovery_kl: run.state.kl_cur(),
-            },
-            decisions: run
-                .state
-                .decisions
-                .iter()
-                .map(|d| DecisionRecord { component: d.component, kl: d.kl, removed: d.accepted })
-                .collect(),
-            masks: run.masks,
-            kept: run.kept,
-            removed: run.removed,
-            ablation: run.ablation,
-            seconds,
-            training: None,
-        }))
+        self.seconds = hook.seconds();
+        Ok(Some(run.into_result(&opts, self.seconds)))
     }
 }
 

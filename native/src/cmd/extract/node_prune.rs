@@ -2,15 +2,13 @@
 //! saved state, and what it found in the form the run's files take.
 
 use super::progress::{Hook, TrainHook};
-use super::{ExtractJob, Found};
+use super::ExtractJob;
 use anyhow::{Context, Result};
 use carve_core::backend::Backend;
-use carve_core::circuit::file::MethodInfo;
 use carve_core::extract::node_prune::{node_prune, Granularity, NodePruneData, NodePruneOptions};
-use carve_core::extract::AblationKind;
+use carve_core::extract::{AblationKind, MethodResult};
 use carve_core::model::Model;
 use carve_core::tasks::Target;
-use serde_json::json;
 
 /// node-prune's settings.
 #[derive(clap::Args)]
@@ -61,7 +59,7 @@ impl NodePruneArgs {
 }
 
 /// Trains the gates; None when stopped (the state is saved).
-pub(super) fn run<B: Backend>(job: &mut ExtractJob<'_>, be: &B, model: &Model<B>) -> Result<Option<Found>> {
+pub(super) fn run<B: Backend>(job: &mut ExtractJob<'_>, be: &B, model: &Model<B>) -> Result<Option<MethodResult>> {
     let (a, splits) = (job.a, &job.prep.splits);
     let opts = a.node_prune.options(a.batch, a.task_args.seed, a.ablate.ablation.kind());
     let pairs = splits
@@ -98,41 +96,6 @@ pub(super) fn run<B: Backend>(job: &mut ExtractJob<'_>, be: &B, model: &Model<B>
     if !run.finished {
         return Ok(None);
     }
-    let seconds = hook.inner.seconds();
-    let last = run.state.history.last();
-    let summary = format!(
-        "node-prune: {} steps in {seconds:.1} s · final loss {:.4} · {} components kept, {} removed · discovery KL {:.5}",
-        run.state.step,
-        last.map_or(f64::NAN, |r| r.loss),
-        run.kept.len(),
-        run.removed.len(),
-        run.discovery_kl
-    );
-    Ok(Some(Found {
-        summary,
-        method: MethodInfo {
-            name: "node-prune".into(),
-            hyperparameters: json!({
-                "granularity": opts.granularity.names(),
-                "sparsity_weight": opts.sparsity_weight,
-                "steps": opts.steps,
-                "lr": opts.lr,
-                "warmup": opts.warmup,
-                "batch": opts.batch,
-                "seed": opts.seed,
-                "ablation": opts.ablation,
-                "margin": opts.margin,
-                "init_open": opts.init_open,
-                "final_loss": last.map(|r| r.loss),
-            }),
-            discovery_kl: run.discovery_kl,
-        },
-        decisions: vec![],
-        masks: run.masks,
-        kept: run.kept,
-        removed: run.removed,
-        ablation: run.ablation,
-        seconds,
-        training: Some(run.state.history),
-    }))
+    job.seconds = hook.inner.seconds();
+    Ok(Some(run.into_result(&opts, job.seconds)))
 }

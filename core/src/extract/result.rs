@@ -1,0 +1,96 @@
+//! What every method returns, in one type: the circuit's masks and components, the ablation values
+//! it was found with, the method's name and settings, and what it measured on the way. The circuit
+//! file is built from it (`CircuitFile::from_result`), so that every method writes the same file.
+
+use serde_json::json;
+
+use super::node_prune::{NodePruneOptions, NodePruneRun, StepRecord};
+use super::{AblateOptions, AblateRun};
+use crate::circuit::file::{DecisionRecord, MethodInfo};
+use crate::mask::{Ablation, Component, Masks};
+
+pub struct MethodResult {
+    /// The circuit's hard masks on the full model.
+    pub masks: Masks,
+    pub kept: Vec<Component>,
+    pub removed: Vec<Component>,
+    pub ablation: Ablation,
+    /// Name, settings and the discovery split's KL.
+    pub method: MethodInfo,
+    /// ablate's verdict on each candidate, in order (empty for learned methods).
+    pub decisions: Vec<DecisionRecord>,
+    /// A learned method's loss curve.
+    pub training: Option<Vec<StepRecord>>,
+    /// One line for people.
+    pub summary: String,
+}
+
+impl AblateRun {
+    /// The finished sweep as a method result (`seconds`: the time it took, for the summary).
+    pub fn into_result(self, opts: &AblateOptions, seconds: f64) -> MethodResult {
+        MethodResult {
+            summary: format!(
+                "ablate: {} of {} components removed in {seconds:.1} s (KL {:.5})",
+                self.removed.len(),
+                self.state.order().len(),
+                self.state.kl_cur()
+            ),
+            method: MethodInfo {
+                name: "ablate".into(),
+                hyperparameters: json!({ "alpha": opts.alpha, "ablation": opts.ablation, "mlps": opts.mlps, "neurons": opts.neurons }),
+                discovery_kl: self.state.kl_cur(),
+            },
+            decisions: self
+                .state
+                .decisions
+                .iter()
+                .map(|d| DecisionRecord { component: d.component, kl: d.kl, removed: d.accepted })
+                .collect(),
+            masks: self.masks,
+            kept: self.kept,
+            removed: self.removed,
+            ablation: self.ablation,
+            training: None,
+        }
+    }
+}
+
+impl NodePruneRun {
+    /// The finished training as a method result.
+    pub fn into_result(self, opts: &NodePruneOptions, seconds: f64) -> MethodResult {
+        let last = self.state.history.last().cloned();
+        MethodResult {
+            summary: format!(
+                "node-prune: {} steps in {seconds:.1} s · final loss {:.4} · {} components kept, {} removed · discovery KL {:.5}",
+                self.state.step,
+                last.as_ref().map_or(f64::NAN, |r| r.loss),
+                self.kept.len(),
+                self.removed.len(),
+                self.discovery_kl
+            ),
+            method: MethodInfo {
+                name: "node-prune".into(),
+                hyperparameters: json!({
+                    "granularity": opts.granularity.names(),
+                    "sparsity_weight": opts.sparsity_weight,
+                    "steps": opts.steps,
+                    "lr": opts.lr,
+                    "warmup": opts.warmup,
+                    "batch": opts.batch,
+                    "seed": opts.seed,
+                    "ablation": opts.ablation,
+                    "margin": opts.margin,
+                    "init_open": opts.init_open,
+                    "final_loss": last.as_ref().map(|r| r.loss),
+                }),
+                discovery_kl: self.discovery_kl,
+            },
+            decisions: vec![],
+            masks: self.masks,
+            kept: self.kept,
+            removed: self.removed,
+            ablation: self.ablation,
+            training: Some(self.state.history),
+        }
+    }
+}
