@@ -195,3 +195,60 @@ impl Layout {
         (kept, removed, m)
     }
 }
+
+/// Parameters each component holds, per layer: a head's share of its layer's attention weights, a
+/// neuron's share of its MLP's. What target sparsity is measured in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Costs {
+    pub head: Vec<f64>,
+    pub neuron: Vec<f64>,
+    /// All of them: the attention and MLP weights of every layer.
+    pub total: f64,
+}
+
+impl Layout {
+    /// The expected fraction of the attention and MLP parameters removed, ŝ = 1 − E[kept]/total,
+    /// with a head kept when it and its block are open (independent gates, P(open) the expected
+    /// L0 of each), likewise a neuron; and ∂ŝ/∂log α for every gate. Components without a gate
+    /// count as open.
+    pub fn expected_sparsity(&self, p_open: &[f64], dp_open: &[f64], c: &Costs) -> (f64, Vec<f64>) {
+        let s = &self.shape;
+        let mut grad = vec![0.0; self.len()];
+        let mut kept = 0.0;
+        let (mut hi, mut ni) = (self.ranges[2].start, self.ranges[3].start);
+        for l in 0..s.n_layers() {
+            let gate = |r: &std::ops::Range<usize>| (!r.is_empty()).then(|| r.start + l);
+            let (ga, gm) = (gate(&self.ranges[0]), gate(&self.ranges[1]));
+            let pa = ga.map_or(1.0, |i| p_open[i]);
+            let pm = gm.map_or(1.0, |i| p_open[i]);
+            let mut heads = 0.0;
+            for _ in 0..s.n_heads[l] {
+                if self.granularity.heads {
+                    heads += p_open[hi] * c.head[l];
+                    grad[hi] = -dp_open[hi] * pa * c.head[l] / c.total;
+                    hi += 1;
+                } else {
+                    heads += c.head[l];
+                }
+            }
+            let mut neurons = 0.0;
+            for _ in 0..s.d_ff[l] {
+                if self.granularity.neurons {
+                    neurons += p_open[ni] * c.neuron[l];
+                    grad[ni] = -dp_open[ni] * pm * c.neuron[l] / c.total;
+                    ni += 1;
+                } else {
+                    neurons += c.neuron[l];
+                }
+            }
+            if let Some(i) = ga {
+                grad[i] = -dp_open[i] * heads / c.total;
+            }
+            if let Some(i) = gm {
+                grad[i] = -dp_open[i] * neurons / c.total;
+            }
+            kept += pa * heads + pm * neurons;
+        }
+        (1.0 - kept / c.total, grad)
+    }
+}

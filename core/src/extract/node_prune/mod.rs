@@ -21,7 +21,7 @@
 mod gates;
 mod state;
 
-pub use gates::{Granularity, Kind, Layout};
+pub use gates::{Costs, Granularity, Kind, Layout};
 pub use state::{NodePruneState, StepRecord};
 
 use serde::{Deserialize, Serialize};
@@ -56,6 +56,11 @@ pub struct NodePruneOptions {
     pub margin: f64,
     /// P(gate fully open) at the start, for every gate.
     pub init_open: f64,
+    /// Target mode: the fraction of the attention and MLP parameters to remove. A Lagrangian
+    /// λ1(ŝ − t) + λ2(ŝ − t)² on the expected sparsity ŝ, λ1 and λ2 raised by gradient ascent, t
+    /// ramped linearly from 0 to the target over the first 70% of the steps.
+    #[serde(default)]
+    pub target_sparsity: Option<f64>,
 }
 
 impl NodePruneOptions {
@@ -72,6 +77,7 @@ impl NodePruneOptions {
             ablation: AblationKind::Mean,
             margin: 1.0,
             init_open: 0.95,
+            target_sparsity: None,
         }
     }
 
@@ -105,6 +111,11 @@ impl NodePruneOptions {
         }
         if !(self.init_open.is_finite() && self.init_open > 0.0 && self.init_open < 1.0) {
             return bad(format!("the starting open probability must be in (0, 1), not {}", self.init_open));
+        }
+        if let Some(t) = self.target_sparsity {
+            if !(t.is_finite() && (0.0..1.0).contains(&t)) {
+                return bad(format!("the target sparsity must be in [0, 1), not {t}"));
+            }
         }
         if !matches!(self.ablation, AblationKind::Zero | AblationKind::Mean) {
             return bad(format!(
@@ -212,9 +223,10 @@ pub async fn node_prune<B: Backend>(model: &Model<B>, be: &B, data: &NodePruneDa
 
     let full = full_logits(model, be, &data.discovery, opts.batch).await?;
     let counts: Vec<f64> = layout.ranges.iter().map(|r| r.len() as f64).collect();
+    let costs = costs(model, be);
     let optim = AdamW::default();
     while st.step < opts.steps {
-        let record = train_step(model, be, data, opts, &layout, &counts, &full, dev.as_ref(), &mut st, &optim).await?;
+        let record = train_step(model, be, data, opts, &layout, &counts, &costs, &full, dev.as_ref(), &mut st, &optim).await?;
         let info = StepInfo { record, total: opts.steps };
         if progress.update(&info, &st) == Flow::Stop && st.step < opts.steps {
             let (kept, removed, masks) = layout.circuit(&st.hard_masks(&layout), opts.ablation == AblationKind::Mean);
@@ -231,8 +243,8 @@ pub async fn node_prune<B: Backend>(model: &Model<B>, be: &B, data: &NodePruneDa
 /// the state stays as the last good step left it.
 #[allow(clippy::too_many_arguments)]
 async fn train_step<B: Backend>(model: &Model<B>, be: &B, data: &NodePruneData, opts: &NodePruneOptions, layout: &Layout,
-    counts: &[f64], full: &HostTensor, dev: Option<&DeviceAblation<B>>, st: &mut NodePruneState, optim: &AdamW)
-    -> Result<StepRecord> {
+    counts: &[f64], costs: &Costs, full: &HostTensor, dev: Option<&DeviceAblation<B>>, st: &mut NodePruneState,
+    optim: &AdamW) -> Result<StepRecord> {
     let mut rng = st.rng;
     let n = data.discovery.len();
     let idx = minibatch(&mut rng, n, opts.batch);
@@ -261,8 +273,25 @@ async fn train_step<B: Backend>(model: &Model<B>, be: &B, data: &NodePruneData, 
         l0 += ws * hc::expected_l0(a);
         grads.push(gz[i] * hc::sample_grad(a, u) + ws * hc::expected_l0_grad(a));
     }
-    let loss = task.loss + l0;
     let step = st.step;
+    // Expected sparsity, and the Lagrangian that holds it at the target.
+    let p: Vec<f64> = st.log_alpha.iter().map(|&a| hc::expected_l0(a)).collect();
+    let dp: Vec<f64> = st.log_alpha.iter().map(|&a| hc::expected_l0_grad(a)).collect();
+    let (sparsity, ds) = layout.expected_sparsity(&p, &dp, costs);
+    let mut lagrangian = 0.0;
+    let mut lambda_grads = [0.0; 2];
+    let target = opts.target_sparsity.map(|t| t * ((step + 1) as f64 / (0.7 * opts.steps as f64).max(1.0)).min(1.0));
+    if let Some(t) = target {
+        let (l1, l2) = (st.lambda[0], st.lambda[1]);
+        let d = sparsity - t;
+        lagrangian = l1 * d + l2 * d * d;
+        for (g, &dsi) in grads.iter_mut().zip(&ds) {
+            *g += (l1 + 2.0 * l2 * d) * dsi;
+        }
+        // Ascent on λ: AdamW descends, so it takes the negated gradient.
+        lambda_grads = [-d, -d * d];
+    }
+    let loss = task.loss + l0 + lagrangian;
     if !loss.is_finite() || grads.iter().any(|g| !g.is_finite()) {
         return Err(Error::NonFinite(format!(
             "node-prune step {}: the loss is {loss} (KL {}); training stopped, the last good state (step {step}) is kept",
@@ -272,11 +301,40 @@ async fn train_step<B: Backend>(model: &Model<B>, be: &B, data: &NodePruneData, 
     }
     let lr = adamw::warmup_cosine(opts.lr, step, opts.warmup, opts.steps);
     optim.step(&mut st.log_alpha, &grads, &mut st.moments, lr);
+    if target.is_some() {
+        optim.step(&mut st.lambda, &lambda_grads, &mut st.lambda_moments, lr);
+    }
     st.rng = rng;
     st.step += 1;
-    let record = StepRecord { step: st.step, loss, kl: kl.loss, margin: margin.loss, lr, kept: st.kept_fractions(layout) };
+    let record = StepRecord {
+        step: st.step,
+        loss,
+        kl: kl.loss,
+        margin: margin.loss,
+        lr,
+        kept: st.kept_fractions(layout),
+        sparsity,
+        target,
+    };
     st.history.push(record.clone());
     Ok(record)
+}
+
+/// Parameters per head and per neuron in each layer: its share of the layer's attention (Q, K, V,
+/// O and their biases) or MLP weights.
+fn costs<B: Backend>(model: &Model<B>, be: &B) -> Costs {
+    let n = |t: &B::Tensor| be.shape(t).iter().product::<usize>() as f64;
+    let o = |t: &Option<B::Tensor>| t.as_ref().map_or(0.0, n);
+    let (mut head, mut neuron, mut total) = (Vec::new(), Vec::new(), 0.0);
+    for l in &model.weights.layers {
+        let attn = n(&l.wq) + n(&l.wk) + n(&l.wv) + n(&l.wo) + o(&l.bq) + o(&l.bk) + o(&l.bv);
+        let d_ff = be.shape(&l.w_up)[0];
+        let mlp = n(&l.w_up) + n(&l.w_down) + o(&l.w_gate) + o(&l.b_up);
+        head.push(if l.n_heads > 0 { attn / l.n_heads as f64 } else { 0.0 });
+        neuron.push(if d_ff > 0 { mlp / d_ff as f64 } else { 0.0 });
+        total += attn + mlp;
+    }
+    Costs { head, neuron, total: total.max(1.0) }
 }
 
 /// `k` distinct indices below `n` (all of them when `k ≥ n`), by a partial Fisher–Yates shuffle.

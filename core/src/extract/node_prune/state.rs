@@ -29,6 +29,12 @@ pub struct StepRecord {
     /// Fraction of each granularity's gates whose deterministic value is above 0.5, by name
     /// (`attn`, `mlps`, `heads`, `neurons`; only those trained).
     pub kept: Vec<(String, f64)>,
+    /// Expected fraction of the attention and MLP parameters removed.
+    #[serde(default)]
+    pub sparsity: f64,
+    /// The target this step (target mode).
+    #[serde(default)]
+    pub target: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -45,6 +51,18 @@ pub struct NodePruneState {
     pub moments: Moments,
     pub rng: SplitMix64,
     pub history: Vec<StepRecord>,
+    /// Target mode's multipliers (λ1, λ2) and their AdamW moments.
+    #[serde(default = "two_zeros")]
+    pub lambda: Vec<f64>,
+    #[serde(default = "two_moments")]
+    pub lambda_moments: Moments,
+}
+
+fn two_zeros() -> Vec<f64> {
+    vec![0.0; 2]
+}
+fn two_moments() -> Moments {
+    Moments::new(2)
 }
 
 impl NodePruneState {
@@ -62,6 +80,8 @@ impl NodePruneState {
             moments: Moments::new(n),
             rng,
             history: Vec::new(),
+            lambda: two_zeros(),
+            lambda_moments: two_moments(),
         }
     }
 
@@ -102,6 +122,12 @@ impl NodePruneState {
         }
         if let Some(i) = (0..n).find(|&i| !(self.log_alpha[i].is_finite() && self.moments.m[i].is_finite() && self.moments.v[i].is_finite())) {
             return bad(format!("gate {i}'s log α or moments are not finite numbers"));
+        }
+        if self.lambda.len() != 2 || self.lambda_moments.m.len() != 2 || self.lambda_moments.v.len() != 2 {
+            return bad("`lambda` and its moments hold 2 values each".into());
+        }
+        if self.lambda.iter().chain(&self.lambda_moments.m).chain(&self.lambda_moments.v).any(|x| !x.is_finite()) {
+            return bad("`lambda` or its moments are not finite numbers".into());
         }
         if self.step > self.options.steps || self.moments.t != self.step || self.history.len() as u64 != self.step {
             return bad(format!(

@@ -31,6 +31,10 @@ pub struct NodePruneArgs {
     /// node-prune: margin of the logit-difference hinge term (0 turns it off).
     #[arg(long, default_value_t = 1.0)]
     pub margin: f64,
+    /// node-prune: remove this fraction of the attention and MLP parameters (a Lagrangian holds the
+    /// expected sparsity at a target ramped up from 0), on top of the sparsity weight.
+    #[arg(long)]
+    pub target_sparsity: Option<f64>,
 }
 
 impl NodePruneArgs {
@@ -47,6 +51,7 @@ impl NodePruneArgs {
             seed,
             ablation,
             margin: self.margin,
+            target_sparsity: self.target_sparsity,
             ..NodePruneOptions::defaults()
         }
     }
