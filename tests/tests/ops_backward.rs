@@ -717,3 +717,26 @@ fn wgpu_split_weights_backward() {
         Ok(_) => panic!("matmul_backward with a split dy accepted"),
     }
 }
+
+/// `read_many` returns what reading each tensor alone returns, in order, with empty and split
+/// tensors among them, on both backends.
+#[test]
+fn read_many_equals_reads_one_by_one() {
+    let mut r = rng("read_many");
+    let small = new_wgpu(WgpuOptions { max_binding_bytes: Some(8192), ..WgpuOptions::default() });
+    let ts = [rand_t(&mut r, &[3, 5], 1.0), HostTensor::zeros(vec![0, 4]), rand_t(&mut r, &[1000, 20], 1.0), rand_t(&mut r, &[7, 2], 1.0)];
+    fn check<B: Backend>(b: &B, ts: &[HostTensor]) {
+        let dev: Vec<B::Tensor> = ts.iter().map(|t| up(b, t)).collect();
+        let refs: Vec<&B::Tensor> = dev.iter().collect();
+        let many = pollster::block_on(b.read_many(&refs)).unwrap();
+        assert_eq!(many.len(), ts.len());
+        for ((m, t), d) in many.iter().zip(ts).zip(&dev) {
+            assert_eq!(m, t, "read_many differs from what was uploaded");
+            assert_eq!(m, &get(b, d), "read_many differs from read");
+        }
+    }
+    assert!(up(&small, &ts[2]).chunk_count() > 1, "the big tensor should be split");
+    check(&small, &ts);
+    check(gpu(), &ts);
+    check(&CpuBackend::new(), &ts);
+}

@@ -57,6 +57,8 @@ pub trait Backend {
     fn shape(&self, t: &Self::Tensor) -> Vec<usize>;
     /// Runs whatever is recorded and copies `t` back.
     fn read(&self, t: &Self::Tensor) -> impl std::future::Future<Output = Result<HostTensor>>;
+    /// Runs whatever is recorded and copies every tensor of `ts` back, in one submit.
+    fn read_many(&self, ts: &[&Self::Tensor]) -> impl std::future::Future<Output = Result<Vec<HostTensor>>>;
 
     /// `out[i, :] = table[ids[i], :]`. Callers validate ids against the table's rows.
     fn gather_rows(&self, table: &Self::Tensor, ids: &[u32]) -> Result<Self::Tensor>;

@@ -143,22 +143,23 @@ impl<B: Backend> Model<B> {
             neurons: masks.neurons.iter().map(|n| vec![0.0; n.len()]).collect(),
             layers: vec![0.0; masks.n_layers()],
         };
+        // Every layer's mask gradients come back in one read.
         let hd = self.config.head_dim;
+        let all: Vec<&B::Tensor> =
+            grads.iter().flat_map(|g| [&g.heads, &g.attn, &g.neurons, &g.mlp]).flatten().collect();
+        let mut host = be.read_many(&all).await?.into_iter();
         for (l, g) in grads.iter().enumerate() {
-            if let Some(t) = &g.heads {
-                out.heads[l] = sum_groups(&be.read(t).await?, hd);
+            let mut next = |t: &Option<B::Tensor>| t.as_ref().map(|_| host.next().expect("one read per tensor"));
+            let (gh, ga, gn, gm) = (next(&g.heads), next(&g.attn), next(&g.neurons), next(&g.mlp));
+            if let Some(t) = gh {
+                out.heads[l] = sum_groups(&t, hd);
             }
-            if let Some(t) = &g.neurons {
-                out.neurons[l] = be.read(t).await?.data;
+            if let Some(t) = gn {
+                out.neurons[l] = t.data;
             }
-            let block = async |t: &Option<B::Tensor>| -> Result<f32> {
-                Ok(match t {
-                    Some(t) => sum_groups(&be.read(t).await?, usize::MAX)[0],
-                    None => 0.0,
-                })
-            };
+            let block = |t: Option<HostTensor>| t.map_or(0.0, |t| sum_groups(&t, usize::MAX)[0]);
             // The block mix used attn·layer (mlp·layer): the product rule splits its gradient.
-            let (ga, gm) = (block(&g.attn).await?, block(&g.mlp).await?);
+            let (ga, gm) = (block(ga), block(gm));
             out.attn[l] = ga * masks.layers[l];
             out.mlp[l] = gm * masks.layers[l];
             out.layers[l] = ga * masks.attn[l] + gm * masks.mlp[l];

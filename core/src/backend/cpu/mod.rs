@@ -87,6 +87,9 @@ impl Backend for CpuBackend {
     async fn read(&self, t: &CpuTensor) -> Result<HostTensor> {
         Ok((*t.0).clone())
     }
+    async fn read_many(&self, ts: &[&CpuTensor]) -> Result<Vec<HostTensor>> {
+        Ok(ts.iter().map(|t| (*t.0).clone()).collect())
+    }
 
     fn gather_rows(&self, table: &CpuTensor, ids: &[u32]) -> Result<CpuTensor> {
         let (rows, cols) = table.rows_cols();

@@ -190,6 +190,10 @@ impl Backend for WgpuBackend {
         self.read_tensor(t)
     }
 
+    fn read_many(&self, ts: &[&GpuTensor]) -> impl std::future::Future<Output = Result<Vec<HostTensor>>> {
+        self.read_tensors(ts)
+    }
+
     fn gather_rows(&self, table: &GpuTensor, ids: &[u32]) -> Result<GpuTensor> {
         self.op_gather_rows(table, ids)
     }

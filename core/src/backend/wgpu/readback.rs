@@ -31,17 +31,24 @@ impl WgpuBackend {
     }
 
     pub(super) async fn read_tensor(&self, t: &GpuTensor) -> Result<HostTensor> {
+        let mut v = self.read_tensors(&[t]).await?;
+        Ok(v.pop().expect("one tensor read"))
+    }
+
+    /// Reads several tensors with one submit: every chunk of every tensor is copied to its own
+    /// staging buffer, then all are mapped together.
+    pub(super) async fn read_tensors(&self, ts: &[&GpuTensor]) -> Result<Vec<HostTensor>> {
         let ctx = &self.ctx;
         ctx.check_health()?;
-        let shape = t.shape().to_vec();
-        if t.numel() == 0 {
-            return Ok(HostTensor::new(shape, Vec::new()));
+        let chunks: Vec<&Chunk> = ts.iter().filter(|t| t.numel() > 0).flat_map(|t| t.chunks().iter()).collect();
+        if chunks.is_empty() {
+            return Ok(ts.iter().map(|t| HostTensor::new(t.shape().to_vec(), Vec::new())).collect());
         }
         // One staging buffer per chunk: a split weight can be bigger than one buffer may be.
-        let stagings: Vec<_> = t.chunks().iter().map(|c| self.pool.take(c.buf.bytes, STAGING_USAGE)).collect();
+        let stagings: Vec<_> = chunks.iter().map(|c| self.pool.take(c.buf.bytes, STAGING_USAGE)).collect();
         let _index = {
             let mut rec = self.rec.lock().map_err(lock_err)?;
-            for (c, s) in t.chunks().iter().zip(&stagings) {
+            for (c, s) in chunks.iter().zip(&stagings) {
                 rec.copy(&ctx.device, &c.buf.buf, &s.buf, 0, c.buf.bytes);
             }
             rec.submit(&ctx.queue)
@@ -77,7 +84,7 @@ impl WgpuBackend {
             results.push(rx.await);
         }
         ctx.check_health()?;
-        let mut data = Vec::with_capacity(t.numel());
+        let mut data = Vec::with_capacity(chunks.iter().map(|c| c.buf.bytes as usize / 4).sum());
         for (s, r) in stagings.iter().zip(results) {
             match r {
                 Some(Ok(())) => {}
@@ -91,6 +98,24 @@ impl WgpuBackend {
             s.buf.unmap(); // also on error: the buffer goes back to the pool
             got.map_err(|e| Error::Backend(format!("wgpu read: {e}")))?;
         }
-        Ok(HostTensor::new(shape, data))
+        // Back into tensors, in order; a chunk's buffer may be longer than its rows (pooled sizes).
+        let mut out = Vec::with_capacity(ts.len());
+        let mut it = stagings.iter().zip(&chunks);
+        let mut flat = data.into_iter();
+        for t in ts {
+            let mut v = Vec::with_capacity(t.numel());
+            if t.numel() > 0 {
+                for _ in t.chunks() {
+                    let (s, c) = it.next().expect("a staging buffer per chunk");
+                    let n = s.bytes as usize / 4;
+                    let want = c.rows * rows_cols(t.shape()).1;
+                    let part: Vec<f32> = flat.by_ref().take(n).collect();
+                    v.extend_from_slice(&part[..want.min(part.len())]);
+                }
+            }
+            v.truncate(t.numel());
+            out.push(HostTensor::new(t.shape().to_vec(), v));
+        }
+        Ok(out)
     }
 }
