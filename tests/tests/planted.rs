@@ -358,3 +358,95 @@ fn node_prune_copy_llama_cpu() {
 fn node_prune_induction_gpt2_gpu() {
     node_prune_recovers(gpu(), "GPT-2 induction", gpt2_planted(), induction_prompts(12, &mut Lcg(3)), [Component::Head { layer: 0, head: 0 }, Component::Head { layer: 1, head: 0 }]);
 }
+
+// ---------- Llama: an MLP in which only K neurons matter ----------
+const NV: usize = 8; // vocabulary; the answer to a prompt ending in t is t + 1 (mod NV)
+const ND: usize = 2 * NV + 2; // token features, output features, two constant features
+const NFF: usize = 24;
+const NBIAS: usize = 2 * NV;
+
+/// One layer: heads with W_O = 0 (irrelevant), an MLP whose neurons 0..NV map token t to the output
+/// feature of t + 1 (gate on the constant feature: SiLU in its linear range; up reads token t), and
+/// whose other neurons have W_down = 0 (irrelevant whatever they compute).
+fn neurons_planted() -> (ModelConfig, ModelWeights<HostTensor>) {
+    let mut g = Lcg(17);
+    let hd = 2;
+    let mut w_gate = g.matrix(NFF, ND);
+    let mut w_up = g.matrix(NFF, ND);
+    let mut w_down = zeros(ND, NFF);
+    for j in 0..NV {
+        w_gate.data[j * ND..(j + 1) * ND].fill(0.0);
+        w_up.data[j * ND..(j + 1) * ND].fill(0.0);
+        set(&mut w_gate, j, NBIAS, 3.0);
+        set(&mut w_up, j, j, 1.0);
+        set(&mut w_down, NV + (j + 1) % NV, j, 1.0);
+    }
+    let layer = LayerWeights {
+        n_heads: 2, n_kv_heads: 1,
+        ln1_w: ones(ND), ln1_b: None,
+        wq: g.matrix(2 * hd, ND), bq: None, wk: g.matrix(hd, ND), bk: None, wv: g.matrix(hd, ND), bv: None,
+        wo: zeros(ND, 2 * hd), bo: None,
+        ln2_w: ones(ND), ln2_b: None,
+        w_gate: Some(w_gate), w_up, b_up: None, w_down, b_down: None,
+    };
+    let mut wte = zeros(NV, ND);
+    for t in 0..NV {
+        set(&mut wte, t, t, 1.0);
+        set(&mut wte, t, NBIAS, 1.0);
+        set(&mut wte, t, NBIAS + 1, 1.0);
+    }
+    let mut lm_head = zeros(NV, ND);
+    (0..NV).for_each(|t| set(&mut lm_head, t, NV + t, 4.0));
+    let cfg = ModelConfig {
+        arch: Arch::Llama, n_layers: 1, n_heads: 2, n_kv_heads: 1, head_dim: hd, d_model: ND, d_ff: NFF, vocab: NV,
+        n_ctx: 32, norm_eps: 1e-5, rope_theta: 10000.0, tied_embeddings: false, bos_token_id: None, eos_token_id: None,
+    };
+    (cfg, ModelWeights { wte, wpe: None, layers: vec![layer], ln_f_w: ones(ND), ln_f_b: None, lm_head: Some(lm_head) })
+}
+
+/// node-prune with gates on heads and neurons keeps exactly neurons 0..NV of the MLP and no head.
+/// Each planted neuron serves only the prompts that end in its token (an eighth of them), so its
+/// faithfulness signal is weak against the sparsity term: at λs 0.1 (the whole batch each step) all
+/// are kept; at λs 0.2 a gate can close early and never reopen (a closed hard-concrete gate samples
+/// 0 and gets no gradient).
+#[test]
+fn node_prune_recovers_the_planted_neurons() {
+    use carve_core::extract::node_prune::{node_prune, Granularity, NodePruneData, NodePruneOptions};
+    let (cfg, w) = neurons_planted();
+    let be = cpu();
+    let model = Model::upload(&be, cfg.clone(), &w).unwrap();
+    let mut g = Lcg(23);
+    // Every token ends some prompt, so every planted neuron is needed.
+    let data: Vec<(Vec<u32>, u32)> = (0..24)
+        .map(|i| {
+            let mut p: Vec<u32> = (0..1 + g.below(4)).map(|_| g.below(NV) as u32).collect();
+            *p.last_mut().unwrap() = (i % NV) as u32;
+            let answer = ((i % NV + 1) % NV) as u32;
+            (p, answer)
+        })
+        .collect();
+    let prompts: Vec<Vec<u32>> = data.iter().map(|d| d.0.clone()).collect();
+    let batch = Batch::new(&prompts, &cfg).unwrap();
+    let args = ForwardArgs { logits: LogitsAt::Last, ..ForwardArgs::default() };
+    let logits = pollster::block_on(be.read(model.forward(&be, &batch, &args).unwrap().logits.as_ref().unwrap())).unwrap();
+    for (i, (p, answer)) in data.iter().enumerate() {
+        assert_eq!(argmax(logits.row(i)) as u32, *answer, "the planted model gets {p:?} wrong");
+    }
+    let d = NodePruneData { pairs: vec![None; prompts.len()], discovery: prompts, patching: vec![] };
+    let o = NodePruneOptions {
+        granularity: Granularity { attn: false, mlps: false, heads: true, neurons: true },
+        ablation: AblationKind::Zero,
+        sparsity_weight: 0.1,
+        steps: 300,
+        warmup: 10,
+        batch: 24,
+        lr: 0.05,
+        ..NodePruneOptions::defaults()
+    };
+    let r = pollster::block_on(node_prune(&model, &be, &d, &o, None, &mut ())).unwrap();
+    println!("log α: {:?}", r.state.log_alpha.iter().map(|a| format!("{a:.2}")).collect::<Vec<_>>());
+    let neurons: Vec<usize> = r.kept.iter().filter_map(|c| match c { Component::Neuron { neuron, .. } => Some(*neuron), _ => None }).collect();
+    assert_eq!(neurons, (0..NV).collect::<Vec<_>>(), "kept {:?}", r.kept);
+    assert!(!r.kept.iter().any(|c| matches!(c, Component::Head { .. })), "heads kept: {:?}", r.kept);
+    assert!(r.discovery_kl < 1e-6, "the circuit's KL {} should be ~0", r.discovery_kl);
+}
