@@ -440,7 +440,7 @@ fn node_prune_recovers_the_planted_neurons() {
         steps: 300,
         warmup: 10,
         batch: 24,
-        lr: 0.05,
+        lr: 0.1,
         ..NodePruneOptions::defaults()
     };
     let r = pollster::block_on(node_prune(&model, &be, &d, &o, None, &mut ())).unwrap();
