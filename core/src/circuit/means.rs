@@ -16,8 +16,6 @@ use crate::{Error, HostTensor, Result};
 /// The file's name beside `circuit.json` and in a pruned model's directory.
 pub const MEANS_FILE: &str = "means.safetensors";
 
-/// The sites a means file holds values for, as [`AblationValues::sites`] names them.
-
 /// Serializes `v`; only position-independent (one-row) values can be shipped.
 pub fn to_bytes(v: &AblationValues) -> Result<Vec<u8>> {
     if !v.position_independent() {

@@ -36,6 +36,7 @@ pub struct AttributeResult {
 
 /// Attribution of every component of the granularities asked for on `examples`; the `top` of
 /// them by |estimate| also ablated one at a time. `batch` prompts per forward.
+#[allow(clippy::too_many_arguments)]
 pub async fn attribute<B: Backend>(model: &Model<B>, be: &B, task: &Task, examples: &[Example],
     ablation: Option<&DeviceAblation<B>>, granularity: Granularity, top: usize, batch: usize) -> Result<AttributeResult> {
     if examples.is_empty() {

@@ -98,8 +98,8 @@ pub fn log_prob_mean(logits: &HostTensor, answers: &[u32]) -> LossGrad {
     for (r, &a) in answers.iter().enumerate() {
         let lq = log_softmax(logits.row(r));
         out.loss += lq[a as usize] / b as f64;
-        for j in 0..v {
-            out.dlogits[r * v + j] = ((j == a as usize) as u8 as f64 - lq[j].exp()) / b as f64;
+        for (j, (d, l)) in out.dlogits[r * v..(r + 1) * v].iter_mut().zip(&lq).enumerate() {
+            *d = ((j == a as usize) as u8 as f64 - l.exp()) / b as f64;
         }
     }
     out

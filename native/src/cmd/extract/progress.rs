@@ -146,7 +146,7 @@ impl TrainProgress for TrainHook<'_> {
         let r = &info.record;
         let kept: Vec<String> = r.kept.iter().map(|(k, f)| format!("{k} {:.0}%", 100.0 * f)).collect();
         let msg = format!("loss {:.4} · KL {:.4} · kept {}", r.loss, r.kl, kept.join(" "));
-        if h.bar.is_hidden() && (r.step % 25 == 0 || done) {
+        if h.bar.is_hidden() && (r.step.is_multiple_of(25) || done) {
             eprintln!("[{:>6.0} s] step {}/{} · {msg}", h.seconds(), r.step, info.total);
         }
         h.bar.set_message(msg);
