@@ -59,3 +59,36 @@ fn target_mode_reaches_its_target() {
     assert!((last.sparsity - 0.6).abs() < 0.1, "expected sparsity {} for a target of 0.6", last.sparsity);
     assert!(r.state.lambda[1] > 0.0, "λ2 rose: {:?}", r.state.lambda);
 }
+
+/// A training loss that turns NaN stops the run with an error naming the step, before the state
+/// is advanced: here the mean ablation values are NaN (a patching prompt holds a token whose
+/// embedding is NaN, a token no discovery prompt uses, so the full model's logits are finite), and
+/// the first gate sampled below 1 mixes them in.
+#[test]
+fn a_loss_that_turns_nan_stops_naming_the_step() {
+    let mut m = load_path(&fixture("tiny-llama")).unwrap();
+    let d = m.config.d_model;
+    // Untied, so that only the embedding of token 499 is NaN, not its logit.
+    m.weights.lm_head = Some(m.weights.wte.clone());
+    m.weights.wte.data[499 * d..500 * d].fill(f32::NAN);
+    let be = cpu();
+    let model = Model::upload(&be, m.config.clone(), &m.weights).unwrap();
+    let discovery: Vec<Vec<u32>> = (0..8u32).map(|i| (0..5).map(|j| (i * 29 + j * 13 + 3) % 400).collect()).collect();
+    let mut patching = discovery.clone();
+    patching.push(vec![3, 499, 7]);
+    let data = NodePruneData { pairs: vec![None; discovery.len()], discovery, patching };
+    let o = NodePruneOptions { steps: 20, warmup: 2, batch: 4, ablation: AblationKind::Mean, ..NodePruneOptions::defaults() };
+    let mut saved_steps = Vec::new();
+    let mut hook = |_: &carve_core::extract::node_prune::StepInfo, st: &carve_core::extract::node_prune::NodePruneState| {
+        assert!(st.log_alpha.iter().all(|a| a.is_finite()), "a state with NaN reached the hook");
+        saved_steps.push(st.step);
+        carve_core::extract::Flow::Continue
+    };
+    let err = match pollster::block_on(node_prune(&model, &be, &data, &o, None, &mut hook)) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("training on NaN ablation values finished"),
+    };
+    assert!(err.contains("node-prune step 1") && err.contains("NaN"), "{err}");
+    assert!(err.contains("last good state (step 0)"), "{err}");
+    assert!(saved_steps.is_empty(), "steps reported before the NaN: {saved_steps:?}");
+}
