@@ -30,9 +30,10 @@ use super::state::fingerprint;
 use super::{AblationKind, Flow};
 use crate::backend::Backend;
 use crate::circuit::{Ablation, Component, Masks, ModelShape};
+use crate::metrics::last_logits;
 use crate::metrics::loss::{kl_mean, margin_mean, LossGrad};
 use crate::model::ablation::{mean_values, DeviceAblation};
-use crate::model::{Batch, ForwardArgs, LogitsAt, Model};
+use crate::model::{Batch, Model};
 use crate::optim::{adamw, hard_concrete as hc, AdamW, SplitMix64};
 use crate::{Error, HostTensor, Result};
 
@@ -221,7 +222,7 @@ pub async fn node_prune<B: Backend>(model: &Model<B>, be: &B, data: &NodePruneDa
         None => NodePruneState::new(shape.clone(), opts.clone(), fp, vec![hc::log_alpha_open_with(opts.init_open); layout.len()]),
     };
 
-    let full = full_logits(model, be, &data.discovery, opts.batch).await?;
+    let full = last_logits(model, be, &data.discovery, None, None, opts.batch).await?;
     let counts: Vec<f64> = layout.ranges.iter().map(|r| r.len() as f64).collect();
     let costs = costs(model, be);
     let optim = AdamW::default();
@@ -234,7 +235,8 @@ pub async fn node_prune<B: Backend>(model: &Model<B>, be: &B, data: &NodePruneDa
         }
     }
     let (kept, removed, masks) = layout.circuit(&st.hard_masks(&layout), opts.ablation == AblationKind::Mean);
-    let discovery_kl = circuit_kl(model, be, &data.discovery, &full, &masks, dev.as_ref(), opts.batch).await?;
+    let circuit = last_logits(model, be, &data.discovery, Some(&masks), dev.as_ref(), opts.batch).await?;
+    let discovery_kl = kl_mean(&full, &circuit)?.loss;
     Ok(NodePruneRun { state: st, finished: true, kept, removed, masks, ablation, discovery_kl })
 }
 
@@ -347,33 +349,4 @@ fn minibatch(rng: &mut SplitMix64, n: usize, k: usize) -> Vec<usize> {
     }
     idx.truncate(k);
     idx
-}
-
-/// The full model's last-position logits for every prompt, `[n, vocab]`, in batches.
-async fn full_logits<B: Backend>(model: &Model<B>, be: &B, prompts: &[Vec<u32>], batch: usize) -> Result<HostTensor> {
-    let mut data = Vec::new();
-    for chunk in prompts.chunks(batch.max(1)) {
-        let b = Batch::new(chunk, &model.config)?;
-        let args = ForwardArgs { logits: LogitsAt::Last, ..ForwardArgs::default() };
-        let out = model.forward(be, &b, &args)?;
-        let t = be.read(out.logits.as_ref().expect("logits asked for")).await?;
-        crate::model::check_logits(model, be, &b, &args, &t).await?;
-        data.extend_from_slice(&t.data);
-    }
-    Ok(HostTensor::new(vec![prompts.len(), model.config.vocab], data))
-}
-
-/// Mean KL(P_full ‖ P_circuit) over `prompts` with the given masks.
-async fn circuit_kl<B: Backend>(model: &Model<B>, be: &B, prompts: &[Vec<u32>], full: &HostTensor, masks: &Masks,
-    dev: Option<&DeviceAblation<B>>, batch: usize) -> Result<f64> {
-    let mut sum = 0.0;
-    for (c, chunk) in prompts.chunks(batch.max(1)).enumerate() {
-        let b = Batch::new(chunk, &model.config)?;
-        let args = ForwardArgs { masks: Some(masks), ablation: dev, logits: LogitsAt::Last, ..ForwardArgs::default() };
-        let out = model.forward(be, &b, &args)?;
-        let t = be.read(out.logits.as_ref().expect("logits asked for")).await?;
-        let rows = HostTensor::new(vec![chunk.len(), full.shape[1]], full.data[c * batch * full.shape[1]..][..chunk.len() * full.shape[1]].to_vec());
-        sum += kl_mean(&rows, &t)?.loss * chunk.len() as f64;
-    }
-    Ok(sum / prompts.len() as f64)
 }
