@@ -55,6 +55,22 @@ fn node_prune_run_directory_and_resume() {
     fails(&np_args(s(&m), s(&t), s(&c), &["--resume", s(&c), "--lr", "0.3"]), "other options");
 }
 
+/// Resample ablation: each prompt's removed components take its corrupted prompt's values, so the
+/// circuit is scored but not folded into a model (its values depend on the prompt).
+#[test]
+fn node_prune_with_resample_ablation() {
+    let d = scratch("np-resample");
+    let (m, t) = (tiny_model(&d), task_file(&d));
+    let a = d.join("a");
+    ok(&np_args(s(&m), s(&t), s(&a), &["--ablation", "resample"]));
+    let cf = read_json(&a.join("circuit.json"));
+    assert_eq!(cf["ablation"]["kind"], "resample");
+    assert_eq!(cf["method"]["hyperparameters"]["ablation"], "resample");
+    assert!(cf["metrics"]["kl"].as_f64().unwrap().is_finite(), "{}", cf["metrics"]);
+    assert!(!a.join("model").exists() && !a.join("means.safetensors").exists(), "resampled values fold into no model");
+    assert_eq!(read_json(&a.join("report.json"))["training"]["steps"], 40);
+}
+
 #[test]
 fn node_prune_bad_settings() {
     let d = scratch("np-bad");
@@ -69,7 +85,7 @@ fn node_prune_bad_settings() {
     zero[i + 1] = "0";
     fails(&zero, "at least 1 step");
     fails(&np_args(s(&m), s(&t), s(&o), &["--granularity", "heads,layerz"]), "`layerz` is not a granularity");
-    fails(&np_args(s(&m), s(&t), s(&o), &["--ablation", "resample"]), "zero or mean ablation");
+    fails(&np_args(s(&m), s(&t), s(&o), &["--ablation", "mean-per-position"]), "zero, mean or resample ablation");
     fails(&np_args(s(&m), s(&t), s(&o), &["--alpha", "0.1"]), "ablate's settings");
     assert!(!o.join("circuit.json").exists(), "a refused run writes nothing");
 }

@@ -43,7 +43,7 @@ fn target_mode_reaches_its_target() {
     let be = cpu();
     let model = Model::upload(&be, m.config.clone(), &m.weights).unwrap();
     let prompts: Vec<Vec<u32>> = (0..16u32).map(|i| (0..5 + i % 4).map(|j| (i * 29 + j * 13 + 3) % 500).collect()).collect();
-    let d = NodePruneData { pairs: vec![None; prompts.len()], discovery: prompts.clone(), patching: prompts };
+    let d = NodePruneData { pairs: vec![None; prompts.len()], discovery: prompts.clone(), patching: prompts, corrupted: vec![] };
     let o = NodePruneOptions {
         target_sparsity: Some(0.6),
         sparsity_weight: 0.0,
@@ -76,7 +76,7 @@ fn a_loss_that_turns_nan_stops_naming_the_step() {
     let discovery: Vec<Vec<u32>> = (0..8u32).map(|i| (0..5).map(|j| (i * 29 + j * 13 + 3) % 400).collect()).collect();
     let mut patching = discovery.clone();
     patching.push(vec![3, 499, 7]);
-    let data = NodePruneData { pairs: vec![None; discovery.len()], discovery, patching };
+    let data = NodePruneData { pairs: vec![None; discovery.len()], discovery, patching, corrupted: vec![] };
     let o = NodePruneOptions { steps: 20, warmup: 2, batch: 4, ablation: AblationKind::Mean, ..NodePruneOptions::defaults() };
     let mut saved_steps = Vec::new();
     let mut hook = |_: &carve_core::extract::node_prune::StepInfo, st: &carve_core::extract::node_prune::NodePruneState| {
@@ -91,4 +91,37 @@ fn a_loss_that_turns_nan_stops_naming_the_step() {
     assert!(err.contains("node-prune step 1") && err.contains("NaN"), "{err}");
     assert!(err.contains("last good state (step 0)"), "{err}");
     assert!(saved_steps.is_empty(), "steps reported before the NaN: {saved_steps:?}");
+}
+
+/// Resample ablation with every prompt as its own corrupted prompt changes nothing, whatever the
+/// gates: the task loss stays 0 (so only sparsity acts and every gate shuts) and the empty circuit
+/// still has KL 0. Rows out of line (prompts of different lengths, padded) would show as KL > 0.
+/// A corrupted prompt of another length is refused.
+#[test]
+fn resample_ablation_takes_each_prompts_own_corrupted_run() {
+    let m = load_path(&fixture("tiny-llama")).unwrap();
+    let be = cpu();
+    let model = Model::upload(&be, m.config.clone(), &m.weights).unwrap();
+    let prompts: Vec<Vec<u32>> = (0..12u32).map(|i| (0..4 + i % 5).map(|j| (i * 31 + j * 17 + 5) % 500).collect()).collect();
+    let d = NodePruneData { pairs: vec![None; prompts.len()], discovery: prompts.clone(), patching: vec![], corrupted: prompts.clone() };
+    let o = NodePruneOptions { sparsity_weight: 0.9, steps: 60, warmup: 5, batch: 5, lr: 0.5, ablation: AblationKind::Resample, ..NodePruneOptions::defaults() };
+    let r = pollster::block_on(node_prune(&model, &be, &d, &o, None, &mut ())).unwrap();
+    assert!(r.ablation.is_none(), "resample keeps no fixed values");
+    assert!(r.state.history.iter().all(|h| h.kl.abs() < 1e-6), "KL on a step: {:?}", r.state.history.iter().map(|h| h.kl).collect::<Vec<_>>());
+    assert!(r.kept.is_empty(), "with no task loss every gate shuts; kept {:?}", r.kept);
+    assert!(r.discovery_kl.abs() < 1e-6, "the empty circuit's KL {}", r.discovery_kl);
+
+    // Corrupted prompts that differ from the clean ones: the task loss is no longer 0.
+    let other: Vec<Vec<u32>> = prompts.iter().map(|p| p.iter().map(|&t| (t + 101) % 500).collect()).collect();
+    let d2 = NodePruneData { corrupted: other, ..d.clone() };
+    let r2 = pollster::block_on(node_prune(&model, &be, &d2, &NodePruneOptions { steps: 3, warmup: 1, ..o.clone() }, None, &mut ())).unwrap();
+    assert!(r2.state.history.iter().any(|h| h.kl > 1e-4), "{:?}", r2.state.history.iter().map(|h| h.kl).collect::<Vec<_>>());
+
+    let mut bad = d.clone();
+    bad.corrupted[3].push(7);
+    let err = pollster::block_on(node_prune(&model, &be, &bad, &o, None, &mut ())).err().expect("refused").to_string();
+    assert!(err.contains("corrupted prompt 3"), "{err}");
+    let none = NodePruneData { corrupted: vec![], ..d };
+    let err = pollster::block_on(node_prune(&model, &be, &none, &o, None, &mut ())).err().expect("refused").to_string();
+    assert!(err.contains("resample ablation needs a corrupted prompt"), "{err}");
 }

@@ -330,7 +330,7 @@ fn node_prune_recovers<B: Backend>(be: &B, what: &str, (cfg, w): (ModelConfig, M
     use carve_core::extract::node_prune::{node_prune, Granularity, NodePruneData, NodePruneOptions};
     let model = Model::upload(be, cfg.clone(), &w).unwrap();
     let prompts: Vec<Vec<u32>> = data.iter().map(|d| d.0.clone()).collect();
-    let d = NodePruneData { pairs: vec![None; prompts.len()], discovery: prompts, patching: vec![] };
+    let d = NodePruneData { pairs: vec![None; prompts.len()], discovery: prompts, ..NodePruneData::default() };
     let o = NodePruneOptions {
         granularity: Granularity { attn: true, mlps: true, heads: true, neurons: false },
         ablation: AblationKind::Zero,
@@ -432,7 +432,7 @@ fn node_prune_recovers_the_planted_neurons() {
     for (i, (p, answer)) in data.iter().enumerate() {
         assert_eq!(argmax(logits.row(i)) as u32, *answer, "the planted model gets {p:?} wrong");
     }
-    let d = NodePruneData { pairs: vec![None; prompts.len()], discovery: prompts, patching: vec![] };
+    let d = NodePruneData { pairs: vec![None; prompts.len()], discovery: prompts, ..NodePruneData::default() };
     let o = NodePruneOptions {
         granularity: Granularity { attn: false, mlps: false, heads: true, neurons: true },
         ablation: AblationKind::Zero,

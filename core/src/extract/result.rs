@@ -14,7 +14,9 @@ pub struct MethodResult {
     pub masks: Masks,
     pub kept: Vec<Component>,
     pub removed: Vec<Component>,
-    pub ablation: Ablation,
+    /// The values removed components take; None for resample ablation, whose values are each
+    /// prompt's own corrupted run, measured afresh for every batch.
+    pub ablation: Option<Ablation>,
     /// Name, settings and the discovery split's KL.
     pub method: MethodInfo,
     /// ablate's verdict on each candidate, in order (empty for learned methods).
@@ -49,7 +51,7 @@ impl AblateRun {
             masks: self.masks,
             kept: self.kept,
             removed: self.removed,
-            ablation: self.ablation,
+            ablation: Some(self.ablation),
             training: None,
         }
     }

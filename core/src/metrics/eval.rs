@@ -8,8 +8,8 @@
 //! prompt's own last position (causal attention never looks ahead) and P(d2 | y1).
 
 use crate::backend::Backend;
-use crate::mask::{AblationValues, Masks};
-use crate::model::ablation::DeviceAblation;
+use crate::mask::Masks;
+use crate::model::ablation::{resampled_values, DeviceAblation};
 use crate::model::{check_logits, Batch, Capture, ForwardArgs, LogitsAt, Model};
 use crate::tasks::{Example, MetricKind, Target, Task, YearTokens};
 use crate::{Error, HostTensor, Result};
@@ -149,7 +149,7 @@ pub async fn evaluate<B: Backend>(
             CircuitAblation::Resample => {
                 let corrupted: Vec<Vec<u32>> =
                     chunk.iter().map(|e| sequence(e.corrupted.as_ref().expect("checked above"), e, digits)).collect();
-                resampled = resample_values(model, be, &corrupted, c.masks).await?;
+                resampled = resampled_values(model, be, &corrupted, c.masks)?;
                 Some(&resampled)
             }
         };
@@ -254,42 +254,6 @@ async fn readout<B: Backend>(
     let logits = be.read(logits).await?;
     check_logits(model, be, &batch, &ForwardArgs { masks, ablation, ..ForwardArgs::default() }, &logits).await?;
     Ok(Readout { logits, two })
-}
-
-/// The activations of the corrupted prompts at every site a mask ablates, one row per row of the
-/// batch (the corrupted prompts have the clean prompts' lengths, so the rows line up).
-async fn resample_values<B: Backend>(model: &Model<B>, be: &B, corrupted: &[Vec<u32>], masks: &Masks) -> Result<DeviceAblation<B>> {
-    let n = masks.n_layers().min(model.weights.layers.len());
-    let need_z: Vec<bool> = (0..n).map(|l| !masks.heads_all_on(l)).collect();
-    let need_hidden: Vec<bool> = (0..n).map(|l| !masks.neurons_all_on(l)).collect();
-    let need_attn: Vec<bool> = (0..n).map(|l| masks.attn_block(l) != 1.0).collect();
-    let need_mlp: Vec<bool> = (0..n).map(|l| masks.mlp_block(l) != 1.0).collect();
-    let any = |v: &[bool]| v.iter().any(|&b| b);
-    let capture = Capture {
-        z: any(&need_z),
-        hidden: any(&need_hidden),
-        attn_out: any(&need_attn),
-        mlp_out: any(&need_mlp),
-        ..Capture::default()
-    };
-    let batch = Batch::new(corrupted, &model.config)?;
-    let out = model.forward(be, &batch, &ForwardArgs { capture, logits: LogitsAt::None, ..ForwardArgs::default() })?;
-    let c = out.captured;
-    let mut values = AblationValues::default();
-    for (site, need, dst) in [
-        (&c.z, &need_z, &mut values.z),
-        (&c.hidden, &need_hidden, &mut values.hidden),
-        (&c.attn_out, &need_attn, &mut values.attn_out),
-        (&c.mlp_out, &need_mlp, &mut values.mlp_out),
-    ] {
-        for (l, t) in site.iter().enumerate() {
-            dst.push(match t {
-                Some(t) if need.get(l).copied().unwrap_or(false) => Some(be.read(t).await?),
-                _ => None,
-            });
-        }
-    }
-    DeviceAblation::upload(be, &values)
 }
 
 /// The prompt, followed by YY's first digit when years are written a digit per token.

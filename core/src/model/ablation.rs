@@ -1,7 +1,7 @@
 //! Ablation values: measured means over a batch of prompts, and their copies on a backend.
 
 use crate::backend::Backend;
-use crate::mask::{AblationValues, Site};
+use crate::mask::{AblationValues, Masks, Site};
 use crate::model::batch::Batch;
 use crate::model::forward::{Capture, ForwardArgs, LogitsAt, Model};
 use crate::{Error, HostTensor, Result};
@@ -41,6 +41,37 @@ impl<B: Backend> DeviceAblation<B> {
             None => Ok(()),
         }
     }
+}
+
+/// Resample ablation's values: the activations of the full model on `corrupted` (each prompt's
+/// own corrupted prompt, of its length, so that the rows line up with the clean batch's) at the
+/// sites `masks` ablates, one row per row of the batch, left on the device.
+pub fn resampled_values<B: Backend>(model: &Model<B>, be: &B, corrupted: &[Vec<u32>], masks: &Masks) -> Result<DeviceAblation<B>> {
+    let n = masks.n_layers().min(model.weights.layers.len());
+    let need_z: Vec<bool> = (0..n).map(|l| !masks.heads_all_on(l)).collect();
+    let need_hidden: Vec<bool> = (0..n).map(|l| !masks.neurons_all_on(l)).collect();
+    let need_attn: Vec<bool> = (0..n).map(|l| masks.attn_block(l) != 1.0).collect();
+    let need_mlp: Vec<bool> = (0..n).map(|l| masks.mlp_block(l) != 1.0).collect();
+    let any = |v: &[bool]| v.iter().any(|&b| b);
+    let capture = Capture { z: any(&need_z), hidden: any(&need_hidden), attn_out: any(&need_attn), mlp_out: any(&need_mlp), ..Capture::default() };
+    let batch = Batch::new(corrupted, &model.config)?;
+    let out = model.forward(be, &batch, &ForwardArgs { capture, logits: LogitsAt::None, ..ForwardArgs::default() })?;
+    let mut c = out.captured;
+    let mut values = AblationValues::none(n);
+    for (site, need, src) in [
+        (Site::Z, &need_z, &mut c.z),
+        (Site::Hidden, &need_hidden, &mut c.hidden),
+        (Site::AttnOut, &need_attn, &mut c.attn_out),
+        (Site::MlpOut, &need_mlp, &mut c.mlp_out),
+    ] {
+        for (l, dst) in values.site_mut(site).iter_mut().enumerate() {
+            if need[l] {
+                *dst = src.get_mut(l).and_then(Option::take);
+            }
+        }
+    }
+    let rows = vec![batch.rows()];
+    Ok(DeviceAblation { values, rows })
 }
 
 /// Mean of every site's activation over the real (unpadded) positions of `batch`: one row

@@ -32,7 +32,7 @@ use crate::backend::Backend;
 use crate::circuit::{Ablation, Component, Masks, ModelShape};
 use crate::metrics::last_logits;
 use crate::metrics::loss::{kl_mean, margin_mean, LossGrad};
-use crate::model::ablation::{mean_values, DeviceAblation};
+use crate::model::ablation::{mean_values, resampled_values, DeviceAblation};
 use crate::model::{Batch, Model};
 use crate::optim::{adamw, hard_concrete as hc, AdamW, SplitMix64};
 use crate::{Error, HostTensor, Result};
@@ -51,7 +51,8 @@ pub struct NodePruneOptions {
     /// Discovery prompts per step.
     pub batch: usize,
     pub seed: u64,
-    /// `zero` or `mean` (the circuit then folds into a standalone model).
+    /// `zero`, `mean` (the circuit then folds into a standalone model) or `resample` (each prompt's
+    /// removed components take their values from its own corrupted prompt, run afresh every step).
     pub ablation: AblationKind,
     /// Logit-difference margin of the hinge term (logits); 0 turns the term off.
     pub margin: f64,
@@ -118,9 +119,9 @@ impl NodePruneOptions {
                 return bad(format!("the target sparsity must be in [0, 1), not {t}"));
             }
         }
-        if !matches!(self.ablation, AblationKind::Zero | AblationKind::Mean) {
+        if !matches!(self.ablation, AblationKind::Zero | AblationKind::Mean | AblationKind::Resample) {
             return bad(format!(
-                "node-prune takes zero or mean ablation, not {}: training draws a new minibatch every step",
+                "node-prune takes zero, mean or resample ablation, not {}: values per position do not fit prompts of other lengths",
                 serde_json::to_value(self.ablation).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
             ));
         }
@@ -136,6 +137,8 @@ pub struct NodePruneData {
     pub pairs: Vec<Option<(u32, u32)>>,
     /// Means are measured on these (mean ablation).
     pub patching: Vec<Vec<u32>>,
+    /// Each discovery prompt's corrupted prompt, of its length (resample ablation).
+    pub corrupted: Vec<Vec<u32>>,
 }
 
 /// What a progress bar shows after each step.
@@ -170,7 +173,8 @@ pub struct NodePruneRun {
     pub removed: Vec<Component>,
     /// The circuit's hard masks (0/1), as the circuit file rebuilds them.
     pub masks: Masks,
-    pub ablation: Ablation,
+    /// None for resample ablation (values per prompt, measured afresh for each batch).
+    pub ablation: Option<Ablation>,
     /// Mean KL(P_full ‖ P_circuit) over all discovery prompts with the hard masks (finished runs).
     pub discovery_kl: f64,
 }
@@ -194,23 +198,32 @@ pub async fn node_prune<B: Backend>(model: &Model<B>, be: &B, data: &NodePruneDa
     // Checked up front: a run that trains for an hour must not fail at its first prompt.
     Batch::new(&data.discovery, &model.config)?;
     let ablation = match opts.ablation {
-        AblationKind::Zero => Ablation::Zero,
+        AblationKind::Zero => Some(Ablation::Zero),
+        AblationKind::Resample => {
+            check_corrupted(data)?;
+            None
+        }
         _ => {
             if data.patching.is_empty() {
                 return Err(Error::Input("mean ablation needs patching prompts: the patching split is empty".into()));
             }
             let patching = Batch::new(&data.patching, &model.config)?;
-            Ablation::Given(mean_values(model, be, &patching, false).await?)
+            Some(Ablation::Given(mean_values(model, be, &patching, false).await?))
         }
     };
     let dev = match &ablation {
-        Ablation::Zero => None,
-        Ablation::Given(v) => Some(DeviceAblation::upload(be, v)?),
+        Some(Ablation::Given(v)) => Some(DeviceAblation::upload(be, v)?),
+        _ => None,
     };
+    let values = Values { fixed: dev.as_ref(), resample: (ablation.is_none()).then(|| layout.masks(&vec![0.0; layout.len()])) };
     let mut parts: Vec<&[u32]> = data.discovery.iter().map(|p| &p[..]).collect();
     parts.push(&[]);
     if opts.ablation == AblationKind::Mean {
         parts.extend(data.patching.iter().map(|p| &p[..]));
+    }
+    if opts.ablation == AblationKind::Resample {
+        parts.push(&[]);
+        parts.extend(data.corrupted.iter().map(|p| &p[..]));
     }
     let extra = serde_json::to_string(&(opts, &model.config, &data.pairs)).expect("serializable");
     let fp = fingerprint(&parts, &extra);
@@ -227,7 +240,7 @@ pub async fn node_prune<B: Backend>(model: &Model<B>, be: &B, data: &NodePruneDa
     let costs = costs(model, be);
     let optim = AdamW::default();
     while st.step < opts.steps {
-        let record = train_step(model, be, data, opts, &layout, &counts, &costs, &full, dev.as_ref(), &mut st, &optim).await?;
+        let record = train_step(model, be, data, opts, &layout, &counts, &costs, &full, &values, &mut st, &optim).await?;
         let info = StepInfo { record, total: opts.steps };
         if progress.update(&info, &st) == Flow::Stop && st.step < opts.steps {
             let (kept, removed, masks) = layout.circuit(&st.hard_masks(&layout), opts.ablation == AblationKind::Mean);
@@ -235,9 +248,45 @@ pub async fn node_prune<B: Backend>(model: &Model<B>, be: &B, data: &NodePruneDa
         }
     }
     let (kept, removed, masks) = layout.circuit(&st.hard_masks(&layout), opts.ablation == AblationKind::Mean);
-    let circuit = last_logits(model, be, &data.discovery, Some(&masks), dev.as_ref(), opts.batch).await?;
+    let circuit = match &values.resample {
+        None => last_logits(model, be, &data.discovery, Some(&masks), dev.as_ref(), opts.batch).await?,
+        Some(_) => {
+            let mut rows = Vec::with_capacity(full.data.len());
+            for (chunk, corrupted) in data.discovery.chunks(opts.batch).zip(data.corrupted.chunks(opts.batch)) {
+                let resampled = resampled_values(model, be, corrupted, &masks)?;
+                rows.extend(last_logits(model, be, chunk, Some(&masks), Some(&resampled), chunk.len()).await?.data);
+            }
+            HostTensor::new(full.shape.clone(), rows)
+        }
+    };
     let discovery_kl = kl_mean(&full, &circuit)?.loss;
     Ok(NodePruneRun { state: st, finished: true, kept, removed, masks, ablation, discovery_kl })
+}
+
+/// Where removed components take their values from: fixed values (mean; None: zero), or with
+/// `resample` each prompt's corrupted run at the sites these all-gates-shut masks ablate.
+struct Values<'a, B: Backend> {
+    fixed: Option<&'a DeviceAblation<B>>,
+    resample: Option<Masks>,
+}
+
+/// Resample ablation needs a corrupted prompt of the same length for every discovery prompt.
+fn check_corrupted(data: &NodePruneData) -> Result<()> {
+    if data.corrupted.len() != data.discovery.len() {
+        return Err(Error::Input(format!(
+            "resample ablation needs a corrupted prompt for every discovery prompt: {} for {}",
+            data.corrupted.len(),
+            data.discovery.len()
+        )));
+    }
+    match data.discovery.iter().zip(&data.corrupted).position(|(d, c)| d.len() != c.len()) {
+        Some(i) => Err(Error::Input(format!(
+            "resample ablation: corrupted prompt {i} has {} tokens, its discovery prompt {}",
+            data.corrupted[i].len(),
+            data.discovery[i].len()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// One step: a minibatch, fresh gate noise, forward, loss, backward, AdamW. The state advances
@@ -245,7 +294,7 @@ pub async fn node_prune<B: Backend>(model: &Model<B>, be: &B, data: &NodePruneDa
 /// the state stays as the last good step left it.
 #[allow(clippy::too_many_arguments)]
 async fn train_step<B: Backend>(model: &Model<B>, be: &B, data: &NodePruneData, opts: &NodePruneOptions, layout: &Layout,
-    counts: &[f64], costs: &Costs, full: &HostTensor, dev: Option<&DeviceAblation<B>>, st: &mut NodePruneState,
+    counts: &[f64], costs: &Costs, full: &HostTensor, values: &Values<'_, B>, st: &mut NodePruneState,
     optim: &AdamW) -> Result<StepRecord> {
     let mut rng = st.rng;
     let n = data.discovery.len();
@@ -255,7 +304,14 @@ async fn train_step<B: Backend>(model: &Model<B>, be: &B, data: &NodePruneData, 
     let u: Vec<f64> = (0..layout.len()).map(|_| rng.open01()).collect();
     let z: Vec<f64> = st.log_alpha.iter().zip(&u).map(|(&a, &u)| hc::sample(a, u)).collect();
     let masks = layout.masks(&z);
-    let tape = model.forward_tape(be, &batch, &masks, dev)?;
+    let resampled = match &values.resample {
+        Some(gated) => {
+            let corrupted: Vec<Vec<u32>> = idx.iter().map(|&i| data.corrupted[i].clone()).collect();
+            Some(resampled_values(model, be, &corrupted, gated)?)
+        }
+        None => None,
+    };
+    let tape = model.forward_tape(be, &batch, &masks, resampled.as_ref().or(values.fixed))?;
     let logits = be.read(&tape.logits).await?;
     let full_rows = HostTensor::new(vec![idx.len(), full.shape[1]], idx.iter().flat_map(|&i| full.row(i).to_vec()).collect());
     let kl = kl_mean(&full_rows, &logits)?;

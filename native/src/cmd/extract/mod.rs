@@ -249,13 +249,14 @@ impl Job for ExtractJob<'_> {
             n_test: sizes.test,
         };
         let metrics = CircuitMetrics { split: "test".into(), n: test.n, full: file_scores(&test.full), circuit: file_scores(&test_circuit), kl: test_kl };
-        let values_file = shipped_means(&found.ablation).map(|_| rundir::MEANS);
+        let values_file = found.ablation.as_ref().and_then(shipped_means).map(|_| rundir::MEANS);
         let cf = CircuitFile::from_result(identity, task_info, kind, shape.clone(), &found, Some(metrics), values_file);
         let cf_value = serde_json::to_value(&cf)?;
 
         let pruned = match kind {
             AblationKind::Zero | AblationKind::Mean => {
-                Some(self.prune_and_measure(be, &model, &found.masks, &found.ablation, &cf_value, &splits.test, &eval_opts)?)
+                let ablation = found.ablation.as_ref().context("the method returned no ablation values to fold into the model")?;
+                Some(self.prune_and_measure(be, &model, &found.masks, ablation, &cf_value, &splits.test, &eval_opts)?)
             }
             _ => None,
         };
@@ -274,7 +275,7 @@ impl Job for ExtractJob<'_> {
         let md = report::markdown(&inputs);
         let rd = self.rd;
         rd.write(rundir::CIRCUIT, cf.to_json().as_bytes())?;
-        if let Some(v) = shipped_means(&found.ablation) {
+        if let Some(v) = found.ablation.as_ref().and_then(shipped_means) {
             rd.write(rundir::MEANS, &means::to_bytes(v)?)?;
         }
         // The test split, for the web app's "evaluate" (scored with the same code as here); also in

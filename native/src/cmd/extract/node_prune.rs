@@ -79,6 +79,10 @@ pub(super) fn run<B: Backend>(job: &mut ExtractJob<'_>, be: &B, model: &Model<B>
         discovery: splits.discovery.iter().map(|e| e.prompt.clone()).collect(),
         pairs,
         patching: splits.patching.iter().map(|e| e.prompt.clone()).collect(),
+        corrupted: match opts.ablation {
+            AblationKind::Resample => splits.discovery.iter().map(|e| e.corrupted.clone().unwrap_or_default()).collect(),
+            _ => Vec::new(),
+        },
     };
     let (before, resume) = match job.resume.take() {
         Some(s) => (
