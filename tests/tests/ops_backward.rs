@@ -552,6 +552,81 @@ fn t_scatter_rows<B: Backend>(b: &B, r: &mut StdRng) {
     assert!(none.data.iter().all(|&v| v == 0.0), "scatter of no rows is not all 0");
 }
 
+/// The training loss at the last-position logits, per row: KL(P ‖ Q) with P = softmax(f),
+/// Q = softmax(x), plus the hinge relu(margin − (x_a − x_w)) where a pair is given.
+fn r_kl_hinge(x: &[f64], f: &[f64], pairs: &[Option<(u32, u32)>], margin: f64, v: usize) -> Vec<[f64; 4]> {
+    let lse = |r: &[f64]| {
+        let m = r.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
+        m + r.iter().map(|&v| (v - m).exp()).sum::<f64>().ln()
+    };
+    pairs
+        .iter()
+        .enumerate()
+        .map(|(r, p)| {
+            let (xr, fr) = (&x[r * v..(r + 1) * v], &f[r * v..(r + 1) * v]);
+            let (lx, lf) = (lse(xr), lse(fr));
+            let kl: f64 = (0..v).map(|j| (fr[j] - lf).exp() * ((fr[j] - lf) - (xr[j] - lx))).sum();
+            let h = p.map_or(0.0, |(a, w)| (margin - (xr[a as usize] - xr[w as usize])).max(0.0));
+            [kl.max(0.0), h, lx, lf]
+        })
+        .collect()
+}
+
+/// kl_hinge: the terms per row and the logit gradient of weight/B·Σ (KL + hinge), against the f64
+/// reference and its finite differences, with rows whose hinge is active, inactive, absent, and
+/// a pair whose answer is its wrong token; a short and a vocabulary-long row. Tolerance 2e-5.
+fn t_kl_hinge<B: Backend>(b: &B, r: &mut StdRng) {
+    for (rows, v) in [(6, 37), (3, 3001)] {
+        let (x, f) = (rand_t(r, &[rows, v], 3.0), rand_t(r, &[rows, v], 3.0));
+        let (mut xd, fd) = (d(&x), d(&f));
+        let margin = 1.5;
+        let mut pairs = Vec::new();
+        for row in 0..rows {
+            let (a, w) = (r.random_range(0..v as u32), r.random_range(0..v as u32));
+            // Hinge active (diff 0.5), inactive (diff 2.5), no pair, then a pair of one token.
+            let pair = match row % 4 {
+                0 | 1 if a != w => {
+                    xd[row * v + a as usize] = xd[row * v + w as usize] + if row % 4 == 0 { 0.5 } else { 2.5 };
+                    Some((a, w))
+                }
+                3 => Some((a, a)),
+                _ => None,
+            };
+            pairs.push(pair);
+        }
+        let x = host(&[rows, v], &xd);
+        let xd = d(&x);
+        let weight = 0.75;
+        let loss = |xs: &[f64]| {
+            r_kl_hinge(xs, &fd, &pairs, margin, v).iter().map(|t| t[0] + t[1]).sum::<f64>() * weight / rows as f64
+        };
+        let want_terms: Vec<f64> = r_kl_hinge(&xd, &fd, &pairs, margin, v).into_iter().flatten().collect();
+        let mut grad = vec![0.0; rows * v];
+        for row in 0..rows {
+            let t = &want_terms[4 * row..4 * row + 4];
+            for j in 0..v {
+                let (q, p) = ((xd[row * v + j] - t[2]).exp(), (fd[row * v + j] - t[3]).exp());
+                grad[row * v + j] = weight / rows as f64 * (q - p);
+            }
+            if let (Some((a, w)), true) = (pairs[row], t[1] > 0.0) {
+                grad[row * v + a as usize] -= weight / rows as f64;
+                grad[row * v + w as usize] += weight / rows as f64;
+            }
+        }
+        fd_all("kl_hinge", r, &xd, &grad, loss);
+        let (dl, terms) = b.kl_hinge(&up(b, &x), &up(b, &f), &pairs, margin as f32, weight as f32).unwrap();
+        close("kl_hinge dlogits", &get(b, &dl), &[rows, v], &grad, 2e-5);
+        close("kl_hinge terms", &get(b, &terms), &[rows, 4], &want_terms, 2e-5);
+        assert!(want_terms[1] > 0.0 && want_terms[5] == 0.0, "the first row's hinge is active, the second's not");
+    }
+    // Identical logits: KL 0 and a zero gradient without a hinge.
+    let x = rand_t(r, &[2, 50], 4.0);
+    let (dl, terms) = b.kl_hinge(&up(b, &x), &up(b, &x), &[None, None], 1.0, 1.0).unwrap();
+    close("kl_hinge of identical logits", &get(b, &dl), &[2, 50], &[0.0; 100], 1e-6);
+    let t = get(b, &terms);
+    assert!(t.data[0].abs() < 1e-5 && t.data[4].abs() < 1e-5, "KL of identical rows: {:?}", t.data);
+}
+
 /// Bad shapes and ids: an `Error::Backend` whose message names the op (or the problem), never a panic.
 fn t_errors_backward<B: Backend>(b: &B, _r: &mut StdRng) {
     let t = |s: &[usize]| up(b, &HostTensor::zeros(s.to_vec()));
@@ -586,6 +661,11 @@ fn t_errors_backward<B: Backend>(b: &B, _r: &mut StdRng) {
         ("mix_backward", pair(b.mix_backward(&t(&[3, 4]), &t(&[1, 4]), RowMap::SHARED, &t(&[1, 4]), RowMap::SHARED, &t(&[4, 3])))),
         ("scatter_rows", one(b.scatter_rows(&t(&[3, 4]), &[0, 1], 5))),
         ("scatter_rows", one(b.scatter_rows(&t(&[3, 4]), &[0, 1, 5], 5))),
+        ("kl_hinge", pair(b.kl_hinge(&t(&[3, 4]), &t(&[3, 5]), &[None; 3], 1.0, 1.0))),
+        ("kl_hinge", pair(b.kl_hinge(&t(&[3, 4]), &t(&[3, 4]), &[None; 2], 1.0, 1.0))),
+        ("vocabulary", pair(b.kl_hinge(&t(&[1, 4]), &t(&[1, 4]), &[Some((1, 4))], 1.0, 1.0))),
+        ("no columns", pair(b.kl_hinge(&t(&[2, 0]), &t(&[2, 0]), &[None; 2], 1.0, 1.0))),
+        ("kl_hinge", pair(b.kl_hinge(&t(&[12]), &t(&[12]), &[None], 1.0, 1.0))),
     ];
     for (i, (want, res)) in cases.into_iter().enumerate() {
         match res {
@@ -682,6 +762,7 @@ on_both!(
     t_attn_apply_backward,
     t_mix_backward,
     t_scatter_rows,
+    t_kl_hinge,
     t_errors_backward,
     t_chain_backward,
     t_empty_backward,

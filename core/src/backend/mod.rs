@@ -129,4 +129,14 @@ pub trait Backend {
         abl_rows: RowMap, dy: &Self::Tensor) -> Result<(Self::Tensor, Self::Tensor)>;
     /// `gather_rows` backward: `out [rows, C]` is zero except `out[ids[i], :] += src[i, :]`.
     fn scatter_rows(&self, src: &Self::Tensor, ids: &[u32], rows: usize) -> Result<Self::Tensor>;
+    /// A training loss at `B` rows of last-position logits and its gradient, on the device (one
+    /// read brings back the loss with the mask gradients). With `P = softmax(full row)`,
+    /// `Q = softmax(logits row)` and the hinge `h = relu(margin − (x_a − x_w))` on rows with a pair
+    /// `(a, w)` of answer and wrong token (`None`: no hinge on that row):
+    /// `loss = weight/B · Σ_rows (KL(P ‖ Q) + h)`, so
+    /// `dlogits[r, j] = weight/B · (Q_j − P_j)`, minus `weight/B` at `a` and plus it at `w` where
+    /// `h > 0`. Returns `(dlogits [B, V], terms [B, 4])`, a row of terms being
+    /// `(KL(P ‖ Q) (terms with P_j = 0 add 0, clamped at 0), h, logsumexp(logits), logsumexp(full))`.
+    fn kl_hinge(&self, logits: &Self::Tensor, full: &Self::Tensor, pairs: &[Option<(u32, u32)>], margin: f32, weight: f32)
+        -> Result<(Self::Tensor, Self::Tensor)>;
 }

@@ -119,14 +119,26 @@ impl<B: Backend> Model<B> {
     /// The gradient of a loss with respect to every mask, given `dlogits`, the loss's gradient
     /// with respect to `tape.logits` (`[rows, vocab]`). The result is shaped like the masks.
     pub async fn backward(&self, be: &B, batch: &Batch, tape: Tape<B>, dlogits: &HostTensor) -> Result<Masks> {
-        let w = &self.weights;
         let (b, vocab) = (tape.rows.len(), self.config.vocab);
         if dlogits.shape != [b, vocab] {
             return Err(Error::Input(format!("logit gradient {:?} for {b} rows of {vocab} logits", dlogits.shape)));
         }
-        let Tape { layers, last, masks, rows, .. } = tape;
         let dlogits = be.upload(dlogits)?;
-        let dhf = be.matmul_backward(&dlogits, w.lm_head.as_ref().unwrap_or(&w.wte))?;
+        Ok(self.backward_on_device(be, batch, tape, &dlogits, &[]).await?.0)
+    }
+
+    /// `backward` from a logit gradient already on the device (a loss computed there), reading
+    /// `also` back in the same read as the mask gradients: on wgpu a training step is then one
+    /// submit, and nothing else leaves the device.
+    pub async fn backward_on_device(&self, be: &B, batch: &Batch, tape: Tape<B>, dlogits: &B::Tensor, also: &[&B::Tensor])
+        -> Result<(Masks, Vec<HostTensor>)> {
+        let w = &self.weights;
+        let (b, vocab) = (tape.rows.len(), self.config.vocab);
+        if be.shape(dlogits) != [b, vocab] {
+            return Err(Error::Input(format!("logit gradient {:?} for {b} rows of {vocab} logits", be.shape(dlogits))));
+        }
+        let Tape { layers, last, masks, rows, .. } = tape;
+        let dhf = be.matmul_backward(dlogits, w.lm_head.as_ref().unwrap_or(&w.wte))?;
         let dlast = self.norm_bwd(be, &last, &w.ln_f_w, &dhf)?;
         let mut dx = be.scatter_rows(&dlast, &rows, batch.rows())?;
         let mut grads: Vec<LayerGrads<B::Tensor>> = Vec::with_capacity(layers.len());
@@ -145,8 +157,9 @@ impl<B: Backend> Model<B> {
         };
         // Every layer's mask gradients come back in one read.
         let hd = self.config.head_dim;
-        let all: Vec<&B::Tensor> =
+        let mut all: Vec<&B::Tensor> =
             grads.iter().flat_map(|g| [&g.heads, &g.attn, &g.neurons, &g.mlp]).flatten().collect();
+        all.extend_from_slice(also);
         let mut host = be.read_many(&all).await?.into_iter();
         for (l, g) in grads.iter().enumerate() {
             let mut next = |t: &Option<B::Tensor>| t.as_ref().map(|_| host.next().expect("one read per tensor"));
@@ -164,7 +177,7 @@ impl<B: Backend> Model<B> {
             out.mlp[l] = gm * masks.layers[l];
             out.layers[l] = ga * masks.attn[l] + gm * masks.mlp[l];
         }
-        Ok(out)
+        Ok((out, host.collect()))
     }
 
     fn norm_fwd(&self, be: &B, x: &B::Tensor, w: &B::Tensor, b: Option<&B::Tensor>) -> Result<B::Tensor> {

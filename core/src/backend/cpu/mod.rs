@@ -5,6 +5,7 @@
 mod attention;
 mod backward;
 mod elementwise;
+mod loss;
 mod matmul;
 mod norms;
 
@@ -169,5 +170,9 @@ impl Backend for CpuBackend {
     }
     fn scatter_rows(&self, src: &CpuTensor, ids: &[u32], rows: usize) -> Result<CpuTensor> {
         backward::scatter_rows(self, src, ids, rows)
+    }
+    fn kl_hinge(&self, logits: &CpuTensor, full: &CpuTensor, pairs: &[Option<(u32, u32)>], margin: f32, weight: f32)
+        -> Result<(CpuTensor, CpuTensor)> {
+        loss::kl_hinge(self, logits, full, pairs, margin, weight)
     }
 }

@@ -87,6 +87,11 @@ impl WgpuBackend {
         self.rec.lock().map(|r| r.dispatches).unwrap_or(0)
     }
 
+    /// Command buffers submitted so far (each read submits what was recorded before it).
+    pub fn submits(&self) -> u64 {
+        self.rec.lock().map(|r| r.submits).unwrap_or(0)
+    }
+
     /// Bytes held by free pooled buffers, and a way to release them.
     pub fn pooled_bytes(&self) -> u64 {
         self.pool.free_bytes()
@@ -274,5 +279,9 @@ impl Backend for WgpuBackend {
     }
     fn scatter_rows(&self, src: &GpuTensor, ids: &[u32], rows: usize) -> Result<GpuTensor> {
         self.op_scatter_rows(src, ids, rows)
+    }
+    fn kl_hinge(&self, logits: &GpuTensor, full: &GpuTensor, pairs: &[Option<(u32, u32)>], margin: f32, weight: f32)
+        -> Result<(GpuTensor, GpuTensor)> {
+        self.op_kl_hinge(logits, full, pairs, margin, weight)
     }
 }

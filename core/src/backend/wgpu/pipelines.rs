@@ -3,7 +3,7 @@
 //!
 //! One binding convention for every kernel: @0 the output (storage, read_write), @1 the
 //! parameters (uniform), @2.. read-only storage inputs in order. So a layout depends only on the
-//! number of inputs, and four layouts serve every kernel.
+//! number of inputs, and five layouts serve every kernel.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -24,6 +24,8 @@ pub(crate) enum Shader {
     BackwardNorms,
     BackwardAttention,
     BackwardEmbedding,
+    KlHingeRows,
+    KlHingeGrad,
 }
 
 impl Shader {
@@ -40,6 +42,8 @@ impl Shader {
             Shader::BackwardNorms => include_str!("../../../../shaders/backward_norms.wgsl"),
             Shader::BackwardAttention => include_str!("../../../../shaders/backward_attention.wgsl"),
             Shader::BackwardEmbedding => include_str!("../../../../shaders/backward_embedding.wgsl"),
+            Shader::KlHingeRows => include_str!("../../../../shaders/kl_hinge_rows.wgsl"),
+            Shader::KlHingeGrad => include_str!("../../../../shaders/kl_hinge_grad.wgsl"),
         }
     }
 }
@@ -73,6 +77,10 @@ pub(crate) enum Kernel {
     /// Zeroes the upper triangle of `[rows, seq]` causal blocks, in place.
     CausalZero,
     ScatterRows,
+    /// The training loss's terms per row (KL, hinge, the two log-sum-exps).
+    KlHingeRows,
+    /// The training loss's logit gradient, from those terms.
+    KlHingeGrad,
 }
 
 /// The tiled GEMM's variants: WGSL pipeline-overridable constants of matmul.wgsl.
@@ -105,6 +113,8 @@ impl Kernel {
             LayerNormBackward | RmsNormBackward => Shader::BackwardNorms,
             SoftmaxBackward | CausalZero => Shader::BackwardAttention,
             ScatterRows => Shader::BackwardEmbedding,
+            KlHingeRows => Shader::KlHingeRows,
+            KlHingeGrad => Shader::KlHingeGrad,
         }
     }
 
@@ -134,6 +144,8 @@ impl Kernel {
             SoftmaxBackward => "causal_softmax_backward",
             CausalZero => "causal_zero",
             ScatterRows => "scatter_rows",
+            KlHingeRows => "kl_hinge_rows",
+            KlHingeGrad => "kl_hinge_grad",
         }
     }
 
@@ -146,7 +158,8 @@ impl Kernel {
             Add | SiluMul | Rope | RmsNorm | Gather => 2,
             GeluBackward | SiluMulBackwardUp | MixBackwardX | SoftmaxBackward | ScatterRows => 2,
             Mix | LayerNorm | Matmul(_) | MatmulSmallM => 3,
-            SiluMulBackwardGate | MixBackwardMask | LayerNormBackward | RmsNormBackward => 3,
+            SiluMulBackwardGate | MixBackwardMask | LayerNormBackward | RmsNormBackward | KlHingeRows => 3,
+            KlHingeGrad => 4,
         }
     }
 
@@ -163,7 +176,7 @@ impl Kernel {
     }
 }
 
-const MAX_INPUTS: usize = 3;
+const MAX_INPUTS: usize = 4;
 
 pub(crate) struct Pipelines {
     modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,

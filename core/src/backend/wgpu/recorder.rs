@@ -92,6 +92,8 @@ pub(crate) struct Recorder {
     arena: Arena,
     /// Dispatches recorded since the last submit.
     pub dispatches: usize,
+    /// Command buffers submitted so far.
+    pub submits: u64,
 }
 
 impl Recorder {
@@ -102,6 +104,7 @@ impl Recorder {
             pass: None,
             arena: Arena { chunks: Vec::new(), cur: 0, align: align as u64 },
             dispatches: 0,
+            submits: 0,
         }
     }
 
@@ -164,7 +167,9 @@ impl Recorder {
         self.pass = None;
         self.arena.flush(queue);
         self.dispatches = 0;
-        self.encoder.take().map(|enc| queue.submit(Some(enc.finish())))
+        let enc = self.encoder.take()?;
+        self.submits += 1;
+        Some(queue.submit(Some(enc.finish())))
     }
 }
 

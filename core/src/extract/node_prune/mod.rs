@@ -31,7 +31,7 @@ use super::{AblationKind, Flow};
 use crate::backend::Backend;
 use crate::circuit::{Ablation, Component, Masks, ModelShape};
 use crate::metrics::last_logits;
-use crate::metrics::loss::{kl_mean, margin_mean, LossGrad};
+use crate::metrics::loss::kl_mean;
 use crate::model::ablation::{mean_values, resampled_values, DeviceAblation};
 use crate::model::{Batch, Model};
 use crate::optim::{adamw, hard_concrete as hc, AdamW, SplitMix64};
@@ -236,11 +236,12 @@ pub async fn node_prune<B: Backend>(model: &Model<B>, be: &B, data: &NodePruneDa
     };
 
     let full = last_logits(model, be, &data.discovery, None, None, opts.batch).await?;
+    let full_dev = be.upload(&full)?;
     let counts: Vec<f64> = layout.ranges.iter().map(|r| r.len() as f64).collect();
     let costs = costs(model, be);
     let optim = AdamW::default();
     while st.step < opts.steps {
-        let record = train_step(model, be, data, opts, &layout, &counts, &costs, &full, &values, &mut st, &optim).await?;
+        let record = train_step(model, be, data, opts, &layout, &counts, &costs, &full_dev, &values, &mut st, &optim).await?;
         let info = StepInfo { record, total: opts.steps };
         if progress.update(&info, &st) == Flow::Stop && st.step < opts.steps {
             let (kept, removed, masks) = layout.circuit(&st.hard_masks(&layout), opts.ablation == AblationKind::Mean);
@@ -294,7 +295,7 @@ fn check_corrupted(data: &NodePruneData) -> Result<()> {
 /// the state stays as the last good step left it.
 #[allow(clippy::too_many_arguments)]
 async fn train_step<B: Backend>(model: &Model<B>, be: &B, data: &NodePruneData, opts: &NodePruneOptions, layout: &Layout,
-    counts: &[f64], costs: &Costs, full: &HostTensor, values: &Values<'_, B>, st: &mut NodePruneState,
+    counts: &[f64], costs: &Costs, full: &B::Tensor, values: &Values<'_, B>, st: &mut NodePruneState,
     optim: &AdamW) -> Result<StepRecord> {
     let mut rng = st.rng;
     let n = data.discovery.len();
@@ -312,16 +313,19 @@ async fn train_step<B: Backend>(model: &Model<B>, be: &B, data: &NodePruneData, 
         None => None,
     };
     let tape = model.forward_tape(be, &batch, &masks, resampled.as_ref().or(values.fixed))?;
-    let logits = be.read(&tape.logits).await?;
-    let full_rows = HostTensor::new(vec![idx.len(), full.shape[1]], idx.iter().flat_map(|&i| full.row(i).to_vec()).collect());
-    let kl = kl_mean(&full_rows, &logits)?;
-    let pairs: Vec<Option<(u32, u32)>> = idx.iter().map(|&i| data.pairs[i]).collect();
-    let margin = if opts.margin > 0.0 { margin_mean(&logits, &pairs, opts.margin)? } else { LossGrad::zeros(kl.dlogits.len()) };
+    // The loss and its logit gradient on the device: the step's one read brings back the loss
+    // terms with the mask gradients.
+    let rows: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
+    let full_rows = be.gather_rows(full, &rows)?;
+    let pairs: Vec<Option<(u32, u32)>> =
+        idx.iter().map(|&i| if opts.margin > 0.0 { data.pairs[i] } else { None }).collect();
     let w = 1.0 - opts.sparsity_weight;
-    let mut task = LossGrad::zeros(kl.dlogits.len());
-    task.add_scaled(&kl, w);
-    task.add_scaled(&margin, w);
-    let g = model.backward(be, &batch, tape, &task.dlogits_tensor(&logits.shape)).await?;
+    let (dlogits, terms) = be.kl_hinge(&tape.logits, &full_rows, &pairs, opts.margin as f32, w as f32)?;
+    let (g, read) = model.backward_on_device(be, &batch, tape, &dlogits, &[&terms]).await?;
+    let terms = &read[0];
+    let mean_of = |col: usize| (0..idx.len()).map(|r| terms.data[4 * r + col] as f64).sum::<f64>() / idx.len() as f64;
+    let (kl, margin) = (mean_of(0), mean_of(1));
+    let task_loss = w * (kl + margin);
     let gz = layout.gate_grads(&g);
     let mut grads = Vec::with_capacity(layout.len());
     let mut l0 = 0.0;
@@ -349,12 +353,12 @@ async fn train_step<B: Backend>(model: &Model<B>, be: &B, data: &NodePruneData, 
         // Ascent on λ: AdamW descends, so it takes the negated gradient.
         lambda_grads = [-d, -d * d];
     }
-    let loss = task.loss + l0 + lagrangian;
+    let loss = task_loss + l0 + lagrangian;
     if !loss.is_finite() || grads.iter().any(|g| !g.is_finite()) {
         return Err(Error::NonFinite(format!(
             "node-prune step {}: the loss is {loss} (KL {}); training stopped, the last good state (step {step}) is kept",
             step + 1,
-            kl.loss
+            kl
         )));
     }
     let lr = adamw::warmup_cosine(opts.lr, step, opts.warmup, opts.steps);
@@ -367,8 +371,8 @@ async fn train_step<B: Backend>(model: &Model<B>, be: &B, data: &NodePruneData, 
     let record = StepRecord {
         step: st.step,
         loss,
-        kl: kl.loss,
-        margin: margin.loss,
+        kl,
+        margin,
         lr,
         kept: st.kept_fractions(layout),
         sparsity,

@@ -7,6 +7,7 @@ mod attention;
 mod elementwise;
 mod matmul;
 mod norms;
+mod loss;
 mod scatter;
 
 use super::pipelines::Kernel;
