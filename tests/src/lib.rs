@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: fixture paths, reference files, tolerant comparisons.
 
 pub mod fuzz_harness;
+pub mod op_check;
 pub mod reference_model;
 
 use carve_core::HostTensor;
