@@ -1,33 +1,72 @@
 #!/usr/bin/env bash
-# The README's results table: ablate (heads and MLPs, mean ablation) on SmolLM2-135M-Instruct for
-# the three built-in tasks, at the given α values; one run directory per task and α under runs/.
-#   scripts/results.sh                       # TASKS and ALPHAS below
-#   TASKS="ioi" ALPHAS="0.001 0.003" scripts/results.sh
+# The README's results tables on SmolLM2-135M-Instruct for the three built-in tasks, one run
+# directory per row under runs/ (a row whose run finished is not run again):
+#   ablate (heads and MLPs, mean ablation) at the given α values, runs/TASK-α;
+#   node-prune (heads, MLPs and neurons, mean ablation) with each task's settings below, runs/TASK-np.
+#   scripts/results.sh                                  # TASKS, ALPHAS and NP_TASKS below
+#   TASKS="ioi" ALPHAS="0.001 0.003" NP_TASKS="" scripts/results.sh
+#   TASKS="" NP_TASKS="acronyms" scripts/results.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tasks="${TASKS:-ioi acronyms greater-than}"
+tasks="${TASKS-ioi acronyms greater-than}"
 alphas="${ALPHAS:-0.001 0.003}"
+np_tasks="${NP_TASKS-ioi acronyms greater-than}"
 discovery="${DISCOVERY:-32}"
+backend="${BACKEND:-cpu}"
 model=models/SmolLM2-135M-Instruct.Q4_1.gguf
+# node-prune's settings per task (target mode: the fraction of attention and MLP parameters to remove).
+declare -A np_args=(
+  [ioi]="--target-sparsity 0.8 --sparsity-weight 0 --lr 0.5 --margin 1 --steps 300"
+  [acronyms]="--target-sparsity 0.8 --sparsity-weight 0 --lr 0.5 --margin 1 --steps 300"
+  [greater-than]="--target-sparsity 0.5 --sparsity-weight 0 --lr 0.5 --margin 1 --steps 300"
+)
 scripts/fetch-models.sh
 cargo build --release -p carve
+mkdir -p runs
+run() { # out, then extract's arguments
+  local out="$1"; shift
+  [ -f "$out/report.json" ] && return 0
+  target/release/carve extract --model "$model" --backend "$backend" --out "$out" --force "$@" > "$out.log" 2>&1 \
+    || { tail "$out.log"; exit 1; }
+}
 for task in $tasks; do
   for a in $alphas; do
-    out="runs/$task-$a"
-    [ -f "$out/report.json" ] || target/release/carve extract --model "$model" --task "$task" --alpha "$a" \
-      --ablation mean --mlps --discovery "$discovery" --out "$out" --force > "$out.log" 2>&1 || { tail "$out.log"; exit 1; }
+    run "runs/$task-$a" --task "$task" --alpha "$a" --ablation mean --mlps --discovery "$discovery"
   done
 done
-python3 - $tasks -- $alphas <<'PY'
+for task in $np_tasks; do
+  [ -n "${np_args[$task]:-}" ] || { echo "no node-prune settings for task $task in scripts/results.sh" >&2; exit 1; }
+  # shellcheck disable=SC2086 # the settings are words
+  run "runs/$task-np" --task "$task" --method node-prune --ablation mean ${np_args[$task]}
+done
+python3 - "$tasks" "$alphas" "$np_tasks" <<'PY'
 import json, sys
-args = sys.argv[1:]; i = args.index("--"); tasks, alphas = args[:i], args[i + 1:]
-print("| task | α | test acc full | circuit | pruned | KL | heads | MLPs | non-emb params cut | speedup | FLOPs ratio | extract (s) |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-for t in tasks:
-    for a in alphas:
-        r = json.load(open(f"runs/{t}-{a}/report.json"))
-        T, P, L = r["test"], r["params"], r["latency_ms"]
-        print(f"| {t} | {a} | {T['full']['accuracy']:.3f} | {T['circuit']['accuracy']:.3f} | {T['pruned']['accuracy']:.3f} "
-              f"| {T['kl']:.3f} | {r['kept']['heads']}/{r['total']['heads']} | {r['kept']['mlps']}/{r['total']['mlps']} "
-              f"| {100 * P['reduction_non_embedding']:.1f}% | {L['speedup']:.2f}× | {L['flops_ratio']:.2f}× | {r['extract_seconds']:.0f} |")
+tasks, alphas, np_tasks = (a.split() for a in sys.argv[1:4])
+def scores(r):
+    T = r["test"]
+    return f"{T['full']['accuracy']:.3f} / {T['circuit']['accuracy']:.3f} / {T['pruned']['accuracy']:.3f} | {T['kl']:.3f}"
+def speed(r):
+    P, L = r["params"], r["latency_ms"]
+    return f"{100 * P['reduction_non_embedding']:.1f}% | {L['speedup']:.2f}× ({L['flops_ratio']:.2f}×)"
+if tasks and alphas:
+    print("| task | α | test accuracy: full / circuit / pruned | KL (test) | heads kept | MLPs kept | non-embedding params cut | latency speedup (FLOPs ratio) | extraction |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    for t in tasks:
+        for a in alphas:
+            r = json.load(open(f"runs/{t}-{a}/report.json"))
+            k, n = r["kept"], r["total"]
+            print(f"| {t} | {a} | {scores(r)} | {k['heads']}/{n['heads']} | {k['mlps']}/{n['mlps']} | {speed(r)} | {r['extract_seconds']:.0f} s, {r['backend']} |")
+    print()
+if np_tasks:
+    print("| task | settings | test accuracy: full / circuit / pruned | KL (test) | heads / MLPs / neurons kept | non-embedding params cut | latency speedup (FLOPs ratio) | extraction |")
+    print("|---|---|---|---:|---|---:|---:|---:|")
+    for t in np_tasks:
+        r = json.load(open(f"runs/{t}-np/report.json"))
+        h = json.load(open(f"runs/{t}-np/circuit.json"))["method"]["hyperparameters"]
+        k, n = r["kept"], r["total"]
+        s = f"target {h['target_sparsity']}, λs {h['sparsity_weight']}, lr {h['lr']}, margin {h['margin']}, {h['steps']} steps"
+        if h.get("init_open", 0.95) != 0.95:
+            s += f", open at start {h['init_open']}"
+        print(f"| {t} | {s} | {scores(r)} | {k['heads']}/{n['heads']} · {k['mlps']}/{n['mlps']} · {k['neurons']}/{n['neurons']} "
+              f"| {speed(r)} | {r['extract_seconds']:.0f} s, {r['backend']} |")
 PY

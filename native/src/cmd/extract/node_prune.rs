@@ -35,6 +35,11 @@ pub struct NodePruneArgs {
     /// expected sparsity at a target ramped up from 0), on top of the sparsity weight.
     #[arg(long)]
     pub target_sparsity: Option<f64>,
+    /// node-prune: each gate's probability of sampling fully open at the start, in (0, 1). Lower
+    /// lets the faithfulness gradient reach more gates from the first step (a gate sampled at 1
+    /// gets none); every gate starts kept (its deterministic value above 0.5) down to about 0.17.
+    #[arg(long, default_value_t = 0.95)]
+    pub init_open: f64,
 }
 
 impl NodePruneArgs {
@@ -52,6 +57,7 @@ impl NodePruneArgs {
             ablation,
             margin: self.margin,
             target_sparsity: self.target_sparsity,
+            init_open: self.init_open,
             ..NodePruneOptions::defaults()
         }
     }
