@@ -80,6 +80,8 @@ fn node_prune_bad_settings() {
     fails(&np_args(s(&m), s(&t), s(&o), &["--sparsity-weight", "NaN"]), "sparsity weight");
     fails(&np_args(s(&m), s(&t), s(&o), &["--lr", "0"]), "learning rate");
     fails(&np_args(s(&m), s(&t), s(&o), &["--lr", "inf"]), "learning rate");
+    fails(&np_args(s(&m), s(&t), s(&o), &["--target-sparsity", "0.5", "--lambda-lr", "0"]), "λ learning rate");
+    fails(&np_args(s(&m), s(&t), s(&o), &["--init-open", "1"]), "starting open probability");
     let mut zero = np_args(s(&m), s(&t), s(&o), &[]);
     let i = zero.iter().position(|a| *a == "--steps").unwrap();
     zero[i + 1] = "0";

@@ -84,6 +84,7 @@ impl NodePruneRun {
                     "margin": opts.margin,
                     "init_open": opts.init_open,
                     "target_sparsity": opts.target_sparsity,
+                    "lambda_lr": opts.lambda_lr,
                     "final_loss": last.as_ref().map(|r| r.loss),
                     "final_expected_sparsity": last.as_ref().map(|r| r.sparsity),
                 }),

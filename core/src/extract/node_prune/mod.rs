@@ -63,6 +63,11 @@ pub struct NodePruneOptions {
     /// ramped linearly from 0 to the target over the first 70% of the steps.
     #[serde(default)]
     pub target_sparsity: Option<f64>,
+    /// Target mode: the peak learning rate of the ascent on λ1 and λ2 (None: `lr`), on the same
+    /// schedule. Adam moves λ by about this much a step, so it sets how fast the push towards the
+    /// target can grow against the faithfulness terms.
+    #[serde(default)]
+    pub lambda_lr: Option<f64>,
 }
 
 impl NodePruneOptions {
@@ -80,6 +85,7 @@ impl NodePruneOptions {
             margin: 1.0,
             init_open: 0.95,
             target_sparsity: None,
+            lambda_lr: None,
         }
     }
 
@@ -113,6 +119,11 @@ impl NodePruneOptions {
         }
         if !(self.init_open.is_finite() && self.init_open > 0.0 && self.init_open < 1.0) {
             return bad(format!("the starting open probability must be in (0, 1), not {}", self.init_open));
+        }
+        if let Some(l) = self.lambda_lr {
+            if !(l.is_finite() && l > 0.0 && l <= 10_000.0) {
+                return bad(format!("the λ learning rate must be a finite number in (0, 10000], not {l}"));
+            }
         }
         if let Some(t) = self.target_sparsity {
             if !(t.is_finite() && (0.0..1.0).contains(&t)) {
@@ -364,7 +375,8 @@ async fn train_step<B: Backend>(model: &Model<B>, be: &B, data: &NodePruneData, 
     let lr = adamw::warmup_cosine(opts.lr, step, opts.warmup, opts.steps);
     optim.step(&mut st.log_alpha, &grads, &mut st.moments, lr);
     if target.is_some() {
-        optim.step(&mut st.lambda, &lambda_grads, &mut st.lambda_moments, lr);
+        let lr_lambda = adamw::warmup_cosine(opts.lambda_lr.unwrap_or(opts.lr), step, opts.warmup, opts.steps);
+        optim.step(&mut st.lambda, &lambda_grads, &mut st.lambda_moments, lr_lambda);
     }
     st.rng = rng;
     st.step += 1;

@@ -35,6 +35,10 @@ pub struct NodePruneArgs {
     /// expected sparsity at a target ramped up from 0), on top of the sparsity weight.
     #[arg(long)]
     pub target_sparsity: Option<f64>,
+    /// node-prune, target mode: the peak learning rate of the ascent on the Lagrange multipliers
+    /// (default: --lr). Higher reaches the target sooner.
+    #[arg(long)]
+    pub lambda_lr: Option<f64>,
     /// node-prune: each gate's probability of sampling fully open at the start, in (0, 1). Lower
     /// lets the faithfulness gradient reach more gates from the first step (a gate sampled at 1
     /// gets none); every gate starts kept (its deterministic value above 0.5) down to about 0.17.
@@ -58,6 +62,7 @@ impl NodePruneArgs {
             margin: self.margin,
             target_sparsity: self.target_sparsity,
             init_open: self.init_open,
+            lambda_lr: self.lambda_lr,
             ..NodePruneOptions::defaults()
         }
     }
