@@ -16,9 +16,9 @@ backend="${BACKEND:-cpu}"
 model=models/SmolLM2-135M-Instruct.Q4_1.gguf
 # node-prune's settings per task (target mode: the fraction of attention and MLP parameters to remove).
 declare -A np_args=(
-  [ioi]="--target-sparsity 0.8 --sparsity-weight 0 --lr 0.5 --margin 1 --steps 300"
-  [acronyms]="--target-sparsity 0.8 --sparsity-weight 0 --lr 0.5 --margin 1 --steps 300"
-  [greater-than]="--target-sparsity 0.5 --sparsity-weight 0 --lr 0.5 --margin 1 --steps 300"
+  [ioi]="--target-sparsity 0.8 --sparsity-weight 0 --lr 0.5 --margin 1 --init-open 0.5 --steps 600"
+  [acronyms]="--target-sparsity 0.8 --sparsity-weight 0 --lr 0.5 --margin 1 --init-open 0.5 --steps 300"
+  [greater-than]="--target-sparsity 0.5 --sparsity-weight 0 --lr 0.5 --margin 1 --init-open 0.5 --steps 300"
 )
 scripts/fetch-models.sh
 cargo build --release -p carve
