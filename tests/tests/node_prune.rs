@@ -104,7 +104,7 @@ fn resample_ablation_takes_each_prompts_own_corrupted_run() {
     let model = Model::upload(&be, m.config.clone(), &m.weights).unwrap();
     let prompts: Vec<Vec<u32>> = (0..12u32).map(|i| (0..4 + i % 5).map(|j| (i * 31 + j * 17 + 5) % 500).collect()).collect();
     let d = NodePruneData { pairs: vec![None; prompts.len()], discovery: prompts.clone(), patching: vec![], corrupted: prompts.clone() };
-    let o = NodePruneOptions { sparsity_weight: 0.9, steps: 60, warmup: 5, batch: 5, lr: 0.5, ablation: AblationKind::Resample, ..NodePruneOptions::defaults() };
+    let o = NodePruneOptions { sparsity_weight: 0.9, steps: 60, warmup: 5, batch: 5, lr: 0.5, ablation: AblationKind::Resample, ..NodePruneOptions::weighted() };
     let r = pollster::block_on(node_prune(&model, &be, &d, &o, None, &mut ())).unwrap();
     assert!(r.ablation.is_none(), "resample keeps no fixed values");
     assert!(r.state.history.iter().all(|h| h.kl.abs() < 1e-6), "KL on a step: {:?}", r.state.history.iter().map(|h| h.kl).collect::<Vec<_>>());

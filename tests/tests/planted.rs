@@ -337,7 +337,7 @@ fn node_prune_recovers<B: Backend>(be: &B, what: &str, (cfg, w): (ModelConfig, M
         steps: 150,
         warmup: 10,
         batch: 8,
-        ..NodePruneOptions::defaults()
+        ..NodePruneOptions::weighted()
     };
     let r = pollster::block_on(node_prune(&model, be, &d, &o, None, &mut ())).unwrap();
     let kept_heads: Vec<Component> = r.kept.iter().copied().filter(|c| matches!(c, Component::Head { .. })).collect();
@@ -441,7 +441,7 @@ fn node_prune_recovers_the_planted_neurons() {
         warmup: 10,
         batch: 24,
         lr: 0.1,
-        ..NodePruneOptions::defaults()
+        ..NodePruneOptions::weighted()
     };
     let r = pollster::block_on(node_prune(&model, &be, &d, &o, None, &mut ())).unwrap();
     println!("log α: {:?}", r.state.log_alpha.iter().map(|a| format!("{a:.2}")).collect::<Vec<_>>());

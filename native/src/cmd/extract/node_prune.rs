@@ -16,14 +16,15 @@ pub struct NodePruneArgs {
     /// node-prune: which components carry a learned gate, comma-separated: attn, mlps, heads, neurons.
     #[arg(long, default_value = "attn,mlps,heads,neurons")]
     pub granularity: String,
-    /// node-prune: λs in [0, 1), the weight of sparsity against faithfulness (higher keeps less).
-    #[arg(long, default_value_t = 0.5)]
+    /// node-prune: λs in [0, 1), the weight of an L0 sparsity term against faithfulness (higher
+    /// keeps less); with --target-sparsity off it alone sets how much goes.
+    #[arg(long, default_value_t = 0.0)]
     pub sparsity_weight: f64,
     /// node-prune: training steps.
     #[arg(long, default_value_t = 300)]
     pub steps: u64,
     /// node-prune: AdamW's peak learning rate on the gates' log α.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.5)]
     pub lr: f64,
     /// node-prune: warm-up steps before the cosine decay (default: a tenth of --steps).
     #[arg(long)]
@@ -32,9 +33,10 @@ pub struct NodePruneArgs {
     #[arg(long, default_value_t = 1.0)]
     pub margin: f64,
     /// node-prune: remove this fraction of the attention and MLP parameters (a Lagrangian holds the
-    /// expected sparsity at a target ramped up from 0), on top of the sparsity weight.
-    #[arg(long)]
-    pub target_sparsity: Option<f64>,
+    /// expected sparsity at a target ramped up from 0), on top of the sparsity weight; `off` leaves
+    /// it to --sparsity-weight.
+    #[arg(long, default_value = "0.7", value_parser = parse_target)]
+    pub target_sparsity: TargetArg,
     /// node-prune, target mode: the peak learning rate of the ascent on the Lagrange multipliers
     /// (default: --lr). Higher reaches the target sooner.
     #[arg(long)]
@@ -42,8 +44,19 @@ pub struct NodePruneArgs {
     /// node-prune: each gate's probability of sampling fully open at the start, in (0, 1). Lower
     /// lets the faithfulness gradient reach more gates from the first step (a gate sampled at 1
     /// gets none); every gate starts kept (its deterministic value above 0.5) down to about 0.17.
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, default_value_t = 0.5)]
     pub init_open: f64,
+}
+
+/// `--target-sparsity`: a fraction, or `off`.
+#[derive(Clone, Copy, Debug)]
+pub struct TargetArg(pub Option<f64>);
+
+fn parse_target(s: &str) -> std::result::Result<TargetArg, String> {
+    match s {
+        "off" | "none" => Ok(TargetArg(None)),
+        _ => s.parse::<f64>().map(|t| TargetArg(Some(t))).map_err(|_| format!("`{s}` is not a fraction in [0, 1) or `off`")),
+    }
 }
 
 impl NodePruneArgs {
@@ -60,7 +73,7 @@ impl NodePruneArgs {
             seed,
             ablation,
             margin: self.margin,
-            target_sparsity: self.target_sparsity,
+            target_sparsity: self.target_sparsity.0,
             init_open: self.init_open,
             lambda_lr: self.lambda_lr,
             ..NodePruneOptions::defaults()
