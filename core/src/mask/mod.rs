@@ -3,7 +3,9 @@
 //! (`circuit/` holds the output formats built on it: the circuit file, links, svg, means).
 
 pub mod components;
+pub mod edges;
 pub mod masks;
 
 pub use components::{Component, ModelShape};
+pub use edges::{Edge, EdgeLayout, Reader, Writer};
 pub use masks::{Ablation, AblationValues, Masks, Site};
