@@ -253,6 +253,26 @@ fn t_gather<B: Backend>(b: &B, r: &mut StdRng) {
     assert_eq!((none.shape.as_slice(), none.data.len()), (&[0, 77][..], 0), "gather of no ids");
 }
 
+/// concat: parts stacked as rows (an empty part among them), one part reshaped, a part made by an
+/// op earlier in the same encoder; a wrong element count is refused. Exact.
+fn t_concat<B: Backend>(b: &B, r: &mut StdRng) {
+    let parts: Vec<HostTensor> = (0..3).map(|_| rand_t(r, &[4, 5], 1.0)).collect();
+    let empty = HostTensor::zeros(vec![0, 5]);
+    let ups: Vec<B::Tensor> = parts.iter().map(|p| up(b, p)).collect();
+    let e = up(b, &empty);
+    let sum = b.add(&ups[0], &ups[1]).unwrap();
+    let got = get(b, &b.concat(&[&ups[0], &e, &ups[1], &ups[2], &sum], vec![4, 20]).unwrap());
+    let mut want: Vec<f64> = parts.iter().flat_map(d).collect();
+    want.extend(parts[0].data.iter().zip(&parts[1].data).map(|(x, y)| (x + y) as f64));
+    close("concat as rows", &got, &[4, 20], &want, 0.0);
+    let got = get(b, &b.concat(&[&ups[2]], vec![2, 10]).unwrap());
+    close("concat as a reshape", &got, &[2, 10], &d(&parts[2]), 0.0);
+    match b.concat(&[&ups[0], &ups[1]], vec![3, 10]) {
+        Err(Error::Backend(m)) => assert!(m.contains("concat"), "{m}"),
+        other => panic!("a wrong element count: {:?}", other.map(|_| ())),
+    }
+}
+
 /// A chain of ops, read once: pooled buffers get reused inside one pending encoder.
 fn t_chain<B: Backend>(b: &B, r: &mut StdRng) {
     let (m, k) = (19, 70);
@@ -315,7 +335,7 @@ macro_rules! on_both {
     };
 }
 
-on_both!(t_matmul, t_add, t_norms, t_activations, t_rope, t_attention, t_mix, t_log_softmax, t_gather, t_chain, t_errors);
+on_both!(t_matmul, t_add, t_norms, t_activations, t_rope, t_attention, t_mix, t_log_softmax, t_gather, t_concat, t_chain, t_errors);
 
 // ---------------------------------------------------------------- wgpu only
 

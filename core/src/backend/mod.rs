@@ -87,6 +87,9 @@ pub trait Backend {
     /// `a = abl[arow, c]`, rows picked by the two `RowMap`s. `mask` is `[*, C]`, `abl` is `[*, C]`.
     fn mix(&self, x: &Self::Tensor, mask: &Self::Tensor, mask_rows: RowMap, abl: &Self::Tensor, abl_rows: RowMap)
         -> Result<Self::Tensor>;
+    /// The parts' elements one after another, as a tensor of `shape` (whose element count is the
+    /// parts' total): stacks equal parts as rows (`[n, numel]`), or reshapes one part.
+    fn concat(&self, parts: &[&Self::Tensor], shape: Vec<usize>) -> Result<Self::Tensor>;
     /// Row-wise `log_softmax`, numerically stable (max subtracted).
     fn log_softmax(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
 

@@ -134,6 +134,16 @@ impl Backend for CpuBackend {
         -> Result<CpuTensor> {
         elementwise::mix(self, x, mask, mask_rows, abl, abl_rows)
     }
+    fn concat(&self, parts: &[&CpuTensor], shape: Vec<usize>) -> Result<CpuTensor> {
+        let n: usize = shape.iter().product();
+        let total: usize = parts.iter().map(|p| p.0.data.len()).sum();
+        check(n == total, "concat", || format!("parts of {total} elements in all as a tensor of shape {shape:?} ({n})"))?;
+        let mut data = Vec::with_capacity(n);
+        for p in parts {
+            data.extend_from_slice(&p.0.data);
+        }
+        Ok(CpuBackend::wrap(shape, data))
+    }
     fn log_softmax(&self, x: &CpuTensor) -> Result<CpuTensor> {
         norms::log_softmax(self, x)
     }

@@ -9,6 +9,7 @@
 
 mod attention;
 mod backward;
+mod concat;
 mod context;
 mod elementwise;
 mod embedding;
@@ -243,6 +244,9 @@ impl Backend for WgpuBackend {
         self.op_mix(x, mask, mask_rows, abl, abl_rows)
     }
 
+    fn concat(&self, parts: &[&GpuTensor], shape: Vec<usize>) -> Result<GpuTensor> {
+        self.op_concat(parts, shape)
+    }
     fn log_softmax(&self, x: &GpuTensor) -> Result<GpuTensor> {
         self.op_log_softmax(x)
     }
