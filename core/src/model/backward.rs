@@ -180,7 +180,7 @@ impl<B: Backend> Model<B> {
         Ok((out, host.collect()))
     }
 
-    fn norm_fwd(&self, be: &B, x: &B::Tensor, w: &B::Tensor, b: Option<&B::Tensor>) -> Result<B::Tensor> {
+    pub(crate) fn norm_fwd(&self, be: &B, x: &B::Tensor, w: &B::Tensor, b: Option<&B::Tensor>) -> Result<B::Tensor> {
         match (self.config.arch, b) {
             (Arch::Gpt2, Some(b)) => be.layer_norm(x, w, b, self.config.norm_eps),
             (Arch::Gpt2, None) => Err(Error::Unsupported("GPT-2 LayerNorm without a bias".into())),
@@ -188,7 +188,7 @@ impl<B: Backend> Model<B> {
         }
     }
 
-    fn norm_bwd(&self, be: &B, x: &B::Tensor, w: &B::Tensor, dy: &B::Tensor) -> Result<B::Tensor> {
+    pub(crate) fn norm_bwd(&self, be: &B, x: &B::Tensor, w: &B::Tensor, dy: &B::Tensor) -> Result<B::Tensor> {
         match self.config.arch {
             Arch::Gpt2 => be.layer_norm_backward(x, w, dy, self.config.norm_eps),
             Arch::Llama => be.rms_norm_backward(x, w, dy, self.config.norm_eps),

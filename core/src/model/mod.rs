@@ -4,6 +4,7 @@ pub mod ablation;
 pub mod backward;
 pub mod batch;
 pub mod config;
+pub mod edges;
 pub mod forward;
 pub mod load;
 pub mod non_finite;

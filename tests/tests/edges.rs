@@ -1,0 +1,97 @@
+//! The edge forward against the plain forward: with every gate at 1 it is the same model, and with
+//! every edge out of one writer at 0 it is that writer ablated as a node with the same values. On
+//! tiny-gpt2 and tiny-llama, prompts of different lengths in one batch, both backends.
+//! Tolerance: max |edge − plain| ≤ 2e-5 · max(1, max |plain|) over every logit of every row.
+
+use carve_core::backend::Backend;
+use carve_core::mask::{AblationValues, Masks, Writer};
+use carve_core::model::ablation::{mean_rows, mean_values, DeviceAblation};
+use carve_core::model::edges::EdgeWeights;
+use carve_core::model::load::load_path;
+use carve_core::model::{Batch, ForwardArgs, LogitsAt, Model};
+use carve_core::HostTensor;
+use carve_tests::*;
+
+const TOL: f64 = 2e-5;
+
+fn close(what: &str, got: &HostTensor, want: &HostTensor) {
+    assert_eq!(got.shape, want.shape, "{what}: shape");
+    let scale = want.data.iter().fold(1.0f64, |m, &v| m.max(v.abs() as f64));
+    let worst = got.data.iter().zip(&want.data).map(|(&a, &b)| (a as f64 - b as f64).abs()).fold(0.0, f64::max);
+    assert!(worst <= TOL * scale, "{what}: max error {worst:e} over {scale}");
+}
+
+fn prompts(vocab: u32) -> Vec<Vec<u32>> {
+    (0..5u32).map(|i| (0..3 + i % 4).map(|j| (i * 31 + j * 17 + 2) % vocab).collect()).collect()
+}
+
+fn plain<B: Backend>(be: &B, m: &Model<B>, batch: &Batch, masks: Option<&Masks>, abl: Option<&DeviceAblation<B>>) -> HostTensor {
+    let args = ForwardArgs { masks, ablation: abl, logits: LogitsAt::All, ..ForwardArgs::default() };
+    let out = m.forward(be, batch, &args).unwrap();
+    pollster::block_on(be.read(out.logits.as_ref().unwrap())).unwrap()
+}
+
+fn check<B: Backend>(be: &B, name: &str) {
+    let host = load_path(&fixture(name)).unwrap();
+    let m = Model::upload(be, host.config.clone(), &host.weights).unwrap();
+    let ew = EdgeWeights::new(be, &m, &host.weights).unwrap();
+    let lay = &ew.layout;
+    let batch = Batch::new(&prompts(host.config.vocab as u32), &host.config).unwrap();
+    let all_rows: Vec<u32> = (0..batch.rows() as u32).collect();
+    let read = |t: &B::Tensor| pollster::block_on(be.read(t)).unwrap();
+
+    // Every gate 1, zero ablation: the plain forward.
+    let ones = vec![1.0; lay.n_edges()];
+    let out = m.edge_forward(be, &ew, &batch, &ones, None, &all_rows, true).unwrap();
+    close(&format!("{name}: every gate 1"), &read(&out.logits), &plain(be, &m, &batch, None, None));
+
+    // Writer means over a patching batch, as the edge forward measures them, and the node means.
+    let patching = Batch::new(&prompts(host.config.vocab as u32 - 7).iter().rev().cloned().collect::<Vec<_>>(), &host.config).unwrap();
+    let pout = m.edge_forward(be, &ew, &patching, &ones, None, &[0], true).unwrap();
+    assert_eq!(pout.writers.len(), lay.writers.len());
+    let means: Vec<B::Tensor> = pout.writers.iter().map(|h| be.upload(&mean_rows(&read(h), &patching, false)).unwrap()).collect();
+    let node_means: AblationValues = pollster::block_on(mean_values(&m, be, &patching, false)).unwrap();
+    let node_dev = DeviceAblation::upload(be, &node_means).unwrap();
+
+    // Every gate 1 with mean values: still the plain forward (the values cancel).
+    let out = m.edge_forward(be, &ew, &batch, &ones, Some(&means), &all_rows, false).unwrap();
+    close(&format!("{name}: every gate 1, mean values"), &read(&out.logits), &plain(be, &m, &batch, None, None));
+
+    // Every edge out of one writer at 0 with mean values: that writer ablated as a node.
+    let layers = host.weights.layers.len();
+    for writer in [Writer::Head { layer: 0, head: 1 }, Writer::Mlp { layer: 0 }, Writer::Head { layer: layers - 1, head: 0 }] {
+        let wi = lay.writers.iter().position(|&w| w == writer).unwrap();
+        let mut gates = ones.clone();
+        for (r, &reads) in lay.reads.iter().enumerate() {
+            if wi < reads {
+                gates[lay.first[r] + wi] = 0.0;
+            }
+        }
+        let shape = carve_core::mask::ModelShape::of(&host.weights.layers, |t| t.shape[0]);
+        let mut masks = Masks::ones(&shape.n_heads, &shape.d_ff);
+        match writer {
+            Writer::Head { layer, head } => masks.heads[layer][head] = 0.0,
+            Writer::Mlp { layer } => masks.mlp[layer] = 0.0,
+            _ => unreachable!(),
+        }
+        let out = m.edge_forward(be, &ew, &batch, &gates, Some(&means), &all_rows, false).unwrap();
+        close(&format!("{name}: {writer} cut off"), &read(&out.logits), &plain(be, &m, &batch, Some(&masks), Some(&node_dev)));
+    }
+}
+
+#[test]
+fn edge_forward_tiny_gpt2_cpu() {
+    check(&cpu(), "tiny-gpt2");
+}
+#[test]
+fn edge_forward_tiny_llama_cpu() {
+    check(&cpu(), "tiny-llama");
+}
+#[test]
+fn edge_forward_tiny_gpt2_gpu() {
+    check(gpu(), "tiny-gpt2");
+}
+#[test]
+fn edge_forward_tiny_llama_gpu() {
+    check(gpu(), "tiny-llama");
+}
