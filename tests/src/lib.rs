@@ -2,6 +2,7 @@
 
 pub mod fuzz_harness;
 pub mod op_check;
+pub mod reference_edges;
 pub mod reference_model;
 
 use carve_core::HostTensor;

@@ -51,23 +51,23 @@ impl RefMasks {
     }
 }
 
-struct Mat {
-    rows: usize,
-    cols: usize,
-    d: Vec<f64>,
+pub(crate) struct Mat {
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
+    pub(crate) d: Vec<f64>,
 }
 
-fn mat(t: &HostTensor) -> Mat {
+pub(crate) fn mat(t: &HostTensor) -> Mat {
     let (rows, cols) = t.rows_cols();
     Mat { rows, cols, d: t.data.iter().map(|&v| v as f64).collect() }
 }
 
-fn vecf(t: &Option<HostTensor>) -> Option<Vec<f64>> {
+pub(crate) fn vecf(t: &Option<HostTensor>) -> Option<Vec<f64>> {
     t.as_ref().map(|t| t.data.iter().map(|&v| v as f64).collect())
 }
 
 /// `x [T, K] · wᵀ (w [N, K]) + b`.
-fn linear(x: &[Vec<f64>], w: &Mat, b: Option<&Vec<f64>>) -> Vec<Vec<f64>> {
+pub(crate) fn linear(x: &[Vec<f64>], w: &Mat, b: Option<&Vec<f64>>) -> Vec<Vec<f64>> {
     x.iter()
         .map(|r| {
             (0..w.rows)
@@ -77,7 +77,7 @@ fn linear(x: &[Vec<f64>], w: &Mat, b: Option<&Vec<f64>>) -> Vec<Vec<f64>> {
         .collect()
 }
 
-fn norm(cfg: &ModelConfig, x: &[f64], w: &[f64], b: Option<&Vec<f64>>) -> Vec<f64> {
+pub(crate) fn norm(cfg: &ModelConfig, x: &[f64], w: &[f64], b: Option<&Vec<f64>>) -> Vec<f64> {
     let n = x.len() as f64;
     let eps = cfg.norm_eps as f64;
     match cfg.arch {
@@ -94,7 +94,7 @@ fn norm(cfg: &ModelConfig, x: &[f64], w: &[f64], b: Option<&Vec<f64>>) -> Vec<f6
     }
 }
 
-fn rope(cfg: &ModelConfig, x: &mut [f64], pos: usize, heads: usize) {
+pub(crate) fn rope(cfg: &ModelConfig, x: &mut [f64], pos: usize, heads: usize) {
     let hd = cfg.head_dim;
     let half = hd / 2;
     for h in 0..heads {
@@ -109,7 +109,7 @@ fn rope(cfg: &ModelConfig, x: &mut [f64], pos: usize, heads: usize) {
     }
 }
 
-fn gelu_new(x: f64) -> f64 {
+pub(crate) fn gelu_new(x: f64) -> f64 {
     0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())
 }
 

@@ -1,0 +1,141 @@
+//! The edge forward read bottom-up: from the logits' gradient to every edge gate's. A reader's
+//! input is `Σ_g gates_g · stack_g`, so its gradient `dx` gives the gates' `dx · stack_gᵀ` and
+//! the stacks' `gates_gᵀ · dx`; a stack's rows are its writers' h_w − a_w, whose gradient flows
+//! back through the writer (a head, an MLP) to the readers below it.
+
+use super::forward::{gate_block, groups_read, head_shape, kv_of, Group};
+use super::{EdgeTape, EdgeWeights};
+use crate::backend::Backend;
+use crate::mask::EdgeLayout;
+use crate::model::batch::Batch;
+use crate::model::forward::Model;
+use crate::model::Arch;
+use crate::{Error, HostTensor, Result};
+
+/// Gradients gathered on the way down: each group's stack, and the gate blocks to read back.
+struct Grads<T> {
+    stacks: Vec<Option<T>>,
+    /// (first reader, readers, group, `dgates [readers, cols]`).
+    blocks: Vec<(usize, usize, usize, T)>,
+}
+
+impl<T: Clone> Grads<T> {
+    /// Readers `r0..r0 + n` with input gradient `dx [n, rows·d]`.
+    fn reader<B: Backend<Tensor = T>>(&mut self, be: &B, lay: &EdgeLayout, groups: &[Group<T>], gates: &[f32], r0: usize,
+        n: usize, dx: &T) -> Result<()> {
+        for (gi, g) in groups_read(groups, lay.reads[r0]) {
+            self.blocks.push((r0, n, gi, be.matmul(dx, &g.stack, None)?));
+            let zt = be.upload(&gate_block(lay, g, gates, r0, n, true))?;
+            let ds = be.matmul_backward(&zt, dx)?;
+            self.stacks[gi] = Some(match self.stacks[gi].take() {
+                None => ds,
+                Some(s) => be.add(&s, &ds)?,
+            });
+        }
+        Ok(())
+    }
+
+    /// The gradient of writer `i` of group `gi`, `[rows, d]`.
+    fn writer<B: Backend<Tensor = T>>(&self, be: &B, gi: usize, i: usize, n_rows: usize, d: usize) -> Result<T> {
+        let s = self.stacks[gi].as_ref().ok_or_else(|| Error::Backend("edge backward: a writer no reader reads".into()))?;
+        be.concat(&[&be.gather_rows(s, &[i as u32])?], vec![n_rows, d])
+    }
+}
+
+impl<B: Backend> Model<B> {
+    /// The gradient of a loss with respect to every edge gate (in the layout's order), given
+    /// `dlogits`, its gradient with respect to `tape.logits`; `also` is read back in the same read.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn edge_backward(&self, be: &B, ew: &EdgeWeights<B::Tensor>, batch: &Batch, tape: EdgeTape<B::Tensor>,
+        gates: &[f32], dlogits: &B::Tensor, also: &[&B::Tensor]) -> Result<(Vec<f32>, Vec<HostTensor>)> {
+        let lay = &ew.layout;
+        let (c, w) = (&self.config, &self.weights);
+        let (n_rows, d) = (batch.rows(), be.shape(&w.wte)[1]);
+        if be.shape(dlogits) != [tape.rows.len(), c.vocab] {
+            return Err(Error::Input(format!("logit gradient {:?} for {} rows of {} logits", be.shape(dlogits), tape.rows.len(), c.vocab)));
+        }
+        if gates.len() != lay.n_edges() {
+            return Err(Error::Input(format!("{} edge gates for a model of {} edges", gates.len(), lay.n_edges())));
+        }
+        let groups = &tape.groups;
+        let mut g = Grads { stacks: (0..groups.len()).map(|_| None).collect(), blocks: Vec::new() };
+        let flat = |t: &B::Tensor, n: usize| be.concat(&[t], vec![n, n_rows * d]);
+
+        // The logits reader: logits = norm_f(x[rows])·W_U.
+        let dhf = be.matmul_backward(dlogits, w.lm_head.as_ref().unwrap_or(&w.wte))?;
+        let dlast = self.norm_bwd(be, &tape.last, &w.ln_f_w, &dhf)?;
+        let dx = be.scatter_rows(&dlast, &tape.rows, n_rows)?;
+        g.reader(be, lay, groups, gates, tape.logits_reader, 1, &flat(&dx, 1)?)?;
+
+        let s = head_shape(self, batch);
+        for l in (0..w.layers.len()).rev() {
+            let lw = &w.layers[l];
+            // MLP, bottom-up: out = act(norm2(x)·W_up)·W_down.
+            if let Some(t) = &tape.mlp[l] {
+                let dout = g.writer(be, t.group, 0, n_rows, d)?;
+                let dact = be.matmul_backward(&dout, &lw.w_down)?;
+                let dh2 = match (&t.gate, &lw.w_gate) {
+                    (Some(gate), Some(wg)) => {
+                        let (dgate, dup) = be.silu_mul_backward(gate, &t.up, &dact)?;
+                        be.add(&be.matmul_backward(&dup, &lw.w_up)?, &be.matmul_backward(&dgate, wg)?)?
+                    }
+                    _ => be.matmul_backward(&be.gelu_new_backward(&t.up, &dact)?, &lw.w_up)?,
+                };
+                let dx = self.norm_bwd(be, &t.x, &lw.ln2_w, &dh2)?;
+                g.reader(be, lay, groups, gates, t.r, 1, &flat(&dx, 1)?)?;
+            }
+            // Heads, bottom-up: o_h = attention(q_h, k_g, v_g)·W_O_hᵀ.
+            if let Some(t) = &tape.attn[l] {
+                let el = &ew.layers[l];
+                let (nq, nkv) = (lw.n_heads, lw.n_kv_heads);
+                let rope_bwd = |dt: B::Tensor| -> Result<B::Tensor> {
+                    match c.arch {
+                        Arch::Llama => be.rope_backward(&dt, batch.seq, 1, c.head_dim, c.rope_theta),
+                        Arch::Gpt2 => Ok(dt),
+                    }
+                };
+                let add = |acc: Option<B::Tensor>, t: B::Tensor| -> Result<B::Tensor> {
+                    acc.map_or(Ok(t.clone()), |a| be.add(&a, &t))
+                };
+                let (mut dk, mut dv): (Vec<Option<B::Tensor>>, Vec<Option<B::Tensor>>) = ((0..nkv).map(|_| None).collect(), (0..nkv).map(|_| None).collect());
+                let mut dins = Vec::with_capacity(nq + 2 * nkv);
+                for hq in 0..nq {
+                    let kv = kv_of(hq, nq, nkv);
+                    let dout = g.writer(be, t.group, hq, n_rows, d)?;
+                    let dz = be.matmul_backward(&dout, &el.wo[hq])?;
+                    let (dp, dvh) = be.attn_apply_backward(&t.p[hq], &t.v[kv], &dz, s)?;
+                    let (dq, dkh) = be.attn_scores_backward(&t.q[hq], &t.k[kv], &t.p[hq], &dp, s)?;
+                    dins.push(be.matmul_backward(&rope_bwd(dq)?, &el.wq[hq])?);
+                    dk[kv] = Some(add(dk[kv].take(), dkh)?);
+                    dv[kv] = Some(add(dv[kv].take(), dvh)?);
+                }
+                let none = || Error::Backend("edge backward: a KV head no query head reads".into());
+                for (kv, dkg) in dk.into_iter().enumerate() {
+                    dins.push(be.matmul_backward(&rope_bwd(dkg.ok_or_else(none)?)?, &el.wk[kv])?);
+                }
+                for (kv, dvg) in dv.into_iter().enumerate() {
+                    dins.push(be.matmul_backward(&dvg.ok_or_else(none)?, &el.wv[kv])?);
+                }
+                let n = dins.len();
+                let refs: Vec<&B::Tensor> = dins.iter().collect();
+                let dh = be.concat(&refs, vec![n * n_rows, d])?;
+                let dx = self.norm_bwd(be, &t.x, &lw.ln1_w, &dh)?;
+                g.reader(be, lay, groups, gates, t.r0, n, &flat(&dx, n)?)?;
+            }
+        }
+
+        // Every gate block in one read, with whatever the caller asked for.
+        let refs: Vec<&B::Tensor> = g.blocks.iter().map(|b| &b.3).chain(also.iter().copied()).collect();
+        let host = be.read_many(&refs).await?;
+        let mut grad = vec![0.0f32; lay.n_edges()];
+        for ((r0, n, gi, _), h) in g.blocks.iter().zip(&host) {
+            let grp = &groups[*gi];
+            for i in 0..*n {
+                let at = lay.first[r0 + i] + grp.first;
+                grad[at..at + grp.n].copy_from_slice(&h.data[i * grp.cols()..i * grp.cols() + grp.n]);
+            }
+        }
+        let rest = host[g.blocks.len()..].to_vec();
+        Ok((grad, rest))
+    }
+}

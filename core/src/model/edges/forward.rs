@@ -1,0 +1,278 @@
+//! The edge forward, keeping what its backward reads (see the module doc for the formula). Per
+//! layer: `x_att → h → q, k, v → p → z → o` for the heads (each reader of the layer normalises its
+//! own rows of `x_att`), then `x_mlp → h2 → up (gate) → act → out` for the MLP.
+
+use super::EdgeWeights;
+use crate::backend::{AttnShape, Backend, RowMap};
+use crate::mask::{EdgeLayout, Reader};
+use crate::model::batch::Batch;
+use crate::model::forward::Model;
+use crate::model::Arch;
+use crate::{Error, HostTensor, Result};
+
+/// A group of consecutive writers: `stack [n (+ 1), rows·d]` of h_w − a_w (and Σ a_w).
+pub(super) struct Group<T> {
+    pub first: usize,
+    pub n: usize,
+    pub stack: T,
+    pub has_sum: bool,
+}
+
+impl<T> Group<T> {
+    pub fn cols(&self) -> usize {
+        self.n + self.has_sum as usize
+    }
+}
+
+/// A layer's attention readers and heads: readers `r0..r0 + nq + 2·nkv` (q per head, then k and v
+/// per KV head), their inputs `x [n·rows, d]`, and per head q, p (per KV head k, v).
+pub(super) struct AttnTape<T> {
+    pub r0: usize,
+    pub x: T,
+    pub q: Vec<T>,
+    pub k: Vec<T>,
+    pub v: Vec<T>,
+    pub p: Vec<T>,
+    pub group: usize,
+}
+
+/// A layer's MLP reader `r` and its writer's group.
+pub(super) struct MlpTape<T> {
+    pub r: usize,
+    pub x: T,
+    pub up: T,
+    pub gate: Option<T>,
+    pub group: usize,
+}
+
+/// An edge forward kept for its backward: the logits at the rows asked for, with `capture` every
+/// writer's output `[rows, d]` in writer order (for measuring means), and the tape.
+pub struct EdgeTape<T> {
+    pub logits: T,
+    pub writers: Vec<T>,
+    pub(super) rows: Vec<u32>,
+    pub(super) groups: Vec<Group<T>>,
+    pub(super) attn: Vec<Option<AttnTape<T>>>,
+    pub(super) mlp: Vec<Option<MlpTape<T>>>,
+    /// The logits reader, and its input at the rows asked for.
+    pub(super) logits_reader: usize,
+    pub(super) last: T,
+}
+
+/// Constants made once per forward: `[1, d]` of 0 and of −1, as masks and values for `mix`.
+struct Consts<T> {
+    zero: T,
+    minus: T,
+}
+
+impl<B: Backend> Model<B> {
+    /// The edge forward of `batch` with one gate per edge (`gates[i]` for edge i of
+    /// `ew.layout`), ablation values per writer (`[1, d]` or `[rows, d]`; None: zero), logits at
+    /// `rows` of the batch.
+    #[allow(clippy::too_many_arguments)]
+    pub fn edge_forward(&self, be: &B, ew: &EdgeWeights<B::Tensor>, batch: &Batch, gates: &[f32], values: Option<&[B::Tensor]>,
+        rows: &[u32], capture: bool) -> Result<EdgeTape<B::Tensor>> {
+        let lay = &ew.layout;
+        let c = &self.config;
+        let w = &self.weights;
+        if gates.len() != lay.n_edges() {
+            return Err(Error::Input(format!("{} edge gates for a model of {} edges", gates.len(), lay.n_edges())));
+        }
+        if let Some(v) = values {
+            if v.len() != lay.writers.len() {
+                return Err(Error::Input(format!("{} ablation values for {} writers", v.len(), lay.writers.len())));
+            }
+        }
+        if let Some(&r) = rows.iter().find(|&&r| r as usize >= batch.rows()) {
+            return Err(Error::Input(format!("row {r} is past the batch's {} rows", batch.rows())));
+        }
+        let (n_rows, d) = (batch.rows(), be.shape(&w.wte)[1]);
+        let k = Consts {
+            zero: be.upload(&HostTensor::zeros(vec![1, d]))?,
+            minus: be.upload(&HostTensor::new(vec![1, d], vec![-1.0; d]))?,
+        };
+        let value = |i: usize| values.map(|v| &v[i]);
+        let mut groups: Vec<Group<B::Tensor>> = Vec::new();
+        let mut captured = Vec::new();
+        let (mut attn_tapes, mut mlp_tapes) = (Vec::new(), Vec::new());
+
+        // The embeddings: one group of emb (and pos).
+        let mut emb = vec![be.gather_rows(&w.wte, &batch.ids)?];
+        if let Some(wpe) = &w.wpe {
+            emb.push(be.gather_rows(wpe, &batch.positions())?);
+        }
+        groups.push(group(be, &k, 0, &emb, value, n_rows, d)?);
+        if capture {
+            captured.extend(emb);
+        }
+
+        let mut reader = 0;
+        for (l, el) in ew.layers.iter().enumerate() {
+            let lw = &w.layers[l];
+            let (nq, nkv) = (lw.n_heads, lw.n_kv_heads);
+            attn_tapes.push(None);
+            mlp_tapes.push(None);
+            if nq > 0 {
+                // The layer's q, k and v readers: each normalises its own input.
+                let n = nq + 2 * nkv;
+                let x = reader_inputs(be, lay, &groups, gates, reader, n, n_rows, d)?;
+                let h = self.norm_fwd(be, &x, &lw.ln1_w, lw.ln1_b.as_ref())?;
+                let input = |i: usize| be.gather_rows(&h, &block(i, n_rows));
+                let s = head_shape(self, batch);
+                let rope = |t: B::Tensor| -> Result<B::Tensor> {
+                    match c.arch {
+                        Arch::Llama => be.rope(&t, batch.seq, 1, c.head_dim, c.rope_theta),
+                        Arch::Gpt2 => Ok(t),
+                    }
+                };
+                let (mut ks, mut vs) = (Vec::with_capacity(nkv), Vec::with_capacity(nkv));
+                for g in 0..nkv {
+                    ks.push(rope(be.matmul(&input(nq + g)?, &el.wk[g], el.bk[g].as_ref())?)?);
+                    vs.push(be.matmul(&input(nq + nkv + g)?, &el.wv[g], el.bv[g].as_ref())?);
+                }
+                let (mut qs, mut ps, mut outs) = (Vec::with_capacity(nq), Vec::with_capacity(nq), Vec::with_capacity(nq));
+                for hq in 0..nq {
+                    let q = rope(be.matmul(&input(hq)?, &el.wq[hq], el.bq[hq].as_ref())?)?;
+                    let g = kv_of(hq, nq, nkv);
+                    let p = be.attn_scores(&q, &ks[g], s)?;
+                    let z = be.attn_apply(&p, &vs[g], s)?;
+                    outs.push(be.matmul(&z, &el.wo[hq], el.bo.as_ref())?);
+                    qs.push(q);
+                    ps.push(p);
+                }
+                let first = groups.last().map_or(0, |g| g.first + g.n);
+                groups.push(group(be, &k, first, &outs, value, n_rows, d)?);
+                if capture {
+                    captured.extend(outs);
+                }
+                attn_tapes[l] = Some(AttnTape { r0: reader, x, q: qs, k: ks, v: vs, p: ps, group: groups.len() - 1 });
+                reader += n;
+            }
+            if lay.readers.get(reader) == Some(&Reader::Mlp { layer: l }) {
+                let x = reader_inputs(be, lay, &groups, gates, reader, 1, n_rows, d)?;
+                let h2 = self.norm_fwd(be, &x, &lw.ln2_w, lw.ln2_b.as_ref())?;
+                let up = be.matmul(&h2, &lw.w_up, lw.b_up.as_ref())?;
+                let (act, gate) = match &lw.w_gate {
+                    Some(g) => {
+                        let gate = be.matmul(&h2, g, None)?;
+                        (be.silu_mul(&gate, &up)?, Some(gate))
+                    }
+                    None => (be.gelu_new(&up)?, None),
+                };
+                let out = be.matmul(&act, &lw.w_down, lw.b_down.as_ref())?;
+                let first = groups.last().map_or(0, |g| g.first + g.n);
+                groups.push(group(be, &k, first, std::slice::from_ref(&out), value, n_rows, d)?);
+                if capture {
+                    captured.push(out);
+                }
+                mlp_tapes[l] = Some(MlpTape { r: reader, x, up, gate, group: groups.len() - 1 });
+                reader += 1;
+            }
+        }
+        if lay.readers.get(reader) != Some(&Reader::Logits) {
+            return Err(Error::Input("the edge layout does not match the model's layers".into()));
+        }
+        let x = reader_inputs(be, lay, &groups, gates, reader, 1, n_rows, d)?;
+        let last = be.gather_rows(&x, rows)?;
+        let hf = self.norm_fwd(be, &last, &w.ln_f_w, w.ln_f_b.as_ref())?;
+        let logits = be.matmul(&hf, w.lm_head.as_ref().unwrap_or(&w.wte), None)?;
+        Ok(EdgeTape {
+            logits,
+            writers: captured,
+            rows: rows.to_vec(),
+            groups,
+            attn: attn_tapes,
+            mlp: mlp_tapes,
+            logits_reader: reader,
+            last,
+        })
+    }
+}
+
+/// One head at a time: attention calls take a single query head and its KV head.
+pub(super) fn head_shape<B: Backend>(m: &Model<B>, batch: &Batch) -> AttnShape {
+    let hd = m.config.head_dim;
+    AttnShape { batch: batch.size(), seq: batch.seq, n_heads: 1, n_kv_heads: 1, head_dim: hd, scale: 1.0 / (hd as f32).sqrt() }
+}
+
+/// The KV head query head `h` of `nq` reads, with `nkv` KV heads.
+pub(super) fn kv_of(h: usize, nq: usize, nkv: usize) -> usize {
+    h / (nq / nkv.max(1)).max(1)
+}
+
+/// Rows `i·n .. (i + 1)·n`: reader i's block of a stacked `[readers·rows, d]`.
+fn block(i: usize, n: usize) -> Vec<u32> {
+    (i * n..(i + 1) * n).map(|r| r as u32).collect()
+}
+
+/// The group of writers `first..first + outs.len()`: their h_w − a_w stacked as rows, and a last
+/// row of Σ a_w when there are values.
+fn group<'a, B: Backend>(be: &B, k: &Consts<B::Tensor>, first: usize, outs: &[B::Tensor],
+    value: impl Fn(usize) -> Option<&'a B::Tensor>, n_rows: usize, d: usize) -> Result<Group<B::Tensor>>
+where
+    B::Tensor: 'a,
+{
+    let n = outs.len();
+    let mut rows: Vec<B::Tensor> = Vec::with_capacity(n + 1);
+    let mut sum: Option<B::Tensor> = None;
+    for (i, h) in outs.iter().enumerate() {
+        match value(first + i) {
+            None => rows.push(h.clone()),
+            Some(a) => {
+                // −a on every row (a row of values broadcast, or a corrupted run's rows).
+                let minus_a = be.mix(a, &k.minus, RowMap::SHARED, &k.zero, RowMap::SHARED)?;
+                let minus_a = be.mix(h, &k.zero, RowMap::SHARED, &minus_a, RowMap::SHARED)?;
+                rows.push(be.add(h, &minus_a)?);
+                let a_rows = be.mix(h, &k.zero, RowMap::SHARED, a, RowMap::SHARED)?;
+                sum = Some(match sum {
+                    None => a_rows,
+                    Some(s) => be.add(&s, &a_rows)?,
+                });
+            }
+        }
+    }
+    let has_sum = sum.is_some();
+    rows.extend(sum);
+    let refs: Vec<&B::Tensor> = rows.iter().collect();
+    let stack = be.concat(&refs, vec![rows.len(), n_rows * d])?;
+    Ok(Group { first, n, stack, has_sum })
+}
+
+/// The groups readers that read `reads` writers take (whole groups: readers read prefixes that
+/// end at a group's end).
+pub(super) fn groups_read<T>(groups: &[Group<T>], reads: usize) -> impl Iterator<Item = (usize, &Group<T>)> {
+    groups.iter().enumerate().filter(move |(_, g)| g.first + g.n <= reads)
+}
+
+/// Readers `r0..r0 + n`'s gates on group `g` as `[n, cols]` (a last column of 1 for the sum row),
+/// or transposed `[cols, n]`.
+pub(super) fn gate_block<T>(lay: &EdgeLayout, g: &Group<T>, gates: &[f32], r0: usize, n: usize, transposed: bool) -> HostTensor {
+    let cols = g.cols();
+    let mut z = vec![0.0f32; n * cols];
+    for i in 0..n {
+        let at = lay.first[r0 + i] + g.first;
+        for j in 0..cols {
+            let v = if j < g.n { gates[at + j] } else { 1.0 };
+            z[if transposed { j * n + i } else { i * cols + j }] = v;
+        }
+    }
+    HostTensor::new(if transposed { vec![cols, n] } else { vec![n, cols] }, z)
+}
+
+/// The inputs of readers `r0..r0 + n` (which read the same writers), `[n·rows, d]`: the products
+/// of their gates with every group they read, summed.
+#[allow(clippy::too_many_arguments)]
+fn reader_inputs<B: Backend>(be: &B, lay: &EdgeLayout, groups: &[Group<B::Tensor>], gates: &[f32], r0: usize, n: usize,
+    n_rows: usize, d: usize) -> Result<B::Tensor> {
+    let mut x: Option<B::Tensor> = None;
+    for (_, g) in groups_read(groups, lay.reads[r0]) {
+        let z = be.upload(&gate_block(lay, g, gates, r0, n, false))?;
+        let part = be.matmul_backward(&z, &g.stack)?;
+        x = Some(match x {
+            None => part,
+            Some(x) => be.add(&x, &part)?,
+        });
+    }
+    let x = x.ok_or_else(|| Error::Input(format!("reader {} reads no writer", lay.readers[r0])))?;
+    be.concat(&[&x], vec![n * n_rows, d])
+}
