@@ -21,6 +21,7 @@ struct Grads<T> {
 
 impl<T: Clone> Grads<T> {
     /// Readers `r0..r0 + n` with input gradient `dx [n, rows·d]`.
+    #[allow(clippy::too_many_arguments)]
     fn reader<B: Backend<Tensor = T>>(&mut self, be: &B, lay: &EdgeLayout, groups: &[Group<T>], gates: &[f32], r0: usize,
         n: usize, dx: &T) -> Result<()> {
         for (gi, g) in groups_read(groups, lay.reads[r0]) {
@@ -97,7 +98,8 @@ impl<B: Backend> Model<B> {
                 let add = |acc: Option<B::Tensor>, t: B::Tensor| -> Result<B::Tensor> {
                     acc.map_or(Ok(t.clone()), |a| be.add(&a, &t))
                 };
-                let (mut dk, mut dv): (Vec<Option<B::Tensor>>, Vec<Option<B::Tensor>>) = ((0..nkv).map(|_| None).collect(), (0..nkv).map(|_| None).collect());
+                let mut dk: Vec<Option<B::Tensor>> = (0..nkv).map(|_| None).collect();
+                let mut dv: Vec<Option<B::Tensor>> = (0..nkv).map(|_| None).collect();
                 let mut dins = Vec::with_capacity(nq + 2 * nkv);
                 for hq in 0..nq {
                     let kv = kv_of(hq, nq, nkv);
