@@ -18,6 +18,7 @@
 
 mod ablate;
 pub mod attribute;
+pub mod edge_prune;
 pub mod node_prune;
 mod prepare;
 mod reference;

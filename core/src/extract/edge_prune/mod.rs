@@ -1,0 +1,358 @@
+//! **edge-prune** (Bhaskar et al., "Finding Transformer Circuits with Edge Pruning", NeurIPS 2024):
+//! a hard-concrete gate on every edge between a writer and a later reader (`mask::edges`), learned
+//! on the edge forward (`model::edges`). Each step, on a minibatch of discovery prompts:
+//!
+//! loss = KL(P_full ‖ P_circuit) + λ1(ŝ − t) + λ2(ŝ − t)²
+//!
+//! at each prompt's last position, with ŝ the expected fraction of edges removed (1 − the mean of
+//! P(z ≠ 0)), λ1 and λ2 raised by gradient ascent and the target t ramped linearly from 0 over the
+//! first 70% of the steps. log α starts at N(10, 0.01) (every edge on); AdamW (weight decay 0.01,
+//! as the reference implementation's optimizer applies) on log α, warm-up then cosine decay.
+//!
+//! At the end the gates are ranked by log α and the top (1 − t)·edges are kept, so the kept edges
+//! hit the target exactly; then edges whose writer no longer reaches the logits, or whose reader
+//! no longer feeds anything, are dropped (`effective`). Deterministic for a seed.
+
+mod state;
+
+pub use state::{EdgePruneState, EdgeStepRecord};
+
+use serde::{Deserialize, Serialize};
+
+use super::state::fingerprint;
+use super::{AblationKind, Flow};
+use crate::backend::Backend;
+use crate::mask::{Edge, EdgeLayout, Reader, Writer};
+use crate::metrics::last_logits;
+use crate::metrics::loss::kl_mean;
+use crate::model::ablation::mean_rows;
+use crate::model::edges::EdgeWeights;
+use crate::model::{Batch, Model};
+use crate::optim::{adamw, hard_concrete as hc, AdamW, SplitMix64};
+use crate::{Error, HostTensor, Result};
+
+/// What decides the circuit; a resumed run must give the same.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EdgePruneOptions {
+    /// The fraction of edges to remove, in [0, 1].
+    pub target_sparsity: f64,
+    pub steps: u64,
+    /// AdamW's peak learning rate on log α.
+    pub lr: f64,
+    /// The peak learning rate of the ascent on λ1, λ2 (None: `lr`).
+    pub lambda_lr: Option<f64>,
+    pub warmup: u64,
+    pub batch: usize,
+    pub seed: u64,
+    /// `zero`, `mean` (standalone models need it) or `resample` (each prompt's corrupted run).
+    pub ablation: AblationKind,
+}
+
+impl EdgePruneOptions {
+    /// Target 0.95, 300 steps of batch 32, lr 0.8 (the paper's) with 10% warm-up, mean ablation.
+    pub fn defaults() -> EdgePruneOptions {
+        EdgePruneOptions {
+            target_sparsity: 0.95,
+            steps: 300,
+            lr: 0.8,
+            lambda_lr: None,
+            warmup: 30,
+            batch: 32,
+            seed: 0,
+            ablation: AblationKind::Mean,
+        }
+    }
+
+    pub fn check(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Input(m));
+        if !(self.target_sparsity.is_finite() && (0.0..=1.0).contains(&self.target_sparsity)) {
+            return bad(format!("the target sparsity must be in [0, 1], not {}", self.target_sparsity));
+        }
+        if self.steps == 0 || self.steps > 10_000_000 {
+            return bad(format!("edge-prune runs 1 to 10,000,000 steps, not {}", self.steps));
+        }
+        for (name, v) in [("learning rate", Some(self.lr)), ("λ learning rate", self.lambda_lr)] {
+            if let Some(v) = v {
+                if !(v.is_finite() && v > 0.0 && v <= 100.0) {
+                    return bad(format!("the {name} must be a finite number in (0, 100], not {v}"));
+                }
+            }
+        }
+        if self.warmup > self.steps {
+            return bad(format!("{} warm-up steps are more than the {} steps", self.warmup, self.steps));
+        }
+        if self.batch == 0 {
+            return bad("the batch must hold at least 1 prompt".into());
+        }
+        if !matches!(self.ablation, AblationKind::Zero | AblationKind::Mean | AblationKind::Resample) {
+            return bad("edge-prune takes zero, mean or resample ablation".into());
+        }
+        Ok(())
+    }
+}
+
+/// The prompts edge-prune trains on, in token ids.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EdgePruneData {
+    pub discovery: Vec<Vec<u32>>,
+    /// Means are measured on these (mean ablation).
+    pub patching: Vec<Vec<u32>>,
+    /// Each discovery prompt's corrupted prompt, of its length (resample ablation).
+    pub corrupted: Vec<Vec<u32>>,
+}
+
+/// Called after every step with the state that resumes the run from there.
+pub trait EdgeProgress {
+    fn update(&mut self, record: &EdgeStepRecord, state: &EdgePruneState) -> Flow;
+}
+
+impl EdgeProgress for () {
+    fn update(&mut self, _: &EdgeStepRecord, _: &EdgePruneState) -> Flow {
+        Flow::Continue
+    }
+}
+
+impl<F: FnMut(&EdgeStepRecord, &EdgePruneState) -> Flow> EdgeProgress for F {
+    fn update(&mut self, r: &EdgeStepRecord, s: &EdgePruneState) -> Flow {
+        self(r, s)
+    }
+}
+
+/// The outcome: finished (with the circuit) or stopped by the progress hook.
+pub struct EdgePruneRun {
+    pub state: EdgePruneState,
+    pub finished: bool,
+    /// Gates 0/1 per edge: the top (1 − t)·edges by log α.
+    pub kept: Vec<bool>,
+    /// `kept` without the edges that reach nothing (see `effective`).
+    pub effective: Vec<bool>,
+    /// Mean KL(P_full ‖ P_circuit) over the discovery prompts with the effective edges (finished runs).
+    pub discovery_kl: f64,
+    /// Ablation values per writer (`[1, d]`, mean ablation).
+    pub values: Option<Vec<HostTensor>>,
+}
+
+/// Ablation values per writer: the mean of its output over the patching prompts' real positions.
+pub async fn writer_means<B: Backend>(model: &Model<B>, be: &B, ew: &EdgeWeights<B::Tensor>, prompts: &[Vec<u32>]) -> Result<Vec<HostTensor>> {
+    let batch = Batch::new(prompts, &model.config)?;
+    let ones = vec![1.0; ew.layout.n_edges()];
+    let out = model.edge_forward(be, ew, &batch, &ones, None, &[0], true)?;
+    let refs: Vec<&B::Tensor> = out.writers.iter().collect();
+    Ok(be.read_many(&refs).await?.iter().map(|h| mean_rows(h, &batch, false)).collect())
+}
+
+/// Trains the gates (see the module doc). `resume` continues a stopped run of the same model,
+/// options and prompts (checked by a fingerprint).
+pub async fn edge_prune<B: Backend>(model: &Model<B>, be: &B, ew: &EdgeWeights<B::Tensor>, data: &EdgePruneData,
+    opts: &EdgePruneOptions, resume: Option<EdgePruneState>, progress: &mut dyn EdgeProgress) -> Result<EdgePruneRun> {
+    opts.check()?;
+    let lay = &ew.layout;
+    if data.discovery.is_empty() {
+        return Err(Error::Input("edge-prune needs discovery prompts: the discovery split is empty".into()));
+    }
+    Batch::new(&data.discovery, &model.config)?;
+    if opts.ablation == AblationKind::Resample {
+        if data.corrupted.len() != data.discovery.len() {
+            return Err(Error::Input(format!(
+                "resample ablation needs a corrupted prompt for every discovery prompt: {} for {}",
+                data.corrupted.len(),
+                data.discovery.len()
+            )));
+        }
+        if let Some(i) = data.discovery.iter().zip(&data.corrupted).position(|(d, c)| d.len() != c.len()) {
+            return Err(Error::Input(format!("resample ablation: corrupted prompt {i} is not as long as its discovery prompt")));
+        }
+    }
+    let values = match opts.ablation {
+        AblationKind::Mean => {
+            if data.patching.is_empty() {
+                return Err(Error::Input("mean ablation needs patching prompts: the patching split is empty".into()));
+            }
+            Some(writer_means(model, be, ew, &data.patching).await?)
+        }
+        _ => None,
+    };
+    let dev: Option<Vec<B::Tensor>> = values.as_ref().map(|v| v.iter().map(|t| be.upload(t)).collect::<Result<_>>()).transpose()?;
+    let mut parts: Vec<&[u32]> = data.discovery.iter().map(|p| &p[..]).collect();
+    for extra in [&data.patching, &data.corrupted] {
+        parts.push(&[]);
+        parts.extend(extra.iter().map(|p| &p[..]));
+    }
+    let tag = serde_json::to_string(&(opts, &model.config, lay.n_edges())).expect("serializable");
+    let fp = fingerprint(&parts, &tag);
+    let n = lay.n_edges();
+    let mut st = match resume {
+        Some(s) => {
+            s.check_matches(opts, &fp, n)?;
+            s
+        }
+        None => EdgePruneState::new(opts.clone(), fp, n),
+    };
+
+    let full = last_logits(model, be, &data.discovery, None, None, opts.batch).await?;
+    let full_dev = be.upload(&full)?;
+    while st.step < opts.steps {
+        let record = step(model, be, ew, data, opts, &full_dev, dev.as_deref(), &mut st).await?;
+        if progress.update(&record, &st) == Flow::Stop && st.step < opts.steps {
+            let kept = top_edges(&st.log_alpha, opts.target_sparsity);
+            let effective = effective(lay, &kept);
+            return Ok(EdgePruneRun { state: st, finished: false, kept, effective, discovery_kl: f64::NAN, values });
+        }
+    }
+    let kept = top_edges(&st.log_alpha, opts.target_sparsity);
+    let effective = effective(lay, &kept);
+    let gates: Vec<f32> = effective.iter().map(|&k| k as u8 as f32).collect();
+    let mut rows = Vec::with_capacity(full.data.len());
+    for (i, chunk) in data.discovery.chunks(opts.batch).enumerate() {
+        let batch = Batch::new(chunk, &model.config)?;
+        let v = match &dev {
+            Some(v) => Some(v.clone()),
+            None if opts.ablation == AblationKind::Resample => {
+                Some(corrupted_values(model, be, ew, &data.corrupted[i * opts.batch..i * opts.batch + chunk.len()])?)
+            }
+            None => None,
+        };
+        let out = model.edge_forward(be, ew, &batch, &gates, v.as_deref(), &batch.last_rows(), false)?;
+        rows.extend(be.read(&out.logits).await?.data);
+    }
+    let discovery_kl = kl_mean(&full, &HostTensor::new(full.shape.clone(), rows))?.loss;
+    Ok(EdgePruneRun { state: st, finished: true, kept, effective, discovery_kl, values })
+}
+
+/// Each writer's output on the corrupted prompts (resample ablation's values, `[rows, d]`).
+fn corrupted_values<B: Backend>(model: &Model<B>, be: &B, ew: &EdgeWeights<B::Tensor>, corrupted: &[Vec<u32>]) -> Result<Vec<B::Tensor>> {
+    let batch = Batch::new(corrupted, &model.config)?;
+    let ones = vec![1.0; ew.layout.n_edges()];
+    Ok(model.edge_forward(be, ew, &batch, &ones, None, &[0], true)?.writers)
+}
+
+/// One step: a minibatch, fresh gate noise, the edge forward, the loss on the device, the edge
+/// backward, AdamW on log α and ascent on λ. The state advances only when everything is finite.
+#[allow(clippy::too_many_arguments)]
+async fn step<B: Backend>(model: &Model<B>, be: &B, ew: &EdgeWeights<B::Tensor>, data: &EdgePruneData, opts: &EdgePruneOptions,
+    full: &B::Tensor, values: Option<&[B::Tensor]>, st: &mut EdgePruneState) -> Result<EdgeStepRecord> {
+    let n = st.log_alpha.len();
+    let mut rng = st.rng;
+    let idx = minibatch(&mut rng, data.discovery.len(), opts.batch);
+    let prompts: Vec<Vec<u32>> = idx.iter().map(|&i| data.discovery[i].clone()).collect();
+    let batch = Batch::new(&prompts, &model.config)?;
+    let u: Vec<f64> = (0..n).map(|_| rng.open01()).collect();
+    let z: Vec<f32> = st.log_alpha.iter().zip(&u).map(|(&a, &u)| hc::sample(a, u) as f32).collect();
+    let resampled = match (values, opts.ablation) {
+        (None, AblationKind::Resample) => {
+            let c: Vec<Vec<u32>> = idx.iter().map(|&i| data.corrupted[i].clone()).collect();
+            Some(corrupted_values(model, be, ew, &c)?)
+        }
+        _ => None,
+    };
+    let tape = model.edge_forward(be, ew, &batch, &z, resampled.as_deref().or(values), &batch.last_rows(), false)?;
+    let rows: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
+    let full_rows = be.gather_rows(full, &rows)?;
+    let pairs = vec![None; idx.len()];
+    let (dlogits, terms) = be.kl_hinge(&tape.logits, &full_rows, &pairs, 0.0, 1.0)?;
+    let (gz, read) = model.edge_backward(be, ew, &batch, tape, &z, &dlogits, &[&terms]).await?;
+    let kl = (0..idx.len()).map(|r| read[0].data[4 * r] as f64).sum::<f64>() / idx.len() as f64;
+
+    let step = st.step;
+    let target = opts.target_sparsity * ((step + 1) as f64 / (0.7 * opts.steps as f64).max(1.0)).min(1.0);
+    let sparsity = 1.0 - st.log_alpha.iter().map(|&a| hc::expected_l0(a)).sum::<f64>() / n as f64;
+    let (l1, l2) = (st.lambda[0], st.lambda[1]);
+    let gap = sparsity - target;
+    let lagrangian = l1 * gap + l2 * gap * gap;
+    let push = (l1 + 2.0 * l2 * gap) / n as f64;
+    let grads: Vec<f64> = (0..n)
+        .map(|i| gz[i] as f64 * hc::sample_grad(st.log_alpha[i], u[i]) - push * hc::expected_l0_grad(st.log_alpha[i]))
+        .collect();
+    let loss = kl + lagrangian;
+    if !loss.is_finite() || grads.iter().any(|g| !g.is_finite()) {
+        return Err(Error::NonFinite(format!(
+            "edge-prune step {}: the loss is {loss} (KL {kl}); training stopped, the last good state (step {step}) is kept",
+            step + 1
+        )));
+    }
+    let lr = adamw::warmup_cosine(opts.lr, step, opts.warmup, opts.steps);
+    AdamW { weight_decay: 0.01, ..AdamW::default() }.step(&mut st.log_alpha, &grads, &mut st.moments, lr);
+    let lr_lambda = adamw::warmup_cosine(opts.lambda_lr.unwrap_or(opts.lr), step, opts.warmup, opts.steps);
+    AdamW::default().step(&mut st.lambda, &[-gap, -gap * gap], &mut st.lambda_moments, lr_lambda);
+    st.rng = rng;
+    st.step += 1;
+    let kept = st.log_alpha.iter().filter(|&&a| hc::deterministic(a) > 0.5).count() as f64 / n as f64;
+    let record = EdgeStepRecord { step: st.step, loss, kl, lr, sparsity, target, kept };
+    st.history.push(record.clone());
+    Ok(record)
+}
+
+/// The top `round((1 − t)·n)` edges by log α (ties: the lower number first): exactly the target.
+pub fn top_edges(log_alpha: &[f64], target: f64) -> Vec<bool> {
+    let n = log_alpha.len();
+    let k = ((1.0 - target) * n as f64).round() as usize;
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| log_alpha[b].total_cmp(&log_alpha[a]).then(a.cmp(&b)));
+    let mut kept = vec![false; n];
+    for &i in order.iter().take(k) {
+        kept[i] = true;
+    }
+    kept
+}
+
+/// The node a reader belongs to, as the writer it feeds: a query head's, or for a KV head's
+/// key and value every query head of its group (None: the logits).
+fn fed_writers(lay: &EdgeLayout, r: Reader) -> Vec<usize> {
+    let pos = |w: Writer| lay.writers.iter().position(|&x| x == w);
+    match r {
+        Reader::Logits => vec![],
+        Reader::Mlp { layer } => pos(Writer::Mlp { layer }).into_iter().collect(),
+        Reader::Q { layer, head } => pos(Writer::Head { layer, head }).into_iter().collect(),
+        Reader::K { layer, kv } | Reader::V { layer, kv } => {
+            let nq = lay.readers.iter().filter(|x| matches!(x, Reader::Q { layer: l, .. } if *l == layer)).count();
+            let nkv = lay.readers.iter().filter(|x| matches!(x, Reader::K { layer: l, .. } if *l == layer)).count();
+            let g = (nq / nkv.max(1)).max(1);
+            (kv * g..(kv + 1) * g).filter_map(|h| pos(Writer::Head { layer, head: h })).collect()
+        }
+    }
+}
+
+/// `kept` without the edges that reach nothing: a writer is live when one of its kept edges goes
+/// to the logits or to a reader of a live writer; an edge stays when its writer is live and its
+/// reader is the logits or feeds a live writer.
+pub fn effective(lay: &EdgeLayout, kept: &[bool]) -> Vec<bool> {
+    let feeds: Vec<Vec<usize>> = lay.readers.iter().map(|&r| fed_writers(lay, r)).collect();
+    let mut live = vec![false; lay.writers.len()];
+    // Readers come after the writers they read: one pass from the last reader down settles it.
+    for r in (0..lay.readers.len()).rev() {
+        let useful = lay.readers[r] == Reader::Logits || feeds[r].iter().any(|&w| live[w]);
+        if !useful {
+            continue;
+        }
+        for w in 0..lay.reads[r] {
+            if kept[lay.first[r] + w] {
+                live[w] = true;
+            }
+        }
+    }
+    (0..lay.n_edges())
+        .map(|i| {
+            let e = lay.edge(i).expect("edge index");
+            let r = lay.readers.iter().position(|&x| x == e.reader).expect("reader");
+            let w = lay.writers.iter().position(|&x| x == e.writer).expect("writer");
+            kept[i] && live[w] && (e.reader == Reader::Logits || feeds[r].iter().any(|&f| live[f]))
+        })
+        .collect()
+}
+
+/// The kept edges by name.
+pub fn edge_list(lay: &EdgeLayout, kept: &[bool]) -> Vec<Edge> {
+    kept.iter().enumerate().filter(|(_, &k)| k).filter_map(|(i, _)| lay.edge(i)).collect()
+}
+
+/// `k` distinct indices below `n` (all of them when `k ≥ n`), by a partial Fisher–Yates shuffle.
+fn minibatch(rng: &mut SplitMix64, n: usize, k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..n).collect();
+    let k = k.min(n);
+    for i in 0..k {
+        let j = i + (rng.next_u64() % (n - i) as u64) as usize;
+        idx.swap(i, j);
+    }
+    idx.truncate(k);
+    idx
+}

@@ -1,0 +1,104 @@
+//! edge-prune's pieces: the kept edges hit the target exactly, edges that reach nothing are
+//! dropped, a run reaches its target and resumes to the same gates, bad settings are refused.
+
+use carve_core::extract::edge_prune::{edge_prune, effective, top_edges, EdgePruneData, EdgePruneOptions, EdgePruneState, EdgeStepRecord};
+use carve_core::extract::{AblationKind, Flow};
+use carve_core::mask::{Edge, EdgeLayout};
+use carve_core::model::edges::EdgeWeights;
+use carve_core::model::load::load_path;
+use carve_core::model::Model;
+use carve_tests::*;
+
+#[test]
+fn the_kept_edges_hit_the_target_exactly() {
+    let la: Vec<f64> = (0..1000).map(|i| ((i * 7919) % 1013) as f64 / 100.0 - 3.0).collect();
+    for t in [0.0, 0.5, 0.9, 0.95, 0.987, 1.0] {
+        let kept = top_edges(&la, t);
+        let want = ((1.0 - t) * 1000.0f64).round() as usize;
+        assert_eq!(kept.iter().filter(|&&k| k).count(), want, "target {t}");
+        // Every kept gate is at least every removed one.
+        let lo = la.iter().zip(&kept).filter(|(_, &k)| k).map(|(a, _)| *a).fold(f64::INFINITY, f64::min);
+        let hi = la.iter().zip(&kept).filter(|(_, &k)| !k).map(|(a, _)| *a).fold(f64::NEG_INFINITY, f64::max);
+        assert!(want == 0 || want == 1000 || lo >= hi, "target {t}: kept down to {lo}, removed up to {hi}");
+    }
+    // Ties: the lower number first, so the choice does not depend on the sort.
+    assert_eq!(top_edges(&[1.0, 2.0, 1.0, 1.0], 0.5), vec![true, true, false, false]);
+}
+
+#[test]
+fn edges_that_reach_nothing_are_dropped() {
+    let lay = EdgeLayout::new(&[2, 2], &[1, 1], &[true, true], false).unwrap();
+    let mut kept = vec![false; lay.n_edges()];
+    let on = |kept: &mut Vec<bool>, s: &str| kept[lay.index(Edge::parse(s).unwrap()).unwrap()] = true;
+    // A path to the logits through L0H1's value input and L1MLP...
+    for e in ["emb -> L0KV0.v", "L0H1 -> L1MLP", "L1MLP -> logits", "emb -> L1MLP"] {
+        on(&mut kept, e);
+    }
+    // ... and two dead ends: L1H0 reaches no reader; L0MLP feeds only L1H0.
+    for e in ["L0MLP -> L1H0.q", "emb -> L1H0.q", "emb -> L0MLP"] {
+        on(&mut kept, e);
+    }
+    let eff = effective(&lay, &kept);
+    let names: Vec<String> = eff.iter().enumerate().filter(|(_, &k)| k).map(|(i, _)| lay.edge(i).unwrap().to_string()).collect();
+    assert_eq!(names, ["emb -> L0KV0.v", "emb -> L1MLP", "L0H1 -> L1MLP", "L1MLP -> logits"]);
+}
+
+fn setup() -> (carve_core::model::load::LoadedModel, Vec<Vec<u32>>) {
+    let m = load_path(&fixture("tiny-llama")).unwrap();
+    let prompts: Vec<Vec<u32>> = (0..12u32).map(|i| (0..4 + i % 4).map(|j| (i * 37 + j * 11 + 1) % 500).collect()).collect();
+    (m, prompts)
+}
+
+#[test]
+fn a_run_reaches_its_target_and_resumes_to_the_same_gates() {
+    let (host, prompts) = setup();
+    let be = cpu();
+    let model = Model::upload(&be, host.config.clone(), &host.weights).unwrap();
+    let ew = EdgeWeights::new(&be, &model, &host.weights).unwrap();
+    let n = ew.layout.n_edges();
+    let data = EdgePruneData { discovery: prompts.clone(), patching: prompts, corrupted: vec![] };
+    let o = EdgePruneOptions { target_sparsity: 0.9, steps: 80, warmup: 5, batch: 6, lr: 0.8, ..EdgePruneOptions::defaults() };
+    let r = pollster::block_on(edge_prune(&model, &be, &ew, &data, &o, None, &mut ())).unwrap();
+    assert!(r.finished);
+    assert_eq!(r.kept.iter().filter(|&&k| k).count(), ((0.1 * n as f64).round()) as usize);
+    assert!(r.effective.iter().zip(&r.kept).all(|(&e, &k)| !e || k), "an effective edge that is not kept");
+    assert!(r.discovery_kl.is_finite());
+    let last = r.state.history.last().unwrap();
+    assert!((last.sparsity - 0.9).abs() < 0.15, "expected sparsity {} for a target of 0.9", last.sparsity);
+
+    // Stopped after 30 steps, the state through JSON, then resumed: the same gates, to the bit.
+    let mut hook = |rec: &EdgeStepRecord, _: &EdgePruneState| if rec.step == 30 { Flow::Stop } else { Flow::Continue };
+    let stopped = pollster::block_on(edge_prune(&model, &be, &ew, &data, &o, None, &mut hook)).unwrap();
+    assert!(!stopped.finished);
+    let st = EdgePruneState::from_json(&stopped.state.to_json()).unwrap();
+    let resumed = pollster::block_on(edge_prune(&model, &be, &ew, &data, &o, Some(st), &mut ())).unwrap();
+    assert_eq!(resumed.state.log_alpha, r.state.log_alpha);
+    assert_eq!(resumed.state.history, r.state.history);
+    assert_eq!(resumed.effective, r.effective);
+    // Other options do not resume it.
+    let other = EdgePruneOptions { lr: 0.5, ..o.clone() };
+    let st = EdgePruneState::from_json(&stopped.state.to_json()).unwrap();
+    let err = pollster::block_on(edge_prune(&model, &be, &ew, &data, &other, Some(st), &mut ())).err().unwrap().to_string();
+    assert!(err.contains("other options"), "{err}");
+}
+
+#[test]
+fn bad_settings_are_refused() {
+    let (host, prompts) = setup();
+    let be = cpu();
+    let model = Model::upload(&be, host.config.clone(), &host.weights).unwrap();
+    let ew = EdgeWeights::new(&be, &model, &host.weights).unwrap();
+    let data = EdgePruneData { discovery: prompts.clone(), patching: prompts, corrupted: vec![] };
+    let d = EdgePruneOptions::defaults();
+    for (o, needle) in [
+        (EdgePruneOptions { target_sparsity: 1.5, ..d.clone() }, "target sparsity"),
+        (EdgePruneOptions { target_sparsity: f64::NAN, ..d.clone() }, "target sparsity"),
+        (EdgePruneOptions { lr: 0.0, ..d.clone() }, "learning rate"),
+        (EdgePruneOptions { steps: 0, ..d.clone() }, "steps"),
+        (EdgePruneOptions { ablation: AblationKind::MeanPerPosition, ..d.clone() }, "zero, mean or resample"),
+        (EdgePruneOptions { ablation: AblationKind::Resample, ..d.clone() }, "corrupted prompt"),
+    ] {
+        let err = pollster::block_on(edge_prune(&model, &be, &ew, &data, &o, None, &mut ())).err().expect("refused").to_string();
+        assert!(err.contains(needle), "{err}");
+    }
+}
