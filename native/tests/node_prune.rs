@@ -83,6 +83,8 @@ fn node_prune_bad_settings() {
     fails(&np_args(s(&m), s(&t), s(&o), &["--target-sparsity", "0.5", "--lambda-lr", "0"]), "λ learning rate");
     fails(&np_args(s(&m), s(&t), s(&o), &["--init-open", "1"]), "starting open probability");
     fails(&np_args(s(&m), s(&t), s(&o), &["--target-sparsity", "off"]), "nothing would remove a component");
+    fails(&np_args(s(&m), s(&t), s(&o), &["--granularity-weights", "neurons=-1"]), "sparsity weight of neurons");
+    fails(&np_args(s(&m), s(&t), s(&o), &["--granularity-weights", "layers=2"]), "`layers` is not a granularity");
     fails(&np_args(s(&m), s(&t), s(&o), &["--target-sparsity", "most"]), "not a fraction in [0, 1) or `off`");
     fails(&np_args(s(&m), s(&t), s(&o), &["--target-sparsity", "1.2"]), "target sparsity must be in [0, 1)");
     let mut zero = np_args(s(&m), s(&t), s(&o), &[]);

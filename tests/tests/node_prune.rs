@@ -117,6 +117,14 @@ fn resample_ablation_takes_each_prompts_own_corrupted_run() {
     let r2 = pollster::block_on(node_prune(&model, &be, &d2, &NodePruneOptions { steps: 3, warmup: 1, ..o.clone() }, None, &mut ())).unwrap();
     assert!(r2.state.history.iter().any(|h| h.kl > 1e-4), "{:?}", r2.state.history.iter().map(|h| h.kl).collect::<Vec<_>>());
 
+    // λ_k = 0 for neurons: nothing pushes their gates, so every neuron stays while every head goes.
+    let g = Granularity { attn: false, mlps: false, heads: true, neurons: true };
+    let o0 = NodePruneOptions { granularity: g, granularity_weights: [1.0, 1.0, 1.0, 0.0], ..o.clone() };
+    let r0 = pollster::block_on(node_prune(&model, &be, &d, &o0, None, &mut ())).unwrap();
+    let heads = r0.kept.iter().filter(|c| matches!(c, carve_core::circuit::Component::Head { .. })).count();
+    let neurons = r0.kept.iter().filter(|c| matches!(c, carve_core::circuit::Component::Neuron { .. })).count();
+    assert_eq!((heads, neurons), (0, m.config.n_layers * m.config.d_ff), "kept {heads} heads and {neurons} neurons");
+
     let mut bad = d.clone();
     bad.corrupted[3].push(7);
     let err = pollster::block_on(node_prune(&model, &be, &bad, &o, None, &mut ())).err().expect("refused").to_string();

@@ -85,6 +85,7 @@ impl NodePruneRun {
                     "init_open": opts.init_open,
                     "target_sparsity": opts.target_sparsity,
                     "lambda_lr": opts.lambda_lr,
+                    "granularity_weights": opts.granularity_weights,
                     "final_loss": last.as_ref().map(|r| r.loss),
                     "final_expected_sparsity": last.as_ref().map(|r| r.sparsity),
                 }),

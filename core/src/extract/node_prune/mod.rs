@@ -7,10 +7,10 @@
 //! block's on the block output), so a component's effective mask is its gate times its block's.
 //! Each step, on a minibatch of discovery prompts:
 //!
-//! loss = (1 − λs)·(KL(P_full ‖ P_masked) + relu(margin − logit_diff)) + λs·Σ_k E[L0_k]/N_k
+//! loss = (1 − λs)·(KL(P_full ‖ P_masked) + relu(margin − logit_diff)) + λs·Σ_k λ_k·E[L0_k]/N_k
 //!
 //! at each prompt's last position (the margin term only where the task has a wrong answer), with
-//! E[L0_k] the expected number of open gates of granularity k and N_k their count. AdamW on log α
+//! E[L0_k] the expected number of open gates of granularity k, N_k their count and λ_k its weight. AdamW on log α
 //! only (weights frozen), linear warm-up then cosine decay. At the end a gate is kept when its
 //! deterministic value exceeds 0.5, and the circuit is those hard 0/1 masks.
 //!
@@ -68,6 +68,13 @@ pub struct NodePruneOptions {
     /// target can grow against the faithfulness terms.
     #[serde(default)]
     pub lambda_lr: Option<f64>,
+    /// λ_k: each granularity's weight in the sparsity term (attn, mlps, heads, neurons).
+    #[serde(default = "unit_weights")]
+    pub granularity_weights: [f64; 4],
+}
+
+fn unit_weights() -> [f64; 4] {
+    [1.0; 4]
 }
 
 impl NodePruneOptions {
@@ -95,6 +102,7 @@ impl NodePruneOptions {
             init_open: 0.95,
             target_sparsity: None,
             lambda_lr: None,
+            granularity_weights: unit_weights(),
         }
     }
 
@@ -133,6 +141,9 @@ impl NodePruneOptions {
         }
         if !(self.init_open.is_finite() && self.init_open > 0.0 && self.init_open < 1.0) {
             return bad(format!("the starting open probability must be in (0, 1), not {}", self.init_open));
+        }
+        if let Some((k, w)) = Kind::ALL.iter().zip(self.granularity_weights).find(|(_, w)| !(w.is_finite() && *w >= 0.0)) {
+            return bad(format!("the sparsity weight of {} must be a finite number ≥ 0, not {w}", k.name()));
         }
         if let Some(l) = self.lambda_lr {
             if !(l.is_finite() && l > 0.0 && l <= 10_000.0) {
@@ -356,7 +367,7 @@ async fn train_step<B: Backend>(model: &Model<B>, be: &B, data: &NodePruneData, 
     let mut l0 = 0.0;
     for (i, (&a, &u)) in st.log_alpha.iter().zip(&u).enumerate() {
         let k = Kind::ALL.iter().position(|&k| k == layout.kind_of(i)).expect("kind");
-        let ws = opts.sparsity_weight / counts[k];
+        let ws = opts.sparsity_weight * opts.granularity_weights[k] / counts[k];
         l0 += ws * hc::expected_l0(a);
         grads.push(gz[i] * hc::sample_grad(a, u) + ws * hc::expected_l0_grad(a));
     }

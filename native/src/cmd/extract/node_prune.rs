@@ -41,11 +41,32 @@ pub struct NodePruneArgs {
     /// (default: --lr). Higher reaches the target sooner.
     #[arg(long)]
     pub lambda_lr: Option<f64>,
+    /// node-prune: λ_k, each granularity's weight in the sparsity term, e.g. `neurons=2,heads=0.5`
+    /// (the others 1).
+    #[arg(long, default_value = "", value_parser = parse_weights)]
+    pub granularity_weights: Weights,
     /// node-prune: each gate's probability of sampling fully open at the start, in (0, 1). Lower
     /// lets the faithfulness gradient reach more gates from the first step (a gate sampled at 1
     /// gets none); every gate starts kept (its deterministic value above 0.5) down to about 0.17.
     #[arg(long, default_value_t = 0.5)]
     pub init_open: f64,
+}
+
+/// `--granularity-weights`: λ_k for attn, mlps, heads, neurons.
+#[derive(Clone, Copy, Debug)]
+pub struct Weights(pub [f64; 4]);
+
+fn parse_weights(s: &str) -> std::result::Result<Weights, String> {
+    let mut w = [1.0; 4];
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, v) = part.split_once('=').ok_or_else(|| format!("`{part}` is not `granularity=weight`"))?;
+        let i = Granularity::NAMES
+            .iter()
+            .position(|n| *n == name.trim())
+            .ok_or_else(|| format!("`{name}` is not a granularity: {}", Granularity::NAMES.join(", ")))?;
+        w[i] = v.trim().parse().map_err(|_| format!("`{v}` is not a number"))?;
+    }
+    Ok(Weights(w))
 }
 
 /// `--target-sparsity`: a fraction, or `off`.
@@ -76,6 +97,7 @@ impl NodePruneArgs {
             target_sparsity: self.target_sparsity.0,
             init_open: self.init_open,
             lambda_lr: self.lambda_lr,
+            granularity_weights: self.granularity_weights.0,
             ..NodePruneOptions::defaults()
         }
     }
