@@ -236,7 +236,7 @@ fn circuits<B: Backend>(be: &B) {
 
     // Everything kept: the circuit is the model.
     let all = ones(&m);
-    let r = eval(&Circuit { masks: &all, ablation: CircuitAblation::Zero });
+    let r = eval(&Circuit { masks: &all, ablation: CircuitAblation::Zero, edges: None });
     assert_eq!(r.kl, Some(0.0));
     assert_eq!(r.circuit, Some(r.full));
     assert_eq!(r.circuit_examples, r.full_examples);
@@ -245,7 +245,7 @@ fn circuits<B: Backend>(be: &B) {
     let mut masks = ones(&m);
     masks.heads[0][1] = 0.0;
     masks.mlp[1] = 0.0;
-    let r = eval(&Circuit { masks: &masks, ablation: CircuitAblation::Zero });
+    let r = eval(&Circuit { masks: &masks, ablation: CircuitAblation::Zero, edges: None });
     let prompts: Vec<Vec<u32>> = examples.iter().map(|e| e.prompt.clone()).collect();
     let full = pollster::block_on(last_logits(&model, be, &prompts, None, None, 64)).unwrap();
     let circ = pollster::block_on(last_logits(&model, be, &prompts, Some(&masks), None, 64)).unwrap();
@@ -257,11 +257,33 @@ fn circuits<B: Backend>(be: &B) {
     }
     assert!(r.kl.unwrap() > 1e-4, "ablating a head and an MLP must move the distribution");
 
+    // As edges: every edge kept scores as the full model; every edge out of L1MLP cut (zero
+    // values) scores as that MLP zero-ablated. (Not a head: under zero ablation the node keeps
+    // b_O, while a head writer carries b_O / H, so cutting it removes its share.)
+    let ew = carve_core::model::edges::EdgeWeights::new(be, &model, &m.weights).unwrap();
+    let lay = &ew.layout;
+    let mut gates = vec![1.0f32; lay.n_edges()];
+    let kept_all = eval(&Circuit { masks: &all, ablation: CircuitAblation::Zero, edges: Some(EdgeGates { weights: &ew, gates: &gates, values: None }) });
+    same_scores("edge circuit of every edge", &kept_all.circuit_examples, &kept_all.full_examples, 1e-4);
+    assert!(kept_all.kl.unwrap() < 1e-6, "every edge kept: KL {:?}", kept_all.kl);
+    let wi = lay.writers.iter().position(|&x| x == carve_core::mask::Writer::Mlp { layer: 1 }).unwrap();
+    for (rd, &reads) in lay.reads.iter().enumerate() {
+        if wi < reads {
+            gates[lay.first[rd] + wi] = 0.0;
+        }
+    }
+    let mut mlp_off = ones(&m);
+    mlp_off.mlp[1] = 0.0;
+    let r = eval(&Circuit { masks: &mlp_off, ablation: CircuitAblation::Zero, edges: None });
+    let re = eval(&Circuit { masks: &all, ablation: CircuitAblation::Zero, edges: Some(EdgeGates { weights: &ew, gates: &gates, values: None }) });
+    same_scores("edge circuit ≡ node circuit", &re.circuit_examples, &r.circuit_examples, 1e-4);
+    assert!((re.kl.unwrap() - r.kl.unwrap()).abs() <= 1e-4 * r.kl.unwrap(), "KL {:?} vs {:?}", re.kl, r.kl);
+
     // Mean ablation values (uploaded once) are what the masked forward uses.
     let patch = Batch::new(&tiny_examples(6, false).iter().map(|e| e.corrupted.clone().unwrap()).collect::<Vec<_>>(), &m.config).unwrap();
     let means = pollster::block_on(mean_values(&model, be, &patch, false)).unwrap();
     let dev = DeviceAblation::upload(be, &means).unwrap();
-    let r = eval(&Circuit { masks: &masks, ablation: CircuitAblation::Values(&dev) });
+    let r = eval(&Circuit { masks: &masks, ablation: CircuitAblation::Values(&dev), edges: None });
     let circ = pollster::block_on(last_logits(&model, be, &prompts, Some(&masks), Some(&dev), 64)).unwrap();
     for (i, e) in examples.iter().enumerate() {
         same_scores("mean-ablated circuit", std::slice::from_ref(&r.circuit_examples[i]), &[score(&t, e, circ.row(i), None).unwrap()], 1e-4);
@@ -269,12 +291,12 @@ fn circuits<B: Backend>(be: &B) {
 
     // Resample ablation with each prompt as its own corrupted prompt changes nothing.
     let same: Vec<Example> = examples.iter().map(|e| Example { corrupted: Some(e.prompt.clone()), ..e.clone() }).collect();
-    let r = pollster::block_on(evaluate(&model, be, &t, &same, Some(&Circuit { masks: &masks, ablation: CircuitAblation::Resample }), &opts)).unwrap();
+    let r = pollster::block_on(evaluate(&model, be, &t, &same, Some(&Circuit { masks: &masks, ablation: CircuitAblation::Resample, edges: None }), &opts)).unwrap();
     assert!(r.kl.unwrap() < 1e-6, "resampling from the prompt itself gave KL {}", r.kl.unwrap());
     same_scores("self-resampled circuit", &r.circuit_examples, &r.full_examples, 1e-4);
 
     // Resample ablation from other prompts: the corrupted run's activations, one prompt at a time.
-    let r = eval(&Circuit { masks: &masks, ablation: CircuitAblation::Resample });
+    let r = eval(&Circuit { masks: &masks, ablation: CircuitAblation::Resample, edges: None });
     assert!(r.kl.unwrap() > 1e-4);
     for (i, e) in examples.iter().enumerate() {
         let c = Batch::new(std::slice::from_ref(e.corrupted.as_ref().unwrap()), &m.config).unwrap();
@@ -295,10 +317,10 @@ fn circuits<B: Backend>(be: &B) {
     // Resample ablation needs corrupted prompts of the prompts' lengths.
     let mut bad = examples.clone();
     bad[3].corrupted.as_mut().unwrap().push(1);
-    let err = pollster::block_on(evaluate(&model, be, &t, &bad, Some(&Circuit { masks: &masks, ablation: CircuitAblation::Resample }), &opts)).unwrap_err();
+    let err = pollster::block_on(evaluate(&model, be, &t, &bad, Some(&Circuit { masks: &masks, ablation: CircuitAblation::Resample, edges: None }), &opts)).unwrap_err();
     assert!(err.to_string().contains("equal lengths"), "{err}");
     bad[3].corrupted = None;
-    let err = pollster::block_on(evaluate(&model, be, &t, &bad, Some(&Circuit { masks: &masks, ablation: CircuitAblation::Resample }), &opts)).unwrap_err();
+    let err = pollster::block_on(evaluate(&model, be, &t, &bad, Some(&Circuit { masks: &masks, ablation: CircuitAblation::Resample, edges: None }), &opts)).unwrap_err();
     assert!(err.to_string().contains("needs a corrupted prompt"), "{err}");
 }
 

@@ -185,7 +185,7 @@ async fn eval<B: Backend>(on: &On<B>, task: &Task, masks: &Masks, opts: &EvalOpt
         Some(v) => CircuitAblation::Values(v),
         None => CircuitAblation::Zero,
     };
-    let c = Circuit { masks, ablation };
+    let c = Circuit { masks, ablation, edges: None };
     evaluate(&on.m, &on.be, task, &task.examples, Some(&c), opts).await
 }
 

@@ -10,6 +10,7 @@
 use crate::backend::Backend;
 use crate::mask::Masks;
 use crate::model::ablation::{resampled_values, DeviceAblation};
+use crate::model::edges::EdgeWeights;
 use crate::model::{check_logits, Batch, Capture, ForwardArgs, LogitsAt, Model};
 use crate::tasks::{Example, MetricKind, Target, Task, YearTokens};
 use crate::{Error, HostTensor, Result};
@@ -41,10 +42,21 @@ pub enum CircuitAblation<'a, B: Backend> {
     Resample,
 }
 
-/// A circuit to evaluate: masks (1 keeps, 0 ablates) and where ablated values come from.
+/// A circuit to evaluate: masks (1 keeps, 0 ablates) and where ablated values come from; or, with
+/// `edges`, an edge circuit run through the edge forward (the masks then go unused).
 pub struct Circuit<'a, B: Backend> {
     pub masks: &'a Masks,
     pub ablation: CircuitAblation<'a, B>,
+    pub edges: Option<EdgeGates<'a, B>>,
+}
+
+/// An edge circuit: a gate per edge of `weights.layout` (1 keeps, 0 ablates), and with
+/// `CircuitAblation::Values` a value `[1, d]` per writer (`CircuitAblation::Resample`: each
+/// writer's output on the example's corrupted prompt).
+pub struct EdgeGates<'a, B: Backend> {
+    pub weights: &'a EdgeWeights<B::Tensor>,
+    pub gates: &'a [f32],
+    pub values: Option<&'a [B::Tensor]>,
 }
 
 /// What `evaluate` measured.
@@ -142,18 +154,14 @@ pub async fn evaluate<B: Backend>(
             report.full_examples.push(score(task, e, full.first(i), full.cond(i))?);
         }
         let Some(c) = circuit else { continue };
-        let resampled;
-        let ablation = match c.ablation {
-            CircuitAblation::Zero => None,
-            CircuitAblation::Values(a) => Some(a),
-            CircuitAblation::Resample => {
-                let corrupted: Vec<Vec<u32>> =
-                    chunk.iter().map(|e| sequence(e.corrupted.as_ref().expect("checked above"), e, digits)).collect();
-                resampled = resampled_values(model, be, &corrupted, c.masks)?;
-                Some(&resampled)
+        let circ = match &c.edges {
+            Some(eg) => {
+                let corrupted: Option<Vec<Vec<u32>>> = matches!(c.ablation, CircuitAblation::Resample)
+                    .then(|| chunk.iter().map(|e| sequence(e.corrupted.as_ref().expect("checked above"), e, digits)).collect());
+                edge_readout(model, be, eg, &seqs, corrupted.as_deref(), digits.is_some()).await?
             }
+            None => node_readout(model, be, c, chunk, &seqs, digits).await?,
         };
-        let circ = readout(model, be, &seqs, Some(c.masks), ablation, digits.is_some()).await?;
         for (i, e) in chunk.iter().enumerate() {
             report.circuit_examples.push(score(task, e, circ.first(i), circ.cond(i))?);
             let kl = kl_div(full.first(i), circ.first(i));
@@ -169,6 +177,49 @@ pub async fn evaluate<B: Backend>(
         report.kl = Some(report.kl_examples.iter().sum::<f64>() / report.n as f64);
     }
     Ok(report)
+}
+
+/// A chunk's readout through a node circuit's masks.
+async fn node_readout<B: Backend>(model: &Model<B>, be: &B, c: &Circuit<'_, B>, chunk: &[Example], seqs: &[Vec<u32>],
+    digits: Option<&[u32]>) -> Result<Readout> {
+    let resampled;
+    let ablation = match c.ablation {
+        CircuitAblation::Zero => None,
+        CircuitAblation::Values(a) => Some(a),
+        CircuitAblation::Resample => {
+            let corrupted: Vec<Vec<u32>> =
+                chunk.iter().map(|e| sequence(e.corrupted.as_ref().expect("checked above"), e, digits)).collect();
+            resampled = resampled_values(model, be, &corrupted, c.masks)?;
+            Some(&resampled)
+        }
+    };
+    readout(model, be, seqs, Some(c.masks), ablation, digits.is_some()).await
+}
+
+/// A chunk's readout through an edge circuit: logits at each sequence's last position (with `two`,
+/// its last two), the removed edges taking their writers' values.
+async fn edge_readout<B: Backend>(model: &Model<B>, be: &B, eg: &EdgeGates<'_, B>, seqs: &[Vec<u32>],
+    corrupted: Option<&[Vec<u32>]>, two: bool) -> Result<Readout> {
+    let batch = Batch::new(seqs, &model.config)?;
+    let rows: Vec<u32> = batch
+        .lens
+        .iter()
+        .enumerate()
+        .flat_map(|(b, &len)| {
+            let last = (b * batch.seq + len - 1) as u32;
+            if two { vec![last - 1, last] } else { vec![last] }
+        })
+        .collect();
+    let resampled = match corrupted {
+        Some(c) => {
+            let cb = Batch::new(c, &model.config)?;
+            let ones = vec![1.0; eg.weights.layout.n_edges()];
+            Some(model.edge_forward(be, eg.weights, &cb, &ones, None, &[0], true)?.writers)
+        }
+        None => None,
+    };
+    let out = model.edge_forward(be, eg.weights, &batch, eg.gates, resampled.as_deref().or(eg.values), &rows, false)?;
+    Ok(Readout { logits: be.read(&out.logits).await?, two })
 }
 
 /// Logits at each prompt's last position, `[prompts, vocab]`, in chunks of `batch_size`

@@ -6,7 +6,7 @@
 mod eval;
 pub mod loss;
 
-pub use eval::{evaluate, last_logits, Circuit, CircuitAblation, EvalOptions, Report};
+pub use eval::{evaluate, last_logits, Circuit, CircuitAblation, EdgeGates, EvalOptions, Report};
 
 use crate::tasks::{Example, MetricKind, Target, Task, YearTokens};
 use crate::{Error, Result};

@@ -160,7 +160,7 @@ impl Job for EvalJob<'_> {
         let masks = cf.masks(&shape)?;
         let kind: AblationKind = serde_json::from_value(json!(cf.ablation.kind)).context("the circuit's ablation kind")?;
         let values = Values::measure(kind, &model, be, self.patching)?;
-        let circuit = Circuit { masks: &masks, ablation: values.circuit_ablation() };
+        let circuit = Circuit { masks: &masks, ablation: values.circuit_ablation(), edges: None };
         let report = pollster::block_on(evaluate(&model, be, self.task, self.examples, Some(&circuit), &opts))?;
         Ok((report, be.describe()))
     }

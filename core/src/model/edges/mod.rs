@@ -8,7 +8,9 @@
 //! head's key and value inputs, the MLP's, the logits'), and each head projects its own input with
 //! its slice of W_Q, W_K or W_V; a head's output is its z times its slice of W_O, plus b_O / H
 //! (GPT-2's output bias split evenly over the heads), so that with every gate at 1 the writers sum
-//! to the plain forward's residual stream.
+//! to the plain forward's residual stream. (So under zero ablation, cutting every edge out of a head
+//! also removes its share of b_O, where ablating the head as a node keeps all of b_O; with mean
+//! values the two agree.)
 //!
 //! The mixing is matrix products: writers come in groups (the embeddings; a layer's heads; a layer's
 //! MLP), each group a stack `[n, rows·d]` of its h_w − a_w plus one row of its Σ a_w, and the

@@ -231,7 +231,7 @@ impl Job for ExtractJob<'_> {
         eprintln!("{}", found.summary);
 
         let eval_opts = EvalOptions { batch_size: a.batch };
-        let circuit = Circuit { masks: &found.masks, ablation: values.circuit_ablation() };
+        let circuit = Circuit { masks: &found.masks, ablation: values.circuit_ablation(), edges: None };
         let test = pollster::block_on(evaluate(&model, be, task, &splits.test, Some(&circuit), &eval_opts))?;
         let test_circuit = test.circuit.context("evaluate returned no circuit scores")?;
         let test_kl = test.kl.context("evaluate returned no KL")?;
