@@ -49,6 +49,8 @@ fn setup() -> (carve_core::model::load::LoadedModel, Vec<Vec<u32>>) {
     (m, prompts)
 }
 
+/// tiny-llama has few edges, each with a large KL gradient against the Lagrangian's push (which is
+/// spread over the edges): λ needs its own, larger learning rate to reach the target in 150 steps.
 #[test]
 fn a_run_reaches_its_target_and_resumes_to_the_same_gates() {
     let (host, prompts) = setup();
@@ -57,7 +59,7 @@ fn a_run_reaches_its_target_and_resumes_to_the_same_gates() {
     let ew = EdgeWeights::new(&be, &model, &host.weights).unwrap();
     let n = ew.layout.n_edges();
     let data = EdgePruneData { discovery: prompts.clone(), patching: prompts, corrupted: vec![] };
-    let o = EdgePruneOptions { target_sparsity: 0.9, steps: 80, warmup: 5, batch: 6, lr: 0.8, ..EdgePruneOptions::defaults() };
+    let o = EdgePruneOptions { target_sparsity: 0.9, steps: 150, warmup: 5, batch: 6, lambda_lr: Some(20.0), ..EdgePruneOptions::defaults() };
     let r = pollster::block_on(edge_prune(&model, &be, &ew, &data, &o, None, &mut ())).unwrap();
     assert!(r.finished);
     assert_eq!(r.kept.iter().filter(|&&k| k).count(), ((0.1 * n as f64).round()) as usize);

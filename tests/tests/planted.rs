@@ -450,3 +450,79 @@ fn node_prune_recovers_the_planted_neurons() {
     assert!(!r.kept.iter().any(|c| matches!(c, Component::Head { .. })), "heads kept: {:?}", r.kept);
     assert!(r.discovery_kl < 1e-6, "the circuit's KL {} should be ~0", r.discovery_kl);
 }
+
+/// edge-prune on the planted Llama copy model, mean ablation (zero ablation would hide the layer-0
+/// readers, which read only the embedding: RMSNorm(z·x) does not depend on z > 0, so their gates get
+/// no gradient): every writer but the embedding, the
+/// mover L0H2 and the reader L1H1 outputs exactly 0 (W_O = 0, V = 0, W_down = 0), and every reader
+/// but those of the two planted heads and the logits feeds such a writer, so the edges among them
+/// are the only ones with a faithfulness gradient. Asked to keep exactly that many edges, edge-prune
+/// keeps exactly those 12: the planted path (emb → L0H2.q, L0KV1.k, L0KV1.v; L0H2 → L1KV0.v; emb →
+/// L1H1.q, L1KV0.k; L1H1 → logits) and the edges the norms couple in (emb and L0H2 into the other
+/// layer-1 readers and the logits), every one effective, and the circuit keeps the answers.
+fn edge_prune_recovers<B: Backend>(be: &B) {
+    use carve_core::extract::edge_prune::{edge_list, edge_prune, EdgePruneData, EdgePruneOptions};
+    use carve_core::mask::Edge;
+    use carve_core::model::edges::EdgeWeights;
+    let (cfg, w) = llama_planted();
+    let model = Model::upload(be, cfg.clone(), &w).unwrap();
+    let ew = EdgeWeights::new(be, &model, &w).unwrap();
+    let n = ew.layout.n_edges();
+    let data = copy_prompts(16, &mut Lcg(5));
+    let prompts: Vec<Vec<u32>> = data.iter().map(|d| d.0.clone()).collect();
+    let patching: Vec<Vec<u32>> = copy_prompts(32, &mut Lcg(9)).into_iter().map(|d| d.0).collect();
+    let d = EdgePruneData { discovery: prompts.clone(), patching, ..EdgePruneData::default() };
+    let want: Vec<Edge> = [
+        "emb -> L0H2.q", "emb -> L0KV1.k", "emb -> L0KV1.v",
+        "emb -> L1H1.q", "L0H2 -> L1H1.q", "emb -> L1KV0.k", "L0H2 -> L1KV0.k", "emb -> L1KV0.v", "L0H2 -> L1KV0.v",
+        "emb -> logits", "L0H2 -> logits", "L1H1 -> logits",
+    ]
+    .iter()
+    .map(|s| Edge::parse(s).unwrap())
+    .collect();
+    let o = EdgePruneOptions {
+        target_sparsity: 1.0 - want.len() as f64 / n as f64,
+        warmup: 10,
+        batch: 8,
+        ablation: AblationKind::Mean,
+        ..EdgePruneOptions::defaults()
+    };
+    let r = pollster::block_on(edge_prune(&model, be, &ew, &d, &o, None, &mut ())).unwrap();
+    let mut kept = edge_list(&ew.layout, &r.kept);
+    kept.sort();
+    let mut want_sorted = want.clone();
+    want_sorted.sort();
+    let names = |v: &[Edge]| v.iter().map(|e| e.to_string()).collect::<Vec<_>>();
+    if names(&kept) != names(&want_sorted) {
+        for e in &want {
+            let i = ew.layout.index(*e).unwrap();
+            eprintln!("{e}: log α {:.3}", r.state.log_alpha[i]);
+        }
+        let mut others: Vec<f64> = (0..n).filter(|i| !want.iter().any(|e| ew.layout.index(*e).unwrap() == *i)).map(|i| r.state.log_alpha[i]).collect();
+        others.sort_by(f64::total_cmp);
+        eprintln!("others: {:?}", others.iter().map(|v| format!("{v:.3}")).collect::<Vec<_>>());
+        let h = &r.state.history;
+        for rec in h.iter().step_by(20) {
+            eprintln!("{rec:?}");
+        }
+    }
+    assert_eq!(names(&kept), names(&want_sorted), "kept edges of {n}");
+    assert_eq!(r.effective, r.kept, "every kept edge reaches the logits");
+    // The circuit answers as the full model does.
+    let gates: Vec<f32> = r.effective.iter().map(|&k| k as u8 as f32).collect();
+    let batch = Batch::new(&prompts, &cfg).unwrap();
+    let out = model.edge_forward(be, &ew, &batch, &gates, None, &batch.last_rows(), false).unwrap();
+    let logits = pollster::block_on(be.read(&out.logits)).unwrap();
+    for (i, (_, answer)) in data.iter().enumerate() {
+        assert_eq!(argmax(logits.row(i)), *answer as usize, "prompt {i}");
+    }
+}
+
+#[test]
+fn edge_prune_copy_llama_cpu() {
+    edge_prune_recovers(&cpu());
+}
+#[test]
+fn edge_prune_copy_llama_gpu() {
+    edge_prune_recovers(gpu());
+}

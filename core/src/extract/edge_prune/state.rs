@@ -45,13 +45,13 @@ pub struct EdgePruneState {
 }
 
 impl EdgePruneState {
-    /// log α from N(10, 0.01) (Box–Muller on the seed's stream), every edge on.
+    /// log α from N(`init_log_alpha`, 0.01) (Box–Muller on the seed's stream), every edge on.
     pub fn new(options: EdgePruneOptions, fingerprint: String, n: usize) -> Self {
         let mut init = SplitMix64::new(options.seed ^ 0x5EED_ED6E);
         let log_alpha = (0..n)
             .map(|_| {
                 let (u1, u2) = (init.open01(), init.open01());
-                10.0 + 0.01 * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+                options.init_log_alpha + 0.01 * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
             })
             .collect();
         let rng = SplitMix64::new(options.seed);
