@@ -16,6 +16,7 @@ fn rows_of(m: &Mat, r0: usize, r1: usize) -> Mat {
 
 /// Last-position logits of one prompt with gate `gates[i]` on edge i of `lay`, and per writer an
 /// ablation row (None: zero).
+#[allow(clippy::needless_range_loop)] // indices as the formulas write them
 pub fn edge_last_logits(cfg: &ModelConfig, w: &ModelWeights<HostTensor>, lay: &EdgeLayout, ids: &[u32], gates: &[f64],
     values: Option<&[Vec<f64>]>) -> Vec<f64> {
     let t = ids.len();

@@ -21,7 +21,7 @@ pub struct NodePruneArgs {
     #[arg(long, default_value_t = 0.0)]
     pub sparsity_weight: f64,
     /// node-prune: training steps.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 600)]
     pub steps: u64,
     /// node-prune: AdamW's peak learning rate on the gates' log α.
     #[arg(long, default_value_t = 0.5)]
@@ -35,7 +35,7 @@ pub struct NodePruneArgs {
     /// node-prune: remove this fraction of the attention and MLP parameters (a Lagrangian holds the
     /// expected sparsity at a target ramped up from 0), on top of the sparsity weight; `off` leaves
     /// it to --sparsity-weight.
-    #[arg(long, default_value = "0.7", value_parser = parse_target)]
+    #[arg(long, default_value = "0.8", value_parser = parse_target)]
     pub target_sparsity: TargetArg,
     /// node-prune, target mode: the peak learning rate of the ascent on the Lagrange multipliers
     /// (default: --lr). Higher reaches the target sooner.
