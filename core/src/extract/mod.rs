@@ -230,3 +230,23 @@ fn check_options(opts: &AblateOptions) -> Result<()> {
     }
     Ok(())
 }
+
+/// Resample ablation in the learned methods: a corrupted prompt of the same length for every
+/// discovery prompt.
+fn check_corrupted(discovery: &[Vec<u32>], corrupted: &[Vec<u32>]) -> Result<()> {
+    if corrupted.len() != discovery.len() {
+        return Err(Error::Input(format!(
+            "resample ablation needs a corrupted prompt for every discovery prompt: {} for {}",
+            corrupted.len(),
+            discovery.len()
+        )));
+    }
+    match discovery.iter().zip(corrupted).position(|(d, c)| d.len() != c.len()) {
+        Some(i) => Err(Error::Input(format!(
+            "resample ablation: corrupted prompt {i} has {} tokens, its discovery prompt {}",
+            corrupted[i].len(),
+            discovery[i].len()
+        ))),
+        None => Ok(()),
+    }
+}

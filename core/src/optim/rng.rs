@@ -21,6 +21,19 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 
+    /// `k` distinct indices below `n` (all of them when `k ≥ n`), in draw order, by a partial
+    /// Fisher–Yates shuffle: a training step's minibatch.
+    pub fn choose(&mut self, n: usize, k: usize) -> Vec<usize> {
+        let mut idx: Vec<usize> = (0..n).collect();
+        let k = k.min(n);
+        for i in 0..k {
+            let j = i + (self.next_u64() % (n - i) as u64) as usize;
+            idx.swap(i, j);
+        }
+        idx.truncate(k);
+        idx
+    }
+
     /// Uniform in the open interval (0, 1): the top 53 bits, offset by half a step, so neither 0
     /// nor 1 is drawn (the hard-concrete sample takes ln u and ln(1 − u)).
     pub fn open01(&mut self) -> f64 {

@@ -22,7 +22,7 @@ pub use state::{EdgePruneState, EdgeStepRecord};
 use serde::{Deserialize, Serialize};
 
 use super::state::fingerprint;
-use super::{AblationKind, Flow};
+use super::{check_corrupted, AblationKind, Flow};
 use crate::backend::Backend;
 use crate::mask::{Edge, EdgeLayout, Reader, Writer};
 use crate::metrics::last_logits;
@@ -30,7 +30,7 @@ use crate::metrics::loss::kl_mean;
 use crate::model::ablation::mean_rows;
 use crate::model::edges::EdgeWeights;
 use crate::model::{Batch, Model};
-use crate::optim::{adamw, hard_concrete as hc, AdamW, SplitMix64};
+use crate::optim::{adamw, hard_concrete as hc, AdamW};
 use crate::{Error, HostTensor, Result};
 
 /// What decides the circuit; a resumed run must give the same.
@@ -163,16 +163,7 @@ pub async fn edge_prune<B: Backend>(model: &Model<B>, be: &B, ew: &EdgeWeights<B
     }
     Batch::new(&data.discovery, &model.config)?;
     if opts.ablation == AblationKind::Resample {
-        if data.corrupted.len() != data.discovery.len() {
-            return Err(Error::Input(format!(
-                "resample ablation needs a corrupted prompt for every discovery prompt: {} for {}",
-                data.corrupted.len(),
-                data.discovery.len()
-            )));
-        }
-        if let Some(i) = data.discovery.iter().zip(&data.corrupted).position(|(d, c)| d.len() != c.len()) {
-            return Err(Error::Input(format!("resample ablation: corrupted prompt {i} is not as long as its discovery prompt")));
-        }
+        check_corrupted(&data.discovery, &data.corrupted)?;
     }
     let values = match opts.ablation {
         AblationKind::Mean => {
@@ -244,7 +235,7 @@ async fn step<B: Backend>(model: &Model<B>, be: &B, ew: &EdgeWeights<B::Tensor>,
     full: &B::Tensor, values: Option<&[B::Tensor]>, st: &mut EdgePruneState) -> Result<EdgeStepRecord> {
     let n = st.log_alpha.len();
     let mut rng = st.rng;
-    let idx = minibatch(&mut rng, data.discovery.len(), opts.batch);
+    let idx = rng.choose(data.discovery.len(), opts.batch);
     let prompts: Vec<Vec<u32>> = idx.iter().map(|&i| data.discovery[i].clone()).collect();
     let batch = Batch::new(&prompts, &model.config)?;
     let u: Vec<f64> = (0..n).map(|_| rng.open01()).collect();
@@ -354,16 +345,4 @@ pub fn effective(lay: &EdgeLayout, kept: &[bool]) -> Vec<bool> {
 /// The kept edges by name.
 pub fn edge_list(lay: &EdgeLayout, kept: &[bool]) -> Vec<Edge> {
     kept.iter().enumerate().filter(|(_, &k)| k).filter_map(|(i, _)| lay.edge(i)).collect()
-}
-
-/// `k` distinct indices below `n` (all of them when `k ≥ n`), by a partial Fisher–Yates shuffle.
-fn minibatch(rng: &mut SplitMix64, n: usize, k: usize) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..n).collect();
-    let k = k.min(n);
-    for i in 0..k {
-        let j = i + (rng.next_u64() % (n - i) as u64) as usize;
-        idx.swap(i, j);
-    }
-    idx.truncate(k);
-    idx
 }

@@ -27,14 +27,14 @@ pub use state::{NodePruneState, StepRecord};
 use serde::{Deserialize, Serialize};
 
 use super::state::fingerprint;
-use super::{AblationKind, Flow};
+use super::{check_corrupted, AblationKind, Flow};
 use crate::backend::Backend;
 use crate::circuit::{Ablation, Component, Masks, ModelShape};
 use crate::metrics::last_logits;
 use crate::metrics::loss::kl_mean;
 use crate::model::ablation::{mean_values, resampled_values, DeviceAblation};
 use crate::model::{Batch, Model};
-use crate::optim::{adamw, hard_concrete as hc, AdamW, SplitMix64};
+use crate::optim::{adamw, hard_concrete as hc, AdamW};
 use crate::{Error, HostTensor, Result};
 
 /// What decides the circuit; a resumed run must give the same.
@@ -245,7 +245,7 @@ pub async fn node_prune<B: Backend>(model: &Model<B>, be: &B, data: &NodePruneDa
     let ablation = match opts.ablation {
         AblationKind::Zero => Some(Ablation::Zero),
         AblationKind::Resample => {
-            check_corrupted(data)?;
+            check_corrupted(&data.discovery, &data.corrupted)?;
             None
         }
         _ => {
@@ -316,25 +316,6 @@ struct Values<'a, B: Backend> {
     resample: Option<Masks>,
 }
 
-/// Resample ablation needs a corrupted prompt of the same length for every discovery prompt.
-fn check_corrupted(data: &NodePruneData) -> Result<()> {
-    if data.corrupted.len() != data.discovery.len() {
-        return Err(Error::Input(format!(
-            "resample ablation needs a corrupted prompt for every discovery prompt: {} for {}",
-            data.corrupted.len(),
-            data.discovery.len()
-        )));
-    }
-    match data.discovery.iter().zip(&data.corrupted).position(|(d, c)| d.len() != c.len()) {
-        Some(i) => Err(Error::Input(format!(
-            "resample ablation: corrupted prompt {i} has {} tokens, its discovery prompt {}",
-            data.corrupted[i].len(),
-            data.discovery[i].len()
-        ))),
-        None => Ok(()),
-    }
-}
-
 /// One step: a minibatch, fresh gate noise, forward, loss, backward, AdamW. The state advances
 /// only when the loss and every gradient are finite; otherwise the step is named in the error and
 /// the state stays as the last good step left it.
@@ -344,7 +325,7 @@ async fn train_step<B: Backend>(model: &Model<B>, be: &B, data: &NodePruneData, 
     optim: &AdamW) -> Result<StepRecord> {
     let mut rng = st.rng;
     let n = data.discovery.len();
-    let idx = minibatch(&mut rng, n, opts.batch);
+    let idx = rng.choose(n, opts.batch);
     let prompts: Vec<Vec<u32>> = idx.iter().map(|&i| data.discovery[i].clone()).collect();
     let batch = Batch::new(&prompts, &model.config)?;
     let u: Vec<f64> = (0..layout.len()).map(|_| rng.open01()).collect();
@@ -443,16 +424,4 @@ fn costs<B: Backend>(model: &Model<B>, be: &B) -> Costs {
         total += attn + mlp;
     }
     Costs { head, neuron, total: total.max(1.0) }
-}
-
-/// `k` distinct indices below `n` (all of them when `k ≥ n`), by a partial Fisher–Yates shuffle.
-fn minibatch(rng: &mut SplitMix64, n: usize, k: usize) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..n).collect();
-    let k = k.min(n);
-    for i in 0..k {
-        let j = i + (rng.next_u64() % (n - i) as u64) as usize;
-        idx.swap(i, j);
-    }
-    idx.truncate(k);
-    idx
 }
