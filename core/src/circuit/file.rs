@@ -33,6 +33,9 @@ pub struct CircuitFile {
     /// split with the component and everything removed before it ablated).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub decisions: Vec<DecisionRecord>,
+    /// An edge circuit's edges (edge-prune); `kept` then lists the components with a kept edge out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edges: Option<super::EdgeCircuit>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -133,6 +136,7 @@ impl CircuitFile {
             removed: r.removed.clone(),
             metrics,
             decisions: r.decisions.clone(),
+            edges: r.edges.clone(),
         }
     }
 }
@@ -248,6 +252,9 @@ impl CircuitFile {
             if listed != 0 && listed != d_ff {
                 return bad(format!("{listed} of layer {l}'s {d_ff} MLP neurons are listed: list all or none"));
             }
+        }
+        if let Some(e) = &self.edges {
+            e.validate(shape, &self.removed)?;
         }
         Ok(())
     }

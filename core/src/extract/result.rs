@@ -4,10 +4,15 @@
 
 use serde_json::json;
 
+use super::edge_prune::{edge_list, EdgePruneOptions, EdgePruneRun, EdgeStepRecord};
 use super::node_prune::{NodePruneOptions, NodePruneRun, StepRecord};
 use super::{AblateOptions, AblateRun};
+use crate::circuit::edges::live_components;
 use crate::circuit::file::{DecisionRecord, MethodInfo};
-use crate::mask::{Ablation, Component, Masks};
+use crate::circuit::{EdgeCircuit, KeptEdge};
+use crate::mask::{Ablation, Component, EdgeLayout, Masks, ModelShape};
+use crate::optim::hard_concrete as hc;
+use crate::{HostTensor, Result};
 
 pub struct MethodResult {
     /// The circuit's hard masks on the full model.
@@ -21,8 +26,14 @@ pub struct MethodResult {
     pub method: MethodInfo,
     /// ablate's verdict on each candidate, in order (empty for learned methods).
     pub decisions: Vec<DecisionRecord>,
-    /// A learned method's loss curve.
+    /// node-prune's loss curve.
     pub training: Option<Vec<StepRecord>>,
+    /// An edge circuit (edge-prune): its edges; `masks`, `kept` and `removed` then hold the
+    /// components with a kept edge out.
+    pub edges: Option<EdgeCircuit>,
+    /// edge-prune's values per writer (`[1, d]`, mean ablation) and its loss curve.
+    pub edge_values: Option<Vec<HostTensor>>,
+    pub edge_training: Option<Vec<EdgeStepRecord>>,
     /// One line for people.
     pub summary: String,
 }
@@ -53,6 +64,9 @@ impl AblateRun {
             removed: self.removed,
             ablation: Some(self.ablation),
             training: None,
+            edges: None,
+            edge_values: None,
+            edge_training: None,
         }
     }
 }
@@ -97,6 +111,79 @@ impl NodePruneRun {
             removed: self.removed,
             ablation: self.ablation,
             training: Some(self.state.history),
+            edges: None,
+            edge_values: None,
+            edge_training: None,
         }
+    }
+}
+
+impl EdgePruneRun {
+    /// The finished training as a method result on a model of `shape` with `n_kv_heads` per layer
+    /// (the layout's): the effective edges with their gates, and as components those with a kept
+    /// edge out.
+    pub fn into_result(self, opts: &EdgePruneOptions, layout: &EdgeLayout, shape: &ModelShape, n_kv_heads: Vec<usize>,
+        seconds: f64) -> Result<MethodResult> {
+        let gates: Vec<f32> = self.effective.iter().map(|&k| k as u8 as f32).collect();
+        let kept_edges: Vec<KeptEdge> = self
+            .effective
+            .iter()
+            .enumerate()
+            .filter(|(_, &k)| k)
+            .filter_map(|(i, _)| layout.edge(i).map(|edge| KeptEdge { edge, gate: hc::deterministic(self.state.log_alpha[i]) }))
+            .collect();
+        let n = layout.n_edges();
+        let selected = self.kept.iter().filter(|&&k| k).count();
+        debug_assert_eq!(kept_edges.len(), edge_list(layout, &self.effective).len());
+        let kept = live_components(layout, &gates);
+        let all = shape.components(false);
+        let removed: Vec<Component> = all.iter().copied().filter(|c| !kept.contains(c)).collect();
+        let masks = shape.masks_without(&removed)?;
+        let last = self.state.history.last().cloned();
+        let edges = EdgeCircuit {
+            n_kv_heads,
+            pos: layout.writers.contains(&crate::mask::Writer::Pos),
+            total: n,
+            target_sparsity: opts.target_sparsity,
+            selected,
+            sparsity: 1.0 - kept_edges.len() as f64 / n.max(1) as f64,
+            kept: kept_edges,
+        };
+        Ok(MethodResult {
+            summary: format!(
+                "edge-prune: {} steps in {seconds:.1} s · {} of {n} edges kept ({} selected, the rest reach nothing) · {} heads and MLPs · discovery KL {:.5}",
+                self.state.step,
+                edges.kept.len(),
+                selected,
+                kept.len(),
+                self.discovery_kl
+            ),
+            method: MethodInfo {
+                name: "edge-prune".into(),
+                hyperparameters: json!({
+                    "target_sparsity": opts.target_sparsity,
+                    "steps": opts.steps,
+                    "lr": opts.lr,
+                    "lambda_lr": opts.lambda_lr,
+                    "warmup": opts.warmup,
+                    "batch": opts.batch,
+                    "seed": opts.seed,
+                    "ablation": opts.ablation,
+                    "init_log_alpha": opts.init_log_alpha,
+                    "final_loss": last.as_ref().map(|r| r.loss),
+                    "final_expected_sparsity": last.as_ref().map(|r| r.sparsity),
+                }),
+                discovery_kl: self.discovery_kl,
+            },
+            decisions: vec![],
+            masks,
+            kept,
+            removed,
+            ablation: None,
+            training: None,
+            edges: Some(edges),
+            edge_values: self.values,
+            edge_training: Some(self.state.history),
+        })
     }
 }

@@ -8,7 +8,9 @@ use crate::circuit_eval::Values;
 use anyhow::{Context, Result};
 use carve_core::circuit::{CircuitFile, ModelShape};
 use carve_core::extract::AblationKind;
-use carve_core::metrics::Circuit;
+use carve_core::extract::edge_prune::writer_means;
+use carve_core::metrics::{Circuit, CircuitAblation, EdgeGates};
+use carve_core::model::edges::EdgeWeights;
 use carve_core::model::load::weights_sha256;
 use std::path::{Path, PathBuf};
 use carve_core::backend::Backend;
@@ -159,9 +161,41 @@ impl Job for EvalJob<'_> {
         let shape = ModelShape::of(&self.m.weights.layers, |t| t.shape[0]);
         let masks = cf.masks(&shape)?;
         let kind: AblationKind = serde_json::from_value(json!(cf.ablation.kind)).context("the circuit's ablation kind")?;
+        if let Some(e) = &cf.edges {
+            return Ok((self.edge_circuit(be, &model, &shape, &masks, e, kind)?, be.describe()));
+        }
         let values = Values::measure(kind, &model, be, self.patching)?;
         let circuit = Circuit { masks: &masks, ablation: values.circuit_ablation(), edges: None };
         let report = pollster::block_on(evaluate(&model, be, self.task, self.examples, Some(&circuit), &opts))?;
         Ok((report, be.describe()))
+    }
+}
+
+impl EvalJob<'_> {
+    /// An edge circuit through the edge forward, its removed edges taking their writers' means over
+    /// the patching split (measured as edge-prune measured them), zero, or each prompt's corrupted run.
+    fn edge_circuit<B: Backend>(&self, be: &B, model: &Model<B>, shape: &ModelShape, masks: &carve_core::circuit::Masks,
+        e: &carve_core::circuit::EdgeCircuit, kind: AblationKind) -> Result<Report> {
+        let ew = EdgeWeights::new(be, model, &self.m.weights)?;
+        let layout = e.layout(shape)?;
+        if layout != ew.layout {
+            anyhow::bail!("the circuit's edge layout (KV heads {:?}) is not this model's", e.n_kv_heads);
+        }
+        let gates = e.gates(&ew.layout)?;
+        let values = match kind {
+            AblationKind::Mean => {
+                anyhow::ensure!(!self.patching.is_empty(), "mean ablation needs patching prompts: the patching split is empty");
+                let prompts: Vec<Vec<u32>> = self.patching.iter().map(|x| x.prompt.clone()).collect();
+                let host = pollster::block_on(writer_means(model, be, &ew, &prompts))?;
+                Some(host.iter().map(|t| be.upload(t)).collect::<carve_core::Result<Vec<_>>>()?)
+            }
+            AblationKind::Zero | AblationKind::Resample => None,
+            AblationKind::MeanPerPosition => anyhow::bail!("an edge circuit takes zero, mean or resample ablation, not per-position means"),
+        };
+        let ablation = if kind == AblationKind::Resample { CircuitAblation::Resample } else { CircuitAblation::Zero };
+        let edges = Some(EdgeGates { weights: &ew, gates: &gates, values: values.as_deref() });
+        let circuit = Circuit { masks, ablation, edges };
+        let opts = EvalOptions { batch_size: self.batch };
+        Ok(pollster::block_on(evaluate(model, be, self.task, self.examples, Some(&circuit), &opts))?)
     }
 }

@@ -4,6 +4,7 @@
 //! `report.json`, `circuit.svg`, and `state.json`, saved after every decision batch, from which
 //! `--resume` continues an interrupted run with the same result.
 
+mod edge_prune;
 mod node_prune;
 mod progress;
 mod report;
@@ -20,7 +21,8 @@ use carve_core::backend::Backend;
 use carve_core::circuit::file::{CircuitFile, CircuitMetrics, ModelIdentity, TaskInfo};
 use carve_core::circuit::{means, svg, ModelShape};
 use carve_core::extract::{ablate, AblateData, AblateOptions, AblationKind, Implementation, MethodResult, RunOptions};
-use carve_core::metrics::{evaluate, Circuit, EvalOptions, Scores};
+use carve_core::metrics::{evaluate, Circuit, CircuitAblation, EdgeGates, EvalOptions, Scores};
+use carve_core::model::edges::EdgeWeights;
 use carve_core::model::load::{load_path, weights_sha256, LoadedModel};
 use carve_core::model::{Batch, Model};
 use carve_core::prune::{prune, write_dir, DirExtras};
@@ -34,6 +36,8 @@ pub enum Method {
     Ablate,
     /// Learned hard-concrete masks on attention blocks, MLP blocks, heads and neurons (Haider et al. 2025).
     NodePrune,
+    /// Learned hard-concrete masks on the edges between components (Bhaskar et al. 2024).
+    EdgePrune,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -85,6 +89,8 @@ pub struct Args {
     ablate: AblateArgs,
     #[command(flatten)]
     node_prune: node_prune::NodePruneArgs,
+    #[command(flatten)]
+    edge_prune: edge_prune::EdgePruneArgs,
     /// ablate: also decide on single MLP neurons of the MLPs that stay.
     #[arg(long)]
     neurons: bool,
@@ -97,7 +103,8 @@ pub struct Args {
     /// Replace the run that --out already holds.
     #[arg(long, conflicts_with = "resume")]
     force: bool,
-    /// Prompts per forward: node-prune's prompts per training step, and when scoring the test split.
+    /// Prompts per forward: node-prune's and edge-prune's prompts per training step, and when
+    /// scoring the test split.
     #[arg(long, default_value_t = 32)]
     batch: usize,
     /// Test prompts in the batch that latency is measured on.
@@ -122,6 +129,9 @@ pub fn run(a: Args) -> Result<()> {
         (_, Some(d)) | (Some(d), None) => d.clone(),
         (None, None) => bail!("give the run directory: --out DIR (or --resume DIR to continue one)"),
     };
+    if a.method != Method::EdgePrune && a.edge_prune.sparsity.is_some() {
+        bail!("--sparsity is edge-prune's (the fraction of edges removed); node-prune takes --target-sparsity");
+    }
     match a.method {
         Method::Ablate => {
             let alpha = a.ablate.alpha.context("ablate needs --alpha: the KL threshold below which a component goes (nats)")?;
@@ -134,6 +144,12 @@ pub fn run(a: Args) -> Result<()> {
                 bail!("--alpha, --mlps and --neurons are ablate's settings; node-prune takes --granularity, --sparsity-weight, --steps, --lr");
             }
             a.node_prune.check(a.batch, a.task_args.seed, a.ablate.ablation.kind())?;
+        }
+        Method::EdgePrune => {
+            if a.ablate.alpha.is_some() || a.ablate.mlps || a.neurons {
+                bail!("--alpha, --mlps and --neurons are ablate's settings; edge-prune takes --sparsity, --steps, --lr");
+            }
+            a.edge_prune.options(&a)?;
         }
     }
     if a.latency_runs < 10 {
@@ -220,18 +236,42 @@ impl Job for ExtractJob<'_> {
         let (a, m, splits, task) = (self.a, self.m, &self.prep.splits, &self.prep.task);
         let model = Model::upload(be, m.config.clone(), &m.weights)?;
         let kind = a.ablate.ablation.kind();
-        // Checked before the method runs: a circuit that can't be scored would waste it.
-        let values = Values::measure(kind, &model, be, &splits.patching)?;
-        let found = match a.method {
-            Method::Ablate => self.run_ablate(be, &model)?,
-            Method::NodePrune => node_prune::run(&mut self, be, &model)?,
+        // Checked before the method runs: a circuit that can't be scored would waste it. (An edge
+        // circuit's values are its writers' means, which edge-prune measures.)
+        let values = match a.method {
+            Method::EdgePrune => None,
+            _ => Some(Values::measure(kind, &model, be, &splits.patching)?),
+        };
+        let ew = match a.method {
+            Method::EdgePrune => Some(EdgeWeights::new(be, &model, &m.weights)?),
+            _ => None,
+        };
+        let found = match (a.method, &ew) {
+            (Method::EdgePrune, Some(ew)) => edge_prune::run(&mut self, be, &model, ew)?,
+            (Method::NodePrune, _) => node_prune::run(&mut self, be, &model)?,
+            _ => self.run_ablate(be, &model)?,
         };
         let Some(found) = found else { return Ok(Outcome::Stopped) };
         let extract_seconds = self.seconds;
         eprintln!("{}", found.summary);
 
         let eval_opts = EvalOptions { batch_size: a.batch };
-        let circuit = Circuit { masks: &found.masks, ablation: values.circuit_ablation(), edges: None };
+        let edge_values: Option<Vec<B::Tensor>> =
+            found.edge_values.as_ref().map(|v| v.iter().map(|t| be.upload(t)).collect::<carve_core::Result<_>>()).transpose()?;
+        let gates = match (&found.edges, &ew) {
+            (Some(e), Some(ew)) => Some(e.gates(&ew.layout)?),
+            _ => None,
+        };
+        let ablation = match (&values, kind) {
+            (Some(v), _) => v.circuit_ablation(),
+            (None, AblationKind::Resample) => CircuitAblation::Resample,
+            (None, _) => CircuitAblation::Zero,
+        };
+        let edges = match (&gates, &ew) {
+            (Some(g), Some(ew)) => Some(EdgeGates { weights: ew, gates: g, values: edge_values.as_deref() }),
+            _ => None,
+        };
+        let circuit = Circuit { masks: &found.masks, ablation, edges };
         let test = pollster::block_on(evaluate(&model, be, task, &splits.test, Some(&circuit), &eval_opts))?;
         let test_circuit = test.circuit.context("evaluate returned no circuit scores")?;
         let test_kl = test.kl.context("evaluate returned no KL")?;
@@ -254,6 +294,7 @@ impl Job for ExtractJob<'_> {
         let cf_value = serde_json::to_value(&cf)?;
 
         let pruned = match kind {
+            _ if found.edges.is_some() => None,
             AblationKind::Zero | AblationKind::Mean => {
                 let ablation = found.ablation.as_ref().context("the method returned no ablation values to fold into the model")?;
                 Some(self.prune_and_measure(be, &model, &found.masks, ablation, &cf_value, &splits.test, &eval_opts)?)
@@ -270,7 +311,7 @@ impl Job for ExtractJob<'_> {
             extract_seconds,
             backend: be.describe(),
             metric_title: task.metric.title(),
-            training: found.training.as_deref(),
+            training: training_summary(&found),
         };
         let md = report::markdown(&inputs);
         let rd = self.rd;
@@ -290,9 +331,16 @@ impl Job for ExtractJob<'_> {
         rd.write(rundir::REPORT_MD, md.as_bytes())?;
         let (kh, km) = cf.kept_counts();
         let title = format!("{} · {} · {kh} heads, {km} MLPs kept", cf.task.name, cf.model.name);
-        rd.write(rundir::SVG, svg::render(&shape, &cf.kept, &title).as_bytes())?;
+        let picture = match &cf.edges {
+            Some(e) => svg::render_edges(&shape, &cf.kept, e, &format!("{title}, {} edges", e.kept.len())),
+            None => svg::render(&shape, &cf.kept, &title),
+        };
+        rd.write(rundir::SVG, picture.as_bytes())?;
         if let Some(h) = &found.training {
-            rd.write(rundir::TRAINING_SVG, training_svg::render(h, &format!("node-prune · {} · {}", cf.task.name, cf.model.name)).as_bytes())?;
+            rd.write(rundir::TRAINING_SVG, training_svg::node(h, &format!("node-prune · {} · {}", cf.task.name, cf.model.name)).as_bytes())?;
+        }
+        if let Some(h) = &found.edge_training {
+            rd.write(rundir::TRAINING_SVG, training_svg::edges(h, &format!("edge-prune · {} · {}", cf.task.name, cf.model.name)).as_bytes())?;
         }
         Ok(Outcome::Done(md))
     }
@@ -333,6 +381,13 @@ fn shipped_means(a: &carve_core::circuit::Ablation) -> Option<&carve_core::circu
         carve_core::circuit::Ablation::Given(v) if v.position_independent() => Some(v),
         _ => None,
     }
+}
+
+/// A learned method's steps and final loss, for the report.
+fn training_summary(r: &MethodResult) -> Option<report::Training> {
+    let node = r.training.as_ref().and_then(|h| h.last().map(|l| (h.len(), l.loss, l.kl)));
+    let edge = r.edge_training.as_ref().and_then(|h| h.last().map(|l| (h.len(), l.loss, l.kl)));
+    node.or(edge).map(|(steps, final_loss, final_kl)| report::Training { steps, final_loss, final_kl })
 }
 
 fn file_scores(s: &Scores) -> carve_core::circuit::file::Scores {

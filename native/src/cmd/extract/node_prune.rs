@@ -20,13 +20,14 @@ pub struct NodePruneArgs {
     /// keeps less); with --target-sparsity off it alone sets how much goes.
     #[arg(long, default_value_t = 0.0)]
     pub sparsity_weight: f64,
-    /// node-prune: training steps.
-    #[arg(long, default_value_t = 600)]
-    pub steps: u64,
-    /// node-prune: AdamW's peak learning rate on the gates' log α.
-    #[arg(long, default_value_t = 0.5)]
-    pub lr: f64,
-    /// node-prune: warm-up steps before the cosine decay (default: a tenth of --steps).
+    /// node-prune and edge-prune: training steps [default: 600 for node-prune, 300 for edge-prune].
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// node-prune and edge-prune: AdamW's peak learning rate on the gates' log α [default: 0.5
+    /// for node-prune, 0.3 for edge-prune].
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// node-prune and edge-prune: warm-up steps before the cosine decay (default: a tenth of --steps).
     #[arg(long)]
     pub warmup: Option<u64>,
     /// node-prune: margin of the logit-difference hinge term (0 turns it off).
@@ -37,8 +38,8 @@ pub struct NodePruneArgs {
     /// it to --sparsity-weight.
     #[arg(long, default_value = "0.8", value_parser = parse_target)]
     pub target_sparsity: TargetArg,
-    /// node-prune, target mode: the peak learning rate of the ascent on the Lagrange multipliers
-    /// (default: --lr). Higher reaches the target sooner.
+    /// node-prune (target mode) and edge-prune: the peak learning rate of the ascent on the
+    /// Lagrange multipliers (default: --lr). Higher reaches the target sooner.
     #[arg(long)]
     pub lambda_lr: Option<f64>,
     /// node-prune: λ_k, each granularity's weight in the sparsity term, e.g. `neurons=2,heads=0.5`
@@ -81,15 +82,19 @@ fn parse_target(s: &str) -> std::result::Result<TargetArg, String> {
 }
 
 impl NodePruneArgs {
+    fn steps(&self) -> u64 {
+        self.steps.unwrap_or(NodePruneOptions::defaults().steps)
+    }
+
     /// The options; a granularity that does not parse leaves none, which `check` names.
     pub fn options(&self, batch: usize, seed: u64, ablation: AblationKind) -> NodePruneOptions {
         NodePruneOptions {
             granularity: Granularity::parse(&self.granularity)
                 .unwrap_or(Granularity { attn: false, mlps: false, heads: false, neurons: false }),
             sparsity_weight: self.sparsity_weight,
-            steps: self.steps,
-            lr: self.lr,
-            warmup: self.warmup.unwrap_or(self.steps / 10),
+            steps: self.steps(),
+            lr: self.lr.unwrap_or(NodePruneOptions::defaults().lr),
+            warmup: self.warmup.unwrap_or(self.steps() / 10),
             batch,
             seed,
             ablation,

@@ -3,6 +3,7 @@
 //! second Ctrl-C quits at once: the last saved state still resumes the run).
 
 use super::rundir::{RunDir, SavedState};
+use carve_core::extract::edge_prune::{EdgeProgress, EdgePruneState, EdgeStepRecord};
 use carve_core::extract::node_prune::{NodePruneState, StepInfo, TrainProgress};
 use carve_core::extract::{AblateState, Flow, Progress, ProgressInfo};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -123,31 +124,29 @@ impl<'a> TrainHook<'a> {
     }
 }
 
-impl TrainProgress for TrainHook<'_> {
-    fn update(&mut self, info: &StepInfo, state: &NodePruneState) -> Flow {
+impl TrainHook<'_> {
+    /// After step `step` of `total`: saves the state (`saved`, made only when it is written) and
+    /// shows `msg`.
+    fn step(&mut self, step: u64, total: u64, msg: String, saved: impl FnOnce(String, f64) -> SavedState) -> Flow {
         let h = &mut self.inner;
         h.batches += 1;
         let stop = h.stop.load(Ordering::SeqCst) || h.stop_after.is_some_and(|n| h.batches >= n);
-        let done = state.step >= info.total;
+        let done = step >= total;
         if stop || done || self.last_save.is_none_or(|t| t.elapsed().as_secs_f64() >= 20.0) {
-            let saved = SavedState::node_prune(h.model_sha256.clone(), h.seconds(), state.clone());
-            if let Err(e) = h.dir.save_state(&saved) {
+            if let Err(e) = h.dir.save_state(&saved(h.model_sha256.clone(), h.seconds())) {
                 h.error = Some(e);
                 return Flow::Stop;
             }
             self.last_save = Some(Instant::now());
         }
-        if h.bar.length() != Some(info.total) {
-            h.bar.set_length(info.total);
-            h.bar.set_position(info.record.step.saturating_sub(1));
+        if h.bar.length() != Some(total) {
+            h.bar.set_length(total);
+            h.bar.set_position(step.saturating_sub(1));
             h.bar.reset_eta();
         }
-        h.bar.set_position(info.record.step);
-        let r = &info.record;
-        let kept: Vec<String> = r.kept.iter().map(|(k, f)| format!("{k} {:.0}%", 100.0 * f)).collect();
-        let msg = format!("loss {:.4} · KL {:.4} · kept {}", r.loss, r.kl, kept.join(" "));
-        if h.bar.is_hidden() && (r.step.is_multiple_of(25) || done) {
-            eprintln!("[{:>6.0} s] step {}/{} · {msg}", h.seconds(), r.step, info.total);
+        h.bar.set_position(step);
+        if h.bar.is_hidden() && (step.is_multiple_of(25) || done) {
+            eprintln!("[{:>6.0} s] step {step}/{total} · {msg}", h.seconds());
         }
         h.bar.set_message(msg);
         if stop && !done {
@@ -155,5 +154,28 @@ impl TrainProgress for TrainHook<'_> {
             return Flow::Stop;
         }
         Flow::Continue
+    }
+}
+
+impl TrainProgress for TrainHook<'_> {
+    fn update(&mut self, info: &StepInfo, state: &NodePruneState) -> Flow {
+        let r = &info.record;
+        let kept: Vec<String> = r.kept.iter().map(|(k, f)| format!("{k} {:.0}%", 100.0 * f)).collect();
+        let msg = format!("loss {:.4} · KL {:.4} · kept {}", r.loss, r.kl, kept.join(" "));
+        self.step(r.step, info.total, msg, |sha, secs| SavedState::node_prune(sha, secs, state.clone()))
+    }
+}
+
+impl EdgeProgress for TrainHook<'_> {
+    fn update(&mut self, r: &EdgeStepRecord, state: &EdgePruneState) -> Flow {
+        let msg = format!(
+            "loss {:.4} · KL {:.4} · sparsity {:.3} (target {:.3}) · edges kept {:.1}%",
+            r.loss,
+            r.kl,
+            r.sparsity,
+            r.target,
+            100.0 * r.kept
+        );
+        self.step(r.step, state.options.steps, msg, |sha, secs| SavedState::edge_prune(sha, secs, state.clone()))
     }
 }

@@ -29,8 +29,15 @@ pub struct Inputs<'a> {
     pub extract_seconds: f64,
     pub backend: String,
     pub metric_title: &'a str,
-    /// node-prune's loss curve (drawn in training.svg).
-    pub training: Option<&'a [carve_core::extract::node_prune::StepRecord]>,
+    /// A learned method's training (its curves are drawn in training.svg).
+    pub training: Option<Training>,
+}
+
+/// A learned method's steps and where its loss ended.
+pub struct Training {
+    pub steps: usize,
+    pub final_loss: f64,
+    pub final_kl: f64,
 }
 
 fn scores(s: &Scores) -> Value {
@@ -82,12 +89,21 @@ pub fn json(r: &Inputs) -> Value {
         "kept": { "heads": kh, "mlps": km, "neurons": kn, "components": c.kept },
         "total": { "heads": total_heads, "mlps": total_mlps, "neurons": c.shape.d_ff.iter().sum::<usize>() },
     });
-    if let Some(h) = r.training {
+    if let Some(h) = &r.training {
         v["training"] = json!({
-            "steps": h.len(),
-            "final_loss": h.last().map(|x| x.loss),
-            "final_kl": h.last().map(|x| x.kl),
+            "steps": h.steps,
+            "final_loss": h.final_loss,
+            "final_kl": h.final_kl,
             "plot": "training.svg",
+        });
+    }
+    if let Some(e) = &c.edges {
+        v["edges"] = json!({
+            "total": e.total,
+            "target_sparsity": e.target_sparsity,
+            "selected": e.selected,
+            "kept": e.kept.len(),
+            "sparsity": e.sparsity,
         });
     }
     if let Some(p) = r.pruned {
@@ -137,6 +153,17 @@ pub fn markdown(r: &Inputs) -> String {
         String::new()
     };
     s += &format!("- kept: {kh}/{total_heads} heads, {km}/{total_mlps} MLPs{neurons}\n");
+    if let Some(e) = &c.edges {
+        s += &format!(
+            "- edges: {} of {} kept (sparsity {:.4}, target {}); the threshold selected {}, and {} reached nothing\n",
+            e.kept.len(),
+            e.total,
+            e.sparsity,
+            e.target_sparsity,
+            e.selected,
+            e.selected - e.kept.len()
+        );
+    }
     s += &format!("- model sha256: {}\n", c.model.sha256);
     s += &format!("- backend: {}\n", r.backend);
     s += &format!("- extraction: {:.1} s\n\n", r.extract_seconds);
@@ -176,15 +203,11 @@ pub fn markdown(r: &Inputs) -> String {
             s += &format!("\nNo pruned model: {} ablation values depend on the prompt and cannot be folded into biases.\n", c.ablation.kind);
         }
     }
-    if let Some(h) = r.training {
-        if let Some(last) = h.last() {
-            s += &format!(
-                "\nTraining: {} steps, final loss {:.4} (KL {:.4} on the last minibatch with sampled gates).\n\n![training](training.svg)\n",
-                h.len(),
-                last.loss,
-                last.kl
-            );
-        }
+    if let Some(h) = &r.training {
+        s += &format!(
+            "\nTraining: {} steps, final loss {:.4} (KL {:.4} on the last minibatch with sampled gates).\n\n![training](training.svg)\n",
+            h.steps, h.final_loss, h.final_kl
+        );
     }
     s += &format!("\nKept components ({}): {}\n", c.kept.len(), names(&c.kept));
     s

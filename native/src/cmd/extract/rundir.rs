@@ -8,6 +8,7 @@
 
 use anyhow::{bail, Context, Result};
 use carve_core::circuit::file::{check_sha256, from_value, prefix};
+use carve_core::extract::edge_prune::EdgePruneState;
 use carve_core::extract::node_prune::NodePruneState;
 use carve_core::extract::AblateState;
 use serde::{Deserialize, Serialize};
@@ -40,6 +41,8 @@ pub struct SavedState {
     pub ablate: Option<AblateState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_prune: Option<NodePruneState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge_prune: Option<EdgePruneState>,
 }
 
 const STATE_FORMAT: &str = "carve-extract-state";
@@ -139,11 +142,17 @@ impl RunDir {
 }
 
 impl SavedState {
+    fn empty(model_sha256: String, extract_seconds: f64) -> SavedState {
+        SavedState { format: STATE_FORMAT.into(), model_sha256, extract_seconds, ablate: None, node_prune: None, edge_prune: None }
+    }
     pub fn new(model_sha256: String, extract_seconds: f64, ablate: AblateState) -> SavedState {
-        SavedState { format: STATE_FORMAT.into(), model_sha256, extract_seconds, ablate: Some(ablate), node_prune: None }
+        SavedState { ablate: Some(ablate), ..SavedState::empty(model_sha256, extract_seconds) }
     }
     pub fn node_prune(model_sha256: String, extract_seconds: f64, st: NodePruneState) -> SavedState {
-        SavedState { format: STATE_FORMAT.into(), model_sha256, extract_seconds, ablate: None, node_prune: Some(st) }
+        SavedState { node_prune: Some(st), ..SavedState::empty(model_sha256, extract_seconds) }
+    }
+    pub fn edge_prune(model_sha256: String, extract_seconds: f64, st: EdgePruneState) -> SavedState {
+        SavedState { edge_prune: Some(st), ..SavedState::empty(model_sha256, extract_seconds) }
     }
 
     /// Parses a state file: its format, every field's type (named by its path), the sha256 (64
@@ -160,11 +169,12 @@ impl SavedState {
         if !(st.extract_seconds.is_finite() && st.extract_seconds >= 0.0) {
             bail!("`extract_seconds` is {}; it must be a finite number of seconds, not negative", st.extract_seconds);
         }
-        match (&st.ablate, &st.node_prune) {
-            (Some(a), None) => a.validate()?,
-            (None, Some(n)) => n.validate()?,
-            (None, None) => bail!("it holds no method's state (`ablate` or `node_prune`)"),
-            (Some(_), Some(_)) => bail!("it holds two methods' states (`ablate` and `node_prune`): a run has one"),
+        match (&st.ablate, &st.node_prune, &st.edge_prune) {
+            (Some(a), None, None) => a.validate()?,
+            (None, Some(n), None) => n.validate()?,
+            (None, None, Some(e)) => e.validate()?,
+            (None, None, None) => bail!("it holds no method's state (`ablate`, `node_prune` or `edge_prune`)"),
+            _ => bail!("it holds more than one method's state (of `ablate`, `node_prune` and `edge_prune`): a run has one"),
         }
         Ok(st)
     }

@@ -1,6 +1,8 @@
-//! `training.svg`: node-prune's loss and KL (left) and the kept fraction of each granularity
-//! (right) against the step, drawn as plain SVG polylines.
+//! `training.svg`: a learned method's loss and KL (left) and what it keeps (right: node-prune's
+//! kept fraction of each granularity; edge-prune's kept edges, expected sparsity and target)
+//! against the step, drawn as plain SVG polylines.
 
+use carve_core::extract::edge_prune::EdgeStepRecord;
 use carve_core::extract::node_prune::StepRecord;
 use std::fmt::Write;
 
@@ -34,25 +36,42 @@ fn panel(s: &mut String, x0: f64, title: &str, series: &[(String, Vec<f64>)], y_
     }
 }
 
-pub fn render(history: &[StepRecord], title: &str) -> String {
-    let n = history.len();
-    let mut s = format!(
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" font-family="sans-serif"><title>{}</title>"##,
-        2.0 * W,
-        H,
-        esc(title)
-    );
+/// node-prune's curves.
+pub fn node(history: &[StepRecord], title: &str) -> String {
     let loss: Vec<f64> = history.iter().map(|r| r.loss).collect();
     let kl: Vec<f64> = history.iter().map(|r| r.kl).collect();
-    let top = loss.iter().chain(&kl).filter(|v| v.is_finite()).fold(1e-9f64, |a, &b| a.max(b));
-    panel(&mut s, 0.0, "loss and KL", &[("loss".into(), loss), ("KL".into(), kl)], top, n);
     let names: Vec<String> = history.first().map(|r| r.kept.iter().map(|(k, _)| k.clone()).collect()).unwrap_or_default();
     let kept: Vec<(String, Vec<f64>)> = names
         .iter()
         .enumerate()
         .map(|(i, k)| (format!("{k} kept"), history.iter().map(|r| r.kept.get(i).map_or(f64::NAN, |x| x.1)).collect()))
         .collect();
-    panel(&mut s, W, "kept fraction", &kept, 1.0, n);
+    render(loss, kl, "kept fraction", &kept, title)
+}
+
+/// edge-prune's curves.
+pub fn edges(history: &[EdgeStepRecord], title: &str) -> String {
+    let loss: Vec<f64> = history.iter().map(|r| r.loss).collect();
+    let kl: Vec<f64> = history.iter().map(|r| r.kl).collect();
+    let right = [
+        ("edges kept (gate > 0.5)".to_string(), history.iter().map(|r| r.kept).collect()),
+        ("expected sparsity".to_string(), history.iter().map(|r| r.sparsity).collect()),
+        ("target".to_string(), history.iter().map(|r| r.target).collect()),
+    ];
+    render(loss, kl, "edges", &right, title)
+}
+
+fn render(loss: Vec<f64>, kl: Vec<f64>, right_title: &str, right: &[(String, Vec<f64>)], title: &str) -> String {
+    let n = loss.len();
+    let mut s = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" font-family="sans-serif"><title>{}</title>"##,
+        2.0 * W,
+        H,
+        esc(title)
+    );
+    let top = loss.iter().chain(&kl).filter(|v| v.is_finite()).fold(1e-9f64, |a, &b| a.max(b));
+    panel(&mut s, 0.0, "loss and KL", &[("loss".into(), loss), ("KL".into(), kl)], top, n);
+    panel(&mut s, W, right_title, right, 1.0, n);
     s += "</svg>\n";
     s
 }

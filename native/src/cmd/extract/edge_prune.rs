@@ -1,0 +1,99 @@
+//! `carve extract --method edge-prune`: the settings, the training run with its progress and saved
+//! state, and what it found in the form the run's files take.
+
+use super::progress::{Hook, TrainHook};
+use super::ExtractJob;
+use anyhow::{bail, Context, Result};
+use carve_core::backend::Backend;
+use carve_core::circuit::ModelShape;
+use carve_core::extract::edge_prune::{edge_prune, EdgePruneData, EdgePruneOptions};
+use carve_core::extract::{AblationKind, MethodResult};
+use carve_core::model::edges::EdgeWeights;
+use carve_core::model::Model;
+
+/// edge-prune's own settings (--steps, --lr, --warmup and --lambda-lr are shared with node-prune).
+#[derive(clap::Args)]
+pub struct EdgePruneArgs {
+    /// edge-prune: the fraction of edges to remove, in [0, 1]: the kept edges hit it exactly
+    /// (before the edges that reach nothing are dropped).
+    #[arg(long)]
+    pub sparsity: Option<f64>,
+    /// edge-prune: the mean of the gates' log α at the start (spread 0.01); at 3 a gate samples
+    /// fully open with probability 0.8.
+    #[arg(long, default_value_t = 3.0)]
+    pub init_log_alpha: f64,
+}
+
+impl EdgePruneArgs {
+    pub fn options(&self, a: &super::Args) -> Result<EdgePruneOptions> {
+        let target = self.sparsity.context("edge-prune needs --sparsity: the fraction of edges to remove, e.g. 0.98")?;
+        let d = EdgePruneOptions::defaults();
+        let np = &a.node_prune;
+        let steps = np.steps.unwrap_or(d.steps);
+        let o = EdgePruneOptions {
+            target_sparsity: target,
+            steps,
+            lr: np.lr.unwrap_or(d.lr),
+            lambda_lr: np.lambda_lr,
+            warmup: np.warmup.unwrap_or(steps / 10),
+            batch: a.batch,
+            seed: a.task_args.seed,
+            ablation: a.ablate.ablation.kind(),
+            init_log_alpha: self.init_log_alpha,
+        };
+        if o.ablation == AblationKind::MeanPerPosition {
+            bail!("edge-prune takes --ablation zero, mean or resample (per-position means depend on the prompt's length)");
+        }
+        o.check()?;
+        Ok(o)
+    }
+}
+
+/// Trains the edge gates; None when stopped (the state is saved).
+pub(super) fn run<B: Backend>(job: &mut ExtractJob<'_>, be: &B, model: &Model<B>, ew: &EdgeWeights<B::Tensor>)
+    -> Result<Option<MethodResult>> {
+    let (a, splits) = (job.a, &job.prep.splits);
+    let opts = a.edge_prune.options(a)?;
+    let data = EdgePruneData {
+        discovery: splits.discovery.iter().map(|e| e.prompt.clone()).collect(),
+        patching: splits.patching.iter().map(|e| e.prompt.clone()).collect(),
+        corrupted: match opts.ablation {
+            AblationKind::Resample => splits.discovery.iter().map(|e| e.corrupted.clone().unwrap_or_default()).collect(),
+            _ => Vec::new(),
+        },
+    };
+    let (before, resume) = match job.resume.take() {
+        Some(s) => (
+            s.extract_seconds,
+            Some(s.edge_prune.context("the saved run is not an edge-prune run: resume it with its own --method")?),
+        ),
+        None => (0.0, None),
+    };
+    let lay = &ew.layout;
+    eprintln!(
+        "edge-prune: {} edges ({} writers, {} readers); keeping {} ({}% removed)",
+        lay.n_edges(),
+        lay.writers.len(),
+        lay.readers.len(),
+        ((1.0 - opts.target_sparsity) * lay.n_edges() as f64).round(),
+        100.0 * opts.target_sparsity
+    );
+    if let Some(s) = &resume {
+        eprintln!("resuming edge-prune at step {} of {}", s.step, opts.steps);
+    }
+    let mut hook = TrainHook::new(Hook::new(job.rd, job.sha.clone(), before, a.stop_after));
+    let run = pollster::block_on(edge_prune(model, be, ew, &data, &opts, resume, &mut hook));
+    hook.inner.bar.finish_and_clear();
+    if let Some(e) = hook.inner.error.take() {
+        return Err(e.context("saving the training state"));
+    }
+    let run = run?;
+    if !run.finished {
+        return Ok(None);
+    }
+    job.seconds = hook.inner.seconds();
+    let m = job.m;
+    let shape = ModelShape::of(&m.weights.layers, |t| t.shape[0]);
+    let n_kv = m.weights.layers.iter().map(|l| l.n_kv_heads).collect();
+    Ok(Some(run.into_result(&opts, lay, &shape, n_kv, job.seconds)?))
+}
