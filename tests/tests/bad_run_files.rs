@@ -37,6 +37,7 @@ fn circuit() -> CircuitFile {
         removed,
         metrics: None,
         decisions: vec![],
+        edges: None,
     }
 }
 

@@ -44,6 +44,26 @@ pub struct KeptEdge {
 }
 
 impl EdgeCircuit {
+    /// The circuit of the edges `kept` of `layout` (a model with `n_kv_heads` per layer), each with
+    /// `gate(i)`; `selected` edges were chosen for `target_sparsity` before the dangling ones went.
+    pub fn new(layout: &EdgeLayout, n_kv_heads: Vec<usize>, kept: &[bool], gate: impl Fn(usize) -> f64, target_sparsity: f64,
+        selected: usize) -> EdgeCircuit {
+        let n = layout.n_edges();
+        let kept: Vec<KeptEdge> = (0..n)
+            .filter(|&i| kept.get(i) == Some(&true))
+            .filter_map(|i| layout.edge(i).map(|edge| KeptEdge { edge, gate: gate(i) }))
+            .collect();
+        EdgeCircuit {
+            n_kv_heads,
+            pos: layout.writers.contains(&Writer::Pos),
+            total: n,
+            target_sparsity,
+            selected,
+            sparsity: 1.0 - kept.len() as f64 / n.max(1) as f64,
+            kept,
+        }
+    }
+
     /// The edge layout of a model of `shape` with these KV heads.
     pub fn layout(&self, shape: &ModelShape) -> Result<EdgeLayout> {
         if self.n_kv_heads.len() != shape.n_heads.len() {

@@ -4,12 +4,12 @@
 
 use serde_json::json;
 
-use super::edge_prune::{edge_list, EdgePruneOptions, EdgePruneRun, EdgeStepRecord};
+use super::edge_prune::{EdgePruneOptions, EdgePruneRun, EdgeStepRecord};
 use super::node_prune::{NodePruneOptions, NodePruneRun, StepRecord};
 use super::{AblateOptions, AblateRun};
 use crate::circuit::edges::live_components;
 use crate::circuit::file::{DecisionRecord, MethodInfo};
-use crate::circuit::{EdgeCircuit, KeptEdge};
+use crate::circuit::EdgeCircuit;
 use crate::mask::{Ablation, Component, EdgeLayout, Masks, ModelShape};
 use crate::optim::hard_concrete as hc;
 use crate::{HostTensor, Result};
@@ -124,31 +124,15 @@ impl EdgePruneRun {
     /// edge out.
     pub fn into_result(self, opts: &EdgePruneOptions, layout: &EdgeLayout, shape: &ModelShape, n_kv_heads: Vec<usize>,
         seconds: f64) -> Result<MethodResult> {
-        let gates: Vec<f32> = self.effective.iter().map(|&k| k as u8 as f32).collect();
-        let kept_edges: Vec<KeptEdge> = self
-            .effective
-            .iter()
-            .enumerate()
-            .filter(|(_, &k)| k)
-            .filter_map(|(i, _)| layout.edge(i).map(|edge| KeptEdge { edge, gate: hc::deterministic(self.state.log_alpha[i]) }))
-            .collect();
         let n = layout.n_edges();
         let selected = self.kept.iter().filter(|&&k| k).count();
-        debug_assert_eq!(kept_edges.len(), edge_list(layout, &self.effective).len());
+        let log_alpha = &self.state.log_alpha;
+        let edges = EdgeCircuit::new(layout, n_kv_heads, &self.effective, |i| hc::deterministic(log_alpha[i]), opts.target_sparsity, selected);
+        let gates: Vec<f32> = self.effective.iter().map(|&k| k as u8 as f32).collect();
         let kept = live_components(layout, &gates);
-        let all = shape.components(false);
-        let removed: Vec<Component> = all.iter().copied().filter(|c| !kept.contains(c)).collect();
+        let removed: Vec<Component> = shape.components(false).into_iter().filter(|c| !kept.contains(c)).collect();
         let masks = shape.masks_without(&removed)?;
         let last = self.state.history.last().cloned();
-        let edges = EdgeCircuit {
-            n_kv_heads,
-            pos: layout.writers.contains(&crate::mask::Writer::Pos),
-            total: n,
-            target_sparsity: opts.target_sparsity,
-            selected,
-            sparsity: 1.0 - kept_edges.len() as f64 / n.max(1) as f64,
-            kept: kept_edges,
-        };
         Ok(MethodResult {
             summary: format!(
                 "edge-prune: {} steps in {seconds:.1} s · {} of {n} edges kept ({} selected, the rest reach nothing) · {} heads and MLPs · discovery KL {:.5}",

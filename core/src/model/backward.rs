@@ -91,6 +91,7 @@ impl<B: Backend> Model<B> {
     /// `forward_tape` with logits at the given rows of the batch (`b·seq + position`).
     pub fn forward_tape_at(&self, be: &B, batch: &Batch, masks: &Masks, ablation: Option<&DeviceAblation<B>>,
         rows: Vec<u32>) -> Result<Tape<B>> {
+        self.whole_only("node-prune's masked forward")?;
         self.check_masks(masks)?;
         if let Some(&r) = rows.iter().find(|&&r| r as usize >= batch.rows()) {
             return Err(Error::Input(format!("row {r} is past the batch's {} rows", batch.rows())));

@@ -16,6 +16,16 @@ use crate::{Error, HostTensor, Result};
 pub struct Model<B: Backend> {
     pub config: ModelConfig,
     pub weights: ModelWeights<B::Tensor>,
+    /// A standalone edge model's edges (`prune::edges`): then `forward` runs the edge forward with
+    /// them, and only whole (no masks, ablation or captures).
+    pub edges: Option<EdgeModel<B::Tensor>>,
+}
+
+/// The edges a standalone edge model runs with: its per-head weights with the readers' folded
+/// constants, and a gate of 0 or 1 per edge.
+pub struct EdgeModel<T> {
+    pub weights: crate::model::edges::EdgeWeights<T>,
+    pub gates: Vec<f32>,
 }
 
 /// Which intermediate tensors a forward keeps (all `[batch*seq, width]` unless said).
@@ -117,11 +127,46 @@ pub struct ForwardOut<T> {
 
 impl<B: Backend> Model<B> {
     pub fn upload(be: &B, config: ModelConfig, weights: &ModelWeights<HostTensor>) -> Result<Self> {
-        Ok(Model { config, weights: weights.try_map(|t| be.upload(t))? })
+        Ok(Model { config, weights: weights.try_map(|t| be.upload(t))?, edges: None })
+    }
+
+    /// A standalone edge model: its weights and its edges (`prune::edges`).
+    pub fn upload_edge_model(be: &B, config: ModelConfig, weights: &ModelWeights<HostTensor>,
+        edges: &crate::prune::EdgeModelWeights) -> Result<Self> {
+        let mut m = Model::upload(be, config, weights)?;
+        let ew = crate::model::edges::EdgeWeights::new(be, &m, weights)?.with_reader_bias(be, &edges.reader_bias, m.config.d_model)?;
+        if edges.gates.len() != ew.layout.n_edges() {
+            return Err(Error::Input(format!("{} edge gates for a model of {} edges", edges.gates.len(), ew.layout.n_edges())));
+        }
+        m.edges = Some(EdgeModel { weights: ew, gates: edges.gates.clone() });
+        Ok(m)
+    }
+
+    /// Errors for a standalone edge model, which runs only whole.
+    pub(crate) fn whole_only(&self, what: &str) -> Result<()> {
+        match self.edges {
+            None => Ok(()),
+            Some(_) => Err(Error::Unsupported(format!(
+                "this is a standalone edge model, which runs only whole: {what} needs the full model (and, for an edge \
+                 circuit, its circuit.json: carve eval --circuit)"
+            ))),
+        }
     }
 
     /// The whole forward from token ids.
     pub fn forward(&self, be: &B, batch: &Batch, args: &ForwardArgs<B>) -> Result<ForwardOut<B::Tensor>> {
+        if let Some(e) = &self.edges {
+            if args.masks.is_some() || args.ablation.is_some() || args.capture != Capture::default() {
+                self.whole_only("masking components or capturing activations")?;
+            }
+            let rows: Vec<u32> = match args.logits {
+                LogitsAt::All => (0..batch.rows() as u32).collect(),
+                LogitsAt::Last => batch.last_rows(),
+                LogitsAt::None => return Ok(ForwardOut { logits: None, captured: Captured::new(self.config.n_layers) }),
+            };
+            let out = self.edge_forward(be, &e.weights, batch, &e.gates, None, &rows, false)?;
+            return Ok(ForwardOut { logits: Some(out.logits), captured: Captured::new(self.config.n_layers) });
+        }
         let mut x = be.gather_rows(&self.weights.wte, &batch.ids)?;
         if let Some(wpe) = &self.weights.wpe {
             x = be.add(&x, &be.gather_rows(wpe, &batch.positions())?)?;
@@ -133,6 +178,7 @@ impl<B: Backend> Model<B> {
     /// `start == n_layers` goes straight to the final norm and the logits.
     pub fn forward_from(&self, be: &B, batch: &Batch, start: usize, resid: B::Tensor, args: &ForwardArgs<B>)
         -> Result<ForwardOut<B::Tensor>> {
+        self.whole_only("a forward from a layer's residual stream")?;
         if let Some(m) = args.masks {
             self.check_masks(m)?;
         }
@@ -146,6 +192,7 @@ impl<B: Backend> Model<B> {
     /// is whole groups of whole prompts, e.g. the same prompts repeated once per mask set.
     pub fn forward_from_groups(&self, be: &B, batch: &Batch, start: usize, resid: B::Tensor, args: &ForwardArgs<B>,
         groups: &MaskGroups) -> Result<ForwardOut<B::Tensor>> {
+        self.whole_only("masking components")?;
         let (g, rpg) = (groups.masks.len(), groups.rows_per_group);
         if args.masks.is_some() {
             return Err(Error::Input("a forward takes one set of masks or mask groups, not both".into()));

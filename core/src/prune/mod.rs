@@ -12,6 +12,7 @@
 //! Only position-independent ablation values (zero, a plain mean) can be folded; per-position
 //! means and resampled values depend on the prompt and are refused.
 
+pub mod edges;
 mod gqa;
 mod layer;
 mod write;
@@ -22,6 +23,7 @@ use crate::circuit::{Ablation, Masks};
 use crate::model::{LayerWeights, ModelConfig, ModelWeights};
 use crate::{Error, HostTensor, Result};
 
+pub use edges::{prune_edges, EdgeModelWeights, EDGES_FILE};
 pub use gqa::regroup;
 pub use write::{dir_files, write_dir, DirExtras};
 
@@ -49,6 +51,8 @@ pub struct PrunedModel {
     pub layers: Vec<PrunedLayer>,
     /// Source layers with nothing left, dropped.
     pub removed_layers: Vec<usize>,
+    /// An edge circuit's edges on this model (`edges`); None for a node circuit.
+    pub edges: Option<EdgeModelWeights>,
 }
 
 /// Which block of a new layer last wrote to the residual stream.
@@ -113,7 +117,7 @@ pub fn prune(config: &ModelConfig, weights: &ModelWeights<HostTensor>, masks: &M
         new_weights.layers.push(lw);
         layers.push(b.info);
     }
-    Ok(PrunedModel { config, weights: new_weights, layers, removed_layers })
+    Ok(PrunedModel { config, weights: new_weights, layers, removed_layers, edges: None })
 }
 
 /// A removed block's constant `c` goes to the last kept writer, or stays here as a bias-only

@@ -1,7 +1,8 @@
 //! A pruned model as an HF-style directory: `config.json` (the source config, layer count updated,
 //! plus `carve_layers` with each layer's head, KV-head and MLP widths), `model.safetensors` (f32,
 //! the canonical HF names, new biases included; blocks with nothing left have no tensors),
-//! `tokenizer.json`, `circuit.json` and, for a mean-ablation circuit, `means.safetensors`.
+//! `tokenizer.json`, `circuit.json`, for a mean-ablation circuit `means.safetensors`, and for an
+//! edge circuit `edges.safetensors` (named by `carve_edges` in config.json, see `edges`).
 //! `model::load::load_path` reads it back.
 
 use std::path::Path;
@@ -53,6 +54,9 @@ pub fn dir_files(m: &PrunedModel, extras: &DirExtras) -> Result<Vec<(&'static st
     files.push(("circuit.json", pretty(extras.circuit.unwrap_or(&placeholder))));
     if let Some(v) = extras.means {
         files.push((crate::circuit::MEANS_FILE, crate::circuit::means::to_bytes(v)?));
+    }
+    if let Some(e) = &m.edges {
+        files.push((super::EDGES_FILE, e.to_bytes()?));
     }
     Ok(files)
 }
@@ -112,6 +116,10 @@ fn config_json(m: &PrunedModel, base: Option<&Value>) -> Result<Value> {
     }
     o.insert("carve_layers".into(), json!(m.layers));
     o.insert("carve_removed_layers".into(), json!(m.removed_layers));
+    match &m.edges {
+        Some(_) => o.insert("carve_edges".into(), json!(super::EDGES_FILE)),
+        None => o.remove("carve_edges"),
+    };
     Ok(Value::Object(o))
 }
 

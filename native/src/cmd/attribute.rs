@@ -13,7 +13,6 @@ use carve_core::extract::attribute::{attribute, AttributeResult};
 use carve_core::extract::node_prune::Granularity;
 use carve_core::extract::AblationKind;
 use carve_core::model::load::LoadedModel;
-use carve_core::model::Model;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -106,7 +105,7 @@ struct Run<'a> {
 impl Job for Run<'_> {
     type Out = AttributeResult;
     fn run<B: Backend>(self, be: &B) -> Result<AttributeResult> {
-        let model = Model::upload(be, self.m.config.clone(), &self.m.weights)?;
+        let model = self.m.upload(be)?;
         let values = Values::measure(self.kind, &model, be, &self.prep.splits.patching)?;
         let dev = match &values {
             Values::Mean(d) => Some(d),

@@ -9,7 +9,7 @@ use crate::source;
 use anyhow::Result;
 use carve_core::backend::Backend;
 use carve_core::model::load::LoadedModel;
-use carve_core::model::{Batch, ForwardArgs, LogitsAt, Model};
+use carve_core::model::{Batch, ForwardArgs, LogitsAt};
 use carve_core::HostTensor;
 use std::time::Instant;
 
@@ -127,7 +127,7 @@ impl Job for ExtractBench<'_> {
     type Out = ();
     fn run<B: Backend>(self, be: &B) -> Result<()> {
         let (a, s) = (self.a, &self.prep.splits);
-        let model = Model::upload(be, self.m.config.clone(), &self.m.weights)?;
+        let model = self.m.upload(be)?;
         let opts = a.ablate.options(false)?;
         let data = AblateData::from_examples(&s.discovery, &s.patching);
         let mut variants = vec![("reference", RunOptions { implementation: Implementation::Reference, ..RunOptions::default() })];
@@ -209,7 +209,7 @@ impl Job for ForwardBench<'_> {
     type Out = ();
     fn run<B: Backend>(self, be: &B) -> Result<()> {
         let (c, a) = (&self.m.config, self.a);
-        let model = Model::upload(be, c.clone(), &self.m.weights)?;
+        let model = self.m.upload(be)?;
         // Fixed pseudo-random ids (an LCG): the same prompts every run.
         let mut s = 12345u64;
         let prompts: Vec<Vec<u32>> = (0..a.batch)

@@ -10,7 +10,7 @@ use carve_core::backend::Backend;
 use carve_core::circuit::{Masks, ModelShape};
 use carve_core::metrics::loss::kl_mean;
 use carve_core::model::load::LoadedModel;
-use carve_core::model::{Batch, ForwardArgs, LogitsAt, Model, ModelConfig, ModelWeights};
+use carve_core::model::{Batch, ForwardArgs, LogitsAt, ModelConfig, ModelWeights};
 use carve_core::HostTensor;
 use std::time::Instant;
 
@@ -41,7 +41,7 @@ impl Job for TrainBench<'_> {
     type Out = ();
     fn run<B: Backend>(self, be: &B) -> Result<()> {
         let m = self.m;
-        let model = Model::upload(be, m.config.clone(), &m.weights)?;
+        let model = m.upload(be)?;
         let prompts: Vec<Vec<u32>> = self.prep.splits.discovery.iter().take(self.batch).map(|e| e.prompt.clone()).collect();
         anyhow::ensure!(!prompts.is_empty(), "the discovery split is empty");
         let batch = Batch::new(&prompts, &m.config)?;

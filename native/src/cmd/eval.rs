@@ -153,7 +153,7 @@ fn read_circuit(p: &Path) -> Result<CircuitFile> {
 impl Job for EvalJob<'_> {
     type Out = (Report, String);
     fn run<B: Backend>(self, be: &B) -> Result<(Report, String)> {
-        let model = Model::upload(be, self.m.config.clone(), &self.m.weights)?;
+        let model = self.m.upload(be)?;
         let opts = EvalOptions { batch_size: self.batch };
         let Some(cf) = self.circuit else {
             return Ok((pollster::block_on(evaluate(&model, be, self.task, self.examples, None, &opts))?, be.describe()));

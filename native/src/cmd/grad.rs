@@ -11,7 +11,7 @@ use carve_core::circuit::{means, Masks, ModelShape};
 use carve_core::metrics::loss::kl_mean;
 use carve_core::model::ablation::DeviceAblation;
 use carve_core::model::load::LoadedModel;
-use carve_core::model::{Batch, Model};
+use carve_core::model::Batch;
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use std::collections::HashMap;
@@ -150,7 +150,7 @@ struct Grad<'a> {
 impl Job for Grad<'_> {
     type Out = (f64, Masks);
     fn run<B: Backend>(self, be: &B) -> Result<(f64, Masks)> {
-        let model = Model::upload(be, self.m.config.clone(), &self.m.weights)?;
+        let model = self.m.upload(be)?;
         let batch = Batch::new(self.prompts, &self.m.config)?;
         let dev = self.values.map(|v| DeviceAblation::upload(be, v)).transpose()?;
         let shape = ModelShape::of(&self.m.weights.layers, |t| t.shape[0]);

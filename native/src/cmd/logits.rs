@@ -5,7 +5,7 @@ use crate::source;
 use anyhow::{bail, Context, Result};
 use carve_core::backend::Backend;
 use carve_core::model::load::LoadedModel;
-use carve_core::model::{check_logits, Batch, ForwardArgs, Model};
+use carve_core::model::{check_logits, Batch, ForwardArgs};
 use safetensors::tensor::{Dtype, TensorView};
 use std::path::PathBuf;
 
@@ -70,7 +70,7 @@ impl Job for Run<'_> {
     fn run<B: Backend>(self, be: &B) -> Result<Vec<Vec<f32>>> {
         // Validate every prompt before any work.
         Batch::new(self.prompts, &self.m.config)?;
-        let model = Model::upload(be, self.m.config.clone(), &self.m.weights)?;
+        let model = self.m.upload(be)?;
         let mut out = Vec::new();
         // Chunks bound the memory of all-position logits, and keep them within one binding.
         let v = self.m.config.vocab;

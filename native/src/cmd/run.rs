@@ -16,7 +16,7 @@ use carve_core::model::load::weights_sha256;
 use carve_core::metrics::{argmax, log_sum_exp};
 use carve_core::model::load::LoadedModel;
 use carve_core::model::tokenizer::Tokenizer;
-use carve_core::model::{check_logits, Batch, ForwardArgs, LogitsAt, Model};
+use carve_core::model::{check_logits, Batch, ForwardArgs, LogitsAt};
 use carve_core::prune::PrunedLayer;
 use serde_json::json;
 use std::path::Path;
@@ -225,7 +225,7 @@ struct RunJob<'a> {
 impl Job for RunJob<'_> {
     type Out = RunOut;
     fn run<B: Backend>(self, be: &B) -> Result<RunOut> {
-        let model = Model::upload(be, self.m.config.clone(), &self.m.weights)?;
+        let model = self.m.upload(be)?;
         let ablation = self.values.map(|v| DeviceAblation::upload(be, v)).transpose()?;
         let last = |ids: &[u32]| -> Result<Vec<f32>> {
             let batch = Batch::new(&[ids.to_vec()], &model.config)?;

@@ -9,7 +9,6 @@ use carve_core::backend::Backend;
 use carve_core::metrics::{evaluate, EvalOptions, ExampleScore, Report};
 use carve_core::model::load::LoadedModel;
 use carve_core::model::tokenizer::Tokenizer;
-use carve_core::model::Model;
 use carve_core::tasks::{self, jsonl, Example, GenOptions, SplitSizes, Splits, Target, Task, YearTokens};
 use std::path::{Path, PathBuf};
 
@@ -239,7 +238,7 @@ struct ShowJob<'a> {
 impl Job for ShowJob<'_> {
     type Out = Report;
     fn run<B: Backend>(self, be: &B) -> Result<Report> {
-        let model = Model::upload(be, self.m.config.clone(), &self.m.weights)?;
+        let model = self.m.upload(be)?;
         Ok(pollster::block_on(evaluate(&model, be, self.task, self.examples, None, &EvalOptions::default()))?)
     }
 }

@@ -115,7 +115,7 @@ impl<B: Backend> Model<B> {
             if nq > 0 {
                 // The layer's q, k and v readers: each normalises its own input.
                 let n = nq + 2 * nkv;
-                let x = reader_inputs(be, lay, &groups, gates, reader, n, n_rows, d)?;
+                let x = reader_inputs(be, ew, &k, &groups, gates, reader, n, n_rows, d)?;
                 let h = self.norm_fwd(be, &x, &lw.ln1_w, lw.ln1_b.as_ref())?;
                 let input = |i: usize| be.gather_rows(&h, &block(i, n_rows));
                 let s = head_shape(self, batch);
@@ -149,7 +149,7 @@ impl<B: Backend> Model<B> {
                 reader += n;
             }
             if lay.readers.get(reader) == Some(&Reader::Mlp { layer: l }) {
-                let x = reader_inputs(be, lay, &groups, gates, reader, 1, n_rows, d)?;
+                let x = reader_inputs(be, ew, &k, &groups, gates, reader, 1, n_rows, d)?;
                 let h2 = self.norm_fwd(be, &x, &lw.ln2_w, lw.ln2_b.as_ref())?;
                 let up = be.matmul(&h2, &lw.w_up, lw.b_up.as_ref())?;
                 let (act, gate) = match &lw.w_gate {
@@ -172,7 +172,7 @@ impl<B: Backend> Model<B> {
         if lay.readers.get(reader) != Some(&Reader::Logits) {
             return Err(Error::Input("the edge layout does not match the model's layers".into()));
         }
-        let x = reader_inputs(be, lay, &groups, gates, reader, 1, n_rows, d)?;
+        let x = reader_inputs(be, ew, &k, &groups, gates, reader, 1, n_rows, d)?;
         let last = be.gather_rows(&x, rows)?;
         let hf = self.norm_fwd(be, &last, &w.ln_f_w, w.ln_f_b.as_ref())?;
         let logits = be.matmul(&hf, w.lm_head.as_ref().unwrap_or(&w.wte), None)?;
@@ -260,10 +260,11 @@ pub(super) fn gate_block<T>(lay: &EdgeLayout, g: &Group<T>, gates: &[f32], r0: u
 }
 
 /// The inputs of readers `r0..r0 + n` (which read the same writers), `[n·rows, d]`: the products
-/// of their gates with every group they read, summed.
+/// of their gates with every group they read, summed, plus a standalone model's reader biases.
 #[allow(clippy::too_many_arguments)]
-fn reader_inputs<B: Backend>(be: &B, lay: &EdgeLayout, groups: &[Group<B::Tensor>], gates: &[f32], r0: usize, n: usize,
-    n_rows: usize, d: usize) -> Result<B::Tensor> {
+fn reader_inputs<B: Backend>(be: &B, ew: &EdgeWeights<B::Tensor>, k: &Consts<B::Tensor>, groups: &[Group<B::Tensor>], gates: &[f32],
+    r0: usize, n: usize, n_rows: usize, d: usize) -> Result<B::Tensor> {
+    let (lay, bias) = (&ew.layout, ew.reader_bias.as_ref());
     let mut x: Option<B::Tensor> = None;
     for (_, g) in groups_read(groups, lay.reads[r0]) {
         let z = be.upload(&gate_block(lay, g, gates, r0, n, false))?;
@@ -274,5 +275,15 @@ fn reader_inputs<B: Backend>(be: &B, lay: &EdgeLayout, groups: &[Group<B::Tensor
         });
     }
     let x = x.ok_or_else(|| Error::Input(format!("reader {} reads no writer", lay.readers[r0])))?;
-    be.concat(&[&x], vec![n * n_rows, d])
+    let x = be.concat(&[&x], vec![n * n_rows, d])?;
+    match bias {
+        None => Ok(x),
+        Some(b) => {
+            // Reader r0 + i's constant on its block of rows.
+            let rows: Vec<u32> = (r0..r0 + n).map(|r| r as u32).collect();
+            let b = be.gather_rows(b, &rows)?;
+            let spread = be.mix(&x, &k.zero, RowMap::SHARED, &b, RowMap { div: n_rows })?;
+            be.add(&x, &spread)
+        }
+    }
 }

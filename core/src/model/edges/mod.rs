@@ -31,6 +31,9 @@ use crate::{Error, HostTensor, Result};
 pub struct EdgeWeights<T> {
     pub layout: EdgeLayout,
     pub(crate) layers: Vec<EdgeLayer<T>>,
+    /// A standalone edge model's folded constants, `[readers, d]`, added to each reader's input
+    /// (`prune::edges`); None in a full model.
+    pub(crate) reader_bias: Option<T>,
 }
 
 /// One layer's attention weights by head: W_Q, b_Q per query head, W_K, b_K, W_V, b_V per KV
@@ -67,6 +70,11 @@ fn cols_of(t: &HostTensor, c0: usize, c1: usize) -> HostTensor {
 impl<T: Clone> EdgeWeights<T> {
     /// Slices `w` by head and uploads the slices (the model's own weights stay as they are).
     pub fn new<B: Backend<Tensor = T>>(be: &B, model: &Model<B>, w: &ModelWeights<HostTensor>) -> Result<EdgeWeights<T>> {
+        if model.edges.is_some() {
+            return Err(Error::Unsupported(
+                "this is a standalone edge model: edge-prune and edge circuits run on the full model it was cut from".into(),
+            ));
+        }
         let c = &model.config;
         let hd = c.head_dim;
         let (mut n_heads, mut n_kv, mut has_mlp, mut layers) = (vec![], vec![], vec![], vec![]);
@@ -100,7 +108,17 @@ impl<T: Clone> EdgeWeights<T> {
             layers.push(EdgeLayer { wq, bq, wk, bk, wv, bv, wo, bo });
         }
         let layout = EdgeLayout::new(&n_heads, &n_kv, &has_mlp, w.wpe.is_some())?;
-        Ok(EdgeWeights { layout, layers })
+        Ok(EdgeWeights { layout, layers, reader_bias: None })
+    }
+
+    /// With a constant added to each reader's input (`[readers, d]`).
+    pub fn with_reader_bias<B: Backend<Tensor = T>>(mut self, be: &B, bias: &HostTensor, d: usize) -> Result<Self> {
+        let want = vec![self.layout.readers.len(), d];
+        if bias.shape != want {
+            return Err(Error::Input(format!("reader biases of shape {:?} for an edge layout that needs {want:?}", bias.shape)));
+        }
+        self.reader_bias = Some(be.upload(bias)?);
+        Ok(self)
     }
 }
 

@@ -345,6 +345,17 @@ fn check_rope_scaling(f: &Fields) -> Result<()> {
     }
 }
 
+/// The edges file an edge model's config.json names (`carve_edges`), if any: a plain file name
+/// beside it.
+pub fn edges_file(json: &[u8], path: &Path) -> Result<Option<String>> {
+    let v = parse_json(json, path)?;
+    match v.get("carve_edges") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if !s.is_empty() && !s.contains(['/', '\\']) && s != "." && s != ".." => Ok(Some(s.clone())),
+        Some(other) => Err(Error::format(path, format!("`carve_edges` is {other}: it names the edges file beside config.json"))),
+    }
+}
+
 /// Per-layer widths of a pruned model (`carve_layers` in config.json, written by `prune`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LayerLayout {

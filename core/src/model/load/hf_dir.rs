@@ -60,6 +60,8 @@ pub fn load_dir(dir: &Path) -> Result<LoadedModel> {
     let files: Vec<(PathBuf, &[u8])> = shards.iter().cloned().zip(maps.iter().map(|m| &m[..])).collect();
     let tok_path = dir.join("tokenizer.json");
     let tokenizer = if tok_path.is_file() { Some(read_small(&tok_path)?) } else { None };
+    let edges_path = super::hf_config::edges_file(&config, &config_path)?.map(|n| dir.join(n)).filter(|p| p.is_file());
+    let edges = edges_path.as_deref().map(read_small).transpose()?;
     let parts = super::HfParts {
         config: &config,
         config_path: &config_path,
@@ -67,6 +69,7 @@ pub fn load_dir(dir: &Path) -> Result<LoadedModel> {
         origin: &origin,
         tokenizer: tokenizer.as_deref(),
         source: dir.display().to_string(),
+        edges: edges.as_deref(),
     };
     super::build_hf(parts)
 }

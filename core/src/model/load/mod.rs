@@ -40,6 +40,8 @@ pub struct LoadedModel {
     pub tokenizer: Option<Tokenizer>,
     /// Where it came from, for messages and reports.
     pub source: String,
+    /// A standalone edge model's edges (`prune::edges`); the model runs only with them.
+    pub edges: Option<crate::prune::EdgeModelWeights>,
 }
 
 /// A directory is read as an HF model directory, a `.gguf` file as GGUF.
@@ -79,6 +81,7 @@ pub fn load_hf_bytes(
         origin: &origin,
         tokenizer: tokenizer_json,
         source: "HF model (bytes)".into(),
+        edges: None,
     })
 }
 
@@ -102,6 +105,8 @@ struct HfParts<'a> {
     origin: &'a Path,
     tokenizer: Option<&'a [u8]>,
     source: String,
+    /// The edges file, when config.json names one (an edge model).
+    edges: Option<&'a [u8]>,
 }
 
 /// Reads the config and the weights' headers, checks the one against the other (`validate`), and
@@ -121,7 +126,27 @@ fn build_hf(p: HfParts) -> Result<LoadedModel> {
         Some(b) => Some(Tokenizer::from_json_bytes(b)?.with_special_ids(config.bos_token_id, config.eos_token_id)),
     };
     check_vocab(&config, tokenizer.as_ref())?;
-    Ok(LoadedModel { config, weights, tokenizer, source: p.source })
+    let edges = match (hf_config::edges_file(p.config, p.config_path)?, p.edges) {
+        (None, _) => None,
+        (Some(name), None) => {
+            return Err(Error::format(
+                p.config_path,
+                format!("config.json says this is an edge model whose edges are in `{name}`, and no such file was found beside it"),
+            ))
+        }
+        (Some(name), Some(bytes)) => Some(edge_model(&config, &weights, bytes, &name)?),
+    };
+    Ok(LoadedModel { config, weights, tokenizer, source: p.source, edges })
+}
+
+/// An edge model's edges, read against the layout of its weights.
+fn edge_model(config: &ModelConfig, w: &crate::model::ModelWeights<crate::HostTensor>, bytes: &[u8], name: &str)
+    -> Result<crate::prune::EdgeModelWeights> {
+    let n_heads: Vec<usize> = w.layers.iter().map(|l| l.n_heads).collect();
+    let n_kv: Vec<usize> = w.layers.iter().map(|l| l.n_kv_heads).collect();
+    let has_mlp: Vec<bool> = w.layers.iter().map(|l| l.w_up.shape[0] > 0).collect();
+    let layout = crate::mask::EdgeLayout::new(&n_heads, &n_kv, &has_mlp, w.wpe.is_some())?;
+    crate::prune::EdgeModelWeights::from_bytes(bytes, name, &layout, config.d_model)
 }
 
 fn load_gguf_named(bytes: &[u8], path: &Path) -> Result<LoadedModel> {
@@ -132,7 +157,7 @@ fn load_gguf_named(bytes: &[u8], path: &Path) -> Result<LoadedModel> {
     let (weights, tokenizer) = rayon::join(|| gguf_model::weights(&file, &config), || gguf_tokenizer::from_gguf(&file));
     let (weights, tokenizer) = (weights?, tokenizer?);
     check_vocab(&config, tokenizer.as_ref())?;
-    Ok(LoadedModel { config, weights, tokenizer, source: path.display().to_string() })
+    Ok(LoadedModel { config, weights, tokenizer, source: path.display().to_string(), edges: None })
 }
 
 /// A tokenizer that can produce ids past the embedding would index out of bounds at run time.
@@ -156,4 +181,14 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl LoadedModel {
+    /// The model on `be`, with its edges when it is a standalone edge model.
+    pub fn upload<B: crate::backend::Backend>(&self, be: &B) -> Result<crate::model::Model<B>> {
+        match &self.edges {
+            None => crate::model::Model::upload(be, self.config.clone(), &self.weights),
+            Some(e) => crate::model::Model::upload_edge_model(be, self.config.clone(), &self.weights, e),
+        }
+    }
 }

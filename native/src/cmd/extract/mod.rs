@@ -25,7 +25,7 @@ use carve_core::metrics::{evaluate, Circuit, CircuitAblation, EdgeGates, EvalOpt
 use carve_core::model::edges::EdgeWeights;
 use carve_core::model::load::{load_path, weights_sha256, LoadedModel};
 use carve_core::model::{Batch, Model};
-use carve_core::prune::{prune, write_dir, DirExtras};
+use carve_core::prune::{prune, prune_edges, write_dir, DirExtras, PrunedModel};
 use progress::Hook;
 use rundir::{RunDir, SavedState};
 use std::path::{Path, PathBuf};
@@ -234,7 +234,7 @@ impl Job for ExtractJob<'_> {
     type Out = Outcome;
     fn run<B: Backend>(mut self, be: &B) -> Result<Outcome> {
         let (a, m, splits, task) = (self.a, self.m, &self.prep.splits, &self.prep.task);
-        let model = Model::upload(be, m.config.clone(), &m.weights)?;
+        let model = m.upload(be)?;
         let kind = a.ablate.ablation.kind();
         // Checked before the method runs: a circuit that can't be scored would waste it. (An edge
         // circuit's values are its writers' means, which edge-prune measures.)
@@ -293,11 +293,17 @@ impl Job for ExtractJob<'_> {
         let cf = CircuitFile::from_result(identity, task_info, kind, shape.clone(), &found, Some(metrics), values_file);
         let cf_value = serde_json::to_value(&cf)?;
 
-        let pruned = match kind {
-            _ if found.edges.is_some() => None,
-            AblationKind::Zero | AblationKind::Mean => {
+        let pruned = match (kind, &found.edges) {
+            (AblationKind::Zero | AblationKind::Mean, Some(e)) => {
+                let pm = prune_edges(&m.config, &m.weights, &shape, e, found.edge_values.as_deref())?;
+                Some(self.write_and_measure(be, &model, pm, None, &cf_value, &splits.test, &eval_opts)?)
+            }
+            (AblationKind::Zero | AblationKind::Mean, None) => {
                 let ablation = found.ablation.as_ref().context("the method returned no ablation values to fold into the model")?;
-                Some(self.prune_and_measure(be, &model, &found.masks, ablation, &cf_value, &splits.test, &eval_opts)?)
+                let pm = prune(&m.config, &m.weights, &found.masks, ablation)?;
+                // The pruned model's own means (its layers, kept heads and neurons), for toggling what is left.
+                let pruned_means = shipped_means(ablation).map(|v| means::for_pruned(v, &pm.layers, m.config.head_dim));
+                Some(self.write_and_measure(be, &model, pm, pruned_means.as_ref(), &cf_value, &splits.test, &eval_opts)?)
             }
             _ => None,
         };
@@ -398,31 +404,28 @@ impl ExtractJob<'_> {
     /// Writes the pruned model, loads it back as any model is loaded, scores it on the test split
     /// and times it beside the full model.
     #[allow(clippy::too_many_arguments)]
-    fn prune_and_measure<B: Backend>(
+    fn write_and_measure<B: Backend>(
         &self,
         be: &B,
         full: &Model<B>,
-        masks: &carve_core::circuit::Masks,
-        ablation: &carve_core::circuit::Ablation,
+        pruned: PrunedModel,
+        pruned_means: Option<&carve_core::circuit::AblationValues>,
         circuit: &serde_json::Value,
         test: &[carve_core::tasks::Example],
         eval_opts: &EvalOptions,
     ) -> Result<report::Pruned> {
         let m = self.m;
-        let pruned = prune(&m.config, &m.weights, masks, ablation)?;
         let dir = self.rd.path(rundir::MODEL);
-        // The pruned model's own means (its layers, kept heads and neurons), for toggling what is left.
-        let pruned_means = shipped_means(ablation).map(|v| means::for_pruned(v, &pruned.layers, m.config.head_dim));
         let extras = DirExtras {
             base_config: self.base_config.as_ref(),
             tokenizer: m.tokenizer.as_ref(),
             circuit: Some(circuit),
-            means: pruned_means.as_ref(),
+            means: pruned_means,
         };
         self.rd.clear_replaced()?;
         write_dir(&dir, &pruned, &extras)?;
         let back = load_path(&dir).with_context(|| format!("loading the pruned model back from {}", dir.display()))?;
-        let pm = Model::upload(be, back.config.clone(), &back.weights)?;
+        let pm = back.upload(be)?;
         let scored = pollster::block_on(evaluate(&pm, be, &self.prep.task, test, None, eval_opts))?;
 
         let prompts: Vec<Vec<u32>> = test.iter().take(self.a.latency_batch.max(1)).map(|e| e.prompt.clone()).collect();

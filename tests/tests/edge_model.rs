@@ -1,0 +1,159 @@
+//! The standalone edge model (`prune::edges`) against the masked edge forward of the full model:
+//! written to a directory, loaded back as any model is, and run whole at every position of prompts
+//! of several lengths padded into one batch. On tiny-gpt2 and tiny-llama, both backends, with mean
+//! and zero values; circuits of random edges, of every edge, of no edge, and with a layer left
+//! with nothing. Tolerance: max |standalone − masked| ≤ 1e-4 · max(1, max |masked|) over the
+//! logits of every real position.
+
+use carve_core::backend::Backend;
+use carve_core::circuit::{EdgeCircuit, ModelShape};
+use carve_core::extract::edge_prune::{effective, writer_means};
+use carve_core::mask::{EdgeLayout, Writer};
+use carve_core::model::edges::EdgeWeights;
+use carve_core::model::load::{load_path, LoadedModel};
+use carve_core::model::{Batch, ForwardArgs, LogitsAt, Model};
+use carve_core::prune::{prune_edges, write_dir, DirExtras};
+use carve_core::HostTensor;
+use carve_tests::*;
+
+const TOL: f64 = 1e-4;
+
+fn prompts(vocab: u32, seed: u32) -> Vec<Vec<u32>> {
+    (0..5u32).map(|i| (0..2 + (i + seed) % 5).map(|j| (i * 29 + j * 13 + seed * 7 + 1) % vocab).collect()).collect()
+}
+
+/// The logits of the batch's real positions, `[Σ lens, vocab]`.
+fn real_rows(t: &HostTensor, batch: &Batch) -> Vec<f32> {
+    let v = t.shape[1];
+    let mut out = Vec::new();
+    for (b, &len) in batch.lens.iter().enumerate() {
+        for p in 0..len {
+            let r = b * batch.seq + p;
+            out.extend_from_slice(&t.data[r * v..(r + 1) * v]);
+        }
+    }
+    out
+}
+
+fn close(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: size");
+    let scale = want.iter().fold(1.0f64, |m, &v| m.max(v.abs() as f64));
+    let worst = got.iter().zip(want).map(|(&a, &b)| (a as f64 - b as f64).abs()).fold(0.0, f64::max);
+    assert!(worst <= TOL * scale, "{what}: max error {worst:e} over {scale}");
+}
+
+/// A circuit's standalone model, written and read back.
+fn standalone(host: &LoadedModel, circuit: &EdgeCircuit, values: Option<&[HostTensor]>, dir: &std::path::Path) -> LoadedModel {
+    let shape = ModelShape::of(&host.weights.layers, |t| t.shape[0]);
+    let pm = prune_edges(&host.config, &host.weights, &shape, circuit, values).unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+    write_dir(dir, &pm, &DirExtras::default()).unwrap();
+    assert!(dir.join("edges.safetensors").is_file());
+    load_path(dir).unwrap()
+}
+
+fn circuit_of(lay: &EdgeLayout, host: &LoadedModel, kept: &[bool]) -> EdgeCircuit {
+    let n_kv = host.weights.layers.iter().map(|l| l.n_kv_heads).collect();
+    EdgeCircuit::new(lay, n_kv, kept, |_| 1.0, 0.0, kept.iter().filter(|&&k| k).count())
+}
+
+fn check<B: Backend>(be: &B, name: &str) {
+    let host = load_path(&fixture(name)).unwrap();
+    let cfg = &host.config;
+    let m = Model::upload(be, cfg.clone(), &host.weights).unwrap();
+    let ew = EdgeWeights::new(be, &m, &host.weights).unwrap();
+    let lay = ew.layout.clone();
+    let read = |t: &B::Tensor| pollster::block_on(be.read(t)).unwrap();
+    let patching = prompts(cfg.vocab as u32, 3);
+    let means = pollster::block_on(writer_means(&m, be, &ew, &patching)).unwrap();
+    let means_dev: Vec<B::Tensor> = means.iter().map(|t| be.upload(t).unwrap()).collect();
+    let dir = std::env::temp_dir().join(format!("carve-edge-model-{name}-{}-{}", be.describe().len(), std::process::id()));
+
+    let n = lay.n_edges();
+    // Random edges (a fixed hash), then only those that reach the logits.
+    let random: Vec<bool> = (0..n).map(|i| (i * 7919 + 13) % 10 < 4).collect();
+    // A layer with nothing left: every edge out of layer 0's writers cut.
+    let mut no_layer0 = random.clone();
+    for i in 0..n {
+        if matches!(lay.edge(i).unwrap().writer, Writer::Head { layer: 0, .. } | Writer::Mlp { layer: 0 }) {
+            no_layer0[i] = false;
+        }
+    }
+    let cases: [(&str, Vec<bool>, bool); 5] = [
+        ("random edges, mean values", effective(&lay, &random), true),
+        ("random edges, zero values", effective(&lay, &random), false),
+        ("layer 0 left with nothing, mean values", effective(&lay, &no_layer0), true),
+        ("every edge", vec![true; n], false),
+        ("no edge, mean values", vec![false; n], true),
+    ];
+    for (what, kept, mean) in cases {
+        let what = format!("{name}: {what}");
+        let circuit = circuit_of(&lay, &host, &kept);
+        let values = mean.then_some(&means[..]);
+        let sm = standalone(&host, &circuit, values, &dir);
+        let model = sm.upload(be).unwrap();
+        let gates: Vec<f32> = kept.iter().map(|&k| k as u8 as f32).collect();
+        for seed in [0, 1] {
+            let batch = Batch::new(&prompts(cfg.vocab as u32, seed), cfg).unwrap();
+            let rows: Vec<u32> = (0..batch.rows() as u32).collect();
+            let masked = m.edge_forward(be, &ew, &batch, &gates, mean.then_some(&means_dev[..]), &rows, false).unwrap();
+            let want = real_rows(&read(&masked.logits), &batch);
+            let out = model.forward(be, &batch, &ForwardArgs { logits: LogitsAt::All, ..ForwardArgs::default() }).unwrap();
+            let got = real_rows(&read(out.logits.as_ref().unwrap()), &batch);
+            close(&format!("{what} (prompts {seed})"), &got, &want);
+            // The last positions, as scoring asks for them.
+            let last = model.forward(be, &batch, &ForwardArgs { logits: LogitsAt::Last, ..ForwardArgs::default() }).unwrap();
+            let last = read(last.logits.as_ref().unwrap());
+            let v = cfg.vocab;
+            let want_last: Vec<f32> = batch
+                .lens
+                .iter()
+                .enumerate()
+                .flat_map(|(b, &len)| {
+                    let at: usize = batch.lens[..b].iter().sum::<usize>() + len - 1;
+                    want[at * v..(at + 1) * v].to_vec()
+                })
+                .collect();
+            close(&format!("{what} (prompts {seed}, last positions)"), &last.data, &want_last);
+        }
+        // What was removed is gone from the weights.
+        let heads: usize = sm.weights.layers.iter().map(|l| l.n_heads).sum();
+        let live = carve_core::circuit::edges::live_components(&lay, &gates);
+        let live_heads = live.iter().filter(|c| matches!(c, carve_core::mask::Component::Head { .. })).count();
+        assert_eq!(heads, live_heads, "{what}: heads kept");
+        if what.contains("no edge") {
+            assert_eq!(sm.weights.layers.len(), 0, "{what}: no layer is left");
+        }
+        if what.contains("layer 0 left") {
+            assert!(sm.config.n_layers < cfg.n_layers, "{what}: layer 0 is gone");
+        }
+    }
+    // An edge model runs only whole.
+    let circuit = circuit_of(&lay, &host, &effective(&lay, &random));
+    let model = standalone(&host, &circuit, Some(&means), &dir).upload(be).unwrap();
+    let batch = Batch::new(&prompts(cfg.vocab as u32, 0), cfg).unwrap();
+    let err = model
+        .forward(be, &batch, &ForwardArgs { capture: carve_core::model::Capture::ALL, ..ForwardArgs::default() })
+        .err()
+        .expect("captures refused")
+        .to_string();
+    assert!(err.contains("standalone edge model"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn edge_model_tiny_gpt2_cpu() {
+    check(&cpu(), "tiny-gpt2");
+}
+#[test]
+fn edge_model_tiny_llama_cpu() {
+    check(&cpu(), "tiny-llama");
+}
+#[test]
+fn edge_model_tiny_gpt2_gpu() {
+    check(gpu(), "tiny-gpt2");
+}
+#[test]
+fn edge_model_tiny_llama_gpu() {
+    check(gpu(), "tiny-llama");
+}
