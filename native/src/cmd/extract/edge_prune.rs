@@ -16,11 +16,11 @@ use carve_core::model::Model;
 pub struct EdgePruneArgs {
     /// edge-prune: the fraction of edges to remove, in [0, 1]: the kept edges hit it exactly
     /// (before the edges that reach nothing are dropped).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub sparsity: Option<f64>,
     /// edge-prune: the mean of the gates' log α at the start (spread 0.01); at 3 a gate samples
     /// fully open with probability 0.8.
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = 3.0, allow_negative_numbers = true)]
     pub init_log_alpha: f64,
 }
 

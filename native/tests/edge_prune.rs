@@ -1,0 +1,167 @@
+//! `carve extract --method edge-prune` as a user runs it: a run directory with the edge circuit,
+//! its standalone model (scored as the circuit is), an interrupted run resumed to the same circuit,
+//! `eval --circuit` reproducing the run's scores, and bad settings or circuit files refused with a
+//! message that names them.
+
+mod common;
+use common::*;
+
+/// The run every test here starts from; `extra` pairs (`--flag value`) replace its settings or add to them.
+fn ep_args<'a>(model: &'a str, task: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "extract", "--model", model, "--task", task, "--patching", "20", "--discovery", "12", "--test", "16", "--method",
+        "edge-prune", "--sparsity", "0.9", "--steps", "30", "--batch", "8", "--out", out, "--backend", "cpu", "--latency-batch", "4",
+    ];
+    for pair in extra.chunks(2) {
+        match v.iter().position(|a| *a == pair[0]) {
+            Some(i) if pair.len() == 2 => v[i + 1] = pair[1],
+            _ => v.extend_from_slice(pair),
+        }
+    }
+    v
+}
+
+#[test]
+fn edge_prune_run_directory_resume_and_eval() {
+    let d = scratch("ep-run");
+    let (m, t) = (tiny_model(&d), task_file(&d));
+    let (a, b) = (d.join("a"), d.join("b"));
+    let out = ok(&ep_args(s(&m), s(&t), s(&a), &[]));
+    assert!(out.contains("pruned model"), "{out}");
+    for f in ["circuit.json", "report.md", "report.json", "circuit.svg", "training.svg", "state.json", "model/config.json", "model/edges.safetensors"] {
+        assert!(a.join(f).exists(), "{f} missing");
+    }
+    let cf = read_json(&a.join("circuit.json"));
+    assert_eq!(cf["method"]["name"], "edge-prune");
+    let e = &cf["edges"];
+    let (total, kept, selected) = (e["total"].as_u64().unwrap(), e["kept"].as_array().unwrap().len() as u64, e["selected"].as_u64().unwrap());
+    // tiny-llama: 2 layers of 4 query heads and 2 KV heads: 82 edges; 10% of them selected.
+    assert_eq!(total, 82);
+    assert_eq!(selected, 8);
+    assert!(kept <= selected && kept > 0, "{e}");
+    assert!((e["sparsity"].as_f64().unwrap() - (1.0 - kept as f64 / total as f64)).abs() < 1e-12);
+    for k in e["kept"].as_array().unwrap() {
+        assert!(k["edge"].as_str().unwrap().contains(" -> "), "{k}");
+        let g = k["gate"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&g), "{k}");
+    }
+    let svg = std::fs::read_to_string(a.join("circuit.svg")).unwrap();
+    assert_eq!(svg.matches("<path").count() as u64, kept, "one curve per kept edge");
+    let rep = read_json(&a.join("report.json"));
+    assert_eq!(rep["training"]["steps"], 30);
+    assert_eq!(rep["edges"]["kept"], kept);
+    // The standalone model scores as the circuit does.
+    let (circ, pruned) = (&rep["test"]["circuit"], &rep["test"]["pruned"]);
+    for k in ["accuracy", "metric", "answer_prob"] {
+        let (c, p) = (circ[k].as_f64().unwrap(), pruned[k].as_f64().unwrap());
+        assert!((c - p).abs() <= 1e-4 * c.abs().max(1.0), "{k}: circuit {c}, pruned model {p}");
+    }
+    ok(&["run", "--model", s(&a.join("model")), "--prompt", "w3 w16 w29", "--backend", "cpu"]);
+
+    // eval --circuit gives the run's test scores (the circuit's own task and splits).
+    let j: serde_json::Value =
+        serde_json::from_str(&ok(&["eval", "--model", s(&m), "--circuit", s(&a.join("circuit.json")), "--task", s(&t), "--patching", "20",
+            "--discovery", "12", "--test", "16", "--backend", "cpu", "--json"]))
+        .unwrap();
+    for k in ["accuracy", "metric", "answer_prob"] {
+        assert_eq!(j["circuit"][k], cf["metrics"]["circuit"][k], "{k}");
+    }
+    assert_eq!(j["circuit"]["kl"], cf["metrics"]["kl"]);
+
+    // Stopped after 11 steps, then resumed: the same circuit and loss curve, to the bit.
+    let o = carve(&ep_args(s(&m), s(&t), s(&b), &["--stop-after", "11"]));
+    assert_eq!(o.status.code(), Some(130), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(read_json(&b.join("state.json"))["edge_prune"]["step"], 11);
+    ok(&ep_args(s(&m), s(&t), s(&b), &["--resume", s(&b)]));
+    let cb = read_json(&b.join("circuit.json"));
+    assert_eq!(cf["edges"], cb["edges"]);
+    assert_eq!(cf["kept"], cb["kept"]);
+    let (ha, hb) = (read_json(&a.join("state.json")), read_json(&b.join("state.json")));
+    assert_eq!(ha["edge_prune"]["history"], hb["edge_prune"]["history"]);
+    assert_eq!(ha["edge_prune"]["log_alpha"], hb["edge_prune"]["log_alpha"]);
+    // A node-prune state does not resume an edge-prune run.
+    let c = d.join("c");
+    let o = carve(&ep_args(s(&m), s(&t), s(&c), &["--stop-after", "2"]));
+    assert_eq!(o.status.code(), Some(130));
+    fails(&ep_args(s(&m), s(&t), s(&c), &["--resume", s(&c), "--lr", "0.2"]), "other options");
+
+    // The standalone model refuses what needs the full model.
+    fails(
+        &["extract", "--model", s(&a.join("model")), "--task", s(&t), "--method", "edge-prune", "--sparsity", "0.5", "--out", s(&d.join("x")), "--backend", "cpu"],
+        "standalone edge model",
+    );
+}
+
+/// Resample ablation: scored, not folded into a model.
+#[test]
+fn edge_prune_with_resample_ablation() {
+    let d = scratch("ep-resample");
+    let (m, t) = (tiny_model(&d), task_file(&d));
+    let a = d.join("a");
+    ok(&ep_args(s(&m), s(&t), s(&a), &["--ablation", "resample", "--steps", "8"]));
+    let cf = read_json(&a.join("circuit.json"));
+    assert_eq!(cf["ablation"]["kind"], "resample");
+    assert!(cf["metrics"]["kl"].as_f64().unwrap().is_finite(), "{}", cf["metrics"]);
+    assert!(!a.join("model").exists(), "resampled values fold into no model");
+}
+
+#[test]
+fn edge_prune_bad_settings_and_circuit_files() {
+    let d = scratch("ep-bad");
+    let (m, t) = (tiny_model(&d), task_file(&d));
+    let o = d.join("o");
+    fails(&ep_args(s(&m), s(&t), s(&o), &["--sparsity", "1.5"]), "target sparsity must be in [0, 1]");
+    fails(&ep_args(s(&m), s(&t), s(&o), &["--sparsity", "-0.1"]), "target sparsity must be in [0, 1]");
+    fails(&ep_args(s(&m), s(&t), s(&o), &["--sparsity", "NaN"]), "target sparsity must be in [0, 1]");
+    fails(&ep_args(s(&m), s(&t), s(&o), &["--lr", "0"]), "learning rate");
+    fails(&ep_args(s(&m), s(&t), s(&o), &["--init-log-alpha", "inf"]), "starting log α");
+    fails(&ep_args(s(&m), s(&t), s(&o), &["--ablation", "mean-per-position"]), "zero, mean or resample");
+    fails(&ep_args(s(&m), s(&t), s(&o), &["--alpha", "0.1"]), "ablate's settings");
+    let mut none = ep_args(s(&m), s(&t), s(&o), &[]);
+    let i = none.iter().position(|a| *a == "--sparsity").unwrap();
+    none.drain(i..i + 2);
+    fails(&none, "edge-prune needs --sparsity");
+    fails(
+        &["extract", "--model", s(&m), "--task", s(&t), "--method", "node-prune", "--sparsity", "0.5", "--out", s(&o), "--backend", "cpu"],
+        "--sparsity is edge-prune's",
+    );
+    assert!(!o.join("circuit.json").exists(), "a refused run writes nothing");
+
+    // A circuit file whose edges name readers (or writers) the model lacks.
+    let a = d.join("a");
+    ok(&ep_args(s(&m), s(&t), s(&a), &["--steps", "4"]));
+    let text = std::fs::read_to_string(a.join("circuit.json")).unwrap();
+    let mut cf: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let edit = |cf: &mut serde_json::Value, edge: &str| {
+        cf["edges"]["kept"][0]["edge"] = serde_json::json!(edge);
+        let p = d.join("bad.json");
+        std::fs::write(&p, serde_json::to_string(cf).unwrap()).unwrap();
+        p
+    };
+    let eval = |p: &std::path::Path| vec!["eval".to_string(), "--model".into(), s(&m).into(), "--circuit".into(), s(p).into(), "--backend".into(), "cpu".into()];
+    for (edge, why) in [
+        ("L0H0 -> L7H1.q", "no reader L7H1.q"),
+        ("L0H0 -> L1KV5.k", "no reader L1KV5.k"),
+        ("L9MLP -> logits", "no writer L9MLP"),
+        ("L1H0 -> L0MLP", "does not come before"),
+        ("L0H0 => logits", "is not an edge"),
+    ] {
+        let p = edit(&mut cf, edge);
+        let args = eval(&p);
+        fails(&args.iter().map(String::as_str).collect::<Vec<_>>(), why);
+    }
+    cf = serde_json::from_str(&text).unwrap();
+    cf["edges"]["total"] = serde_json::json!(81);
+    let p = d.join("bad.json");
+    std::fs::write(&p, serde_json::to_string(&cf).unwrap()).unwrap();
+    let args = eval(&p);
+    fails(&args.iter().map(String::as_str).collect::<Vec<_>>(), "has 82 edges");
+
+    // An edge model whose edges file is missing, or of the wrong length.
+    let mdir = a.join("model");
+    let bytes = std::fs::read(mdir.join("edges.safetensors")).unwrap();
+    std::fs::remove_file(mdir.join("edges.safetensors")).unwrap();
+    fails(&["run", "--model", s(&mdir), "--prompt", "w3", "--backend", "cpu"], "no such file was found");
+    std::fs::write(mdir.join("edges.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+    fails(&["run", "--model", s(&mdir), "--prompt", "w3", "--backend", "cpu"], "edges.safetensors");
+}
