@@ -2,17 +2,18 @@
 //! written to a directory, loaded back as any model is, and run whole at every position of prompts
 //! of several lengths padded into one batch. On tiny-gpt2 and tiny-llama, both backends, with mean
 //! and zero values; circuits of random edges, of every edge, of no edge, and with a layer left
-//! with nothing. Tolerance: max |standalone − masked| ≤ 1e-4 · max(1, max |masked|) over the
+//! with nothing; and with edges of the standalone model toggled (as the web app does), against the
+//! same edges toggled in the full model. Tolerance: max |standalone − masked| ≤ 1e-4 · max(1, max |masked|) over the
 //! logits of every real position.
 
 use carve_core::backend::Backend;
 use carve_core::circuit::{EdgeCircuit, ModelShape};
 use carve_core::extract::edge_prune::{effective, writer_means};
-use carve_core::mask::{EdgeLayout, Writer};
+use carve_core::mask::{Edge, EdgeLayout, Reader, Writer};
 use carve_core::model::edges::EdgeWeights;
 use carve_core::model::load::{load_path, LoadedModel};
 use carve_core::model::{Batch, ForwardArgs, LogitsAt, Model};
-use carve_core::prune::{prune_edges, write_dir, DirExtras};
+use carve_core::prune::{prune_edges, write_dir, DirExtras, PrunedLayer};
 use carve_core::HostTensor;
 use carve_tests::*;
 
@@ -42,14 +43,31 @@ fn close(what: &str, got: &[f32], want: &[f32]) {
     assert!(worst <= TOL * scale, "{what}: max error {worst:e} over {scale}");
 }
 
-/// A circuit's standalone model, written and read back.
-fn standalone(host: &LoadedModel, circuit: &EdgeCircuit, values: Option<&[HostTensor]>, dir: &std::path::Path) -> LoadedModel {
+/// A circuit's standalone model, written and read back, and what each of its layers came from.
+fn standalone(host: &LoadedModel, circuit: &EdgeCircuit, values: Option<&[HostTensor]>, dir: &std::path::Path)
+    -> (LoadedModel, Vec<PrunedLayer>) {
     let shape = ModelShape::of(&host.weights.layers, |t| t.shape[0]);
     let pm = prune_edges(&host.config, &host.weights, &shape, circuit, values).unwrap();
     let _ = std::fs::remove_dir_all(dir);
     write_dir(dir, &pm, &DirExtras::default()).unwrap();
     assert!(dir.join("edges.safetensors").is_file());
-    load_path(dir).unwrap()
+    (load_path(dir).unwrap(), pm.layers)
+}
+
+/// The full model's name of a standalone model's edge.
+fn source_edge(e: Edge, layers: &[PrunedLayer]) -> Edge {
+    let writer = match e.writer {
+        Writer::Head { layer, head } => Writer::Head { layer: layers[layer].source_layer, head: layers[layer].heads[head] },
+        Writer::Mlp { layer } => Writer::Mlp { layer: layers[layer].source_layer },
+        w => w,
+    };
+    let reader = match e.reader {
+        Reader::Q { layer, head } => Reader::Q { layer: layers[layer].source_layer, head: layers[layer].heads[head] },
+        Reader::Mlp { layer } => Reader::Mlp { layer: layers[layer].source_layer },
+        Reader::Logits => Reader::Logits,
+        r => panic!("{r}: only query, MLP and logits readers are toggled here"),
+    };
+    Edge { writer, reader }
 }
 
 fn circuit_of(lay: &EdgeLayout, host: &LoadedModel, kept: &[bool]) -> EdgeCircuit {
@@ -79,8 +97,9 @@ fn check<B: Backend>(be: &B, name: &str) {
             no_layer0[i] = false;
         }
     }
-    let cases: [(&str, Vec<bool>, bool); 5] = [
+    let cases: [(&str, Vec<bool>, bool); 6] = [
         ("random edges, mean values", effective(&lay, &random), true),
+        ("random edges toggled in the standalone model, mean values", effective(&lay, &random), true),
         ("random edges, zero values", effective(&lay, &random), false),
         ("layer 0 left with nothing, mean values", effective(&lay, &no_layer0), true),
         ("every edge", vec![true; n], false),
@@ -90,9 +109,27 @@ fn check<B: Backend>(be: &B, name: &str) {
         let what = format!("{name}: {what}");
         let circuit = circuit_of(&lay, &host, &kept);
         let values = mean.then_some(&means[..]);
-        let sm = standalone(&host, &circuit, values, &dir);
-        let model = sm.upload(be).unwrap();
-        let gates: Vec<f32> = kept.iter().map(|&k| k as u8 as f32).collect();
+        let (sm, layers) = standalone(&host, &circuit, values, &dir);
+        let mut model = sm.upload(be).unwrap();
+        let mut gates: Vec<f32> = kept.iter().map(|&k| k as u8 as f32).collect();
+        if what.contains("toggled") {
+            // Flip every third edge into a query, MLP or logits reader of the standalone model,
+            // kept or cut, in it and in the full model's gates alike.
+            let em = model.edges.as_mut().unwrap();
+            let own = em.weights.layout.clone();
+            let mut flipped = 0;
+            for i in (0..own.n_edges()).step_by(3) {
+                let e = own.edge(i).unwrap();
+                if matches!(e.reader, Reader::K { .. } | Reader::V { .. }) {
+                    continue;
+                }
+                em.gates[i] = 1.0 - em.gates[i];
+                let fi = lay.index(source_edge(e, &layers)).unwrap();
+                gates[fi] = 1.0 - gates[fi];
+                flipped += 1;
+            }
+            assert!(flipped >= 3, "{what}: {flipped} edges flipped");
+        }
         for seed in [0, 1] {
             let batch = Batch::new(&prompts(cfg.vocab as u32, seed), cfg).unwrap();
             let rows: Vec<u32> = (0..batch.rows() as u32).collect();
@@ -130,7 +167,7 @@ fn check<B: Backend>(be: &B, name: &str) {
     }
     // An edge model runs only whole.
     let circuit = circuit_of(&lay, &host, &effective(&lay, &random));
-    let model = standalone(&host, &circuit, Some(&means), &dir).upload(be).unwrap();
+    let model = standalone(&host, &circuit, Some(&means), &dir).0.upload(be).unwrap();
     let batch = Batch::new(&prompts(cfg.vocab as u32, 0), cfg).unwrap();
     let err = model
         .forward(be, &batch, &ForwardArgs { capture: carve_core::model::Capture::ALL, ..ForwardArgs::default() })

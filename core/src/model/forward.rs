@@ -22,10 +22,11 @@ pub struct Model<B: Backend> {
 }
 
 /// The edges a standalone edge model runs with: its per-head weights with the readers' folded
-/// constants, and a gate of 0 or 1 per edge.
+/// constants, a gate of 0 or 1 per edge, and its writers' values (`[1, d]` each; None: zero).
 pub struct EdgeModel<T> {
     pub weights: crate::model::edges::EdgeWeights<T>,
     pub gates: Vec<f32>,
+    pub values: Option<Vec<T>>,
 }
 
 /// Which intermediate tensors a forward keeps (all `[batch*seq, width]` unless said).
@@ -138,7 +139,17 @@ impl<B: Backend> Model<B> {
         if edges.gates.len() != ew.layout.n_edges() {
             return Err(Error::Input(format!("{} edge gates for a model of {} edges", edges.gates.len(), ew.layout.n_edges())));
         }
-        m.edges = Some(EdgeModel { weights: ew, gates: edges.gates.clone() });
+        let values = match &edges.writer_values {
+            None => None,
+            Some(v) => {
+                let (n, d) = (ew.layout.writers.len(), m.config.d_model);
+                if v.shape != [n, d] {
+                    return Err(Error::Input(format!("writer values of shape {:?} for {n} writers of width {d}", v.shape)));
+                }
+                Some((0..n).map(|w| be.upload(&HostTensor::new(vec![1, d], v.data[w * d..(w + 1) * d].to_vec()))).collect::<Result<Vec<_>>>()?)
+            }
+        };
+        m.edges = Some(EdgeModel { weights: ew, gates: edges.gates.clone(), values });
         Ok(m)
     }
 
@@ -164,7 +175,7 @@ impl<B: Backend> Model<B> {
                 LogitsAt::Last => batch.last_rows(),
                 LogitsAt::None => return Ok(ForwardOut { logits: None, captured: Captured::new(self.config.n_layers) }),
             };
-            let out = self.edge_forward(be, &e.weights, batch, &e.gates, None, &rows, false)?;
+            let out = self.edge_forward(be, &e.weights, batch, &e.gates, e.values.as_deref(), &rows, false)?;
             return Ok(ForwardOut { logits: Some(out.logits), captured: Captured::new(self.config.n_layers) });
         }
         let mut x = be.gather_rows(&self.weights.wte, &batch.ids)?;

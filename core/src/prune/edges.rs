@@ -1,12 +1,17 @@
 //! The standalone edge model (edge-prune with zero or mean ablation): a removed edge carries its
-//! writer's constant value, so each reader's input is the sum of its kept writers plus one folded
-//! bias, `in_r = Σ_{w kept into r} h_w + c_r` with `c_r = Σ_{w cut from r} a_w`. Heads and MLPs with
+//! writer's constant value, so each reader's input is its kept writers' outputs plus constants:
+//!
+//! in_r = Σ_{w kept} z_wr·h_w + (1 − z_wr)·a_w + c_r,   c_r = Σ_{w removed, before r} a_w
+//!
+//! over the writers the pruned model keeps (z the gates) and those it removed. Heads and MLPs with
 //! no kept edge out, KV heads whose query heads are all gone and layers with nothing left are
-//! physically removed (`prune`, as for node circuits). The model directory holds what a pruned
-//! model holds, and `edges.safetensors`:
+//! physically removed (`prune`, as for node circuits); their values fold into `c_r`. The kept
+//! writers' own values stay, so that an edge between two kept components can still be toggled (the
+//! web app does). The model directory holds what a pruned model holds, and `edges.safetensors`:
 //!
 //! - `gates` `[edges]`: 1 on each kept edge of the pruned model's own edge layout (its writers and
 //!   readers, `mask::edges`, from `carve_layers`), 0 elsewhere;
+//! - `writer_values` `[writers, d]`: each kept writer's a_w (absent under zero ablation);
 //! - `reader_bias` `[readers, d]`: each reader's `c_r`, in the layout's reader order;
 //!
 //! and `config.json` says `"carve_edges": "edges.safetensors"`, so no loader runs the weights
@@ -31,7 +36,9 @@ const FORMAT: &str = "carve-edge-model";
 pub struct EdgeModelWeights {
     /// 0 or 1 per edge.
     pub gates: Vec<f32>,
-    /// `[readers, d]`.
+    /// `[writers, d]`: the kept writers' values (None: zero ablation).
+    pub writer_values: Option<HostTensor>,
+    /// `[readers, d]`: the removed writers' values each reader reads.
     pub reader_bias: HostTensor,
 }
 
@@ -87,6 +94,8 @@ pub fn prune_edges(config: &ModelConfig, weights: &ModelWeights<HostTensor>, sha
         Reader::Mlp { layer } => Reader::Mlp { layer: pruned.layers[layer].source_layer },
         Reader::Logits => Reader::Logits,
     };
+    let full_writer = |w: Writer| full.writers.iter().position(|&x| x == src_writer(w)).expect("a kept writer is in the full model");
+    let kept_writers: Vec<usize> = own.writers.iter().map(|&w| full_writer(w)).collect();
     let mut own_gates = vec![0.0f32; own.n_edges()];
     let mut bias = vec![0.0f64; own.readers.len() * d];
     for (r, &reader) in own.readers.iter().enumerate() {
@@ -96,19 +105,20 @@ pub fn prune_edges(config: &ModelConfig, weights: &ModelWeights<HostTensor>, sha
             let e = Edge { writer: src_writer(own.writers[w]), reader: fr };
             own_gates[own.first[r] + w] = gates[full.index(e)?];
         }
-        // Every writer the full reader reads whose edge is cut, the removed ones included.
+        // The writers the full reader reads that the pruned model removed (all their edges are cut).
         if let Some(v) = values {
-            for fw in 0..full.reads[fr_i] {
-                if gates[full.first[fr_i] + fw] == 0.0 {
-                    for (b, &x) in bias[r * d..(r + 1) * d].iter_mut().zip(&v[fw].data) {
-                        *b += x as f64;
-                    }
+            for fw in (0..full.reads[fr_i]).filter(|fw| !kept_writers.contains(fw)) {
+                debug_assert_eq!(gates[full.first[fr_i] + fw], 0.0);
+                for (b, &x) in bias[r * d..(r + 1) * d].iter_mut().zip(&v[fw].data) {
+                    *b += x as f64;
                 }
             }
         }
     }
+    let writer_values = values.map(|v| HostTensor::new(vec![kept_writers.len(), d], kept_writers.iter().flat_map(|&w| v[w].data.iter().copied()).collect()));
     pruned.edges = Some(EdgeModelWeights {
         gates: own_gates,
+        writer_values,
         reader_bias: HostTensor::new(vec![own.readers.len(), d], bias.into_iter().map(|x| x as f32).collect()),
     });
     Ok(pruned)
@@ -118,10 +128,13 @@ impl EdgeModelWeights {
     /// `edges.safetensors`.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let n = self.gates.len();
-        let views = [
+        let mut views = vec![
             ("gates", TensorView::new(Dtype::F32, vec![n], bytemuck::cast_slice(&self.gates))),
             ("reader_bias", TensorView::new(Dtype::F32, self.reader_bias.shape.clone(), bytemuck::cast_slice(&self.reader_bias.data))),
         ];
+        if let Some(v) = &self.writer_values {
+            views.push(("writer_values", TensorView::new(Dtype::F32, v.shape.clone(), bytemuck::cast_slice(&v.data))));
+        }
         let views: Vec<(&str, TensorView)> = views
             .into_iter()
             .map(|(name, v)| v.map(|v| (name, v)))
@@ -132,7 +145,8 @@ impl EdgeModelWeights {
     }
 
     /// Reads `edges.safetensors` (`name` for messages) for a model with edge layout `layout` and
-    /// width `d`: both tensors present, f32, of the layout's sizes, gates 0 or 1, biases finite.
+    /// width `d`: gates and reader biases present (writer values optional), f32, of the layout's
+    /// sizes, gates 0 or 1, values finite.
     pub fn from_bytes(bytes: &[u8], name: &str, layout: &EdgeLayout, d: usize) -> Result<EdgeModelWeights> {
         let bad = |m: String| Error::Input(format!("{name}: {m}"));
         let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors file ({e})")))?;
@@ -155,6 +169,17 @@ impl EdgeModelWeights {
         if let Some(i) = bias.iter().position(|x| !x.is_finite()) {
             return Err(bad(format!("`reader_bias` of {} is not finite", layout.readers[i / d.max(1)])));
         }
-        Ok(EdgeModelWeights { gates, reader_bias: HostTensor::new(vec![n_r, d], bias) })
+        let n_w = layout.writers.len();
+        let values = match st.tensor("writer_values") {
+            Err(_) => None,
+            Ok(_) => {
+                let v = read("writer_values", &[n_w, d])?;
+                if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                    return Err(bad(format!("`writer_values` of {} is not finite", layout.writers[i / d.max(1)])));
+                }
+                Some(HostTensor::new(vec![n_w, d], v))
+            }
+        };
+        Ok(EdgeModelWeights { gates, writer_values: values, reader_bias: HostTensor::new(vec![n_r, d], bias) })
     }
 }
