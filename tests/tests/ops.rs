@@ -273,6 +273,65 @@ fn t_concat<B: Backend>(b: &B, r: &mut StdRng) {
     }
 }
 
+/// gated_sum and its backward (the edge forward's mixing): groups of 3, 1 and 5 rows over 2,500
+/// columns (blocks of columns and a remainder), gates with exact zeros among them, against f64
+/// references: out = Σ_g z_g·s_g, dz_g = dy·s_gᵀ, ds_g = acc_g + z_gᵀ·dy (one group with a
+/// gradient so far). Mismatched groups are refused.
+fn t_gated_sum<B: Backend>(b: &B, r: &mut StdRng) {
+    let (n, c, ks) = (4, 2500, [3usize, 1, 5]);
+    let stacks: Vec<HostTensor> = ks.iter().map(|&k| rand_t(r, &[k, c], 1.0)).collect();
+    let gates: Vec<HostTensor> = ks
+        .iter()
+        .map(|&k| {
+            let mut z = rand_t(r, &[n, k], 1.0);
+            z.data.iter_mut().step_by(3).for_each(|v| *v = 0.0);
+            z
+        })
+        .collect();
+    let transpose = |t: &HostTensor| {
+        let (rr, cc) = (t.shape[0], t.shape[1]);
+        HostTensor::new(vec![cc, rr], (0..cc).flat_map(|j| (0..rr).map(move |i| (i, j))).map(|(i, j)| t.data[i * cc + j]).collect())
+    };
+    let (sd, zd): (Vec<Vec<f64>>, Vec<Vec<f64>>) = (stacks.iter().map(d).collect(), gates.iter().map(d).collect());
+    let mut want = vec![0.0f64; n * c];
+    for (g, &k) in ks.iter().enumerate() {
+        for i in 0..n {
+            for j in 0..k {
+                for col in 0..c {
+                    want[i * c + col] += zd[g][i * k + j] * sd[g][j * c + col];
+                }
+            }
+        }
+    }
+    let su: Vec<B::Tensor> = stacks.iter().map(|t| up(b, t)).collect();
+    let zu: Vec<B::Tensor> = gates.iter().map(|t| up(b, t)).collect();
+    let ztu: Vec<B::Tensor> = gates.iter().map(|t| up(b, &transpose(t))).collect();
+    let (s_refs, z_refs, zt_refs): (Vec<&B::Tensor>, Vec<&B::Tensor>, Vec<&B::Tensor>) =
+        (su.iter().collect(), zu.iter().collect(), ztu.iter().collect());
+    close("gated_sum", &get(b, &b.gated_sum(&z_refs, &s_refs).unwrap()), &[n, c], &want, 1e-5);
+
+    let dy = rand_t(r, &[n, c], 1.0);
+    let dyd = d(&dy);
+    // Group 1's gradient so far is added to (the others start from 0).
+    let prior = rand_t(r, &[ks[1], c], 1.0);
+    let acc = vec![None, Some(up(b, &prior)), None];
+    let (dz, ds) = b.gated_sum_backward(&zt_refs, &s_refs, &up(b, &dy), acc).unwrap();
+    for (g, &k) in ks.iter().enumerate() {
+        let want_dz: Vec<f64> = (0..n).flat_map(|i| (0..k).map(move |j| (i, j))).map(|(i, j)| dot(&dyd[i * c..(i + 1) * c], &sd[g][j * c..(j + 1) * c])).collect();
+        close(&format!("gated_sum_backward dgates {g}"), &get(b, &dz[g]), &[n, k], &want_dz, 1e-5);
+        let base = |j: usize, col: usize| if g == 1 { prior.data[j * c + col] as f64 } else { 0.0 };
+        let want_ds: Vec<f64> = (0..k)
+            .flat_map(|j| (0..c).map(move |col| (j, col)))
+            .map(|(j, col)| base(j, col) + (0..n).map(|i| zd[g][i * k + j] * dyd[i * c + col]).sum::<f64>())
+            .collect();
+        close(&format!("gated_sum_backward dstacks {g}"), &get(b, &ds[g]), &[k, c], &want_ds, 1e-5);
+    }
+    let bad = b.gated_sum(&z_refs[..2], &s_refs);
+    assert!(bad.is_err(), "two gate blocks for three stacks");
+    let bad = b.gated_sum(&[z_refs[1], z_refs[0], z_refs[2]], &s_refs);
+    assert!(bad.is_err(), "gate blocks of the wrong widths");
+}
+
 /// A chain of ops, read once: pooled buffers get reused inside one pending encoder.
 fn t_chain<B: Backend>(b: &B, r: &mut StdRng) {
     let (m, k) = (19, 70);
@@ -335,7 +394,7 @@ macro_rules! on_both {
     };
 }
 
-on_both!(t_matmul, t_add, t_norms, t_activations, t_rope, t_attention, t_mix, t_log_softmax, t_gather, t_concat, t_chain, t_errors);
+on_both!(t_matmul, t_add, t_norms, t_activations, t_rope, t_attention, t_mix, t_log_softmax, t_gather, t_concat, t_gated_sum, t_chain, t_errors);
 
 // ---------------------------------------------------------------- wgpu only
 

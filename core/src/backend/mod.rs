@@ -8,7 +8,7 @@
 pub mod cpu;
 pub mod wgpu;
 
-use crate::{HostTensor, Result};
+use crate::{Error, HostTensor, Result};
 
 /// How `mix` picks the mask or ablation row used for row `r` of `x`: `(r / div) % rows_of_that_tensor`.
 /// `div = 1` and one row: the same row for all (position-independent); `div = 1`, `T` rows: per
@@ -92,6 +92,23 @@ pub trait Backend {
     fn concat(&self, parts: &[&Self::Tensor], shape: Vec<usize>) -> Result<Self::Tensor>;
     /// Row-wise `log_softmax`, numerically stable (max subtracted).
     fn log_softmax(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
+    /// The edge forward's mixing: `out [n, C] = Σ_g gates_g · stacks_g` with `gates_g [n, k_g]`,
+    /// `stacks_g [k_g, C]` (readers' inputs from groups of writers). This default composes
+    /// `matmul_backward` and `add`; a backend may fuse it (the CPU's streams each stack once).
+    fn gated_sum(&self, gates: &[&Self::Tensor], stacks: &[&Self::Tensor]) -> Result<Self::Tensor> {
+        if gates.len() != stacks.len() || gates.is_empty() {
+            return Err(Error::Input(format!("gated_sum: {} gate blocks for {} stacks", gates.len(), stacks.len())));
+        }
+        let mut out: Option<Self::Tensor> = None;
+        for (z, s) in gates.iter().zip(stacks) {
+            let part = self.matmul_backward(z, s)?;
+            out = Some(match out {
+                None => part,
+                Some(o) => self.add(&o, &part)?,
+            });
+        }
+        out.ok_or_else(|| Error::Input("gated_sum of nothing".into()))
+    }
 
     // Backward ops: gradients with respect to activations only (weights are frozen). Each takes
     // what its forward took plus `dy`, the gradient of the loss with respect to the forward's
@@ -99,6 +116,32 @@ pub trait Backend {
 
     /// Input gradient of `matmul(x, w, _)`: `dx [M, K] = dy [M, N] · w [N, K]`.
     fn matmul_backward(&self, dy: &Self::Tensor, w: &Self::Tensor) -> Result<Self::Tensor>;
+    /// `gated_sum` backward, given each gate block transposed (`gates_t_g [k_g, n]`): per group
+    /// `dgates_g [n, k_g] = dy · stacks_gᵀ` and `dstacks_g [k_g, C] = acc_g + gates_gᵀ · dy`, `acc_g`
+    /// a gradient gathered so far (None: 0), which a backend may update in place.
+    #[allow(clippy::type_complexity)]
+    fn gated_sum_backward(&self, gates_t: &[&Self::Tensor], stacks: &[&Self::Tensor], dy: &Self::Tensor,
+        acc: Vec<Option<Self::Tensor>>) -> Result<(Vec<Self::Tensor>, Vec<Self::Tensor>)> {
+        if gates_t.len() != stacks.len() || acc.len() != stacks.len() {
+            return Err(Error::Input(format!(
+                "gated_sum_backward: {} gate blocks and {} gradients for {} stacks",
+                gates_t.len(),
+                acc.len(),
+                stacks.len()
+            )));
+        }
+        let mut dz = Vec::with_capacity(stacks.len());
+        let mut ds = Vec::with_capacity(stacks.len());
+        for ((zt, s), a) in gates_t.iter().zip(stacks).zip(acc) {
+            dz.push(self.matmul(dy, s, None)?);
+            let d = self.matmul_backward(zt, dy)?;
+            ds.push(match a {
+                None => d,
+                Some(a) => self.add(&a, &d)?,
+            });
+        }
+        Ok((dz, ds))
+    }
     /// `layer_norm` backward: with `x̂ = (x − μ)·r`, `r = 1/sqrt(var + eps)`, `g = dy·w`:
     /// `dx = r·(g − mean(g) − x̂·mean(g·x̂))`.
     fn layer_norm_backward(&self, x: &Self::Tensor, w: &Self::Tensor, dy: &Self::Tensor, eps: f32)

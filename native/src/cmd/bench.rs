@@ -41,8 +41,18 @@ pub struct TrainBenchArgs {
     /// Timed steps (after one warm-up step); medians are reported.
     #[arg(long, default_value_t = 5)]
     iters: usize,
+    /// The method whose step is timed: node-prune (masks on heads and neurons) or edge-prune
+    /// (gates on every edge).
+    #[arg(long, value_enum, default_value = "node-prune")]
+    method: TrainMethod,
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendChoice,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TrainMethod {
+    NodePrune,
+    EdgePrune,
 }
 
 #[derive(clap::Args)]
@@ -106,7 +116,15 @@ pub fn run(b: Bench) -> Result<()> {
             }
             let m = source::load(&a.model)?;
             let prep = a.task_args.prepare(Some(&a.task), None, tokenizer(&m)?, m.config.n_ctx)?;
-            dispatch(a.backend, crate::cmd::bench_train::TrainBench { m: &m, batch: a.batch, iters: a.iters, prep: &prep })
+            match a.method {
+                TrainMethod::NodePrune => {
+                    dispatch(a.backend, crate::cmd::bench_train::TrainBench { m: &m, batch: a.batch, iters: a.iters, prep: &prep })
+                }
+                TrainMethod::EdgePrune => dispatch(
+                    a.backend,
+                    crate::cmd::bench_train_edges::EdgeTrainBench { m: &m, batch: a.batch, iters: a.iters, prep: &prep },
+                ),
+            }
         }
         Bench::Extract(a) => {
             a.task_args.check(Some(&a.task), None)?;

@@ -44,7 +44,7 @@ pub(super) fn matmul_backward(be: &CpuBackend, dy: &CpuTensor, w: &CpuTensor) ->
 
 /// How the right operand is laid out: `[n, k]` read transposed (weights in the forward), or `[k, n]`.
 #[derive(Clone, Copy, PartialEq)]
-enum Rhs {
+pub(super) enum Rhs {
     Transposed,
     Plain,
 }
@@ -52,16 +52,20 @@ enum Rhs {
 /// `dst[m, n] (+)= lhs[m, k] · rhs[n, k]ᵀ` (or `· rhs[k, n]` for `Rhs::Plain`), all row-major.
 #[cfg(not(target_arch = "wasm32"))]
 #[allow(clippy::too_many_arguments)]
-fn gemm_into(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, k: usize, n: usize, accumulate: bool, layout: Rhs) {
+pub(super) fn gemm_into(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, k: usize, n: usize, accumulate: bool, layout: Rhs) {
+    gemm_on(dst, lhs, rhs, m, k, n, accumulate, layout, m * n * k >= 1 << 16)
+}
+
+/// `gemm_into` on this thread only (`threads` false): for callers already running in parallel.
+#[cfg(not(target_arch = "wasm32"))]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn gemm_on(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, k: usize, n: usize, accumulate: bool, layout: Rhs,
+    threads: bool) {
     let (rhs_cs, rhs_rs) = match layout {
         Rhs::Transposed => (k as isize, 1),
         Rhs::Plain => (1, n as isize),
     };
-    let par = if m * n * k >= 1 << 16 {
-        gemm::Parallelism::Rayon(rayon::current_num_threads())
-    } else {
-        gemm::Parallelism::None
-    };
+    let par = if threads { gemm::Parallelism::Rayon(rayon::current_num_threads()) } else { gemm::Parallelism::None };
     // SAFETY: the slices hold m·n, m·k and n·k elements (checked by the caller through the shapes),
     // and the strides below stay inside them.
     unsafe {
@@ -75,10 +79,18 @@ fn gemm_into(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, k: usize, n: u
     }
 }
 
+/// In the browser there are no threads to share.
+#[cfg(target_arch = "wasm32")]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn gemm_on(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, k: usize, n: usize, accumulate: bool, layout: Rhs,
+    _threads: bool) {
+    gemm_into(dst, lhs, rhs, m, k, n, accumulate, layout)
+}
+
 /// In the browser: a cache-friendly dot-product kernel (rows of both operands are contiguous in k).
 #[cfg(target_arch = "wasm32")]
 #[allow(clippy::too_many_arguments)]
-fn gemm_into(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, k: usize, n: usize, accumulate: bool, layout: Rhs) {
+pub(super) fn gemm_into(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, k: usize, n: usize, accumulate: bool, layout: Rhs) {
     if layout == Rhs::Plain {
         for i in 0..m {
             let d = &mut dst[i * n..(i + 1) * n];

@@ -5,6 +5,7 @@
 mod attention;
 mod backward;
 mod elementwise;
+mod gated_sum;
 mod loss;
 mod matmul;
 mod norms;
@@ -146,6 +147,13 @@ impl Backend for CpuBackend {
     }
     fn log_softmax(&self, x: &CpuTensor) -> Result<CpuTensor> {
         norms::log_softmax(self, x)
+    }
+    fn gated_sum(&self, gates: &[&CpuTensor], stacks: &[&CpuTensor]) -> Result<CpuTensor> {
+        gated_sum::gated_sum(self, gates, stacks)
+    }
+    fn gated_sum_backward(&self, gates_t: &[&CpuTensor], stacks: &[&CpuTensor], dy: &CpuTensor, acc: Vec<Option<CpuTensor>>)
+        -> Result<(Vec<CpuTensor>, Vec<CpuTensor>)> {
+        gated_sum::gated_sum_backward(self, gates_t, stacks, dy, acc)
     }
 
     fn matmul_backward(&self, dy: &CpuTensor, w: &CpuTensor) -> Result<CpuTensor> {

@@ -24,14 +24,15 @@ impl<T: Clone> Grads<T> {
     #[allow(clippy::too_many_arguments)]
     fn reader<B: Backend<Tensor = T>>(&mut self, be: &B, lay: &EdgeLayout, groups: &[Group<T>], gates: &[f32], r0: usize,
         n: usize, dx: &T) -> Result<()> {
-        for (gi, g) in groups_read(groups, lay.reads[r0]) {
-            self.blocks.push((r0, n, gi, be.matmul(dx, &g.stack, None)?));
-            let zt = be.upload(&gate_block(lay, g, gates, r0, n, true))?;
-            let ds = be.matmul_backward(&zt, dx)?;
-            self.stacks[gi] = Some(match self.stacks[gi].take() {
-                None => ds,
-                Some(s) => be.add(&s, &ds)?,
-            });
+        let read: Vec<(usize, &Group<T>)> = groups_read(groups, lay.reads[r0]).collect();
+        let zt = read.iter().map(|(_, g)| be.upload(&gate_block(lay, g, gates, r0, n, true))).collect::<Result<Vec<_>>>()?;
+        let zt_refs: Vec<&T> = zt.iter().collect();
+        let stacks: Vec<&T> = read.iter().map(|(_, g)| &g.stack).collect();
+        let acc: Vec<Option<T>> = read.iter().map(|(gi, _)| self.stacks[*gi].take()).collect();
+        let (dz, ds) = be.gated_sum_backward(&zt_refs, &stacks, dx, acc)?;
+        for (((gi, _), dz), ds) in read.iter().zip(dz).zip(ds) {
+            self.blocks.push((r0, n, *gi, dz));
+            self.stacks[*gi] = Some(ds);
         }
         Ok(())
     }

@@ -265,16 +265,14 @@ pub(super) fn gate_block<T>(lay: &EdgeLayout, g: &Group<T>, gates: &[f32], r0: u
 fn reader_inputs<B: Backend>(be: &B, ew: &EdgeWeights<B::Tensor>, k: &Consts<B::Tensor>, groups: &[Group<B::Tensor>], gates: &[f32],
     r0: usize, n: usize, n_rows: usize, d: usize) -> Result<B::Tensor> {
     let (lay, bias) = (&ew.layout, ew.reader_bias.as_ref());
-    let mut x: Option<B::Tensor> = None;
-    for (_, g) in groups_read(groups, lay.reads[r0]) {
-        let z = be.upload(&gate_block(lay, g, gates, r0, n, false))?;
-        let part = be.matmul_backward(&z, &g.stack)?;
-        x = Some(match x {
-            None => part,
-            Some(x) => be.add(&x, &part)?,
-        });
+    let read: Vec<&Group<B::Tensor>> = groups_read(groups, lay.reads[r0]).map(|(_, g)| g).collect();
+    if read.is_empty() {
+        return Err(Error::Input(format!("reader {} reads no writer", lay.readers[r0])));
     }
-    let x = x.ok_or_else(|| Error::Input(format!("reader {} reads no writer", lay.readers[r0])))?;
+    let z = read.iter().map(|g| be.upload(&gate_block(lay, g, gates, r0, n, false))).collect::<Result<Vec<_>>>()?;
+    let z_refs: Vec<&B::Tensor> = z.iter().collect();
+    let stacks: Vec<&B::Tensor> = read.iter().map(|g| &g.stack).collect();
+    let x = be.gated_sum(&z_refs, &stacks)?;
     let x = be.concat(&[&x], vec![n * n_rows, d])?;
     match bias {
         None => Ok(x),

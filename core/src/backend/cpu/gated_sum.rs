@@ -1,0 +1,185 @@
+//! The edge forward's mixing on the CPU, fused: `out [n, C] = Σ_g gates_g · stacks_g` and its
+//! backward. The columns go in blocks, in parallel: each block packs the rows of every stack
+//! (`[W, w]`, W the rows of all groups) and runs one `gemm` against all the gates at once, so a
+//! layer reads its writers' outbox once, where a product per group would write and re-add a
+//! full-size sum per group. Rows whose gates are all 0 (a standalone edge model's cut edges) are
+//! not packed. The backward adds the stacks' gradients into the ones gathered so far in place
+//! (when no one else holds them), where a fresh buffer and a sum would touch every page twice more.
+
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use super::matmul::{gemm_on, Rhs};
+use super::{check, CpuBackend, CpuTensor};
+use crate::Result;
+
+/// Columns per block: W = 300 packed rows of a block are 2.4 MiB.
+const BLOCK: usize = 2048;
+
+/// A pointer that parallel blocks write disjoint column ranges through.
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+// SAFETY: every block writes only its own columns of each row (disjoint ranges), and the buffer
+// outlives the parallel loop that uses it.
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+impl Out {
+    /// Writes `src` at `dst[at..at + src.len()]`.
+    /// SAFETY: the caller keeps `at + src.len()` inside the buffer and no two writers overlap.
+    unsafe fn put(self, at: usize, src: &[f32]) {
+        std::ptr::copy_nonoverlapping(src.as_ptr(), self.0.add(at), src.len());
+    }
+
+    /// Adds `src` into `dst[at..at + src.len()]`.
+    /// SAFETY: as `put`.
+    unsafe fn add(self, at: usize, src: &[f32]) {
+        let dst = std::slice::from_raw_parts_mut(self.0.add(at), src.len());
+        dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+    }
+}
+
+/// Checks the groups: `gates_g` `[n, k_g]` (or transposed, `[k_g, n]`), `stacks_g` `[k_g, C]`;
+/// returns (n, C).
+fn shapes(op: &str, gates: &[&CpuTensor], stacks: &[&CpuTensor], transposed: bool) -> Result<(usize, usize)> {
+    check(!gates.is_empty() && gates.len() == stacks.len(), op, || format!("{} gate blocks for {} stacks", gates.len(), stacks.len()))?;
+    let (_, c) = stacks[0].rows_cols();
+    let n = if transposed { gates[0].rows_cols().1 } else { gates[0].rows_cols().0 };
+    for (g, (z, s)) in gates.iter().zip(stacks).enumerate() {
+        let (k, sc) = s.rows_cols();
+        let want = if transposed { (k, n) } else { (n, k) };
+        check(z.rows_cols() == want && sc == c, op, || {
+            format!("group {g}: gates {:?} and stack {:?} (expected gates {want:?}, {c} columns)", z.0.shape, s.0.shape)
+        })?;
+    }
+    Ok((n, c))
+}
+
+/// The stack rows to use, as (group, row), and their gates as one `[n, W]` matrix (`transposed`:
+/// the gates come as `[k_g, n]`, and the matrix is `[W, n]`). Rows with every gate 0 are left out
+/// when `skip_zero`.
+fn gather(gates: &[&CpuTensor], stacks: &[&CpuTensor], n: usize, transposed: bool, skip_zero: bool) -> (Vec<(usize, usize)>, Vec<f32>) {
+    let mut rows = Vec::new();
+    let mut cols: Vec<Vec<f32>> = Vec::new();
+    for (g, (z, s)) in gates.iter().zip(stacks).enumerate() {
+        let k = s.rows_cols().0;
+        for j in 0..k {
+            let col: Vec<f32> = (0..n).map(|i| if transposed { z.0.data[j * n + i] } else { z.0.data[i * k + j] }).collect();
+            if skip_zero && col.iter().all(|&v| v == 0.0) {
+                continue;
+            }
+            rows.push((g, j));
+            cols.push(col);
+        }
+    }
+    let w = rows.len();
+    let z = if transposed { cols.concat() } else { (0..n).flat_map(|i| cols.iter().map(move |c| c[i])).collect() };
+    debug_assert_eq!(z.len(), n * w);
+    (rows, z)
+}
+
+/// Rows `rows` of the stacks, columns `c0..c1`, packed as `[rows, c1 − c0]`.
+fn pack(stacks: &[&CpuTensor], rows: &[(usize, usize)], c: usize, c0: usize, c1: usize) -> Vec<f32> {
+    let mut p = Vec::with_capacity(rows.len() * (c1 - c0));
+    for &(g, j) in rows {
+        p.extend_from_slice(&stacks[g].0.data[j * c + c0..j * c + c1]);
+    }
+    p
+}
+
+pub fn gated_sum(be: &CpuBackend, gates: &[&CpuTensor], stacks: &[&CpuTensor]) -> Result<CpuTensor> {
+    let (n, c) = shapes("gated_sum", gates, stacks, false)?;
+    let (rows, z) = gather(gates, stacks, n, false, true);
+    let mut out = be.out(n * c);
+    if rows.is_empty() {
+        out.fill(0.0);
+        return Ok(CpuBackend::wrap(vec![n, c], out));
+    }
+    let w_all = rows.len();
+    let dst = Out(out.as_mut_ptr());
+    (0..c.div_ceil(BLOCK)).into_par_iter().for_each(|b| {
+        let (c0, c1) = (b * BLOCK, ((b + 1) * BLOCK).min(c));
+        let w = c1 - c0;
+        let packed = pack(stacks, &rows, c, c0, c1);
+        let mut local = vec![0.0f32; n * w];
+        gemm_on(&mut local, &z, &packed, n, w_all, w, false, Rhs::Plain, false);
+        for i in 0..n {
+            // SAFETY: row i's columns c0..c1 of an [n, c] buffer; blocks own disjoint columns.
+            unsafe { dst.put(i * c + c0, &local[i * w..(i + 1) * w]) };
+        }
+    });
+    Ok(CpuBackend::wrap(vec![n, c], out))
+}
+
+#[allow(clippy::type_complexity)]
+pub fn gated_sum_backward(be: &CpuBackend, gates_t: &[&CpuTensor], stacks: &[&CpuTensor], dy: &CpuTensor,
+    acc: Vec<Option<CpuTensor>>) -> Result<(Vec<CpuTensor>, Vec<CpuTensor>)> {
+    let (n, c) = shapes("gated_sum_backward", gates_t, stacks, true)?;
+    check(dy.rows_cols() == (n, c), "gated_sum_backward", || format!("dy {:?} for {n} readers of {c} columns", dy.0.shape))?;
+    check(acc.len() == stacks.len(), "gated_sum_backward", || format!("{} gradients for {} stacks", acc.len(), stacks.len()))?;
+    for (g, (a, s)) in acc.iter().zip(stacks).enumerate() {
+        if let Some(a) = a {
+            check(a.0.shape == s.0.shape, "gated_sum_backward", || format!("group {g}: gradient {:?} for a stack {:?}", a.0.shape, s.0.shape))?;
+        }
+    }
+    let ks: Vec<usize> = stacks.iter().map(|s| s.rows_cols().0).collect();
+    let (rows, zt) = gather(gates_t, stacks, n, true, false);
+    let w_all = rows.len();
+    let starts: Vec<usize> = ks.iter().scan(0, |a, &k| {
+        let s = *a;
+        *a += k;
+        Some(s)
+    }).collect();
+    // The gradients so far, taken over when this is their only holder.
+    let adding: Vec<bool> = acc.iter().map(Option::is_some).collect();
+    let mut ds_bufs: Vec<Vec<f32>> = acc
+        .into_iter()
+        .zip(&ks)
+        .map(|(a, &k)| match a {
+            Some(t) => Arc::try_unwrap(t.0).map(|h| h.data).unwrap_or_else(|shared| shared.data.clone()),
+            None => be.out(k * c),
+        })
+        .collect();
+    let ptrs: Vec<Out> = ds_bufs.iter_mut().map(|b| Out(b.as_mut_ptr())).collect();
+    let dyd = &dy.0.data;
+    // Per block: dz [n, W] partial sums, summed after.
+    let dz_parts: Vec<Vec<f32>> = (0..c.div_ceil(BLOCK))
+        .into_par_iter()
+        .map(|b| {
+            let (c0, c1) = (b * BLOCK, ((b + 1) * BLOCK).min(c));
+            let w = c1 - c0;
+            let packed = pack(stacks, &rows, c, c0, c1);
+            let mut dyb = Vec::with_capacity(n * w);
+            for i in 0..n {
+                dyb.extend_from_slice(&dyd[i * c + c0..i * c + c1]);
+            }
+            let mut dz = vec![0.0f32; n * w_all];
+            gemm_on(&mut dz, &dyb, &packed, n, w, w_all, false, Rhs::Transposed, false);
+            let mut ds = vec![0.0f32; w_all * w];
+            gemm_on(&mut ds, &zt, &dyb, w_all, n, w, false, Rhs::Plain, false);
+            for (r, &(g, j)) in rows.iter().enumerate() {
+                // SAFETY: row j's columns c0..c1 of group g's [k_g, c] buffer; blocks own disjoint columns.
+                unsafe {
+                    if adding[g] {
+                        ptrs[g].add(j * c + c0, &ds[r * w..(r + 1) * w])
+                    } else {
+                        ptrs[g].put(j * c + c0, &ds[r * w..(r + 1) * w])
+                    }
+                };
+            }
+            dz
+        })
+        .collect();
+    let mut dz = vec![0.0f32; n * w_all];
+    for part in &dz_parts {
+        dz.iter_mut().zip(part).for_each(|(d, p)| *d += p);
+    }
+    let dgates = ks
+        .iter()
+        .zip(&starts)
+        .map(|(&k, &at)| CpuBackend::wrap(vec![n, k], (0..n).flat_map(|i| dz[i * w_all + at..i * w_all + at + k].iter().copied()).collect()))
+        .collect();
+    let dstacks = ks.iter().zip(ds_bufs).map(|(&k, buf)| CpuBackend::wrap(vec![k, c], buf)).collect();
+    Ok((dgates, dstacks))
+}
