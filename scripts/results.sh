@@ -2,15 +2,17 @@
 # The README's results tables on SmolLM2-135M-Instruct for the three built-in tasks, one run
 # directory per row under runs/ (a row whose run finished is not run again):
 #   ablate (heads and MLPs, mean ablation) at the given α values, runs/TASK-α;
-#   node-prune (heads, MLPs and neurons, mean ablation) with each task's settings below, runs/TASK-np.
-#   scripts/results.sh                                  # TASKS, ALPHAS and NP_TASKS below
-#   TASKS="ioi" ALPHAS="0.001 0.003" NP_TASKS="" scripts/results.sh
-#   TASKS="" NP_TASKS="acronyms" scripts/results.sh
+#   node-prune (heads, MLPs and neurons, mean ablation) with each task's settings below, runs/TASK-np;
+#   edge-prune (every edge, mean ablation) with each task's settings below, runs/TASK-ep.
+#   scripts/results.sh                                  # TASKS, ALPHAS, NP_TASKS and EP_TASKS below
+#   TASKS="ioi" ALPHAS="0.001 0.003" NP_TASKS="" EP_TASKS="" scripts/results.sh
+#   TASKS="" NP_TASKS="" EP_TASKS="ioi" scripts/results.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tasks="${TASKS-ioi acronyms greater-than}"
 alphas="${ALPHAS:-0.001 0.003}"
 np_tasks="${NP_TASKS-ioi acronyms greater-than}"
+ep_tasks="${EP_TASKS-ioi greater-than}"
 discovery="${DISCOVERY:-32}"
 backend="${BACKEND:-cpu}"
 model=models/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -19,6 +21,11 @@ declare -A np_args=(
   [ioi]="--target-sparsity 0.8 --sparsity-weight 0 --lr 0.5 --margin 1 --init-open 0.5 --steps 600"
   [acronyms]="--target-sparsity 0.8 --sparsity-weight 0 --lr 0.5 --margin 1 --init-open 0.5 --steps 300"
   [greater-than]="--target-sparsity 0.5 --sparsity-weight 0 --lr 0.5 --margin 1 --init-open 0.5 --steps 300"
+)
+# edge-prune's settings per task (the fraction of edges to remove).
+declare -A ep_args=(
+  [ioi]="--sparsity 0.98 --steps 300 --lr 0.3"
+  [greater-than]="--sparsity 0.98 --steps 300 --lr 0.3"
 )
 scripts/fetch-models.sh
 cargo build --release -p carve
@@ -39,9 +46,14 @@ for task in $np_tasks; do
   # shellcheck disable=SC2086 # the settings are words
   run "runs/$task-np" --task "$task" --method node-prune --ablation mean ${np_args[$task]}
 done
-python3 - "$tasks" "$alphas" "$np_tasks" <<'PY'
+for task in $ep_tasks; do
+  [ -n "${ep_args[$task]:-}" ] || { echo "no edge-prune settings for task $task in scripts/results.sh" >&2; exit 1; }
+  # shellcheck disable=SC2086 # the settings are words
+  run "runs/$task-ep" --task "$task" --method edge-prune --ablation mean ${ep_args[$task]}
+done
+python3 - "$tasks" "$alphas" "$np_tasks" "$ep_tasks" <<'PY'
 import json, sys
-tasks, alphas, np_tasks = (a.split() for a in sys.argv[1:4])
+tasks, alphas, np_tasks, ep_tasks = (a.split() for a in sys.argv[1:5])
 def scores(r):
     T = r["test"]
     return f"{T['full']['accuracy']:.3f} / {T['circuit']['accuracy']:.3f} / {T['pruned']['accuracy']:.3f} | {T['kl']:.3f}"
@@ -68,5 +80,16 @@ if np_tasks:
         if h.get("init_open", 0.95) != 0.95:
             s += f", open at start {h['init_open']}"
         print(f"| {t} | {s} | {scores(r)} | {k['heads']}/{n['heads']} · {k['mlps']}/{n['mlps']} · {k['neurons']}/{n['neurons']} "
+              f"| {speed(r)} | {r['extract_seconds']:.0f} s, {r['backend']} |")
+    print()
+if ep_tasks:
+    print("| task | settings | test accuracy: full / circuit / pruned | KL (test) | edges kept (selected) / total | heads / MLPs kept | non-embedding params cut | latency speedup (FLOPs ratio) | extraction |")
+    print("|---|---|---|---:|---|---|---:|---:|---:|")
+    for t in ep_tasks:
+        r = json.load(open(f"runs/{t}-ep/report.json"))
+        h = json.load(open(f"runs/{t}-ep/circuit.json"))["method"]["hyperparameters"]
+        k, n, e = r["kept"], r["total"], r["edges"]
+        s = f"sparsity {h['target_sparsity']}, lr {h['lr']}, {h['steps']} steps"
+        print(f"| {t} | {s} | {scores(r)} | {e['kept']} ({e['selected']}) / {e['total']} | {k['heads']}/{n['heads']} · {k['mlps']}/{n['mlps']} "
               f"| {speed(r)} | {r['extract_seconds']:.0f} s, {r['backend']} |")
 PY

@@ -23,6 +23,12 @@ pub fn forward_flops(c: &ModelConfig, w: &ModelWeights<HostTensor>, b: &Batch, l
     f + 2.0 * head_rows * (c.vocab * c.d_model) as f64
 }
 
+/// FLOPs a standalone edge model adds to `forward_flops`: each reader's input mixed from the
+/// writers it reads, 2 per edge per row and width (0 for other models).
+pub fn edge_mixing_flops(m: &carve_core::model::load::LoadedModel, b: &Batch) -> f64 {
+    m.edges.as_ref().map_or(0.0, |e| 2.0 * e.gates.len() as f64 * b.rows() as f64 * m.config.d_model as f64)
+}
+
 /// Seconds of one forward with logits at `at`, read back to the host (so the device has finished).
 pub fn time_forward<B: Backend>(model: &Model<B>, be: &B, batch: &Batch, at: LogitsAt) -> Result<f64> {
     let t = Instant::now();

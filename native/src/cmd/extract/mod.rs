@@ -14,7 +14,7 @@ mod training_svg;
 use crate::backend_pick::{dispatch, BackendChoice, Job};
 use crate::circuit_eval::Values;
 use crate::cmd::tasks::{tokenizer, Prepared, TaskArgs};
-use crate::measure::{forward_flops, latencies};
+use crate::measure::{edge_mixing_flops, forward_flops, latencies};
 use crate::source;
 use anyhow::{bail, Context, Result};
 use carve_core::backend::Backend;
@@ -433,7 +433,7 @@ impl ExtractJob<'_> {
         eprintln!("timing full and pruned model: {} prompts, {warmup} warm-up + {runs} runs each…", prompts.len());
         let lat = latencies(&[full, &pm], be, &prompts, warmup, runs)?;
         let batch = Batch::new(&prompts, &m.config)?;
-        let flops = (forward_flops(&m.config, &m.weights, &batch, true), forward_flops(&back.config, &back.weights, &batch, true));
+        let flops = (forward_flops(&m.config, &m.weights, &batch, true), forward_flops(&back.config, &back.weights, &batch, true) + edge_mixing_flops(&back, &batch));
         Ok(report::Pruned {
             params: back.weights.param_counts(),
             test: scored.full,
