@@ -518,6 +518,86 @@ fn edge_prune_recovers<B: Backend>(be: &B) {
     }
 }
 
+/// edge-prune on the planted GPT-2 induction model, mean ablation: the previous-token head L0H0
+/// writes only into the induction head's key path (L1H0's W_K reads its previous-token features;
+/// nothing else reads them). Every other writer but the embeddings and the two planted heads
+/// outputs 0 or a constant (its W_O or W_down set to 0 where the model writes along ones), so the only edges
+/// with any effect are the 19 among emb, pos, L0H0 and L1H0 into the planted heads' readers and the
+/// logits: the 7 of the path (pos → L0H0.q, L0KV0.k; emb → L0KV0.v; L0H0 → L1KV0.k; emb → L1H0.q,
+/// L1KV0.v; L1H0 → logits) and 12 that the LayerNorms couple in (a reader's scale depends on all it
+/// reads), some of them too weak for the KL to rank reliably (emb → L0KV0.k changes the previous-
+/// token head's key by its scale only). Asked to keep 16 of the 137 edges, edge-prune keeps every
+/// edge of the path, the key path's among them, and no edge without an effect; the circuit keeps
+/// the answers.
+fn edge_prune_recovers_key_path<B: Backend>(be: &B) {
+    use carve_core::extract::edge_prune::{edge_list, edge_prune, EdgePruneData, EdgePruneOptions};
+    use carve_core::mask::Edge;
+    use carve_core::model::edges::EdgeWeights;
+    let (cfg, mut w) = gpt2_planted();
+    // The writers along the all-ones direction write exactly 0 here: in f32 a LayerNorm removes
+    // them only up to rounding, and Adam would turn those tiny gradients into full steps.
+    for (l, h) in [(0, 2), (1, 1)] {
+        (0..GD).for_each(|r| (h * GHD..(h + 1) * GHD).for_each(|k| set(&mut w.layers[l].wo, r, k, 0.0)));
+    }
+    w.layers[0].w_down.data.fill(0.0);
+    let model = Model::upload(be, cfg.clone(), &w).unwrap();
+    let ew = EdgeWeights::new(be, &model, &w).unwrap();
+    let n = ew.layout.n_edges();
+    let data = induction_prompts(16, &mut Lcg(3));
+    let prompts: Vec<Vec<u32>> = data.iter().map(|d| d.0.clone()).collect();
+    let patching: Vec<Vec<u32>> = induction_prompts(32, &mut Lcg(13)).into_iter().map(|d| d.0).collect();
+    let d = EdgePruneData { discovery: prompts.clone(), patching, ..EdgePruneData::default() };
+    let parse = |v: &[&str]| v.iter().map(|s| Edge::parse(s).unwrap()).collect::<Vec<Edge>>();
+    let path = parse(&["pos -> L0H0.q", "pos -> L0KV0.k", "emb -> L0KV0.v", "L0H0 -> L1KV0.k", "emb -> L1H0.q", "emb -> L1KV0.v", "L1H0 -> logits"]);
+    let mut effect = path.clone();
+    effect.extend(parse(&[
+        "emb -> L0H0.q", "emb -> L0KV0.k", "pos -> L0KV0.v",
+        "pos -> L1H0.q", "L0H0 -> L1H0.q", "emb -> L1KV0.k", "pos -> L1KV0.k", "pos -> L1KV0.v", "L0H0 -> L1KV0.v",
+        "emb -> logits", "pos -> logits", "L0H0 -> logits",
+    ]));
+    assert_eq!((n, effect.len()), (137, 19));
+    let keep = 16;
+    let o = EdgePruneOptions {
+        target_sparsity: 1.0 - keep as f64 / n as f64,
+        warmup: 10,
+        batch: 8,
+        ablation: AblationKind::Mean,
+        ..EdgePruneOptions::defaults()
+    };
+    let r = pollster::block_on(edge_prune(&model, be, &ew, &d, &o, None, &mut ())).unwrap();
+    let kept = edge_list(&ew.layout, &r.kept);
+    let show = || {
+        let mut ranked: Vec<(f64, String)> = (0..n).map(|i| (r.state.log_alpha[i], ew.layout.edge(i).unwrap().to_string())).collect();
+        ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
+        ranked.iter().take(24).map(|(a, e)| format!("{e}: log α {a:.3}")).collect::<Vec<_>>().join("\n")
+    };
+    assert_eq!(kept.len(), keep);
+    for e in &path {
+        assert!(kept.contains(e), "the path's {e} was not kept; ranking:\n{}", show());
+    }
+    for e in &kept {
+        assert!(effect.contains(e), "{e} has no effect but was kept; ranking:\n{}", show());
+    }
+    assert_eq!(r.effective, r.kept, "every kept edge reaches the logits");
+    let gates: Vec<f32> = r.effective.iter().map(|&k| k as u8 as f32).collect();
+    let batch = Batch::new(&prompts, &cfg).unwrap();
+    let means: Vec<B::Tensor> = r.values.as_ref().unwrap().iter().map(|t| be.upload(t).unwrap()).collect();
+    let out = model.edge_forward(be, &ew, &batch, &gates, Some(&means), &batch.last_rows(), false).unwrap();
+    let logits = pollster::block_on(be.read(&out.logits)).unwrap();
+    for (i, (_, answer)) in data.iter().enumerate() {
+        assert_eq!(argmax(logits.row(i)), *answer as usize, "prompt {i}");
+    }
+}
+
+#[test]
+fn edge_prune_key_path_gpt2_cpu() {
+    edge_prune_recovers_key_path(&cpu());
+}
+#[test]
+fn edge_prune_key_path_gpt2_gpu() {
+    edge_prune_recovers_key_path(gpu());
+}
+
 #[test]
 fn edge_prune_copy_llama_cpu() {
     edge_prune_recovers(&cpu());
