@@ -40,3 +40,4 @@ target/debug/carve run --model target/demo-run/model --prompt "When Lisa and Kev
 echo "== the web app in headless chromium (with target/debug/carve, built by the tests above)"
 (cd tests/e2e && npm ci --no-audit --no-fund --silent)
 node tests/e2e/web.mjs
+node tests/e2e/web-edges.mjs

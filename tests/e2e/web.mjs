@@ -11,29 +11,19 @@
 // - "copy link" → a fresh page on that link shows the same state;
 // - a corrupted link and a link with <script> in every field give an error and run no script;
 // - a screenshot of the page with the graph is saved (ARTIFACTS dir).
-import { chromium } from "playwright-core";
-import { execFileSync, spawn } from "node:child_process";
+import { carve, launch, launchWithoutWebGPU, root, run, serve, tinyModel } from "./harness.mjs";
 import { createHash } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import assert from "node:assert/strict";
 
-const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "../..");
-const carve = process.env.CARVE || path.join(root, "target/debug/carve");
 const artifacts = process.env.ARTIFACTS || path.join(root, "target/e2e");
 fs.mkdirSync(artifacts, { recursive: true });
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "carve-e2e-"));
 
-function run(args) {
-  return execFileSync(carve, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
-}
-
 // The model and its circuit.
-const model = path.join(tmp, "tiny");
-fs.mkdirSync(model);
-for (const f of ["config.json", "model.safetensors"]) fs.copyFileSync(path.join(root, "tests/fixtures/tiny-llama", f), path.join(model, f));
-fs.copyFileSync(path.join(root, "tests/fixtures/word-tokenizer/tokenizer.json"), path.join(model, "tokenizer.json"));
+const model = tinyModel(tmp);
 const out = path.join(tmp, "run");
 run(["extract", "--model", model, "--task", path.join(root, "tests/fixtures/word-tokenizer/words.jsonl"), "--patching", "20",
   "--discovery", "12", "--test", "16", "--alpha", "0.12", "--mlps", "--ablation", "mean", "--out", out, "--backend", "cpu",
@@ -44,23 +34,8 @@ assert.ok(circuit.removed.some((c) => c.includes("H")) && circuit.kept.some((c) 
 const prompt = "w5 w17 w40 w41 w42 w99";
 
 // The server.
-const port = 18000 + Math.floor(Math.random() * 2000);
-const server = spawn(carve, ["serve", out, "--port", String(port), "--app", path.join(root, "web/dist")], { stdio: ["ignore", "pipe", "inherit"] });
-const printed = await new Promise((resolve, reject) => {
-  let text = "";
-  server.stdout.on("data", (d) => {
-    text += d;
-    const m = text.match(/open the run's circuit: (\S+)/);
-    if (m) resolve(m[1]);
-  });
-  server.on("exit", (c) => reject(new Error(`carve serve exited with ${c}`)));
-});
-const base = `http://127.0.0.1:${port}/`;
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--headless=new", "--no-sandbox", "--enable-unsafe-webgpu", "--enable-features=Vulkan"],
-});
+const { server, printed, base } = await serve(out, 18000);
+const browser = await launch();
 let failures = 0;
 async function check(name, f) {
   try {
@@ -303,7 +278,7 @@ await check("<script> in every field runs nothing", async () => {
 });
 
 await check("without WebGPU the page runs the CPU backend, says so, and agrees with carve run", async () => {
-  const plain = await chromium.launch({ executablePath: process.env.CHROMIUM || "/usr/bin/chromium", args: ["--headless=new", "--no-sandbox", "--disable-features=WebGPU"] });
+  const plain = await launchWithoutWebGPU();
   const page = await plain.newPage();
   await page.goto(printed);
   await ready(page);

@@ -1,17 +1,21 @@
-//! The page: load a model, run a prompt, see and toggle the circuit, evaluate, share.
+//! The page: load a model, run a prompt, see and toggle the circuit (its components, or a
+//! standalone edge model's edges), evaluate, share.
 //! Everything shown comes through text nodes and attributes: nothing from a link or a file is ever
 //! inserted as markup.
 
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use carve_core::circuit::{Component, LinkState, ModelShape};
+use carve_core::circuit::link::MAX_LINK_CHARS;
+use carve_core::circuit::{Component, EdgeLinkState, EdgeMaskFile, Link, LinkState, ModelShape};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
+use crate::edge_graph::EdgeGraph;
+use crate::edge_view::{edge_drawing, EdgeDrawing};
 use crate::engine::{Engine, Next, Session};
 use crate::graph::{Graph, Node};
-use crate::load::{fetch_model, read_files, Files};
+use crate::load::{fetch_model, read_files, read_text, Files};
 
 /// A loaded model on its backend.
 struct Live {
@@ -31,6 +35,8 @@ struct Shown {
     side_by_side: bool,
     /// A warning about how components are ablated, if any.
     notice: Option<String>,
+    /// A standalone edge model's drawing (then the mask is over its edges).
+    edges: Option<EdgeDrawing>,
 }
 
 fn hash() -> String {
@@ -51,14 +57,17 @@ pub fn App() -> impl IntoView {
     let results = RwSignal::new(Vec::<(Next, Option<Next>)>::new());
     let eval_out = RwSignal::new(None::<String>);
     let link = RwSignal::new(String::new());
+    // What became of a link's or a file's edge mask, when there is something to say.
+    let link_note = RwSignal::new(None::<String>);
+    let show_all = RwSignal::new(false);
     // The hash a link asks for; checked against whatever gets loaded.
     let expect_sha = RwSignal::new(None::<String>);
     // The link this page was opened with, until its model is loaded (from its URL or, when that
     // fails, from files the user picks): its prompt and mask are then restored.
-    let pending: StoredValue<Option<LinkState>, LocalStorage> = StoredValue::new_local(None);
+    let pending: StoredValue<Option<Link>, LocalStorage> = StoredValue::new_local(None);
     let run_seq = StoredValue::new(0u64);
 
-    let install = move |files: Files, origin: String, link_state: Option<LinkState>| {
+    let install = move |files: Files, origin: String, link_state: Option<Link>| {
         spawn_local(async move {
             status.set("building the model…".into());
             let session = match files.session(&origin) {
@@ -84,19 +93,16 @@ pub fn App() -> impl IntoView {
             backend.set(if has_gpu { why } else { "CPU (wasm): this browser has no WebGPU".into() });
             pending.set_value(None);
             let start = session.circuit_mask();
-            let start_mask = match &link_state {
-                Some(ls) if ls.mask.len() == start.len() => ls.mask.clone(),
-                Some(ls) => {
-                    error.set(Some(format!("the link's mask has {} components, this model {}: showing the circuit instead", ls.mask.len(), start.len())));
-                    start.clone()
-                }
-                None => start.clone(),
-            };
+            let (start_mask, refused, note) = link_mask(&session, link_state.as_ref(), &start);
+            if refused.is_some() {
+                error.set(refused);
+            }
+            link_note.set(note);
             shown.set(Some(describe(&session)));
             live.set_value(Some(Rc::new(Live { session, engine, url: origin })));
             baseline.set(start);
             if let Some(ls) = &link_state {
-                prompt.set(ls.prompt.clone());
+                prompt.set(ls.prompt().to_string());
             }
             mask.set(start_mask);
             status.set("ready".into());
@@ -105,11 +111,11 @@ pub fn App() -> impl IntoView {
 
     // Files picked or dropped; for a link whose URL failed they stand for its model (hash checked).
     let install_local = move |files: Files| match pending.get_value() {
-        Some(ls) => install(files, ls.model_url.clone(), Some(ls)),
+        Some(ls) => install(files, ls.model_url().to_string(), Some(ls)),
         None => install(files, "local files".into(), None),
     };
 
-    let load_url = move |u: String, link_state: Option<LinkState>| {
+    let load_url = move |u: String, link_state: Option<Link>| {
         error.set(None);
         spawn_local(async move {
             let report = |name: &str, n: u64, total: Option<u64>| {
@@ -164,31 +170,69 @@ pub fn App() -> impl IntoView {
     let copy_link = move |_| {
         let Some(l) = live.get_value() else { return };
         let base = web_sys::window().and_then(|w| w.location().href().ok()).unwrap_or_default();
-        let state = LinkState {
-            model_url: if l.url == "local files" { String::new() } else { l.url.clone() },
-            model_sha256: l.session.sha256[..16].to_string(),
-            task: l.session.task.as_ref().map(|t| t.name.clone()).unwrap_or_default(),
-            prompt: prompt.get_untracked(),
-            mask: mask.get_untracked(),
+        let (model_url, model_sha256) = (if l.url == "local files" { String::new() } else { l.url.clone() }, l.session.sha256[..16].to_string());
+        let task = l.session.task.as_ref().map(|t| t.name.clone()).unwrap_or_default();
+        let (s, whole) = if l.session.edges.is_some() {
+            let m = mask.get_untracked();
+            let state = EdgeLinkState { model_url, model_sha256, task, prompt: prompt.get_untracked(), n_edges: m.len(), edges: Some(m) };
+            state.encode(&base)
+        } else {
+            let state = LinkState { model_url, model_sha256, task, prompt: prompt.get_untracked(), mask: mask.get_untracked() };
+            (state.encode(&base), true)
         };
-        let s = state.encode(&base);
+        link_note.set((!whole).then(|| {
+            format!(
+                "the edge mask ({} edges) would make a link longer than {MAX_LINK_CHARS} characters: this link opens the model's own \
+                 edges; \"save edge mask\" saves yours as a file to send with it",
+                mask.with_untracked(|m| m.len())
+            )
+        }));
         if let Some(w) = web_sys::window() {
-            let _ = w.location().set_hash(&state.encode_fragment());
+            let _ = w.location().set_hash(s.split_once('#').map_or("", |(_, f)| f));
             let _ = w.navigator().clipboard().write_text(&s);
         }
         link.set(s);
     };
 
+    // The edge mask as a file: for a mask too long for a link, or to keep.
+    let mask_href = move || {
+        let Some(l) = live.get_value() else { return String::new() };
+        let file = EdgeMaskFile { model_sha256: l.session.sha256[..16].to_string(), edges: mask.get() };
+        format!("data:application/json;charset=utf-8,{}", String::from(js_sys::encode_uri_component(&file.to_json())))
+    };
+    let on_mask_file = move |list: web_sys::FileList| {
+        let Some(f) = list.item(0) else { return };
+        spawn_local(async move {
+            let Some(l) = live.get_value() else { return };
+            let got = async {
+                let layout = l.session.edges.as_ref().ok_or("this model is not a standalone edge model: it has no edges to mask")?;
+                let text = read_text(&f).await?;
+                let file = EdgeMaskFile::from_json(&text).map_err(|e| e.to_string())?;
+                file.edges_for(&l.session.sha256, layout).map(|b| b.to_vec()).map_err(|e| e.to_string())
+            };
+            match got.await {
+                Ok(bits) => {
+                    let n = bits.iter().filter(|&&b| b).count();
+                    link_note.set(Some(format!("edge mask loaded from {}: {n} of {} edges on", f.name(), bits.len())));
+                    error.set(None);
+                    mask.set(bits);
+                }
+                Err(e) => error.set(Some(e)),
+            }
+        });
+    };
+
     let evaluate = move |_| {
         let Some(l) = live.get_value() else { return };
         let m = mask.get_untracked();
+        let all_on = if l.session.edges.is_some() { "the model's own edges" } else { "all on" };
         eval_out.set(Some("evaluating…".into()));
         spawn_local(async move {
             eval_out.set(Some(match l.engine.evaluate(&l.session, &m).await {
                 Ok(r) => {
                     let c = r.circuit.unwrap_or(r.full.clone());
                     format!(
-                        "{} test examples: accuracy {:.3} (all on: {:.3}), {} {:.3}, KL to all-on {:.4}",
+                        "{} test examples: accuracy {:.3} ({all_on}: {:.3}), {} {:.3}, KL to {all_on} {:.4}",
                         r.n,
                         c.accuracy,
                         r.full.accuracy,
@@ -205,15 +249,15 @@ pub fn App() -> impl IntoView {
     // Open the link this page was opened with, if any.
     let h = hash();
     if h.contains("carve=") {
-        match LinkState::decode(&h) {
+        match Link::decode(&h) {
             Ok(ls) => {
-                expect_sha.set(Some(ls.model_sha256.clone()).filter(|s| !s.is_empty()));
+                expect_sha.set(Some(ls.model_sha256().to_string()).filter(|s| !s.is_empty()));
                 pending.set_value(Some(ls.clone()));
-                if ls.model_url.is_empty() {
+                if ls.model_url().is_empty() {
                     error.set(Some("this link's model was loaded from local files: pick them below".into()));
                 } else {
-                    url.set(ls.model_url.clone());
-                    load_url(ls.model_url.clone(), Some(ls));
+                    url.set(ls.model_url().to_string());
+                    load_url(ls.model_url().to_string(), Some(ls));
                 }
             }
             Err(e) => error.set(Some(e.to_string())),
@@ -258,7 +302,7 @@ pub fn App() -> impl IntoView {
                             Err(e) => error.set(Some(e)),
                         }
                     });
-                }>"or drop a model folder, a run folder, or a model's files here (config.json, model.safetensors, tokenizer.json, circuit.json, task.json, means.safetensors; or a .gguf)"</div>
+                }>"or drop a model folder, a run folder, or a model's files here (config.json, model.safetensors, tokenizer.json, circuit.json, task.json, means.safetensors, edges.safetensors; or a .gguf)"</div>
             <p id="status">{move || status.get()}</p>
             <p id="error" class="error">{move || error.get().unwrap_or_default()}</p>
         </section>
@@ -297,11 +341,39 @@ pub fn App() -> impl IntoView {
                     <button id="reset" on:click=move |_| mask.set(baseline.get_untracked())>"reset to circuit"</button>
                     <button id="evaluate" on:click=evaluate>"evaluate on the test split"</button>
                     <button id="copy-link" on:click=copy_link>"copy link"</button>
+                    <Show when=move || shown.with(|s| s.as_ref().is_some_and(|s| s.edges.is_some()))>
+                        <a id="save-mask" class="button" download="edge-mask.json" href=mask_href>"save edge mask"</a>
+                        <label>" load edge mask: "
+                            <input id="mask-file" type="file" accept=".json,application/json"
+                                on:change=move |ev| {
+                                    let input: web_sys::HtmlInputElement = event_target(&ev);
+                                    if let Some(list) = input.files() { on_mask_file(list) }
+                                } />
+                        </label>
+                        <label>
+                            <input id="show-all" type="checkbox" prop:checked=move || show_all.get()
+                                on:change=move |ev| show_all.set(event_target_checked(&ev)) />
+                            " show every edge of this model"
+                        </label>
+                    </Show>
                 </div>
                 <p id="eval-out">{move || eval_out.get().unwrap_or_default()}</p>
                 <input id="link" type="text" readonly prop:value=move || link.get() />
-                {move || shown.get().map(|s| view! { <Graph nodes=s.nodes labels=s.labels cols=s.cols mask=mask baseline=baseline.into() /> })}
-                <p class="legend">"filled: on · hollow: ablated · dashed: pruned away (not in this model) · orange: changed from the circuit · click to toggle, hover for numbers"</p>
+                <p id="link-note" class="notice">{move || link_note.get().unwrap_or_default()}</p>
+                {move || shown.get().map(|s| match s.edges {
+                    Some(d) => view! { <EdgeGraph drawing=d mask=mask baseline=baseline.into() show_all=show_all.into() /> }.into_any(),
+                    None => view! { <Graph nodes=s.nodes labels=s.labels cols=s.cols mask=mask baseline=baseline.into() /> }.into_any(),
+                })}
+                <p class="legend">{move || if shown.with(|s| s.as_ref().is_some_and(|s| s.edges.is_some())) {
+                    concat!(
+                        "edges: blue into a query, green into a key, orange into a value, purple into an MLP, black into the logits, ",
+                        "thicker and darker for a higher gate · pink: added, dashed pink: cut from the circuit · nodes filled: an edge ",
+                        "out of them is on · outlined orange: changed · dashed: pruned away · click an edge or a node (all its edges) to ",
+                        "toggle, hover for names and gates"
+                    )
+                } else {
+                    "filled: on · hollow: ablated · dashed: pruned away (not in this model) · orange: changed from the circuit · click to toggle, hover for numbers"
+                }}</p>
             </section>
         </Show>
     }
@@ -338,7 +410,11 @@ fn describe(s: &Session) -> Shown {
         _ => own_grid(s, &detail),
     };
     let cfg = &s.loaded.config;
-    let kind = if s.layout.is_some() { "pruned model" } else { "model" };
+    let kind = match (&s.edges, &s.layout) {
+        (Some(e), _) => format!("standalone edge model ({} edges, {} on)", e.n_edges(), s.circuit_mask().iter().filter(|&&b| b).count()),
+        (None, Some(_)) => "pruned model".into(),
+        (None, None) => "model".into(),
+    };
     let (ablation, notice) = s.ablation_note();
     let info = format!(
         "{kind}: {} · {} layers · {} heads · d {} · sha256 {}…{} · {ablation}",
@@ -354,7 +430,36 @@ fn describe(s: &Session) -> Shown {
         _ => vec![],
     };
     let side_by_side = s.side_by_side();
-    Shown { nodes, labels, cols, info, examples, side_by_side, notice }
+    let edges = s.edges.as_ref().map(|layout| edge_drawing(s, layout));
+    Shown { nodes, labels, cols, info, examples, side_by_side, notice, edges }
+}
+
+/// The mask a link asks for on this session, else the circuit's, with why (an error) or a note.
+fn link_mask(s: &Session, link: Option<&Link>, start: &[bool]) -> (Vec<bool>, Option<String>, Option<String>) {
+    let keep = |why: String| (start.to_vec(), Some(why), None);
+    match (link, &s.edges) {
+        (None, _) => (start.to_vec(), None, None),
+        (Some(Link::Components(ls)), None) if ls.mask.len() == start.len() => (ls.mask.clone(), None, None),
+        (Some(Link::Components(ls)), None) => {
+            keep(format!("the link's mask has {} components, this model {}: showing the circuit instead", ls.mask.len(), start.len()))
+        }
+        (Some(Link::Edges(es)), Some(layout)) => match es.edges_for(layout) {
+            Ok(Some(bits)) => (bits.to_vec(), None, None),
+            Ok(None) => (
+                start.to_vec(),
+                None,
+                Some(format!(
+                    "this link's edge mask ({} edges) was too long for a link: showing the model's own edges; load the mask file sent with the link (\"load edge mask\")",
+                    es.n_edges
+                )),
+            ),
+            Err(e) => keep(format!("{e}: showing the circuit instead")),
+        },
+        (Some(Link::Edges(_)), None) => keep("this link holds an edge mask, but this model is not a standalone edge model: showing its circuit".into()),
+        (Some(Link::Components(_)), Some(_)) => {
+            keep("this link holds a component mask, but this is a standalone edge model (its mask is over edges): showing its circuit".into())
+        }
+    }
 }
 
 /// How many of source layer `l`'s `d_ff` MLP neurons the circuit keeps, when it keeps some but not

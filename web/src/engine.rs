@@ -1,15 +1,21 @@
 //! What the page computes, over carve-core: a model on WebGPU (or the CPU backend compiled to wasm
 //! when the browser has no WebGPU), its circuit, the mask being edited, top-k next tokens and the
 //! task's evaluation. No DOM here, so it runs (and is tested) natively as well.
+//!
+//! The mask is over the model's components, or, for a standalone edge model, over its edges (its
+//! own edge layout): then each run takes the mask as the edge forward's gates, and a cut edge
+//! carries its writer's value from the model's edges file.
 
 use carve_core::backend::cpu::CpuBackend;
 use carve_core::backend::wgpu::{WgpuBackend, WgpuOptions};
 use carve_core::backend::Backend;
 use carve_core::circuit::{AblationValues, CircuitFile, Component, Masks, ModelShape};
+use carve_core::mask::EdgeLayout;
 use carve_core::model::ablation::DeviceAblation;
-use carve_core::metrics::{evaluate, log_sum_exp, Circuit, CircuitAblation, EvalOptions, Report};
+use carve_core::metrics::{evaluate, log_sum_exp, Circuit, CircuitAblation, EdgeGates, EvalOptions, Report};
 use carve_core::model::load::LoadedModel;
 use carve_core::model::{Batch, ForwardArgs, LogitsAt, Model};
+use carve_core::prune::edge_bytes::weights_edge_layout;
 use carve_core::prune::PrunedLayer;
 use carve_core::tasks::Task;
 use carve_core::{Error, Result};
@@ -28,12 +34,24 @@ pub struct Session {
     /// The circuit's means (`means.safetensors`, in this model's layout): what ablated components
     /// take. None: zero.
     pub means: Option<AblationValues>,
+    /// A standalone edge model's own edge layout: the mask is then over these edges.
+    pub edges: Option<EdgeLayout>,
 }
 
 impl Session {
     pub fn new(loaded: LoadedModel, sha256: String, circuit: Option<CircuitFile>, task: Option<Task>, layout: Option<Vec<PrunedLayer>>) -> Session {
         let shape = ModelShape::of(&loaded.weights.layers, |t| t.shape[0]);
-        Session { loaded, sha256, circuit, task, layout, shape, means: None }
+        // The loader has read the edges against this very layout.
+        let edges = loaded.edges.as_ref().and_then(|_| weights_edge_layout(&loaded.weights).ok());
+        Session { loaded, sha256, circuit, task, layout, shape, means: None, edges }
+    }
+
+    /// The mask's length: the model's edges for a standalone edge model, else its components.
+    pub fn mask_len(&self) -> usize {
+        match &self.edges {
+            Some(l) => l.n_edges(),
+            None => self.components().len(),
+        }
     }
 
     /// A full model with a circuit: the page shows the circuit and the full model side by side.
@@ -51,6 +69,21 @@ impl Session {
     /// What ablated components take, in words; with a warning when the circuit was found with
     /// means that did not come along.
     pub fn ablation_note(&self) -> (String, Option<String>) {
+        if let Some(e) = &self.loaded.edges {
+            let mean = self.circuit.as_ref().is_some_and(|c| c.ablation.kind == "mean");
+            return match (&e.writer_values, mean) {
+                (Some(_), _) => ("a cut edge carries its writer's mean (edges.safetensors)".into(), None),
+                (None, false) => ("a cut edge carries zero".into(), None),
+                (None, true) => (
+                    "a cut edge carries zero".into(),
+                    Some(
+                        "this edge model's edges.safetensors has no writer values: an edge cut here carries zero, not its writer's \
+                         mean as in the circuit"
+                            .into(),
+                    ),
+                ),
+            };
+        }
         if self.means.is_some() {
             return ("mean ablation (means.safetensors)".into(), None);
         }
@@ -90,9 +123,12 @@ impl Session {
         }
     }
 
-    /// The starting mask: a full model with a circuit starts at the circuit; anything else with
-    /// every component on.
+    /// The starting mask: a full model with a circuit starts at the circuit, a standalone edge
+    /// model at its own edges; anything else with every component on.
     pub fn circuit_mask(&self) -> Vec<bool> {
+        if let Some(e) = &self.loaded.edges {
+            return e.gates.iter().map(|&g| g != 0.0).collect();
+        }
         let comps = self.components();
         match &self.circuit {
             Some(c) if self.layout.is_none() && c.shape == self.shape => comps.iter().map(|x| !c.removed.contains(x)).collect(),
@@ -119,7 +155,7 @@ pub struct On<B: Backend> {
 
 impl<B: Backend> On<B> {
     fn new(be: B, s: &Session) -> Result<On<B>> {
-        let m = Model::upload(&be, s.loaded.config.clone(), &s.loaded.weights)?;
+        let m = s.loaded.upload(&be)?;
         let values = s.means.as_ref().map(|v| DeviceAblation::upload(&be, v)).transpose()?;
         Ok(On { be, m, values })
     }
@@ -157,10 +193,18 @@ impl Engine {
     }
 
     pub async fn top_k(&self, s: &Session, ids: &[u32], mask: &[bool], k: usize) -> Result<Vec<Next>> {
-        let masks = s.masks(mask)?;
-        let logits = match self {
-            Engine::Gpu(on) => last_logits(on, ids, &masks).await?,
-            Engine::Cpu(on) => last_logits(on, ids, &masks).await?,
+        let logits = if s.edges.is_some() {
+            let gates = gates(s, mask)?;
+            match self {
+                Engine::Gpu(on) => edge_logits(on, ids, &gates).await?,
+                Engine::Cpu(on) => edge_logits(on, ids, &gates).await?,
+            }
+        } else {
+            let masks = s.masks(mask)?;
+            match self {
+                Engine::Gpu(on) => last_logits(on, ids, &masks).await?,
+                Engine::Cpu(on) => last_logits(on, ids, &masks).await?,
+            }
         };
         Ok(top_k(&logits, k)
             .into_iter()
@@ -171,13 +215,29 @@ impl Engine {
     /// The shipped test split through the model with `mask`, ablated as the toggles are.
     pub async fn evaluate(&self, s: &Session, mask: &[bool]) -> Result<Report> {
         let task = s.task.as_ref().ok_or_else(|| Error::Input("this model came without task.json: nothing to evaluate".into()))?;
-        let masks = s.masks(mask)?;
         let opts = EvalOptions { batch_size: 16 };
+        if s.edges.is_some() {
+            let (gates, masks) = (gates(s, mask)?, s.shape.masks_without(&[])?);
+            return match self {
+                Engine::Gpu(on) => eval_edges(on, task, &masks, &gates, &opts).await,
+                Engine::Cpu(on) => eval_edges(on, task, &masks, &gates, &opts).await,
+            };
+        }
+        let masks = s.masks(mask)?;
         match self {
             Engine::Gpu(on) => eval(on, task, &masks, &opts).await,
             Engine::Cpu(on) => eval(on, task, &masks, &opts).await,
         }
     }
+}
+
+/// An edge mask as the edge forward's gates.
+fn gates(s: &Session, mask: &[bool]) -> Result<Vec<f32>> {
+    let n = s.mask_len();
+    if mask.len() != n {
+        return Err(Error::Input(format!("an edge mask of {} edges for a model of {n}", mask.len())));
+    }
+    Ok(mask.iter().map(|&on| if on { 1.0 } else { 0.0 }).collect())
 }
 
 async fn eval<B: Backend>(on: &On<B>, task: &Task, masks: &Masks, opts: &EvalOptions) -> Result<Report> {
@@ -187,6 +247,22 @@ async fn eval<B: Backend>(on: &On<B>, task: &Task, masks: &Masks, opts: &EvalOpt
     };
     let c = Circuit { masks, ablation, edges: None };
     evaluate(&on.m, &on.be, task, &task.examples, Some(&c), opts).await
+}
+
+/// The test split through the edge model with `gates`, beside the model as shipped (its own gates).
+async fn eval_edges<B: Backend>(on: &On<B>, task: &Task, masks: &Masks, gates: &[f32], opts: &EvalOptions) -> Result<Report> {
+    let e = on.m.edges.as_ref().ok_or_else(|| Error::Input("not a standalone edge model".into()))?;
+    let eg = EdgeGates { weights: &e.weights, gates, values: e.values.as_deref() };
+    let c = Circuit { masks, ablation: CircuitAblation::Zero, edges: Some(eg) };
+    evaluate(&on.m, &on.be, task, &task.examples, Some(&c), opts).await
+}
+
+/// The last position's logits of a standalone edge model run with `gates`.
+async fn edge_logits<B: Backend>(on: &On<B>, ids: &[u32], gates: &[f32]) -> Result<Vec<f32>> {
+    let e = on.m.edges.as_ref().ok_or_else(|| Error::Input("not a standalone edge model".into()))?;
+    let batch = Batch::new(&[ids.to_vec()], &on.m.config)?;
+    let out = on.m.edge_forward(&on.be, &e.weights, &batch, gates, e.values.as_deref(), &batch.last_rows(), false)?;
+    Ok(on.be.read(&out.logits).await?.data)
 }
 
 async fn last_logits<B: Backend>(on: &On<B>, ids: &[u32], masks: &Masks) -> Result<Vec<f32>> {

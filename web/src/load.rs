@@ -1,11 +1,13 @@
 //! Getting a model into the page: from a URL (a model directory ending in `/`, or a `.gguf`), with
 //! download progress, or from files the user picks or drops (folders too). A model directory may
 //! hold `circuit.json`, `task.json` and `means.safetensors` beside the weights; they are read when
-//! present.
+//! present. A standalone edge model's config.json names its edges file (`edges.safetensors`),
+//! which it needs.
 
 use carve_core::circuit::{CircuitFile, MEANS_FILE};
-use carve_core::model::load::{load_gguf_bytes, load_hf_bytes, parse_config, parse_layout, sha256_hex, strip_bom};
-use carve_core::prune::PrunedLayer;
+use carve_core::model::load::{load_gguf_bytes, parse_config, parse_layout, sha256_hex, strip_bom};
+use carve_core::prune::edge_bytes::edges_name;
+use carve_core::prune::{load_hf_bytes_with_edges, PrunedLayer, EDGES_FILE};
 use carve_core::tasks::Task;
 use js_sys::{Reflect, Uint8Array};
 use wasm_bindgen::JsCast;
@@ -27,7 +29,7 @@ const DIR_FILES: [(&str, bool); 6] = [
 /// Whether a file of this name belongs to a model; anything else in a picked or dropped folder is
 /// left unread.
 pub fn wanted(name: &str) -> bool {
-    name.ends_with(".gguf") || DIR_FILES.iter().any(|(n, _)| *n == name)
+    name.ends_with(".gguf") || name == EDGES_FILE || DIR_FILES.iter().any(|(n, _)| *n == name)
 }
 
 /// The files of a model, by path relative to what was picked or dropped (`run/model/config.json`;
@@ -82,8 +84,15 @@ impl Files {
             (load_gguf_bytes(g).map_err(|e| e.to_string())?, g.as_slice(), None)
         } else {
             let config = get("config.json").ok_or("no config.json among the files (pick a model directory's files, or a .gguf)")?;
-            let w = get("model.safetensors").ok_or_else(|| format!("no model.safetensors beside {dir}{}config.json", if dir.is_empty() { "" } else { "/" }))?;
-            let loaded = load_hf_bytes(config, &[w], get("tokenizer.json")).map_err(|e| e.to_string())?;
+            let beside = format!("{dir}{}config.json", if dir.is_empty() { "" } else { "/" });
+            let w = get("model.safetensors").ok_or_else(|| format!("no model.safetensors beside {beside}"))?;
+            let edges = match edges_name(config).map_err(|e| e.to_string())? {
+                Some(n) => Some(get(&n).ok_or_else(|| {
+                    format!("{beside} says this is a standalone edge model whose edges are in `{n}`: give that file too")
+                })?),
+                None => None,
+            };
+            let loaded = load_hf_bytes_with_edges(config, &[w], get("tokenizer.json"), edges).map_err(|e| e.to_string())?;
             (loaded, w, pruned_layout(config)?)
         };
         let mut loaded = loaded;
@@ -176,8 +185,23 @@ pub async fn fetch_model(url: &str, progress: &dyn Fn(&str, u64, Option<u64>)) -
             None if required => return Err(format!("{base}{name}: not found (404); is {base} a model directory?")),
             None => {}
         }
+        // A standalone edge model's edges file, named by its config.json.
+        if name == "config.json" {
+            let named = files.last().map(|(_, b)| edges_name(b)).transpose().map_err(|e| e.to_string())?.flatten();
+            if let Some(e) = named {
+                let b = fetch(&format!("{base}{e}"), &|n, t| progress(&e, n, t)).await?;
+                let b = b.ok_or_else(|| format!("{base}{e}: not found (404); config.json says this standalone edge model's edges are there"))?;
+                files.push((e, b));
+            }
+        }
     }
     Ok(Files::new(files))
+}
+
+/// The text of a file the user picked.
+pub async fn read_text(f: &web_sys::File) -> Result<String, String> {
+    let buf = JsFuture::from(f.array_buffer()).await.map_err(|e| format!("{}: {}", f.name(), js_err(&e)))?;
+    String::from_utf8(Uint8Array::new(&buf).to_vec()).map_err(|_| format!("{}: not UTF-8 text", f.name()))
 }
 
 /// Reads files the user picked (a folder picker gives each its path in the folder) or dropped,
@@ -203,7 +227,7 @@ pub async fn read_named(named: Vec<(String, web_sys::File)>) -> Result<Files, St
         files.push((path, Uint8Array::new(&buf).to_vec()));
     }
     if files.is_empty() {
-        return Err("none of these files belongs to a model (config.json, model.safetensors, tokenizer.json, circuit.json, task.json, means.safetensors, or a .gguf)".into());
+        return Err("none of these files belongs to a model (config.json, model.safetensors, tokenizer.json, circuit.json, task.json, means.safetensors, edges.safetensors, or a .gguf)".into());
     }
     Ok(Files::new(files))
 }

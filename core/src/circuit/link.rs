@@ -9,6 +9,9 @@
 //! Decoding takes untrusted text: every failure is a [`LinkError`] that says what is wrong, never
 //! a panic; lengths are bounded before anything is decoded; and the decoded strings are plain data
 //! (the page must insert them as text, never as markup).
+//!
+//! Version 2 (`edge_link`) carries a mask over a standalone edge model's edges instead; [`Link`]
+//! reads either version.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
@@ -18,7 +21,7 @@ use sha2::{Digest, Sha256};
 use super::{Component, ModelShape};
 
 pub const VERSION: u32 = 1;
-const KEY: &str = "carve=";
+pub(super) const KEY: &str = "carve=";
 /// Longest link decoded at all; a longer one is refused before any work.
 pub const MAX_LINK_CHARS: usize = 64 * 1024;
 pub const MAX_PROMPT_CHARS: usize = 8192;
@@ -51,7 +54,7 @@ impl std::fmt::Display for LinkError {
 
 impl std::error::Error for LinkError {}
 
-fn err<T>(msg: impl Into<String>) -> Result<T, LinkError> {
+pub(super) fn err<T>(msg: impl Into<String>) -> Result<T, LinkError> {
     Err(LinkError(msg.into()))
 }
 
@@ -82,17 +85,13 @@ impl LinkState {
 
     /// The fragment (without `#`): `carve=1.<payload>.<check>`.
     pub fn encode_fragment(&self) -> String {
-        let mut bytes = vec![0u8; self.mask.len().div_ceil(8)];
-        for (i, _) in self.mask.iter().enumerate().filter(|(_, &b)| b) {
-            bytes[i / 8] |= 1 << (i % 8);
-        }
         let wire = Wire {
             m: self.model_url.clone(),
             h: self.model_sha256.clone(),
             t: self.task.clone(),
             p: self.prompt.clone(),
             n: self.mask.len(),
-            k: B64.encode(&bytes),
+            k: pack(&self.mask),
         };
         let payload = serde_json::to_vec(&wire).expect("strings and numbers serialize");
         format!("{KEY}{VERSION}.{}.{}", B64.encode(&payload), check(&payload))
@@ -106,14 +105,7 @@ impl LinkState {
 
     /// Decodes a link, a fragment (with or without `#`), or anything else, which gets an error.
     pub fn decode(link: &str) -> Result<LinkState, LinkError> {
-        if link.len() > MAX_LINK_CHARS {
-            return err(format!("it is {} characters long; links are at most {MAX_LINK_CHARS}", link.len()));
-        }
-        let frag = link.split_once('#').map_or(link, |(_, f)| f);
-        let Some((_, body)) = frag.split_once(KEY) else {
-            return err("it has no `carve=` state (was it cut short when copied?)");
-        };
-        let body = body.split('&').next().unwrap_or("");
+        let body = state_text(link)?;
         let mut parts = body.split('.');
         let (Some(ver), Some(payload), Some(sum), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return err("the state should be `version.payload.checksum`");
@@ -130,35 +122,11 @@ impl LinkState {
     }
 
     fn from_wire(w: Wire) -> Result<LinkState, LinkError> {
-        let field = |name: &str, v: &str, max: usize| -> Result<(), LinkError> {
-            if v.chars().count() > max {
-                return err(format!("the {name} is longer than {max} characters"));
-            }
-            if v.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-                return err(format!("the {name} holds control characters"));
-            }
-            Ok(())
-        };
-        field("model URL", &w.m, MAX_FIELD_CHARS)?;
-        field("task", &w.t, 256)?;
-        field("prompt", &w.p, MAX_PROMPT_CHARS)?;
-        if !(w.m.is_empty() || w.m.starts_with("https://") || w.m.starts_with("http://") || w.m.starts_with('/') || w.m.starts_with("./")) {
-            return err("the model URL must be http(s) or a path on this server");
-        }
-        if !w.h.is_empty() && (w.h.len() < 16 || w.h.len() > 64 || !w.h.bytes().all(|b| b.is_ascii_hexdigit())) {
-            return err("the model hash should be 16 to 64 hex digits");
-        }
+        check_fields(&w.m, &w.h, &w.t, &w.p)?;
         if w.n > MAX_BITS {
             return err(format!("the mask claims {} components", w.n));
         }
-        let bytes = B64.decode(&w.k).or_else(|_| err("the mask is not base64url"))?;
-        if bytes.len() != w.n.div_ceil(8) {
-            return err(format!("the mask has {} bytes for {} components", bytes.len(), w.n));
-        }
-        if w.n % 8 != 0 && bytes.last().is_some_and(|&b| b >> (w.n % 8) != 0) {
-            return err("the mask has bits past its last component");
-        }
-        let mask = (0..w.n).map(|i| bytes.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0)).collect();
+        let mask = unpack(&w.k, w.n, ("mask", "components", "component"))?;
         Ok(LinkState { model_url: w.m, model_sha256: w.h.to_ascii_lowercase(), task: w.t, prompt: w.p, mask })
     }
 
@@ -178,7 +146,67 @@ impl LinkState {
     }
 }
 
+/// The `carve=` state of a link, a fragment (with or without `#`) or anything else (an error),
+/// after the length bound.
+pub(super) fn state_text(link: &str) -> Result<&str, LinkError> {
+    if link.len() > MAX_LINK_CHARS {
+        return err(format!("it is {} characters long; links are at most {MAX_LINK_CHARS}", link.len()));
+    }
+    let frag = link.split_once('#').map_or(link, |(_, f)| f);
+    let Some((_, body)) = frag.split_once(KEY) else {
+        return err("it has no `carve=` state (was it cut short when copied?)");
+    };
+    Ok(body.split('&').next().unwrap_or(""))
+}
+
+/// Checks the fields every version carries: model URL (http(s) or a path on this server), hash
+/// (hex), task and prompt (bounded, no control characters but newlines and tabs).
+pub(super) fn check_fields(m: &str, h: &str, t: &str, p: &str) -> Result<(), LinkError> {
+    let field = |name: &str, v: &str, max: usize| -> Result<(), LinkError> {
+        if v.chars().count() > max {
+            return err(format!("the {name} is longer than {max} characters"));
+        }
+        if v.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+            return err(format!("the {name} holds control characters"));
+        }
+        Ok(())
+    };
+    field("model URL", m, MAX_FIELD_CHARS)?;
+    field("task", t, 256)?;
+    field("prompt", p, MAX_PROMPT_CHARS)?;
+    if !(m.is_empty() || m.starts_with("https://") || m.starts_with("http://") || m.starts_with('/') || m.starts_with("./")) {
+        return err("the model URL must be http(s) or a path on this server");
+    }
+    if !h.is_empty() && (h.len() < 16 || h.len() > 64 || !h.bytes().all(|b| b.is_ascii_hexdigit())) {
+        return err("the model hash should be 16 to 64 hex digits");
+    }
+    Ok(())
+}
+
+/// A bitset, LSB first in each byte, as base64url.
+pub(super) fn pack(bits: &[bool]) -> String {
+    let mut bytes = vec![0u8; bits.len().div_ceil(8)];
+    for (i, _) in bits.iter().enumerate().filter(|(_, &b)| b) {
+        bytes[i / 8] |= 1 << (i % 8);
+    }
+    B64.encode(&bytes)
+}
+
+/// `n` bits from `pack`'s text; `what` names the mask and its items for messages (`("mask",
+/// "components", "component")`). The caller bounds `n` and the text's length.
+pub(super) fn unpack(text: &str, n: usize, what: (&str, &str, &str)) -> Result<Vec<bool>, LinkError> {
+    let (mask, items, item) = what;
+    let bytes = B64.decode(text).or_else(|_| err(format!("the {mask} is not base64url")))?;
+    if bytes.len() != n.div_ceil(8) {
+        return err(format!("the {mask} has {} bytes for {n} {items}", bytes.len()));
+    }
+    if !n.is_multiple_of(8) && bytes.last().is_some_and(|&b| b >> (n % 8) != 0) {
+        return err(format!("the {mask} has bits past its last {item}"));
+    }
+    Ok((0..n).map(|i| bytes.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0)).collect())
+}
+
 /// Text from a link for a message: at most 40 characters, no control characters.
-fn printable(s: &str) -> String {
+pub(super) fn printable(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).take(40).collect()
 }

@@ -12,6 +12,7 @@
 //! Only position-independent ablation values (zero, a plain mean) can be folded; per-position
 //! means and resampled values depend on the prompt and are refused.
 
+pub mod edge_bytes;
 pub mod edges;
 mod gqa;
 mod layer;
@@ -23,6 +24,7 @@ use crate::circuit::{Ablation, Masks};
 use crate::model::{LayerWeights, ModelConfig, ModelWeights};
 use crate::{Error, HostTensor, Result};
 
+pub use edge_bytes::{edge_model_gates, load_hf_bytes_with_edges};
 pub use edges::{prune_edges, EdgeModelWeights, EDGES_FILE};
 pub use gqa::regroup;
 pub use write::{dir_files, write_dir, DirExtras};

@@ -4,7 +4,7 @@
 //! share links (`link --decode`, the web app).
 
 use carve_core::backend::cpu::CpuBackend;
-use carve_core::circuit::{means, CircuitFile, LinkState, ModelShape};
+use carve_core::circuit::{means, CircuitFile, EdgeLinkState, Link, LinkState, ModelShape};
 use carve_core::extract::{ablate, AblateData, AblateState, AblationKind, RunOptions};
 use carve_core::model::load::{load_path, weights_sha256};
 use carve_core::model::Model;
@@ -96,6 +96,16 @@ pub fn link(data: &[u8]) {
         check_link(text);
     }
     check_link(&signed_link(data));
+    check_link(&signed_edge_link(data));
+}
+
+/// `carve=2.<payload>..<check>` (an edge link without its mask) with `payload` as the JSON inside.
+pub fn signed_edge_link(payload: &[u8]) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let sum = Sha256::new().chain_update(payload).chain_update([0u8]).finalize();
+    format!("carve=2.{}..{}", B64.encode(payload), B64.encode(&sum[..6]))
 }
 
 /// `carve=1.<payload>.<check>` with `payload` as the JSON inside.
@@ -107,6 +117,16 @@ pub fn signed_link(payload: &[u8]) -> String {
 }
 
 fn check_link(text: &str) {
+    if let Ok(Link::Edges(e)) = Link::decode(text) {
+        // tiny-llama's own edge layout: 82 edges.
+        let layout = carve_core::mask::EdgeLayout::new(&[4, 4], &[2, 2], &[true, true], false).expect("tiny-llama's layout");
+        assert_eq!(e.edges_for(&layout).is_ok(), e.n_edges == 82);
+        let (again, whole) = e.encode("http://127.0.0.1:8080/");
+        if whole || e.edges.is_none() {
+            assert_eq!(EdgeLinkState::decode(&again).ok().as_ref(), Some(&e), "a decoded edge link does not survive encoding");
+        }
+        return;
+    }
     let Ok(s) = LinkState::decode(text) else { return };
     TinyRun::with(|t| {
         let _ = s.removed(&t.shape);

@@ -10,7 +10,7 @@ mod hosts;
 mod respond;
 
 use anyhow::{bail, Context, Result};
-use carve_core::circuit::{CircuitFile, LinkState};
+use carve_core::circuit::{CircuitFile, EdgeLinkState, Link, LinkState};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -66,7 +66,7 @@ pub fn run(a: Args) -> Result<()> {
     println!("serving the app from {} and {} under /run/", app.display(), a.dir.display());
     println!("{base}");
     if let Some(state) = link {
-        println!("open the run's circuit: {}", state.encode(&base));
+        println!("open the run's circuit: {}", encode(&state, &base));
     }
     if local.ip().is_unspecified() {
         eprintln!("listening on every interface ({local}): other machines can read this run, by IP address or by a name given with --allow-host");
@@ -88,14 +88,25 @@ fn default_app_dir() -> Option<PathBuf> {
     [from_exe, Some(PathBuf::from("web/dist"))].into_iter().flatten().find(|p| p.join("index.html").is_file())
 }
 
-/// The share link of the run's pruned model (all components on), when the directory holds a run.
+/// The share link of the run's pruned model (all components on, or a standalone edge model's own
+/// edges), when the directory holds a run.
 pub fn run_link(dir: &Path, base: &str) -> Result<Option<String>> {
-    Ok(run_state(dir)?.map(|s| s.encode(base)))
+    Ok(run_state(dir)?.map(|s| encode(&s, base)))
 }
 
-/// The page state that opens the run's pruned model (all components on), when the directory holds
-/// a circuit and a model. A circuit.json that is there must load, model or not.
-fn run_state(dir: &Path) -> Result<Option<LinkState>> {
+/// An edge link whose mask is too long is made without it: the page then opens the model's own
+/// edges, which are what it holds.
+fn encode(link: &Link, base: &str) -> String {
+    match link {
+        Link::Components(s) => s.encode(base),
+        Link::Edges(s) => s.encode(base).0,
+    }
+}
+
+/// The page state that opens the run's pruned model (all components on; a standalone edge model
+/// with its own edges), when the directory holds a circuit and a model. A circuit.json that is
+/// there must load, model or not.
+fn run_state(dir: &Path) -> Result<Option<Link>> {
     let (cj, model) = (dir.join("circuit.json"), dir.join("model"));
     if !cj.exists() {
         return Ok(None);
@@ -106,7 +117,12 @@ fn run_state(dir: &Path) -> Result<Option<LinkState>> {
         return Ok(None);
     }
     let sha = carve_core::model::load::weights_sha256(&model)?;
-    let n = crate::cmd::link::pruned_shape(&model)?.components(false).len();
     let sha16 = sha.get(..16).with_context(|| format!("{}: the weights' sha256 `{sha}` is too short", model.display()))?;
-    Ok(Some(LinkState { model_url: "/run/model/".into(), model_sha256: sha16.into(), task: LinkState::task_label(&cf.task.name), prompt: String::new(), mask: vec![true; n] }))
+    let (url, task) = ("/run/model/".to_string(), LinkState::task_label(&cf.task.name));
+    if let Some(on) = crate::cmd::link::edge_model_on(&model)? {
+        let state = EdgeLinkState { model_url: url, model_sha256: sha16.into(), task, prompt: String::new(), n_edges: on.len(), edges: Some(on) };
+        return Ok(Some(Link::Edges(state)));
+    }
+    let n = crate::cmd::link::pruned_shape(&model)?.components(false).len();
+    Ok(Some(Link::Components(LinkState { model_url: url, model_sha256: sha16.into(), task, prompt: String::new(), mask: vec![true; n] })))
 }
