@@ -14,6 +14,8 @@ use carve_core::model::edges::EdgeWeights;
 use carve_core::model::load::{load_path, LoadedModel};
 use carve_core::model::{Batch, ForwardArgs, LogitsAt, Model};
 use carve_core::prune::{prune_edges, write_dir, DirExtras, PrunedLayer};
+use carve_core::metrics::{evaluate, Circuit, CircuitAblation, EdgeGates, EvalOptions};
+use carve_core::tasks::{Example, MetricKind, Target, Task, YearTokens};
 use carve_core::HostTensor;
 use carve_tests::*;
 
@@ -165,6 +167,41 @@ fn check<B: Backend>(be: &B, name: &str) {
             assert!(sm.config.n_layers < cfg.n_layers, "{what}: layer 0 is gone");
         }
     }
+    // Scoring: the standalone model's scores are the circuit's, scored through the full model's edge
+    // forward, on a task with two-digit years (logits at the last two positions) and on one with
+    // token answers.
+    let circuit = circuit_of(&lay, &host, &effective(&lay, &random));
+    let model = standalone(&host, &circuit, Some(&means), &dir).0.upload(be).unwrap();
+    let gates = circuit.gates(&lay).unwrap();
+    let v = cfg.vocab as u32;
+    let digits: Vec<u32> = (10..20).collect();
+    let examples = |years: bool| -> Vec<Example> {
+        prompts(v, 2)
+            .into_iter()
+            .enumerate()
+            .map(|(i, prompt)| {
+                let i = i as u32;
+                let target = if years { Target::Year { yy: (3 + i * 17 % 90) as u8 } } else { Target::Token { answer: i * 7 % v, wrong: Some((i * 7 + 1) % v) } };
+                Example { prompt, corrupted: None, target, source: format!("#{i}") }
+            })
+            .collect()
+    };
+    for (metric, years) in [(MetricKind::ProbDiff, Some(YearTokens::Digits(digits))), (MetricKind::LogitDiff, None)] {
+        let two = years.is_some();
+        let task = Task { name: "hand".into(), metric, years, examples: vec![], filters: vec![] };
+        let ex = examples(two);
+        let opts = EvalOptions { batch_size: 3 };
+        let edges = Some(EdgeGates { weights: &ew, gates: &gates, values: Some(&means_dev) });
+        let masks = carve_core::mask::Masks::ones(&host.weights.layers.iter().map(|l| l.n_heads).collect::<Vec<_>>(), &host.weights.layers.iter().map(|l| l.w_up.shape[0]).collect::<Vec<_>>());
+        let c = Circuit { masks: &masks, ablation: CircuitAblation::Zero, edges };
+        let through_full = pollster::block_on(evaluate(&m, be, &task, &ex, Some(&c), &opts)).unwrap();
+        let standalone = pollster::block_on(evaluate(&model, be, &task, &ex, None, &opts)).unwrap();
+        let (a, b) = (through_full.circuit.unwrap(), standalone.full);
+        for (what, x, y) in [("accuracy", a.accuracy, b.accuracy), ("metric", a.metric, b.metric), ("answer prob", a.answer_prob, b.answer_prob)] {
+            assert!((x - y).abs() <= 1e-4 * x.abs().max(1.0), "{name}, years {two}: {what} {x} through the full model, {y} standalone");
+        }
+    }
+
     // An edge model runs only whole.
     let circuit = circuit_of(&lay, &host, &effective(&lay, &random));
     let model = standalone(&host, &circuit, Some(&means), &dir).0.upload(be).unwrap();
