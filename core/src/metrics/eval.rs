@@ -286,31 +286,29 @@ async fn readout<B: Backend>(
         return Ok(Readout { logits: run(model, be, seqs, masks, ablation).await?, two });
     }
     let batch = Batch::new(seqs, &model.config)?;
-    if let Some(e) = &model.edges {
-        // A standalone edge model runs whole: its edge forward gives the logits at exactly the rows asked for.
-        let rows: Vec<u32> = batch
-            .lens
-            .iter()
-            .enumerate()
-            .flat_map(|(b, &len)| [(b * batch.seq + len - 2) as u32, (b * batch.seq + len - 1) as u32])
-            .collect();
-        let out = model.edge_forward(be, &e.weights, &batch, &e.gates, e.values.as_deref(), &rows, false)?;
-        let logits = be.read(&out.logits).await?;
-        check_logits(model, be, &batch, &ForwardArgs::default(), &logits).await?;
-        return Ok(Readout { logits, two });
-    }
-    // The final residual stream at the last two positions of each sequence, then the final norm
-    // and the unembedding on those rows alone (a forward from the last layer, one row a prompt).
-    let args = ForwardArgs { masks, ablation, capture: Capture { resid: true, ..Capture::default() }, logits: LogitsAt::None };
-    let n = model.weights.layers.len();
-    let resid = model.forward(be, &batch, &args)?.captured.resid.swap_remove(n);
-    let resid = resid.ok_or_else(|| Error::Backend("the forward kept no final residual stream".into()))?;
+    // The last two positions of each sequence.
     let rows: Vec<u32> = batch
         .lens
         .iter()
         .enumerate()
         .flat_map(|(b, &len)| [(b * batch.seq + len - 2) as u32, (b * batch.seq + len - 1) as u32])
         .collect();
+    if let Some(e) = &model.edges {
+        // A standalone edge model runs whole: its edge forward gives the logits at exactly those rows.
+        if masks.is_some() || ablation.is_some() {
+            model.whole_only("masking components")?;
+        }
+        let out = model.edge_forward(be, &e.weights, &batch, &e.gates, e.values.as_deref(), &rows, false)?;
+        let logits = be.read(&out.logits).await?;
+        check_logits(model, be, &batch, &ForwardArgs::default(), &logits).await?;
+        return Ok(Readout { logits, two });
+    }
+    // The final residual stream at those rows, then the final norm and the unembedding on them
+    // alone (a forward from the last layer, one row a prompt).
+    let args = ForwardArgs { masks, ablation, capture: Capture { resid: true, ..Capture::default() }, logits: LogitsAt::None };
+    let n = model.weights.layers.len();
+    let resid = model.forward(be, &batch, &args)?.captured.resid.swap_remove(n);
+    let resid = resid.ok_or_else(|| Error::Backend("the forward kept no final residual stream".into()))?;
     let x = be.gather_rows(&resid, &rows)?;
     let one_each = Batch { ids: vec![0; rows.len()], lens: vec![1; rows.len()], seq: 1 };
     let out = model.forward_from(be, &one_each, n, x, &ForwardArgs { logits: LogitsAt::All, ..ForwardArgs::default() })?;
