@@ -55,12 +55,9 @@ pub(super) fn run<B: Backend>(job: &mut ExtractJob<'_>, be: &B, model: &Model<B>
     let (a, splits) = (job.a, &job.prep.splits);
     let opts = a.edge_prune.options(a)?;
     let data = EdgePruneData {
-        discovery: splits.discovery.iter().map(|e| e.prompt.clone()).collect(),
-        patching: splits.patching.iter().map(|e| e.prompt.clone()).collect(),
-        corrupted: match opts.ablation {
-            AblationKind::Resample => splits.discovery.iter().map(|e| e.corrupted.clone().unwrap_or_default()).collect(),
-            _ => Vec::new(),
-        },
+        discovery: super::prompts(&splits.discovery),
+        patching: super::prompts(&splits.patching),
+        corrupted: super::corrupted_prompts(opts.ablation, &splits.discovery),
     };
     let (before, resume) = match job.resume.take() {
         Some(s) => (

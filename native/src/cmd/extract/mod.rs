@@ -389,6 +389,20 @@ fn shipped_means(a: &carve_core::circuit::Ablation) -> Option<&carve_core::circu
     }
 }
 
+/// The examples' prompts.
+fn prompts(examples: &[carve_core::tasks::Example]) -> Vec<Vec<u32>> {
+    examples.iter().map(|e| e.prompt.clone()).collect()
+}
+
+/// Each discovery prompt's corrupted prompt under resample ablation (empty otherwise; a missing one
+/// is left empty for the method's own check to name).
+fn corrupted_prompts(kind: AblationKind, discovery: &[carve_core::tasks::Example]) -> Vec<Vec<u32>> {
+    match kind {
+        AblationKind::Resample => discovery.iter().map(|e| e.corrupted.clone().unwrap_or_default()).collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// A learned method's steps and final loss, for the report.
 fn training_summary(r: &MethodResult) -> Option<report::Training> {
     let node = r.training.as_ref().and_then(|h| h.last().map(|l| (h.len(), l.loss, l.kl)));

@@ -127,13 +127,10 @@ pub(super) fn run<B: Backend>(job: &mut ExtractJob<'_>, be: &B, model: &Model<B>
         })
         .collect();
     let data = NodePruneData {
-        discovery: splits.discovery.iter().map(|e| e.prompt.clone()).collect(),
+        discovery: super::prompts(&splits.discovery),
         pairs,
-        patching: splits.patching.iter().map(|e| e.prompt.clone()).collect(),
-        corrupted: match opts.ablation {
-            AblationKind::Resample => splits.discovery.iter().map(|e| e.corrupted.clone().unwrap_or_default()).collect(),
-            _ => Vec::new(),
-        },
+        patching: super::prompts(&splits.patching),
+        corrupted: super::corrupted_prompts(opts.ablation, &splits.discovery),
     };
     let (before, resume) = match job.resume.take() {
         Some(s) => (
