@@ -1,5 +1,6 @@
 //! carve: find the circuit a language model uses for a task and cut the model down to it.
 
+mod alloc;
 mod backend_pick;
 mod circuit_eval;
 mod cmd;
@@ -44,6 +45,7 @@ enum Command {
 }
 
 fn main() {
+    alloc::keep_freed_buffers();
     let cli = Cli::parse();
     backend_pick::quiet_display_probe();
     let res = match cli.cmd {

@@ -24,9 +24,10 @@ pub fn forward_flops(c: &ModelConfig, w: &ModelWeights<HostTensor>, b: &Batch, l
 }
 
 /// FLOPs a standalone edge model adds to `forward_flops`: each reader's input mixed from the
-/// writers it reads, 2 per edge per row and width (0 for other models).
+/// writers of its kept edges, 2 per kept edge per row and width (0 for other models).
 pub fn edge_mixing_flops(m: &carve_core::model::load::LoadedModel, b: &Batch) -> f64 {
-    m.edges.as_ref().map_or(0.0, |e| 2.0 * e.gates.len() as f64 * b.rows() as f64 * m.config.d_model as f64)
+    let kept = |e: &carve_core::prune::EdgeModelWeights| e.gates.iter().filter(|&&g| g != 0.0).count() as f64;
+    m.edges.as_ref().map_or(0.0, |e| 2.0 * kept(e) * b.rows() as f64 * m.config.d_model as f64)
 }
 
 /// Seconds of one forward with logits at `at`, read back to the host (so the device has finished).

@@ -119,18 +119,20 @@ fn check<B: Backend>(be: &B, name: &str) {
             // kept or cut, in it and in the full model's gates alike.
             let em = model.edges.as_mut().unwrap();
             let own = em.weights.layout.clone();
+            let mut own_gates = em.gates().to_vec();
             let mut flipped = 0;
             for i in (0..own.n_edges()).step_by(3) {
                 let e = own.edge(i).unwrap();
                 if matches!(e.reader, Reader::K { .. } | Reader::V { .. }) {
                     continue;
                 }
-                em.gates[i] = 1.0 - em.gates[i];
+                own_gates[i] = 1.0 - own_gates[i];
                 let fi = lay.index(source_edge(e, &layers)).unwrap();
                 gates[fi] = 1.0 - gates[fi];
                 flipped += 1;
             }
             assert!(flipped >= 3, "{what}: {flipped} edges flipped");
+            em.set_gates(be, own_gates).unwrap();
         }
         for seed in [0, 1] {
             let batch = Batch::new(&prompts(cfg.vocab as u32, seed), cfg).unwrap();

@@ -309,6 +309,35 @@ fn t_gated_sum<B: Backend>(b: &B, r: &mut StdRng) {
     let (s_refs, z_refs, zt_refs): (Vec<&B::Tensor>, Vec<&B::Tensor>, Vec<&B::Tensor>) =
         (su.iter().collect(), zu.iter().collect(), ztu.iter().collect());
     close("gated_sum", &get(b, &b.gated_sum(&z_refs, &s_refs).unwrap()), &[n, c], &want, 1e-5);
+    // 16 readers with mostly-zero gates, some exactly 1 (a standalone edge model's): the CPU's
+    // sparse path.
+    let ns = 16;
+    let sparse: Vec<HostTensor> = ks
+        .iter()
+        .map(|&k| {
+            let z = rand_t(r, &[ns, k], 1.0);
+            let data = z.data.iter().enumerate().map(|(i, &v)| match i % 13 {
+                0 => 1.0,
+                6 => v,
+                _ => 0.0,
+            });
+            HostTensor::new(z.shape.clone(), data.collect())
+        })
+        .collect();
+    let mut want_sparse = vec![0.0f64; ns * c];
+    for (g, &k) in ks.iter().enumerate() {
+        for i in 0..ns {
+            for j in 0..k {
+                let zij = sparse[g].data[i * k + j] as f64;
+                for col in 0..c {
+                    want_sparse[i * c + col] += zij * sd[g][j * c + col];
+                }
+            }
+        }
+    }
+    let sparse_up: Vec<B::Tensor> = sparse.iter().map(|t| up(b, t)).collect();
+    let sparse_refs: Vec<&B::Tensor> = sparse_up.iter().collect();
+    close("gated_sum (sparse gates)", &get(b, &b.gated_sum(&sparse_refs, &s_refs).unwrap()), &[ns, c], &want_sparse, 1e-5);
 
     let dy = rand_t(r, &[n, c], 1.0);
     let dyd = d(&dy);

@@ -298,8 +298,7 @@ async fn readout<B: Backend>(
         if masks.is_some() || ablation.is_some() {
             model.whole_only("masking components")?;
         }
-        let out = model.edge_forward(be, &e.weights, &batch, &e.gates, e.values.as_deref(), &rows, false)?;
-        let logits = be.read(&out.logits).await?;
+        let logits = be.read(&model.standalone_edge_logits(be, e, &batch, &rows)?).await?;
         check_logits(model, be, &batch, &ForwardArgs::default(), &logits).await?;
         return Ok(Readout { logits, two });
     }

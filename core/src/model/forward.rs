@@ -18,15 +18,7 @@ pub struct Model<B: Backend> {
     pub weights: ModelWeights<B::Tensor>,
     /// A standalone edge model's edges (`prune::edges`): then `forward` runs the edge forward with
     /// them, and only whole (no masks, ablation or captures).
-    pub edges: Option<EdgeModel<B::Tensor>>,
-}
-
-/// The edges a standalone edge model runs with: its per-head weights with the readers' folded
-/// constants, a gate of 0 or 1 per edge, and its writers' values (`[1, d]` each; None: zero).
-pub struct EdgeModel<T> {
-    pub weights: crate::model::edges::EdgeWeights<T>,
-    pub gates: Vec<f32>,
-    pub values: Option<Vec<T>>,
+    pub edges: Option<crate::model::edges::EdgeModel<B::Tensor>>,
 }
 
 /// Which intermediate tensors a forward keeps (all `[batch*seq, width]` unless said).
@@ -136,20 +128,8 @@ impl<B: Backend> Model<B> {
         edges: &crate::prune::EdgeModelWeights) -> Result<Self> {
         let mut m = Model::upload(be, config, weights)?;
         let ew = crate::model::edges::EdgeWeights::new(be, &m, weights)?.with_reader_bias(be, &edges.reader_bias, m.config.d_model)?;
-        if edges.gates.len() != ew.layout.n_edges() {
-            return Err(Error::Input(format!("{} edge gates for a model of {} edges", edges.gates.len(), ew.layout.n_edges())));
-        }
-        let values = match &edges.writer_values {
-            None => None,
-            Some(v) => {
-                let (n, d) = (ew.layout.writers.len(), m.config.d_model);
-                if v.shape != [n, d] {
-                    return Err(Error::Input(format!("writer values of shape {:?} for {n} writers of width {d}", v.shape)));
-                }
-                Some((0..n).map(|w| be.upload(&HostTensor::new(vec![1, d], v.data[w * d..(w + 1) * d].to_vec()))).collect::<Result<Vec<_>>>()?)
-            }
-        };
-        m.edges = Some(EdgeModel { weights: ew, gates: edges.gates.clone(), values });
+        let e = crate::model::edges::EdgeModel::new(be, ew, edges.gates.clone(), edges.writer_values.clone(), edges.reader_bias.clone())?;
+        m.edges = Some(e);
         Ok(m)
     }
 
@@ -175,8 +155,8 @@ impl<B: Backend> Model<B> {
                 LogitsAt::Last => batch.last_rows(),
                 LogitsAt::None => return Ok(ForwardOut { logits: None, captured: Captured::new(self.config.n_layers) }),
             };
-            let out = self.edge_forward(be, &e.weights, batch, &e.gates, e.values.as_deref(), &rows, false)?;
-            return Ok(ForwardOut { logits: Some(out.logits), captured: Captured::new(self.config.n_layers) });
+            let logits = self.standalone_edge_logits(be, e, batch, &rows)?;
+            return Ok(ForwardOut { logits: Some(logits), captured: Captured::new(self.config.n_layers) });
         }
         let mut x = be.gather_rows(&self.weights.wte, &batch.ids)?;
         if let Some(wpe) = &self.weights.wpe {

@@ -14,6 +14,7 @@ pub mod weights;
 pub use backward::Tape;
 pub use batch::Batch;
 pub use config::{Arch, ModelConfig};
-pub use forward::{Capture, EdgeModel, ForwardArgs, ForwardOut, LogitsAt, Model};
+pub use edges::EdgeModel;
+pub use forward::{Capture, ForwardArgs, ForwardOut, LogitsAt, Model};
 pub use non_finite::{check_logits, locate_non_finite};
 pub use weights::{LayerWeights, ModelWeights};

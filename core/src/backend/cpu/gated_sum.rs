@@ -32,6 +32,13 @@ impl Out {
         std::ptr::copy_nonoverlapping(src.as_ptr(), self.0.add(at), src.len());
     }
 
+    /// `dst[at..at + len]`.
+    /// SAFETY: as `put`, and nothing else touches that range while the slice lives.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice<'a>(self, at: usize, len: usize) -> &'a mut [f32] {
+        std::slice::from_raw_parts_mut(self.0.add(at), len)
+    }
+
     /// Adds `src` into `dst[at..at + src.len()]`.
     /// SAFETY: as `put`.
     unsafe fn add(self, at: usize, src: &[f32]) {
@@ -98,6 +105,10 @@ pub fn gated_sum(be: &CpuBackend, gates: &[&CpuTensor], stacks: &[&CpuTensor]) -
     }
     let w_all = rows.len();
     let dst = Out(out.as_mut_ptr());
+    if z.iter().filter(|&&v| v != 0.0).count() * SPARSE < z.len() {
+        sparse_sum(dst, stacks, &rows, &z, n, c);
+        return Ok(CpuBackend::wrap(vec![n, c], out));
+    }
     (0..c.div_ceil(BLOCK)).into_par_iter().for_each(|b| {
         let (c0, c1) = (b * BLOCK, ((b + 1) * BLOCK).min(c));
         let w = c1 - c0;
@@ -110,6 +121,36 @@ pub fn gated_sum(be: &CpuBackend, gates: &[&CpuTensor], stacks: &[&CpuTensor]) -
         }
     });
     Ok(CpuBackend::wrap(vec![n, c], out))
+}
+
+/// Gates at most 1 in `SPARSE` nonzero (a standalone edge model's, or late in training) go
+/// through `sparse_sum`: there a product costs what it reads, where a packed gemm reads every row.
+const SPARSE: usize = 4;
+
+/// `out[i] = Σ_{j: z_ij ≠ 0} z_ij · stack row j`, a column block at a time so each row's block
+/// stays in cache while its readers add it; no packing.
+fn sparse_sum(dst: Out, stacks: &[&CpuTensor], rows: &[(usize, usize)], z: &[f32], n: usize, c: usize) {
+    let w_all = rows.len();
+    (0..c.div_ceil(BLOCK)).into_par_iter().for_each(|b| {
+        let (c0, c1) = (b * BLOCK, ((b + 1) * BLOCK).min(c));
+        for i in 0..n {
+            // SAFETY: row i's columns c0..c1 of the [n, c] output; blocks own disjoint columns.
+            let out = unsafe { dst.slice(i * c + c0, c1 - c0) };
+            out.fill(0.0);
+            for (j, &(g, r)) in rows.iter().enumerate() {
+                let zij = z[i * w_all + j];
+                if zij == 0.0 {
+                    continue;
+                }
+                let src = &stacks[g].0.data[r * c + c0..r * c + c1];
+                if zij == 1.0 {
+                    out.iter_mut().zip(src).for_each(|(o, &x)| *o += x);
+                } else {
+                    out.iter_mut().zip(src).for_each(|(o, &x)| *o += zij * x);
+                }
+            }
+        }
+    });
 }
 
 #[allow(clippy::type_complexity)]

@@ -72,6 +72,14 @@ impl<B: Backend> Model<B> {
     #[allow(clippy::too_many_arguments)]
     pub fn edge_forward(&self, be: &B, ew: &EdgeWeights<B::Tensor>, batch: &Batch, gates: &[f32], values: Option<&[B::Tensor]>,
         rows: &[u32], capture: bool) -> Result<EdgeTape<B::Tensor>> {
+        self.edge_forward_with(be, ew, ew.reader_bias.as_ref(), batch, gates, values, rows, capture)
+    }
+
+    /// `edge_forward` with `bias` (`[readers, d]`) added to the readers' inputs in place of the
+    /// weights' own reader biases.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn edge_forward_with(&self, be: &B, ew: &EdgeWeights<B::Tensor>, bias: Option<&B::Tensor>, batch: &Batch, gates: &[f32],
+        values: Option<&[B::Tensor]>, rows: &[u32], capture: bool) -> Result<EdgeTape<B::Tensor>> {
         let lay = &ew.layout;
         let c = &self.config;
         let w = &self.weights;
@@ -115,7 +123,7 @@ impl<B: Backend> Model<B> {
             if nq > 0 {
                 // The layer's q, k and v readers: each normalises its own input.
                 let n = nq + 2 * nkv;
-                let x = reader_inputs(be, ew, &k, &groups, gates, reader, n, n_rows, d)?;
+                let x = reader_inputs(be, ew, bias, &k, &groups, gates, reader, n, n_rows, d)?;
                 let h = self.norm_fwd(be, &x, &lw.ln1_w, lw.ln1_b.as_ref())?;
                 let input = |i: usize| be.gather_rows(&h, &block(i, n_rows));
                 let s = head_shape(self, batch);
@@ -149,7 +157,7 @@ impl<B: Backend> Model<B> {
                 reader += n;
             }
             if lay.readers.get(reader) == Some(&Reader::Mlp { layer: l }) {
-                let x = reader_inputs(be, ew, &k, &groups, gates, reader, 1, n_rows, d)?;
+                let x = reader_inputs(be, ew, bias, &k, &groups, gates, reader, 1, n_rows, d)?;
                 let h2 = self.norm_fwd(be, &x, &lw.ln2_w, lw.ln2_b.as_ref())?;
                 let up = be.matmul(&h2, &lw.w_up, lw.b_up.as_ref())?;
                 let (act, gate) = match &lw.w_gate {
@@ -172,7 +180,7 @@ impl<B: Backend> Model<B> {
         if lay.readers.get(reader) != Some(&Reader::Logits) {
             return Err(Error::Input("the edge layout does not match the model's layers".into()));
         }
-        let x = reader_inputs(be, ew, &k, &groups, gates, reader, 1, n_rows, d)?;
+        let x = reader_inputs(be, ew, bias, &k, &groups, gates, reader, 1, n_rows, d)?;
         let last = be.gather_rows(&x, rows)?;
         let hf = self.norm_fwd(be, &last, &w.ln_f_w, w.ln_f_b.as_ref())?;
         let logits = be.matmul(&hf, w.lm_head.as_ref().unwrap_or(&w.wte), None)?;
@@ -260,11 +268,11 @@ pub(super) fn gate_block<T>(lay: &EdgeLayout, g: &Group<T>, gates: &[f32], r0: u
 }
 
 /// The inputs of readers `r0..r0 + n` (which read the same writers), `[n·rows, d]`: the products
-/// of their gates with every group they read, summed, plus a standalone model's reader biases.
+/// of their gates with every group they read, summed, plus `bias` (a standalone model's constants).
 #[allow(clippy::too_many_arguments)]
-fn reader_inputs<B: Backend>(be: &B, ew: &EdgeWeights<B::Tensor>, k: &Consts<B::Tensor>, groups: &[Group<B::Tensor>], gates: &[f32],
-    r0: usize, n: usize, n_rows: usize, d: usize) -> Result<B::Tensor> {
-    let (lay, bias) = (&ew.layout, ew.reader_bias.as_ref());
+fn reader_inputs<B: Backend>(be: &B, ew: &EdgeWeights<B::Tensor>, bias: Option<&B::Tensor>, k: &Consts<B::Tensor>,
+    groups: &[Group<B::Tensor>], gates: &[f32], r0: usize, n: usize, n_rows: usize, d: usize) -> Result<B::Tensor> {
+    let lay = &ew.layout;
     let read: Vec<&Group<B::Tensor>> = groups_read(groups, lay.reads[r0]).map(|(_, g)| g).collect();
     if read.is_empty() {
         return Err(Error::Input(format!("reader {} reads no writer", lay.readers[r0])));

@@ -18,8 +18,10 @@
 
 mod backward;
 mod forward;
+mod standalone;
 
 pub use forward::EdgeTape;
+pub use standalone::{fold, EdgeModel};
 
 use crate::backend::Backend;
 use crate::mask::EdgeLayout;
