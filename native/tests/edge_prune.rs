@@ -50,6 +50,17 @@ fn edge_prune_run_directory_resume_and_eval() {
     let rep = read_json(&a.join("report.json"));
     assert_eq!(rep["training"]["steps"], 30);
     assert_eq!(rep["edges"]["kept"], kept);
+    // The report gives the last step's expected sparsity against the target, and says so when
+    // the gates ended short of it.
+    let st = read_json(&a.join("state.json"));
+    let last = st["edge_prune"]["history"].as_array().unwrap().last().unwrap().clone();
+    let tr = &rep["training"];
+    assert_eq!(tr["final_sparsity"], last["sparsity"]);
+    assert_eq!(tr["target_sparsity"], last["target"]);
+    let short = last["sparsity"].as_f64().unwrap() < last["target"].as_f64().unwrap() - 0.02;
+    assert_eq!(tr["short_of_target"], short);
+    let md = std::fs::read_to_string(a.join("report.md")).unwrap();
+    assert_eq!(md.contains("had not reached the target"), short, "{md}");
     // The standalone model scores as the circuit does.
     let (circ, pruned) = (&rep["test"]["circuit"], &rep["test"]["pruned"]);
     for k in ["accuracy", "metric", "answer_prob"] {

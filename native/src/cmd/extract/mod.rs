@@ -403,11 +403,12 @@ fn corrupted_prompts(kind: AblationKind, discovery: &[carve_core::tasks::Example
     }
 }
 
-/// A learned method's steps and final loss, for the report.
+/// A learned method's steps, final loss and final expected sparsity against its target, for the
+/// report.
 fn training_summary(r: &MethodResult) -> Option<report::Training> {
-    let node = r.training.as_ref().and_then(|h| h.last().map(|l| (h.len(), l.loss, l.kl)));
-    let edge = r.edge_training.as_ref().and_then(|h| h.last().map(|l| (h.len(), l.loss, l.kl)));
-    node.or(edge).map(|(steps, final_loss, final_kl)| report::Training { steps, final_loss, final_kl })
+    let node = r.training.as_ref().and_then(|h| h.last().map(|l| (h.len(), l.loss, l.kl, l.target.map(|t| (l.sparsity, t)))));
+    let edge = r.edge_training.as_ref().and_then(|h| h.last().map(|l| (h.len(), l.loss, l.kl, Some((l.sparsity, l.target)))));
+    node.or(edge).map(|(steps, final_loss, final_kl, reached)| report::Training { steps, final_loss, final_kl, reached })
 }
 
 fn file_scores(s: &Scores) -> carve_core::circuit::file::Scores {

@@ -38,7 +38,27 @@ pub struct Training {
     pub steps: usize,
     pub final_loss: f64,
     pub final_kl: f64,
+    /// The expected sparsity at the last step and the target (methods trained to a target).
+    pub reached: Option<(f64, f64)>,
 }
+
+impl Training {
+    /// What to say when the gates ended short of the target: the cut to the target then removes
+    /// components or edges that training still used.
+    pub fn shortfall(&self) -> Option<String> {
+        let (got, target) = self.reached?;
+        (got < target - SHORT_BY).then(|| {
+            format!(
+                "The gates had not reached the target when training ended: expected sparsity {got:.3} against {target:.3}. \
+                 Cutting to the target removed what training still used, so expect the circuit to be less faithful; \
+                 train longer (--steps) or aim lower."
+            )
+        })
+    }
+}
+
+/// How far below its target the expected sparsity may end before the report says so.
+const SHORT_BY: f64 = 0.02;
 
 fn scores(s: &Scores) -> Value {
     json!({ "accuracy": s.accuracy, "metric": s.metric, "answer_prob": s.answer_prob })
@@ -94,6 +114,9 @@ pub fn json(r: &Inputs) -> Value {
             "steps": h.steps,
             "final_loss": h.final_loss,
             "final_kl": h.final_kl,
+            "final_sparsity": h.reached.map(|r| r.0),
+            "target_sparsity": h.reached.map(|r| r.1),
+            "short_of_target": h.shortfall().is_some(),
             "plot": "training.svg",
         });
     }
@@ -205,9 +228,13 @@ pub fn markdown(r: &Inputs) -> String {
     }
     if let Some(h) = &r.training {
         s += &format!(
-            "\nTraining: {} steps, final loss {:.4} (KL {:.4} on the last minibatch with sampled gates).\n\n![training](training.svg)\n",
+            "\nTraining: {} steps, final loss {:.4} (KL {:.4} on the last minibatch with sampled gates).\n",
             h.steps, h.final_loss, h.final_kl
         );
+        if let Some(w) = h.shortfall() {
+            s += &format!("\n**{w}**\n");
+        }
+        s += "\n![training](training.svg)\n";
     }
     s += &format!("\nKept components ({}): {}\n", c.kept.len(), names(&c.kept));
     s
