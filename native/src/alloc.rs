@@ -6,8 +6,12 @@
 //! lies free, freed buffers are reused as they are: measured side by side, a standalone edge
 //! model's forward took 30% less time and the full model's 8–12% less (`carve bench forward`).
 
-/// Raises glibc's mmap and trim thresholds (Linux with glibc; elsewhere nothing to do).
+/// Raises glibc's mmap and trim thresholds (Linux with glibc; elsewhere nothing to do), unless
+/// `CARVE_DEFAULT_MALLOC` is set (to measure the difference side by side).
 pub fn keep_freed_buffers() {
+    if std::env::var_os("CARVE_DEFAULT_MALLOC").is_some() {
+        return;
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; called once, first thing in main.
     unsafe {
