@@ -6,6 +6,7 @@ mod circuit_eval;
 mod cmd;
 mod measure;
 mod source;
+mod timed;
 
 use clap::{Parser, Subcommand};
 

@@ -24,6 +24,8 @@ pub enum Bench {
     /// One training step of the learned methods: the masked forward that keeps its tape, the
     /// backward to every mask, beside the plain forward; time, GFLOP/s and peak memory.
     Train(TrainBenchArgs),
+    /// Where a forward's and a training step's time goes, op by op (CPU backend: each op's wall time).
+    Ops(TrainBenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -125,6 +127,21 @@ pub fn run(b: Bench) -> Result<()> {
                     crate::cmd::bench_train_edges::EdgeTrainBench { m: &m, batch: a.batch, iters: a.iters, prep: &prep },
                 ),
             }
+        }
+        Bench::Ops(a) => {
+            a.task_args.check(Some(&a.task), None)?;
+            if a.batch == 0 || a.iters == 0 {
+                anyhow::bail!("--batch and --iters must be at least 1");
+            }
+            if a.backend == BackendChoice::Gpu {
+                anyhow::bail!(
+                    "bench ops times each op as it runs, which only the CPU backend shows: a GPU op is recorded there and runs later \
+                     (per-op GPU timestamps are not measured yet); use --backend cpu"
+                );
+            }
+            let m = source::load(&a.model)?;
+            let prep = a.task_args.prepare(Some(&a.task), None, tokenizer(&m)?, m.config.n_ctx)?;
+            crate::cmd::bench_ops::run(&m, &prep, a.batch, a.iters, a.method)
         }
         Bench::Extract(a) => {
             a.task_args.check(Some(&a.task), None)?;

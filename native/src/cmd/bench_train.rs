@@ -37,6 +37,16 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// Masks at fractional values on every head and neuron, as sampled gates are: every mix runs.
+pub fn fractional_masks(m: &LoadedModel) -> Masks {
+    let shape = ModelShape::of(&m.weights.layers, |t| t.shape[0]);
+    let mut masks = Masks::ones(&shape.n_heads, &shape.d_ff);
+    for (i, v) in masks.heads.iter_mut().flatten().chain(masks.neurons.iter_mut().flatten()).enumerate() {
+        *v = 0.5 + 0.4 * ((i % 7) as f32 / 7.0);
+    }
+    masks
+}
+
 impl Job for TrainBench<'_> {
     type Out = ();
     fn run<B: Backend>(self, be: &B) -> Result<()> {
@@ -45,12 +55,7 @@ impl Job for TrainBench<'_> {
         let prompts: Vec<Vec<u32>> = self.prep.splits.discovery.iter().take(self.batch).map(|e| e.prompt.clone()).collect();
         anyhow::ensure!(!prompts.is_empty(), "the discovery split is empty");
         let batch = Batch::new(&prompts, &m.config)?;
-        let shape = ModelShape::of(&m.weights.layers, |t| t.shape[0]);
-        let mut masks = Masks::ones(&shape.n_heads, &shape.d_ff);
-        // Fractional masks, as sampled gates are: every mix runs.
-        for (i, v) in masks.heads.iter_mut().flatten().chain(masks.neurons.iter_mut().flatten()).enumerate() {
-            *v = 0.5 + 0.4 * ((i % 7) as f32 / 7.0);
-        }
+        let masks = fractional_masks(m);
         let rss_before = peak_rss_mib();
         let (mut plain, mut fwd, mut bwd) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..=self.iters {

@@ -12,7 +12,7 @@ use carve_core::extract::edge_prune::writer_means;
 use carve_core::metrics::loss::kl_mean;
 use carve_core::model::edges::EdgeWeights;
 use carve_core::model::load::LoadedModel;
-use carve_core::model::{Batch, ForwardArgs, LogitsAt};
+use carve_core::model::{Batch, ForwardArgs, LogitsAt, Model};
 use std::time::Instant;
 
 pub struct EdgeTrainBench<'a> {
@@ -20,6 +20,17 @@ pub struct EdgeTrainBench<'a> {
     pub batch: usize,
     pub iters: usize,
     pub prep: &'a Prepared,
+}
+
+/// Gates at fractional values, as sampled gates are: every mix runs.
+pub fn fractional_gates(n: usize) -> Vec<f32> {
+    (0..n).map(|i| 0.5 + 0.4 * ((i % 7) as f32 / 7.0)).collect()
+}
+
+/// Every writer's mean over `patching`, on the backend.
+pub fn mean_values<B: Backend>(model: &Model<B>, be: &B, ew: &EdgeWeights<B::Tensor>, patching: &[Vec<u32>]) -> Result<Vec<B::Tensor>> {
+    let means = pollster::block_on(writer_means(model, be, ew, patching))?;
+    Ok(means.iter().map(|t| be.upload(t)).collect::<carve_core::Result<_>>()?)
 }
 
 impl Job for EdgeTrainBench<'_> {
@@ -35,10 +46,8 @@ impl Job for EdgeTrainBench<'_> {
         let patching = take(&self.prep.splits.patching);
         anyhow::ensure!(!patching.is_empty(), "the patching split is empty (mean values are measured on it)");
         let batch = Batch::new(&prompts, &m.config)?;
-        let means = pollster::block_on(writer_means(&model, be, &ew, &patching))?;
-        let values: Vec<B::Tensor> = means.iter().map(|t| be.upload(t)).collect::<carve_core::Result<_>>()?;
-        // Fractional gates, as sampled gates are: every mix runs.
-        let gates: Vec<f32> = (0..lay.n_edges()).map(|i| 0.5 + 0.4 * ((i % 7) as f32 / 7.0)).collect();
+        let values = mean_values(&model, be, &ew, &patching)?;
+        let gates = fractional_gates(lay.n_edges());
         let rss_before = crate::cmd::bench_train::peak_rss_mib();
         let (mut plain, mut fwd, mut bwd) = (Vec::new(), Vec::new(), Vec::new());
         let rows = batch.last_rows();
