@@ -118,9 +118,9 @@ impl<B: Backend> Backend for Timed<B> {
     fn matmul_backward(&self, dy: &T<B>, w: &T<B>) -> Result<T<B>> {
         self.time("matmul_backward", || self.inner.matmul_backward(dy, w))
     }
-    fn gated_sum_backward(&self, gates_t: &[&T<B>], stacks: &[&T<B>], dy: &T<B>, acc: Vec<Option<T<B>>>)
+    fn gated_sum_backward(&self, gates_t: &[&T<B>], stacks: &[&T<B>], dy: &T<B>, acc: Vec<Option<T<B>>>, sampled: bool)
         -> Result<(Vec<T<B>>, Vec<T<B>>)> {
-        self.time("gated_sum_backward", || self.inner.gated_sum_backward(gates_t, stacks, dy, acc))
+        self.time("gated_sum_backward", || self.inner.gated_sum_backward(gates_t, stacks, dy, acc, sampled))
     }
     fn layer_norm_backward(&self, x: &T<B>, w: &T<B>, dy: &T<B>, eps: f32) -> Result<T<B>> {
         self.time("layer_norm_backward", || self.inner.layer_norm_backward(x, w, dy, eps))

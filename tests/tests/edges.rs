@@ -139,7 +139,7 @@ fn grad_check<B: Backend>(be: &B, name: &str) -> Vec<f32> {
         assert!(worst <= 1e-4 * scale, "{name}: prompt {b}: edge forward vs f64 reference {worst:e} over {scale}");
     }
     let dl = be.upload(&HostTensor::new(vec![ps.len(), v], dy.clone())).unwrap();
-    let (grad, _) = pollster::block_on(m.edge_backward(be, &ew, &batch, tape, &gates, &dl, &[])).unwrap();
+    let (grad, _) = pollster::block_on(m.edge_backward(be, &ew, &batch, tape, &gates, false, &dl, &[])).unwrap();
     let scale = grad.iter().fold(0.0f64, |a, &x| a.max(x.abs() as f64));
     assert!(scale > 0.0, "{name}: every gradient is 0");
     // Edges into every reader, from several writers each.

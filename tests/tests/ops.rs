@@ -344,7 +344,7 @@ fn t_gated_sum<B: Backend>(b: &B, r: &mut StdRng) {
     // Group 1's gradient so far is added to (the others start from 0).
     let prior = rand_t(r, &[ks[1], c], 1.0);
     let acc = vec![None, Some(up(b, &prior)), None];
-    let (dz, ds) = b.gated_sum_backward(&zt_refs, &s_refs, &up(b, &dy), acc).unwrap();
+    let (dz, ds) = b.gated_sum_backward(&zt_refs, &s_refs, &up(b, &dy), acc, false).unwrap();
     for (g, &k) in ks.iter().enumerate() {
         let want_dz: Vec<f64> = (0..n).flat_map(|i| (0..k).map(move |j| (i, j))).map(|(i, j)| dot(&dyd[i * c..(i + 1) * c], &sd[g][j * c..(j + 1) * c])).collect();
         close(&format!("gated_sum_backward dgates {g}"), &get(b, &dz[g]), &[n, k], &want_dz, 1e-5);
@@ -354,6 +354,45 @@ fn t_gated_sum<B: Backend>(b: &B, r: &mut StdRng) {
             .map(|(j, col)| base(j, col) + (0..n).map(|i| zd[g][i * k + j] * dyd[i * c + col]).sum::<f64>())
             .collect();
         close(&format!("gated_sum_backward dstacks {g}"), &get(b, &ds[g]), &[k, c], &want_ds, 1e-5);
+    }
+    // Sampled gates (exactly 0 or 1 where clamped, a row of all 0): dstacks everywhere and dgates
+    // where a gate is strictly inside (0, 1) as without `sampled`.
+    let samples: Vec<HostTensor> = gates
+        .iter()
+        .enumerate()
+        .map(|(g, z)| {
+            let k = z.shape[1];
+            let data = z.data.iter().enumerate().map(|(e, &v)| match (g == 2 && e % k == 1, e % 3) {
+                (true, _) | (_, 0) => 0.0,
+                (_, 1) => 1.0,
+                _ => v.abs().min(0.9) + 0.05,
+            });
+            HostTensor::new(z.shape.clone(), data.collect())
+        })
+        .collect();
+    let sampled_t: Vec<B::Tensor> = samples.iter().map(|t| up(b, &transpose(t))).collect();
+    let st_refs: Vec<&B::Tensor> = sampled_t.iter().collect();
+    let acc = vec![None, Some(up(b, &prior)), None];
+    let (dz, ds) = b.gated_sum_backward(&st_refs, &s_refs, &up(b, &dy), acc, true).unwrap();
+    for (g, &k) in ks.iter().enumerate() {
+        let zs: Vec<f64> = samples[g].data.iter().map(|&v| v as f64).collect();
+        let got = get(b, &dz[g]);
+        for i in 0..n {
+            for j in 0..k {
+                let z = zs[i * k + j];
+                if z > 0.0 && z < 1.0 {
+                    let want = dot(&dyd[i * c..(i + 1) * c], &sd[g][j * c..(j + 1) * c]);
+                    let e = (got.data[i * k + j] as f64 - want).abs();
+                    assert!(e <= 1e-4 * want.abs().max(1.0), "sampled dgates {g} [{i}, {j}]: {} vs {want}", got.data[i * k + j]);
+                }
+            }
+        }
+        let base = |j: usize, col: usize| if g == 1 { prior.data[j * c + col] as f64 } else { 0.0 };
+        let want_ds: Vec<f64> = (0..k)
+            .flat_map(|j| (0..c).map(move |col| (j, col)))
+            .map(|(j, col)| base(j, col) + (0..n).map(|i| zs[i * k + j] * dyd[i * c + col]).sum::<f64>())
+            .collect();
+        close(&format!("sampled gated_sum_backward dstacks {g}"), &get(b, &ds[g]), &[k, c], &want_ds, 1e-5);
     }
     let bad = b.gated_sum(&z_refs[..2], &s_refs);
     assert!(bad.is_err(), "two gate blocks for three stacks");

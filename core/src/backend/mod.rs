@@ -118,10 +118,13 @@ pub trait Backend {
     fn matmul_backward(&self, dy: &Self::Tensor, w: &Self::Tensor) -> Result<Self::Tensor>;
     /// `gated_sum` backward, given each gate block transposed (`gates_t_g [k_g, n]`): per group
     /// `dgates_g [n, k_g] = dy · stacks_gᵀ` and `dstacks_g [k_g, C] = acc_g + gates_gᵀ · dy`, `acc_g`
-    /// a gradient gathered so far (None: 0), which a backend may update in place.
+    /// a gradient gathered so far (None: 0), which a backend may update in place. With `sampled`
+    /// the gates are hard-concrete samples, which have no gradient where they are exactly 0 or 1:
+    /// there `dgates` is not needed, and a backend may return 0 (the CPU skips those products).
     #[allow(clippy::type_complexity)]
     fn gated_sum_backward(&self, gates_t: &[&Self::Tensor], stacks: &[&Self::Tensor], dy: &Self::Tensor,
-        acc: Vec<Option<Self::Tensor>>) -> Result<(Vec<Self::Tensor>, Vec<Self::Tensor>)> {
+        acc: Vec<Option<Self::Tensor>>, sampled: bool) -> Result<(Vec<Self::Tensor>, Vec<Self::Tensor>)> {
+        let _ = sampled;
         if gates_t.len() != stacks.len() || acc.len() != stacks.len() {
             return Err(Error::Input(format!(
                 "gated_sum_backward: {} gate blocks and {} gradients for {} stacks",

@@ -52,7 +52,7 @@ pub fn run(m: &LoadedModel, prep: &Prepared, batch: usize, iters: usize, method:
                 let logits = pollster::block_on(be.read(&tape.logits))?;
                 let fwd = be.take();
                 let dl = be.upload(&kl_mean(&full, &logits)?.dlogits_tensor(&logits.shape))?;
-                pollster::block_on(model.edge_backward(&be, ew, &b, tape, gates, &dl, &[]))?;
+                pollster::block_on(model.edge_backward(&be, ew, &b, tape, gates, true, &dl, &[]))?;
                 (fwd, be.take())
             }
             None => {

@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use carve_core::backend::Backend;
 use carve_core::extract::edge_prune::writer_means;
 use carve_core::metrics::loss::kl_mean;
+use carve_core::optim::hard_concrete;
 use carve_core::model::edges::EdgeWeights;
 use carve_core::model::load::LoadedModel;
 use carve_core::model::{Batch, ForwardArgs, LogitsAt, Model};
@@ -25,6 +26,18 @@ pub struct EdgeTrainBench<'a> {
 /// Gates at fractional values, as sampled gates are: every mix runs.
 pub fn fractional_gates(n: usize) -> Vec<f32> {
     (0..n).map(|i| 0.5 + 0.4 * ((i % 7) as f32 / 7.0)).collect()
+}
+
+/// Hard-concrete samples at `log_alpha` for every edge (fixed noise), as a training step draws them.
+pub fn sampled_gates(n: usize, log_alpha: f64) -> Vec<f32> {
+    let mut s = 0x9E37_79B9_7F4A_7C15u64;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let u = ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+            hard_concrete::sample(log_alpha, u) as f32
+        })
+        .collect()
 }
 
 /// Every writer's mean over `patching`, on the backend.
@@ -47,36 +60,43 @@ impl Job for EdgeTrainBench<'_> {
         anyhow::ensure!(!patching.is_empty(), "the patching split is empty (mean values are measured on it)");
         let batch = Batch::new(&prompts, &m.config)?;
         let values = mean_values(&model, be, &ew, &patching)?;
-        let gates = fractional_gates(lay.n_edges());
+        let fractional = fractional_gates(lay.n_edges());
+        let sampled = sampled_gates(lay.n_edges(), 3.0);
         let rss_before = crate::cmd::bench_train::peak_rss_mib();
-        let (mut plain, mut fwd, mut bwd) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut plain, mut fwd, mut bwd) = (Vec::new(), [Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
         let rows = batch.last_rows();
         for i in 0..=self.iters {
             let t = Instant::now();
             let out = model.forward(be, &batch, &ForwardArgs { logits: LogitsAt::Last, ..ForwardArgs::default() })?;
             let full = pollster::block_on(be.read(out.logits.as_ref().context("no logits")?))?;
             let t_plain = t.elapsed().as_secs_f64();
-            let t = Instant::now();
-            let tape = model.edge_forward(be, &ew, &batch, &gates, Some(&values), &rows, false)?;
-            let logits = pollster::block_on(be.read(&tape.logits))?;
-            let t_fwd = t.elapsed().as_secs_f64();
-            let t = Instant::now();
-            let lg = kl_mean(&full, &logits)?;
-            let dl = be.upload(&lg.dlogits_tensor(&logits.shape))?;
-            pollster::block_on(model.edge_backward(be, &ew, &batch, tape, &gates, &dl, &[]))?;
-            let t_bwd = t.elapsed().as_secs_f64();
             if i > 0 {
                 plain.push(t_plain);
-                fwd.push(t_fwd);
-                bwd.push(t_bwd);
+            }
+            for (k, gates) in [&fractional, &sampled].into_iter().enumerate() {
+                let t = Instant::now();
+                let tape = model.edge_forward(be, &ew, &batch, gates, Some(&values), &rows, false)?;
+                let logits = pollster::block_on(be.read(&tape.logits))?;
+                let t_fwd = t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                let lg = kl_mean(&full, &logits)?;
+                let dl = be.upload(&lg.dlogits_tensor(&logits.shape))?;
+                pollster::block_on(model.edge_backward(be, &ew, &batch, tape, gates, true, &dl, &[]))?;
+                if i > 0 {
+                    fwd[k].push(t_fwd);
+                    bwd[k].push(t.elapsed().as_secs_f64());
+                }
             }
         }
-        let (p, f, b) = (median(plain), median(fwd), median(bwd));
+        let p = median(plain);
+        let [f, fs] = fwd.map(median);
+        let [b, bs] = bwd.map(median);
         let ff = forward_flops(&m.config, &m.weights, &batch, true);
         let outbox = (lay.writers.len() * batch.rows() * m.config.d_model * 4) as f64 / (1u64 << 20) as f64;
+        let frac = sampled.iter().filter(|&&z| z > 0.0 && z < 1.0).count() as f64 / sampled.len() as f64;
         println!("backend: {}", be.describe());
         println!(
-            "edges: {} ({} writers, {} readers); batch: {} prompts padded to {} tokens; gates fractional, mean values; {} timed steps after 1 warm-up (medians)",
+            "edges: {} ({} writers, {} readers); batch: {} prompts padded to {} tokens; mean values; {} timed steps after 1 warm-up (medians)",
             lay.n_edges(),
             lay.writers.len(),
             lay.readers.len(),
@@ -84,8 +104,20 @@ impl Job for EdgeTrainBench<'_> {
             batch.seq,
             self.iters
         );
+        println!(
+            "gates: fractional on every edge (every product runs), and sampled as at a run's start (log α 3: {:.0}% strictly between 0 and 1, the only ones whose gradient a step needs)",
+            100.0 * frac
+        );
         println!("\n| part | ms | × plain forward |\n|---|---:|---:|");
-        for (name, t) in [("plain forward", p), ("edge forward (outbox kept)", f), ("edge backward to the gates", b), ("training step", f + b)] {
+        for (name, t) in [
+            ("plain forward", p),
+            ("edge forward (outbox kept), gates fractional", f),
+            ("edge backward to the gates, gates fractional", b),
+            ("training step, gates fractional", f + b),
+            ("edge forward (outbox kept), gates sampled", fs),
+            ("edge backward to the gates, gates sampled", bs),
+            ("training step, gates sampled", fs + bs),
+        ] {
             println!("| {name} | {:.1} | {:.2} |", t * 1e3, t / p);
         }
         println!("\nplain forward: {:.2} GFLOP ({:.1} GFLOP/s)", ff / 1e9, ff / p / 1e9);

@@ -3,8 +3,13 @@
 //! (`[W, w]`, W the rows of all groups) and runs one `gemm` against all the gates at once, so a
 //! layer reads its writers' outbox once, where a product per group would write and re-add a
 //! full-size sum per group. Rows whose gates are all 0 (a standalone edge model's cut edges) are
-//! not packed. The backward adds the stacks' gradients into the ones gathered so far in place
-//! (when no one else holds them), where a fresh buffer and a sum would touch every page twice more.
+//! not packed, and mostly-zero gates are summed sparsely. The backward reads each stack row's block
+//! once, where it lies: dgates as one dot product per entry needed (for sampled gates only those
+//! strictly between 0 and 1, since a clamped sample has no gradient), and dstacks as one `gemm` of
+//! the gates against dy over the rows with a nonzero gate; it adds the stacks' gradients into the
+//! ones gathered so far in place (when no one else holds them), where a fresh buffer and a sum
+//! would touch every page twice more. Packing every row for a gemm of dgates cost more than this
+//! on SmolLM2 even with every gate fractional (`carve bench train --method edge-prune`).
 
 use std::sync::Arc;
 
@@ -123,6 +128,39 @@ pub fn gated_sum(be: &CpuBackend, gates: &[&CpuTensor], stacks: &[&CpuTensor]) -
     Ok(CpuBackend::wrap(vec![n, c], out))
 }
 
+/// What the backward computes: per stack row (of `gates_t`'s `[W, n]`), the readers whose dgates
+/// are needed (all, or for sampled gates those strictly between 0 and 1), and the rows with a
+/// nonzero gate (`live`, with their gates `zt_live`) or none (`dead`, whose dstacks are 0).
+struct Plan {
+    needed: Vec<Vec<usize>>,
+    live: Vec<usize>,
+    dead: Vec<usize>,
+    zt_live: Vec<f32>,
+}
+
+impl Plan {
+    fn of(zt: &[f32], w: usize, n: usize, sampled: bool) -> Plan {
+        let row = |r: usize| &zt[r * n..(r + 1) * n];
+        let needed = (0..w).map(|r| (0..n).filter(|&i| !sampled || (row(r)[i] > 0.0 && row(r)[i] < 1.0)).collect()).collect();
+        let (live, dead): (Vec<usize>, Vec<usize>) = (0..w).partition(|&r| row(r).iter().any(|&v| v != 0.0));
+        let zt_live = live.iter().flat_map(|&r| row(r).iter().copied()).collect();
+        Plan { needed, live, dead, zt_live }
+    }
+}
+
+/// Σ a_i·b_i over 16 lanes (which the compiler keeps in one vector register), then the rest.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..16 {
+            lanes[l] += x[l] * y[l];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
 /// Gates at most 1 in `SPARSE` nonzero (a standalone edge model's, or late in training) go
 /// through `sparse_sum`: there a product costs what it reads, where a packed gemm reads every row.
 const SPARSE: usize = 4;
@@ -155,7 +193,7 @@ fn sparse_sum(dst: Out, stacks: &[&CpuTensor], rows: &[(usize, usize)], z: &[f32
 
 #[allow(clippy::type_complexity)]
 pub fn gated_sum_backward(be: &CpuBackend, gates_t: &[&CpuTensor], stacks: &[&CpuTensor], dy: &CpuTensor,
-    acc: Vec<Option<CpuTensor>>) -> Result<(Vec<CpuTensor>, Vec<CpuTensor>)> {
+    acc: Vec<Option<CpuTensor>>, sampled: bool) -> Result<(Vec<CpuTensor>, Vec<CpuTensor>)> {
     let (n, c) = shapes("gated_sum_backward", gates_t, stacks, true)?;
     check(dy.rows_cols() == (n, c), "gated_sum_backward", || format!("dy {:?} for {n} readers of {c} columns", dy.0.shape))?;
     check(acc.len() == stacks.len(), "gated_sum_backward", || format!("{} gradients for {} stacks", acc.len(), stacks.len()))?;
@@ -184,30 +222,49 @@ pub fn gated_sum_backward(be: &CpuBackend, gates_t: &[&CpuTensor], stacks: &[&Cp
         .collect();
     let ptrs: Vec<Out> = ds_bufs.iter_mut().map(|b| Out(b.as_mut_ptr())).collect();
     let dyd = &dy.0.data;
+    let plan = Plan::of(&zt, w_all, n, sampled);
     // Per block: dz [n, W] partial sums, summed after.
     let dz_parts: Vec<Vec<f32>> = (0..c.div_ceil(BLOCK))
         .into_par_iter()
         .map(|b| {
             let (c0, c1) = (b * BLOCK, ((b + 1) * BLOCK).min(c));
             let w = c1 - c0;
-            let packed = pack(stacks, &rows, c, c0, c1);
             let mut dyb = Vec::with_capacity(n * w);
             for i in 0..n {
                 dyb.extend_from_slice(&dyd[i * c + c0..i * c + c1]);
             }
             let mut dz = vec![0.0f32; n * w_all];
-            gemm_on(&mut dz, &dyb, &packed, n, w, w_all, false, Rhs::Transposed, false);
-            let mut ds = vec![0.0f32; w_all * w];
-            gemm_on(&mut ds, &zt, &dyb, w_all, n, w, false, Rhs::Plain, false);
+            // SAFETY (both arms): row j's columns c0..c1 of group g's [k_g, c] buffer; blocks own
+            // disjoint columns.
+            let write = |g: usize, j: usize, src: &[f32]| unsafe {
+                if adding[g] {
+                    ptrs[g].add(j * c + c0, src)
+                } else {
+                    ptrs[g].put(j * c + c0, src)
+                }
+            };
+            // dz where a gate needs it: a dot product per entry, straight from the stacks' rows.
             for (r, &(g, j)) in rows.iter().enumerate() {
-                // SAFETY: row j's columns c0..c1 of group g's [k_g, c] buffer; blocks own disjoint columns.
-                unsafe {
-                    if adding[g] {
-                        ptrs[g].add(j * c + c0, &ds[r * w..(r + 1) * w])
-                    } else {
-                        ptrs[g].put(j * c + c0, &ds[r * w..(r + 1) * w])
-                    }
-                };
+                let src = &stacks[g].0.data[j * c + c0..j * c + c1];
+                for &i in &plan.needed[r] {
+                    dz[i * w_all + r] = dot(&dyb[i * w..(i + 1) * w], src);
+                }
+            }
+            // dstacks for the rows with a nonzero gate; a row whose gates are all 0 gets 0.
+            let live: Vec<(usize, usize)> = plan.live.iter().map(|&r| rows[r]).collect();
+            let mut ds = vec![0.0f32; live.len() * w];
+            if !live.is_empty() {
+                gemm_on(&mut ds, &plan.zt_live, &dyb, live.len(), n, w, false, Rhs::Plain, false);
+            }
+            for (k, &(g, j)) in live.iter().enumerate() {
+                write(g, j, &ds[k * w..(k + 1) * w]);
+            }
+            let zeros = vec![0.0f32; w];
+            for &r in &plan.dead {
+                let (g, j) = rows[r];
+                if !adding[g] {
+                    write(g, j, &zeros);
+                }
             }
             dz
         })

@@ -151,9 +151,9 @@ impl Backend for CpuBackend {
     fn gated_sum(&self, gates: &[&CpuTensor], stacks: &[&CpuTensor]) -> Result<CpuTensor> {
         gated_sum::gated_sum(self, gates, stacks)
     }
-    fn gated_sum_backward(&self, gates_t: &[&CpuTensor], stacks: &[&CpuTensor], dy: &CpuTensor, acc: Vec<Option<CpuTensor>>)
-        -> Result<(Vec<CpuTensor>, Vec<CpuTensor>)> {
-        gated_sum::gated_sum_backward(self, gates_t, stacks, dy, acc)
+    fn gated_sum_backward(&self, gates_t: &[&CpuTensor], stacks: &[&CpuTensor], dy: &CpuTensor, acc: Vec<Option<CpuTensor>>,
+        sampled: bool) -> Result<(Vec<CpuTensor>, Vec<CpuTensor>)> {
+        gated_sum::gated_sum_backward(self, gates_t, stacks, dy, acc, sampled)
     }
 
     fn matmul_backward(&self, dy: &CpuTensor, w: &CpuTensor) -> Result<CpuTensor> {

@@ -239,7 +239,17 @@ async fn step<B: Backend>(model: &Model<B>, be: &B, ew: &EdgeWeights<B::Tensor>,
     let prompts: Vec<Vec<u32>> = idx.iter().map(|&i| data.discovery[i].clone()).collect();
     let batch = Batch::new(&prompts, &model.config)?;
     let u: Vec<f64> = (0..n).map(|_| rng.open01()).collect();
-    let z: Vec<f32> = st.log_alpha.iter().zip(&u).map(|(&a, &u)| hc::sample(a, u) as f32).collect();
+    // A sample strictly inside (0, 1) stays inside in f32: exactly 0 or 1 then means clamped, with
+    // no gradient, which the sampled backward skips.
+    let z: Vec<f32> = st
+        .log_alpha
+        .iter()
+        .zip(&u)
+        .map(|(&a, &u)| match hc::sample_grad(a, u) {
+            0.0 => hc::sample(a, u) as f32,
+            _ => (hc::sample(a, u) as f32).clamp(f32::MIN_POSITIVE, 1.0 - f32::EPSILON / 2.0),
+        })
+        .collect();
     let resampled = match (values, opts.ablation) {
         (None, AblationKind::Resample) => {
             let c: Vec<Vec<u32>> = idx.iter().map(|&i| data.corrupted[i].clone()).collect();
@@ -252,7 +262,7 @@ async fn step<B: Backend>(model: &Model<B>, be: &B, ew: &EdgeWeights<B::Tensor>,
     let full_rows = be.gather_rows(full, &rows)?;
     let pairs = vec![None; idx.len()];
     let (dlogits, terms) = be.kl_hinge(&tape.logits, &full_rows, &pairs, 0.0, 1.0)?;
-    let (gz, read) = model.edge_backward(be, ew, &batch, tape, &z, &dlogits, &[&terms]).await?;
+    let (gz, read) = model.edge_backward(be, ew, &batch, tape, &z, true, &dlogits, &[&terms]).await?;
     let kl = (0..idx.len()).map(|r| read[0].data[4 * r] as f64).sum::<f64>() / idx.len() as f64;
 
     let step = st.step;

@@ -17,6 +17,8 @@ struct Grads<T> {
     stacks: Vec<Option<T>>,
     /// (first reader, readers, group, `dgates [readers, cols]`).
     blocks: Vec<(usize, usize, usize, T)>,
+    /// The gates are hard-concrete samples (see `Model::edge_backward`).
+    sampled: bool,
 }
 
 impl<T: Clone> Grads<T> {
@@ -24,12 +26,13 @@ impl<T: Clone> Grads<T> {
     #[allow(clippy::too_many_arguments)]
     fn reader<B: Backend<Tensor = T>>(&mut self, be: &B, lay: &EdgeLayout, groups: &[Group<T>], gates: &[f32], r0: usize,
         n: usize, dx: &T) -> Result<()> {
+        let sampled = self.sampled;
         let read: Vec<(usize, &Group<T>)> = groups_read(groups, lay.reads[r0]).collect();
         let zt = read.iter().map(|(_, g)| be.upload(&gate_block(lay, g, gates, r0, n, true))).collect::<Result<Vec<_>>>()?;
         let zt_refs: Vec<&T> = zt.iter().collect();
         let stacks: Vec<&T> = read.iter().map(|(_, g)| &g.stack).collect();
         let acc: Vec<Option<T>> = read.iter().map(|(gi, _)| self.stacks[*gi].take()).collect();
-        let (dz, ds) = be.gated_sum_backward(&zt_refs, &stacks, dx, acc)?;
+        let (dz, ds) = be.gated_sum_backward(&zt_refs, &stacks, dx, acc, sampled)?;
         for (((gi, _), dz), ds) in read.iter().zip(dz).zip(ds) {
             self.blocks.push((r0, n, *gi, dz));
             self.stacks[*gi] = Some(ds);
@@ -47,9 +50,11 @@ impl<T: Clone> Grads<T> {
 impl<B: Backend> Model<B> {
     /// The gradient of a loss with respect to every edge gate (in the layout's order), given
     /// `dlogits`, its gradient with respect to `tape.logits`; `also` is read back in the same read.
+    /// With `sampled` the gates are hard-concrete samples, whose gradient is only needed where
+    /// they are strictly between 0 and 1 (elsewhere the sample has none): there it may be 0.
     #[allow(clippy::too_many_arguments)]
     pub async fn edge_backward(&self, be: &B, ew: &EdgeWeights<B::Tensor>, batch: &Batch, tape: EdgeTape<B::Tensor>,
-        gates: &[f32], dlogits: &B::Tensor, also: &[&B::Tensor]) -> Result<(Vec<f32>, Vec<HostTensor>)> {
+        gates: &[f32], sampled: bool, dlogits: &B::Tensor, also: &[&B::Tensor]) -> Result<(Vec<f32>, Vec<HostTensor>)> {
         let lay = &ew.layout;
         let (c, w) = (&self.config, &self.weights);
         let (n_rows, d) = (batch.rows(), be.shape(&w.wte)[1]);
@@ -60,7 +65,7 @@ impl<B: Backend> Model<B> {
             return Err(Error::Input(format!("{} edge gates for a model of {} edges", gates.len(), lay.n_edges())));
         }
         let groups = &tape.groups;
-        let mut g = Grads { stacks: (0..groups.len()).map(|_| None).collect(), blocks: Vec::new() };
+        let mut g = Grads { stacks: (0..groups.len()).map(|_| None).collect(), blocks: Vec::new(), sampled };
         let flat = |t: &B::Tensor, n: usize| be.concat(&[t], vec![n, n_rows * d]);
 
         // The logits reader: logits = norm_f(x[rows])·W_U.
