@@ -24,8 +24,8 @@ declare -A np_args=(
 )
 # edge-prune's settings per task (the fraction of edges to remove).
 declare -A ep_args=(
-  [ioi]="--sparsity 0.98 --steps 300 --lr 0.3"
-  [greater-than]="--sparsity 0.95 --steps 150 --batch 16 --lr 0.3"
+  [ioi]="--sparsity 0.98 --steps 300 --lr 0.3 --lambda-lr 0.3"
+  [greater-than]="--sparsity 0.95 --steps 150 --batch 16 --lr 0.3 --lambda-lr 0.3"
 )
 scripts/fetch-models.sh
 cargo build --release -p carve
@@ -89,7 +89,7 @@ if ep_tasks:
         r = json.load(open(f"runs/{t}-ep/report.json"))
         h = json.load(open(f"runs/{t}-ep/circuit.json"))["method"]["hyperparameters"]
         k, n, e = r["kept"], r["total"], r["edges"]
-        s = f"sparsity {h['target_sparsity']}, lr {h['lr']}, {h['steps']} steps of {h['batch']}"
+        s = f"sparsity {h['target_sparsity']}, lr {h['lr']}, λ-lr {h.get('lambda_lr') or h['lr']}, {h['steps']} steps of {h['batch']}"
         print(f"| {t} | {s} | {scores(r)} | {e['kept']} ({e['selected']}) / {e['total']} | {k['heads']}/{n['heads']} · {k['mlps']}/{n['mlps']} "
               f"| {speed(r)} | {r['extract_seconds']:.0f} s, {r['backend']} |")
 PY

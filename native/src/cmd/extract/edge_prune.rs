@@ -25,7 +25,9 @@ pub struct EdgePruneArgs {
 }
 
 impl EdgePruneArgs {
-    pub fn options(&self, a: &super::Args) -> Result<EdgePruneOptions> {
+    /// The run's options for a model of `n_edges` edges (0 when not yet known); a resumed run
+    /// keeps its saved λ learning rate unless one is given.
+    pub fn options(&self, a: &super::Args, n_edges: usize, saved: Option<&EdgePruneOptions>) -> Result<EdgePruneOptions> {
         let target = self.sparsity.context("edge-prune needs --sparsity: the fraction of edges to remove, e.g. 0.98")?;
         let d = EdgePruneOptions::defaults();
         let np = &a.node_prune;
@@ -34,7 +36,10 @@ impl EdgePruneArgs {
             target_sparsity: target,
             steps,
             lr: np.lr.unwrap_or(d.lr),
-            lambda_lr: np.lambda_lr,
+            lambda_lr: np.lambda_lr.or_else(|| match saved {
+                Some(s) => s.lambda_lr,
+                None => EdgePruneOptions::default_lambda_lr(np.lr.unwrap_or(d.lr), n_edges),
+            }),
             warmup: np.warmup.unwrap_or(steps / 10),
             batch: a.batch,
             seed: a.task_args.seed,
@@ -53,12 +58,6 @@ impl EdgePruneArgs {
 pub(super) fn run<B: Backend>(job: &mut ExtractJob<'_>, be: &B, model: &Model<B>, ew: &EdgeWeights<B::Tensor>)
     -> Result<Option<MethodResult>> {
     let (a, splits) = (job.a, &job.prep.splits);
-    let opts = a.edge_prune.options(a)?;
-    let data = EdgePruneData {
-        discovery: super::prompts(&splits.discovery),
-        patching: super::prompts(&splits.patching),
-        corrupted: super::corrupted_prompts(opts.ablation, &splits.discovery),
-    };
     let (before, resume) = match job.resume.take() {
         Some(s) => (
             s.extract_seconds,
@@ -67,13 +66,22 @@ pub(super) fn run<B: Backend>(job: &mut ExtractJob<'_>, be: &B, model: &Model<B>
         None => (0.0, None),
     };
     let lay = &ew.layout;
+    let opts = a.edge_prune.options(a, lay.n_edges(), resume.as_ref().map(|s| &s.options))?;
+    let data = EdgePruneData {
+        discovery: super::prompts(&splits.discovery),
+        patching: super::prompts(&splits.patching),
+        corrupted: super::corrupted_prompts(opts.ablation, &splits.discovery),
+    };
     eprintln!(
-        "edge-prune: {} edges ({} writers, {} readers); keeping {} ({}% removed)",
+        "edge-prune: {} edges ({} writers, {} readers); keeping {} ({}% removed); {} steps, lr {}, λ learning rate {}",
         lay.n_edges(),
         lay.writers.len(),
         lay.readers.len(),
         ((1.0 - opts.target_sparsity) * lay.n_edges() as f64).round(),
-        100.0 * opts.target_sparsity
+        100.0 * opts.target_sparsity,
+        opts.steps,
+        opts.lr,
+        opts.lambda_lr.unwrap_or(opts.lr)
     );
     if let Some(s) = &resume {
         eprintln!("resuming edge-prune at step {} of {}", s.step, opts.steps);

@@ -149,7 +149,7 @@ pub fn run(a: Args) -> Result<()> {
             if a.ablate.alpha.is_some() || a.ablate.mlps || a.neurons {
                 bail!("--alpha, --mlps and --neurons are ablate's settings; edge-prune takes --sparsity, --steps, --lr");
             }
-            a.edge_prune.options(&a)?;
+            a.edge_prune.options(&a, 0, None)?;
         }
     }
     if a.latency_runs < 10 {

@@ -39,7 +39,8 @@ pub struct NodePruneArgs {
     #[arg(long, default_value = "0.8", value_parser = parse_target)]
     pub target_sparsity: TargetArg,
     /// node-prune (target mode) and edge-prune: the peak learning rate of the ascent on the
-    /// Lagrange multipliers (default: --lr). Higher reaches the target sooner.
+    /// Lagrange multipliers (default: --lr; for edge-prune past 7,000 edges, --lr × edges / 7,000).
+    /// Higher reaches the target sooner.
     #[arg(long)]
     pub lambda_lr: Option<f64>,
     /// node-prune: λ_k, each granularity's weight in the sparsity term, e.g. `neurons=2,heads=0.5`
