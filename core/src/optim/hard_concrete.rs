@@ -22,6 +22,18 @@ pub fn sample(log_alpha: f64, u: f64) -> f64 {
     stretched(log_alpha, u).0.clamp(0.0, 1.0)
 }
 
+/// `sample` in f32, where exactly 0 or 1 means clamped: a sample strictly inside (0, 1) is kept
+/// inside (at least the smallest normal f32, at most the largest below 1), so a backward may skip
+/// the gates at exactly 0 or 1, which have no gradient (`sample_grad` is 0 there).
+pub fn sample_f32(log_alpha: f64, u: f64) -> f32 {
+    let (z, _) = stretched(log_alpha, u);
+    if z <= 0.0 || z >= 1.0 {
+        z.clamp(0.0, 1.0) as f32
+    } else {
+        (z as f32).clamp(f32::MIN_POSITIVE, 1.0 - f32::EPSILON / 2.0)
+    }
+}
+
 /// (s·(r − l) + l, s) for `sample`.
 fn stretched(log_alpha: f64, u: f64) -> (f64, f64) {
     let s = sigmoid(((u.ln() - (-u).ln_1p()) + log_alpha) / BETA);
@@ -128,5 +140,22 @@ mod tests {
         }
         assert_eq!(deterministic(log_alpha_open_with(0.99)), 1.0);
         assert_eq!(deterministic(-10.0), 0.0);
+    }
+
+    #[test]
+    fn a_sample_in_f32_is_exactly_0_or_1_only_where_clamped() {
+        for (k, a) in [-6.0, -1.0, 0.0, 2.0, 3.0, 20.0].into_iter().enumerate() {
+            for j in 1..2000 {
+                let u = j as f64 / 2000.0 + 1e-9 * k as f64;
+                let z = sample_f32(a, u);
+                assert_eq!(z == 0.0 || z == 1.0, sample_grad(a, u) == 0.0, "log α {a}, u {u}: {z}");
+                assert!((z as f64 - sample(a, u)).abs() < 1e-6, "log α {a}, u {u}");
+            }
+        }
+        // Just below 1 in f64 rounds to 1 in f32; it stays below.
+        let u = 0.5;
+        let a = BETA * ((1.0 - 1e-9 - LEFT) / (RIGHT - 1.0 + 1e-9)).ln();
+        assert!(sample_grad(a, u) > 0.0);
+        assert!(sample_f32(a, u) < 1.0);
     }
 }

@@ -35,7 +35,7 @@ pub fn sampled_gates(n: usize, log_alpha: f64) -> Vec<f32> {
         .map(|_| {
             s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             let u = ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-            hard_concrete::sample(log_alpha, u) as f32
+            hard_concrete::sample_f32(log_alpha, u)
         })
         .collect()
 }

@@ -253,17 +253,8 @@ async fn step<B: Backend>(model: &Model<B>, be: &B, ew: &EdgeWeights<B::Tensor>,
     let prompts: Vec<Vec<u32>> = idx.iter().map(|&i| data.discovery[i].clone()).collect();
     let batch = Batch::new(&prompts, &model.config)?;
     let u: Vec<f64> = (0..n).map(|_| rng.open01()).collect();
-    // A sample strictly inside (0, 1) stays inside in f32: exactly 0 or 1 then means clamped, with
-    // no gradient, which the sampled backward skips.
-    let z: Vec<f32> = st
-        .log_alpha
-        .iter()
-        .zip(&u)
-        .map(|(&a, &u)| match hc::sample_grad(a, u) {
-            0.0 => hc::sample(a, u) as f32,
-            _ => (hc::sample(a, u) as f32).clamp(f32::MIN_POSITIVE, 1.0 - f32::EPSILON / 2.0),
-        })
-        .collect();
+    // Exactly 0 or 1 only where clamped, as the sampled backward assumes.
+    let z: Vec<f32> = st.log_alpha.iter().zip(&u).map(|(&a, &u)| hc::sample_f32(a, u)).collect();
     let resampled = match (values, opts.ablation) {
         (None, AblationKind::Resample) => {
             let c: Vec<Vec<u32>> = idx.iter().map(|&i| data.corrupted[i].clone()).collect();

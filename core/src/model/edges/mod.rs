@@ -21,7 +21,7 @@ mod forward;
 mod standalone;
 
 pub use forward::EdgeTape;
-pub use standalone::{fold, EdgeModel};
+pub use standalone::EdgeModel;
 
 use crate::backend::Backend;
 use crate::mask::EdgeLayout;

@@ -64,7 +64,7 @@ impl<T> EdgeModel<T> {
 }
 
 /// c_r = bias_r + Σ_w (1 − z_rw)·a_w for every reader, `[readers, d]` (in f64, rounded once).
-pub fn fold(lay: &EdgeLayout, gates: &[f32], values: Option<&HostTensor>, bias: &HostTensor) -> Result<HostTensor> {
+fn fold(lay: &EdgeLayout, gates: &[f32], values: Option<&HostTensor>, bias: &HostTensor) -> Result<HostTensor> {
     if gates.len() != lay.n_edges() {
         return Err(Error::Input(format!("{} edge gates for a model of {} edges", gates.len(), lay.n_edges())));
     }
