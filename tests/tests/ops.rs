@@ -400,6 +400,51 @@ fn t_gated_sum<B: Backend>(b: &B, r: &mut StdRng) {
     assert!(bad.is_err(), "gate blocks of the wrong widths");
 }
 
+/// gated_sum and its backward at the sizes the GPU kernels split: 20 readers (blocks of 16), groups
+/// of 18, 0 and 7 rows (gate tiles of 4, an empty group), 9,001 columns (several chunks of the
+/// gates' gradient and a remainder), a gradient so far on the first group; against f64, 1e-5.
+fn t_gated_sum_wide<B: Backend>(b: &B, r: &mut StdRng) {
+    let (n, c, ks) = (20, 9001, [18usize, 0, 7]);
+    let stacks: Vec<HostTensor> = ks.iter().map(|&k| rand_t(r, &[k, c], 1.0)).collect();
+    let gates: Vec<HostTensor> = ks.iter().map(|&k| rand_t(r, &[n, k], 1.0)).collect();
+    let (sd, zd): (Vec<Vec<f64>>, Vec<Vec<f64>>) = (stacks.iter().map(d).collect(), gates.iter().map(d).collect());
+    let mut want = vec![0.0f64; n * c];
+    for (g, &k) in ks.iter().enumerate() {
+        for i in 0..n {
+            for j in 0..k {
+                let zij = zd[g][i * k + j];
+                want[i * c..(i + 1) * c].iter_mut().zip(&sd[g][j * c..(j + 1) * c]).for_each(|(w, s)| *w += zij * s);
+            }
+        }
+    }
+    let su: Vec<B::Tensor> = stacks.iter().map(|t| up(b, t)).collect();
+    let zu: Vec<B::Tensor> = gates.iter().map(|t| up(b, t)).collect();
+    let zt: Vec<B::Tensor> = gates
+        .iter()
+        .zip(ks)
+        .map(|(z, k)| up(b, &HostTensor::new(vec![k, n], (0..k).flat_map(|j| (0..n).map(move |i| z.data[i * k + j])).collect())))
+        .collect();
+    let (s_refs, z_refs, zt_refs): (Vec<&B::Tensor>, Vec<&B::Tensor>, Vec<&B::Tensor>) = (su.iter().collect(), zu.iter().collect(), zt.iter().collect());
+    close("wide gated_sum", &get(b, &b.gated_sum(&z_refs, &s_refs).unwrap()), &[n, c], &want, 1e-5);
+    let dy = rand_t(r, &[n, c], 1.0);
+    let dyd = d(&dy);
+    let prior = rand_t(r, &[ks[0], c], 1.0);
+    let acc = vec![Some(up(b, &prior)), None, None];
+    let (dz, ds) = b.gated_sum_backward(&zt_refs, &s_refs, &up(b, &dy), acc, false).unwrap();
+    for (g, &k) in ks.iter().enumerate() {
+        let want_dz: Vec<f64> = (0..n).flat_map(|i| (0..k).map(move |j| (i, j))).map(|(i, j)| dot(&dyd[i * c..(i + 1) * c], &sd[g][j * c..(j + 1) * c])).collect();
+        close(&format!("wide gated_sum_backward dgates {g}"), &get(b, &dz[g]), &[n, k], &want_dz, 1e-5);
+        let base = |j: usize, col: usize| if g == 0 { prior.data[j * c + col] as f64 } else { 0.0 };
+        let want_ds: Vec<f64> = (0..k)
+            .flat_map(|j| (0..c).map(move |col| (j, col)))
+            .map(|(j, col)| base(j, col) + (0..n).map(|i| zd[g][i * k + j] * dyd[i * c + col]).sum::<f64>())
+            .collect();
+        close(&format!("wide gated_sum_backward dstacks {g}"), &get(b, &ds[g]), &[k, c], &want_ds, 1e-5);
+    }
+    let bad = b.gated_sum_backward(&zt_refs, &s_refs, &up(b, &rand_t(r, &[n, c - 1], 1.0)), vec![None, None, None], false);
+    assert!(bad.is_err(), "dy of the wrong width");
+}
+
 /// A chain of ops, read once: pooled buffers get reused inside one pending encoder.
 fn t_chain<B: Backend>(b: &B, r: &mut StdRng) {
     let (m, k) = (19, 70);
@@ -462,7 +507,7 @@ macro_rules! on_both {
     };
 }
 
-on_both!(t_matmul, t_add, t_norms, t_activations, t_rope, t_attention, t_mix, t_log_softmax, t_gather, t_concat, t_gated_sum, t_chain, t_errors);
+on_both!(t_matmul, t_add, t_norms, t_activations, t_rope, t_attention, t_mix, t_log_softmax, t_gather, t_concat, t_gated_sum, t_gated_sum_wide, t_chain, t_errors);
 
 // ---------------------------------------------------------------- wgpu only
 

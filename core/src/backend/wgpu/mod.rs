@@ -13,6 +13,7 @@ mod concat;
 mod context;
 mod elementwise;
 mod embedding;
+mod gated_sum;
 mod matmul;
 mod pipelines;
 mod pool;
@@ -280,6 +281,13 @@ impl Backend for WgpuBackend {
     fn mix_backward(&self, x: &GpuTensor, mask: &GpuTensor, mask_rows: RowMap, abl: &GpuTensor, abl_rows: RowMap,
         dy: &GpuTensor) -> Result<(GpuTensor, GpuTensor)> {
         self.op_mix_backward(x, mask, mask_rows, abl, abl_rows, dy)
+    }
+    fn gated_sum(&self, gates: &[&GpuTensor], stacks: &[&GpuTensor]) -> Result<GpuTensor> {
+        self.op_gated_sum(gates, stacks)
+    }
+    fn gated_sum_backward(&self, gates_t: &[&GpuTensor], stacks: &[&GpuTensor], dy: &GpuTensor, acc: Vec<Option<GpuTensor>>,
+        _sampled: bool) -> Result<(Vec<GpuTensor>, Vec<GpuTensor>)> {
+        self.op_gated_sum_backward(gates_t, stacks, dy, acc)
     }
     fn scatter_rows(&self, src: &GpuTensor, ids: &[u32], rows: usize) -> Result<GpuTensor> {
         self.op_scatter_rows(src, ids, rows)

@@ -26,6 +26,8 @@ pub(crate) enum Shader {
     BackwardEmbedding,
     KlHingeRows,
     KlHingeGrad,
+    GatedSum,
+    GatedSumDgates,
 }
 
 impl Shader {
@@ -44,6 +46,8 @@ impl Shader {
             Shader::BackwardEmbedding => include_str!("../../../../shaders/backward_embedding.wgsl"),
             Shader::KlHingeRows => include_str!("../../../../shaders/kl_hinge_rows.wgsl"),
             Shader::KlHingeGrad => include_str!("../../../../shaders/kl_hinge_grad.wgsl"),
+            Shader::GatedSum => include_str!("../../../../shaders/gated_sum.wgsl"),
+            Shader::GatedSumDgates => include_str!("../../../../shaders/gated_sum_dgates.wgsl"),
         }
     }
 }
@@ -81,6 +85,11 @@ pub(crate) enum Kernel {
     KlHingeRows,
     /// The training loss's logit gradient, from those terms.
     KlHingeGrad,
+    /// The edge mixing of one group of writers: `out = base + z·s` (also the backward's dstacks).
+    GatedSum,
+    /// The gates' gradient per chunk of columns, then the sum of the chunks.
+    DgatesPart,
+    DgatesSum,
 }
 
 /// The tiled GEMM's variants: WGSL pipeline-overridable constants of matmul.wgsl.
@@ -115,6 +124,8 @@ impl Kernel {
             ScatterRows => Shader::BackwardEmbedding,
             KlHingeRows => Shader::KlHingeRows,
             KlHingeGrad => Shader::KlHingeGrad,
+            GatedSum => Shader::GatedSum,
+            DgatesPart | DgatesSum => Shader::GatedSumDgates,
         }
     }
 
@@ -146,6 +157,9 @@ impl Kernel {
             ScatterRows => "scatter_rows",
             KlHingeRows => "kl_hinge_rows",
             KlHingeGrad => "kl_hinge_grad",
+            GatedSum => "gated_sum",
+            DgatesPart => "dgates_part",
+            DgatesSum => "dgates_sum",
         }
     }
 
@@ -154,10 +168,10 @@ impl Kernel {
         use Kernel::*;
         match self {
             Fill | CausalSoftmax | CausalZero => 0,
-            Gelu | LogSoftmax => 1,
-            Add | SiluMul | Rope | RmsNorm | Gather => 2,
+            Gelu | LogSoftmax | DgatesSum => 1,
+            Add | SiluMul | Rope | RmsNorm | Gather | DgatesPart => 2,
             GeluBackward | SiluMulBackwardUp | MixBackwardX | SoftmaxBackward | ScatterRows => 2,
-            Mix | LayerNorm | Matmul(_) | MatmulSmallM => 3,
+            Mix | LayerNorm | Matmul(_) | MatmulSmallM | GatedSum => 3,
             SiluMulBackwardGate | MixBackwardMask | LayerNormBackward | RmsNormBackward | KlHingeRows => 3,
             KlHingeGrad => 4,
         }

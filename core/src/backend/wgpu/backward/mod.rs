@@ -5,6 +5,7 @@
 
 mod attention;
 mod elementwise;
+mod gated_sum;
 mod matmul;
 mod norms;
 mod loss;
@@ -17,7 +18,7 @@ use crate::Result;
 
 impl WgpuBackend {
     /// Records `out[..] = 0` over all of `t`.
-    fn zero_fill(&self, op: &str, t: &GpuTensor) -> Result<()> {
+    pub(super) fn zero_fill(&self, op: &str, t: &GpuTensor) -> Result<()> {
         let n = t.numel();
         if n == 0 {
             return Ok(());
