@@ -128,6 +128,8 @@ fn edge_prune_bad_settings_and_circuit_files() {
     fails(&ep_args(s(&m), s(&t), s(&o), &["--init-log-alpha", "inf"]), "starting log α");
     fails(&ep_args(s(&m), s(&t), s(&o), &["--ablation", "mean-per-position"]), "zero, mean or resample");
     fails(&ep_args(s(&m), s(&t), s(&o), &["--alpha", "0.1"]), "ablate's settings");
+    // A task of open answers (a user's file) has no answer tokens to take a KL over.
+    fails(&ep_args(s(&m), s(&t), s(&o), &["--kl-over", "answers"]), "closed set of tokens");
     let mut none = ep_args(s(&m), s(&t), s(&o), &[]);
     let i = none.iter().position(|a| *a == "--sparsity").unwrap();
     none.drain(i..i + 2);

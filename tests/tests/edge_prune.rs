@@ -99,8 +99,40 @@ fn bad_settings_are_refused() {
         (EdgePruneOptions { steps: 0, ..d.clone() }, "steps"),
         (EdgePruneOptions { ablation: AblationKind::MeanPerPosition, ..d.clone() }, "zero, mean or resample"),
         (EdgePruneOptions { ablation: AblationKind::Resample, ..d.clone() }, "corrupted prompt"),
+        (EdgePruneOptions { answer_vocab: Some(vec![7]), ..d.clone() }, "at least 2 answer tokens"),
+        (EdgePruneOptions { answer_vocab: Some(vec![7, 9, 7]), ..d.clone() }, "repeat"),
+        (EdgePruneOptions { answer_vocab: Some(vec![7, 1_000_000]), ..d.clone() }, "answer token 1000000"),
     ] {
         let err = pollster::block_on(edge_prune(&model, &be, &ew, &data, &o, None, &mut ())).err().expect("refused").to_string();
         assert!(err.contains(needle), "{err}");
     }
+}
+
+/// The training KL over the answers: with every token of the vocabulary as an answer it is the
+/// whole-vocabulary KL (the same run, within float rounding); over a few tokens it is another loss
+/// (its own KL on every step, and other gates).
+#[test]
+fn a_kl_over_the_answers_is_the_kl_of_their_distribution() {
+    let (host, prompts) = setup();
+    let be = cpu();
+    let model = Model::upload(&be, host.config.clone(), &host.weights).unwrap();
+    let ew = EdgeWeights::new(&be, &model, &host.weights).unwrap();
+    let data = EdgePruneData { discovery: prompts.clone(), patching: prompts, corrupted: vec![] };
+    let o = EdgePruneOptions { target_sparsity: 0.8, steps: 20, warmup: 2, batch: 6, ..EdgePruneOptions::defaults() };
+    let run = |o: &EdgePruneOptions| pollster::block_on(edge_prune(&model, &be, &ew, &data, o, None, &mut ())).unwrap();
+    let whole = run(&o);
+    let vocab = host.config.vocab as u32;
+    // Every token, in reverse order: the same distribution, the same gradient.
+    let all = run(&EdgePruneOptions { answer_vocab: Some((0..vocab).rev().collect()), ..o.clone() });
+    for (a, b) in whole.state.history.iter().zip(&all.state.history) {
+        assert!((a.kl - b.kl).abs() <= 1e-5 * a.kl.abs().max(1e-3), "step {}: KL {} against {}", a.step, a.kl, b.kl);
+    }
+    for (a, b) in whole.state.log_alpha.iter().zip(&all.state.log_alpha) {
+        assert!((a - b).abs() < 1e-3, "log α {a} against {b}");
+    }
+    // Four tokens: another KL from the same first minibatch and gate noise.
+    let few = run(&EdgePruneOptions { answer_vocab: Some(vec![3, 17, 101, 250]), ..o.clone() });
+    let (w0, f0) = (&whole.state.history[0], &few.state.history[0]);
+    assert!((f0.kl - w0.kl).abs() > 1e-3, "the first step's KL over 4 answers {} is the whole vocabulary's {}", f0.kl, w0.kl);
+    assert_ne!(few.state.log_alpha, whole.state.log_alpha);
 }

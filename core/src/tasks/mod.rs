@@ -126,6 +126,16 @@ pub struct Task {
 }
 
 impl Task {
+    /// The tokens every answer is made of, when the task has a closed set of them (greater-than's
+    /// year tokens: "00".."99", or the digits "0".."9" where a year is two steps): what a KL over
+    /// the answers compares. None for tasks whose answers are open (IOI's names, user tasks).
+    pub fn answer_vocab(&self) -> Option<Vec<u32>> {
+        match &self.years {
+            Some(YearTokens::TwoDigit(v)) | Some(YearTokens::Digits(v)) => Some(v.clone()),
+            None => None,
+        }
+    }
+
     /// Reads a `task.json`, checking what scoring relies on: examples present, year targets exactly
     /// when the task has year tokens, ids below `vocab`.
     pub fn from_json(text: &str, vocab: usize) -> Result<Task> {

@@ -54,6 +54,11 @@ pub struct EdgePruneOptions {
     pub ablation: AblationKind,
     /// The mean of log α at the start (the spread is 0.01).
     pub init_log_alpha: f64,
+    /// The training KL is taken over these tokens' distribution only, both sides renormalised over
+    /// them (the task's answers: greater-than's year tokens, as the paper trains greater-than);
+    /// None: over the whole vocabulary. The report's KL is always over the whole vocabulary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_vocab: Option<Vec<u32>>,
 }
 
 impl EdgePruneOptions {
@@ -72,6 +77,7 @@ impl EdgePruneOptions {
             seed: 0,
             ablation: AblationKind::Mean,
             init_log_alpha: 3.0,
+            answer_vocab: None,
         }
     }
 
@@ -111,6 +117,16 @@ impl EdgePruneOptions {
         }
         if !matches!(self.ablation, AblationKind::Zero | AblationKind::Mean | AblationKind::Resample) {
             return bad("edge-prune takes zero, mean or resample ablation".into());
+        }
+        if let Some(v) = &self.answer_vocab {
+            if v.len() < 2 {
+                return bad(format!("a KL over the answers needs at least 2 answer tokens, not {}", v.len()));
+            }
+            let mut sorted = v.clone();
+            sorted.sort_unstable();
+            if sorted.windows(2).any(|w| w[0] == w[1]) {
+                return bad("the answer tokens of the KL repeat a token".into());
+            }
         }
         Ok(())
     }
@@ -188,6 +204,10 @@ pub async fn edge_prune<B: Backend>(model: &Model<B>, be: &B, ew: &EdgeWeights<B
         }
         _ => None,
     };
+    let select = match &opts.answer_vocab {
+        Some(v) => Some(be.upload(&answer_select(v, model.config.vocab)?)?),
+        None => None,
+    };
     let dev: Option<Vec<B::Tensor>> = values.as_ref().map(|v| v.iter().map(|t| be.upload(t)).collect::<Result<_>>()).transpose()?;
     let mut parts: Vec<&[u32]> = data.discovery.iter().map(|p| &p[..]).collect();
     for extra in [&data.patching, &data.corrupted] {
@@ -208,7 +228,7 @@ pub async fn edge_prune<B: Backend>(model: &Model<B>, be: &B, ew: &EdgeWeights<B
     let full = last_logits(model, be, &data.discovery, None, None, opts.batch).await?;
     let full_dev = be.upload(&full)?;
     while st.step < opts.steps {
-        let record = step(model, be, ew, data, opts, &full_dev, dev.as_deref(), &mut st).await?;
+        let record = step(model, be, ew, data, opts, &full_dev, dev.as_deref(), select.as_ref(), &mut st).await?;
         if progress.update(&record, &st) == Flow::Stop && st.step < opts.steps {
             let kept = top_edges(&st.log_alpha, opts.target_sparsity);
             let effective = effective(lay, &kept);
@@ -235,6 +255,19 @@ pub async fn edge_prune<B: Backend>(model: &Model<B>, be: &B, ew: &EdgeWeights<B
     Ok(EdgePruneRun { state: st, finished: true, kept, effective, discovery_kl, values })
 }
 
+/// The one-hot rows `[answers, vocab]` that pick the answer tokens' logits (`logits · selectᵀ`);
+/// the same matrix takes their gradient back to the whole vocabulary.
+fn answer_select(answers: &[u32], vocab: usize) -> Result<HostTensor> {
+    let mut m = vec![0.0f32; answers.len() * vocab];
+    for (i, &t) in answers.iter().enumerate() {
+        if t as usize >= vocab {
+            return Err(Error::Input(format!("answer token {t} of the KL is past this model's vocabulary of {vocab}")));
+        }
+        m[i * vocab + t as usize] = 1.0;
+    }
+    Ok(HostTensor::new(vec![answers.len(), vocab], m))
+}
+
 /// Each writer's output on the corrupted prompts (resample ablation's values, `[rows, d]`).
 fn corrupted_values<B: Backend>(model: &Model<B>, be: &B, ew: &EdgeWeights<B::Tensor>, corrupted: &[Vec<u32>]) -> Result<Vec<B::Tensor>> {
     let batch = Batch::new(corrupted, &model.config)?;
@@ -246,7 +279,7 @@ fn corrupted_values<B: Backend>(model: &Model<B>, be: &B, ew: &EdgeWeights<B::Te
 /// backward, AdamW on log α and ascent on λ. The state advances only when everything is finite.
 #[allow(clippy::too_many_arguments)]
 async fn step<B: Backend>(model: &Model<B>, be: &B, ew: &EdgeWeights<B::Tensor>, data: &EdgePruneData, opts: &EdgePruneOptions,
-    full: &B::Tensor, values: Option<&[B::Tensor]>, st: &mut EdgePruneState) -> Result<EdgeStepRecord> {
+    full: &B::Tensor, values: Option<&[B::Tensor]>, select: Option<&B::Tensor>, st: &mut EdgePruneState) -> Result<EdgeStepRecord> {
     let n = st.log_alpha.len();
     let mut rng = st.rng;
     let idx = rng.choose(data.discovery.len(), opts.batch);
@@ -266,7 +299,14 @@ async fn step<B: Backend>(model: &Model<B>, be: &B, ew: &EdgeWeights<B::Tensor>,
     let rows: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
     let full_rows = be.gather_rows(full, &rows)?;
     let pairs = vec![None; idx.len()];
-    let (dlogits, terms) = be.kl_hinge(&tape.logits, &full_rows, &pairs, 0.0, 1.0)?;
+    let (dlogits, terms) = match select {
+        // The answers' logits, their KL, and its gradient back on the whole vocabulary.
+        Some(s) => {
+            let (d, terms) = be.kl_hinge(&be.matmul(&tape.logits, s, None)?, &be.matmul(&full_rows, s, None)?, &pairs, 0.0, 1.0)?;
+            (be.matmul_backward(&d, s)?, terms)
+        }
+        None => be.kl_hinge(&tape.logits, &full_rows, &pairs, 0.0, 1.0)?,
+    };
     let (gz, read) = model.edge_backward(be, ew, &batch, tape, &z, true, &dlogits, &[&terms]).await?;
     let kl = (0..idx.len()).map(|r| read[0].data[4 * r] as f64).sum::<f64>() / idx.len() as f64;
 

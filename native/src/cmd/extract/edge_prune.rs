@@ -22,12 +22,25 @@ pub struct EdgePruneArgs {
     /// fully open with probability 0.8.
     #[arg(long, default_value_t = 3.0, allow_negative_numbers = true)]
     pub init_log_alpha: f64,
+    /// edge-prune: what the training KL compares: `vocab`, the whole next-token distribution, or
+    /// `answers`, the distribution over the task's answer tokens only (greater-than's year tokens,
+    /// as the paper trains greater-than). The report's KL is over the whole vocabulary either way.
+    #[arg(long, value_enum, default_value = "vocab")]
+    pub kl_over: KlOver,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum KlOver {
+    Vocab,
+    Answers,
 }
 
 impl EdgePruneArgs {
     /// The run's options for a model of `n_edges` edges (0 when not yet known); a resumed run
     /// keeps its saved λ learning rate unless one is given.
-    pub fn options(&self, a: &super::Args, n_edges: usize, saved: Option<&EdgePruneOptions>) -> Result<EdgePruneOptions> {
+    /// `answers`: the task's answer tokens, when it has a closed set of them.
+    pub fn options(&self, a: &super::Args, n_edges: usize, saved: Option<&EdgePruneOptions>, answers: Option<Vec<u32>>)
+        -> Result<EdgePruneOptions> {
         let target = self.sparsity.context("edge-prune needs --sparsity: the fraction of edges to remove, e.g. 0.98")?;
         let d = EdgePruneOptions::defaults();
         let np = &a.node_prune;
@@ -45,6 +58,12 @@ impl EdgePruneArgs {
             seed: a.task_args.seed,
             ablation: a.ablate.ablation.kind(),
             init_log_alpha: self.init_log_alpha,
+            answer_vocab: match self.kl_over {
+                KlOver::Vocab => None,
+                KlOver::Answers => Some(answers.context(
+                    "--kl-over answers needs a task whose answers come from a closed set of tokens (greater-than); this one's do not",
+                )?),
+            },
         };
         if o.ablation == AblationKind::MeanPerPosition {
             bail!("edge-prune takes --ablation zero, mean or resample (per-position means depend on the prompt's length)");
@@ -66,14 +85,14 @@ pub(super) fn run<B: Backend>(job: &mut ExtractJob<'_>, be: &B, model: &Model<B>
         None => (0.0, None),
     };
     let lay = &ew.layout;
-    let opts = a.edge_prune.options(a, lay.n_edges(), resume.as_ref().map(|s| &s.options))?;
+    let opts = a.edge_prune.options(a, lay.n_edges(), resume.as_ref().map(|s| &s.options), job.prep.task.answer_vocab())?;
     let data = EdgePruneData {
         discovery: super::prompts(&splits.discovery),
         patching: super::prompts(&splits.patching),
         corrupted: super::corrupted_prompts(opts.ablation, &splits.discovery),
     };
     eprintln!(
-        "edge-prune: {} edges ({} writers, {} readers); keeping {} ({}% removed); {} steps, lr {}, λ learning rate {}",
+        "edge-prune: {} edges ({} writers, {} readers); keeping {} ({}% removed); {} steps, lr {}, λ learning rate {}; KL over {}",
         lay.n_edges(),
         lay.writers.len(),
         lay.readers.len(),
@@ -81,7 +100,8 @@ pub(super) fn run<B: Backend>(job: &mut ExtractJob<'_>, be: &B, model: &Model<B>
         100.0 * opts.target_sparsity,
         opts.steps,
         opts.lr,
-        opts.lambda_lr.unwrap_or(opts.lr)
+        opts.lambda_lr.unwrap_or(opts.lr),
+        opts.answer_vocab.as_ref().map_or("the whole vocabulary".to_string(), |v| format!("the task's {} answer tokens", v.len()))
     );
     if let Some(s) = &resume {
         eprintln!("resuming edge-prune at step {} of {}", s.step, opts.steps);

@@ -149,7 +149,9 @@ pub fn run(a: Args) -> Result<()> {
             if a.ablate.alpha.is_some() || a.ablate.mlps || a.neurons {
                 bail!("--alpha, --mlps and --neurons are ablate's settings; edge-prune takes --sparsity, --steps, --lr");
             }
-            a.edge_prune.options(&a, 0, None)?;
+            // The task's answer tokens are known once it is prepared: two stand-ins let the other
+            // settings be checked now.
+            a.edge_prune.options(&a, 0, None, Some(vec![0, 1]))?;
         }
     }
     if a.latency_runs < 10 {
