@@ -410,7 +410,8 @@ fn corrupted_prompts(kind: AblationKind, discovery: &[carve_core::tasks::Example
 fn training_summary(r: &MethodResult) -> Option<report::Training> {
     let node = r.training.as_ref().and_then(|h| h.last().map(|l| (h.len(), l.loss, l.kl, l.target.map(|t| (l.sparsity, t)))));
     let edge = r.edge_training.as_ref().and_then(|h| h.last().map(|l| (h.len(), l.loss, l.kl, Some((l.sparsity, l.target)))));
-    node.or(edge).map(|(steps, final_loss, final_kl, reached)| report::Training { steps, final_loss, final_kl, reached })
+    let kl_over_answers = r.method.hyperparameters.get("kl_over").and_then(|v| v.as_str()) == Some("answers");
+    node.or(edge).map(|(steps, final_loss, final_kl, reached)| report::Training { steps, final_loss, final_kl, reached, kl_over_answers })
 }
 
 fn file_scores(s: &Scores) -> carve_core::circuit::file::Scores {

@@ -40,6 +40,8 @@ pub struct Training {
     pub final_kl: f64,
     /// The expected sparsity at the last step and the target (methods trained to a target).
     pub reached: Option<(f64, f64)>,
+    /// The training KL was over the task's answer tokens (edge-prune's `--kl-over answers`).
+    pub kl_over_answers: bool,
 }
 
 impl Training {
@@ -114,6 +116,7 @@ pub fn json(r: &Inputs) -> Value {
             "steps": h.steps,
             "final_loss": h.final_loss,
             "final_kl": h.final_kl,
+            "kl_over": if h.kl_over_answers { "answers" } else { "vocab" },
             "final_sparsity": h.reached.map(|r| r.0),
             "target_sparsity": h.reached.map(|r| r.1),
             "short_of_target": h.shortfall().is_some(),
@@ -228,8 +231,11 @@ pub fn markdown(r: &Inputs) -> String {
     }
     if let Some(h) = &r.training {
         s += &format!(
-            "\nTraining: {} steps, final loss {:.4} (KL {:.4} on the last minibatch with sampled gates).\n",
-            h.steps, h.final_loss, h.final_kl
+            "\nTraining: {} steps, final loss {:.4} (KL {:.4}{} on the last minibatch with sampled gates).\n",
+            h.steps,
+            h.final_loss,
+            h.final_kl,
+            if h.kl_over_answers { " over the task's answer tokens" } else { "" }
         );
         if let Some(w) = h.shortfall() {
             s += &format!("\n**{w}**\n");
