@@ -23,8 +23,9 @@ pub struct EdgePruneArgs {
     #[arg(long, default_value_t = 3.0, allow_negative_numbers = true)]
     pub init_log_alpha: f64,
     /// edge-prune: what the training KL compares: `vocab`, the whole next-token distribution, or
-    /// `answers`, the distribution over the task's answer tokens only (greater-than's year tokens,
-    /// as the paper trains greater-than). The report's KL is over the whole vocabulary either way.
+    /// `answers`, the distribution over the task's answer tokens only, renormalised over them
+    /// (greater-than's year tokens, as the paper trains greater-than; it does not hold the answers'
+    /// total probability). The report's KL is over the whole vocabulary either way.
     #[arg(long, value_enum, default_value = "vocab")]
     pub kl_over: KlOver,
 }
