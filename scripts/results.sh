@@ -24,7 +24,7 @@ declare -A np_args=(
 )
 # edge-prune's settings per task (the fraction of edges to remove).
 declare -A ep_args=(
-  [ioi]="--sparsity 0.98 --steps 300 --lr 0.3 --lambda-lr 0.3"
+  [ioi]="--sparsity 0.98 --steps 300"
   [greater-than]="--sparsity 0.95 --steps 600 --batch 16"
 )
 scripts/fetch-models.sh
