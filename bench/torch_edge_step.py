@@ -13,14 +13,14 @@ torch_forward.py and the batch shape carve's bench prints.
 
     python3 bench/torch_edge_step.py --model /tmp/smol --batch 32 --seq 20
 """
-import argparse, time
+import argparse, resource
 
 import torch
 import torch.nn.functional as F
 from transformers import LlamaForCausalLM
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from torch_forward import ids
+from torch_forward import ids, time_kl_step
 
 
 def rms(x, w, eps):
@@ -59,7 +59,6 @@ def main():
     mlp_gates = [gate(1, 1 + l * (H + 1) + H) for l in range(L)]
     out_gate = gate(1, n_writers)
     edges = sum(g.numel() for g in attn_gates + mlp_gates) + out_gate.numel()
-    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
     print(f"torch {torch.__version__} on {dev} ({torch.cuda.get_device_name() if dev == 'cuda' else f'{torch.get_num_threads()} threads'}), "
           f"batch {B} x seq {T}, fp32, {edges} edges, gates fractional, median of {a.iters}")
 
@@ -125,34 +124,10 @@ def main():
             for g, s in zip(attn_gates + mlp_gates + [out_gate], saved):
                 g.copy_(s)
 
-    def step():
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            full = torch.log_softmax(model(x_ids, logits_to_keep=1).logits[:, -1, :], -1)
-        sync()
-        t1 = time.perf_counter()
-        logq = torch.log_softmax(edge_forward(), -1)
-        loss = F.kl_div(logq, full, reduction="batchmean", log_target=True)
-        sync()
-        t2 = time.perf_counter()
-        for g in attn_gates + mlp_gates + [out_gate]:
-            g.grad = None
-        loss.backward()
-        sync()
-        t3 = time.perf_counter()
-        return t1 - t0, t2 - t1, t3 - t2
-
-    step()
-    runs = [step() for _ in range(a.iters)]
-    med = lambda i: sorted(r[i] for r in runs)[len(runs) // 2]
-    plain, fwd, bwd = med(0), med(1), med(2)
-    import resource
-    print(f"mixing: {a.mix}; peak resident memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
-    print("\n| part | ms | × plain forward |\n|---|---:|---:|")
-    for name, t in [("plain forward", plain), ("edge forward (autograd graph)", fwd), ("backward to the gates", bwd),
-                    ("training step (forward + backward)", fwd + bwd)]:
-        print(f"| {name} | {t * 1e3:.1f} | {t / plain:.2f} |")
-
+    print(f"mixing: {a.mix}")
+    time_kl_step(lambda: model(x_ids, logits_to_keep=1).logits[:, -1, :], edge_forward, attn_gates + mlp_gates + [out_gate],
+                 a.iters, dev, "edge forward (autograd graph)", "backward to the gates")
+    print(f"peak resident memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 if __name__ == "__main__":
     main()

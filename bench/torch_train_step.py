@@ -8,12 +8,12 @@ batch shape carve's bench prints.
 
     python3 bench/torch_train_step.py --model /tmp/smol --batch 32 --seq 17
 """
-import argparse, time
+import argparse
 
 import torch
 from transformers import LlamaForCausalLM
 
-from torch_forward import ids
+from torch_forward import ids, time_kl_step
 
 
 def fractional(n):
@@ -66,37 +66,15 @@ def main():
         layer.mlp.down_proj.register_forward_pre_hook(neuron_mix(l))
 
     x = ids(a.batch, a.seq, cfg.vocab_size).to(a.device)
-    sync = torch.cuda.synchronize if a.device == "cuda" else (lambda: None)
     print(f"torch {torch.__version__} on {a.device} ({torch.cuda.get_device_name() if a.device == 'cuda' else f'{torch.get_num_threads()} threads'}), "
           f"batch {a.batch} x seq {a.seq}, fp32, masks on {n_layers * n_heads} heads and {n_layers * d_ff} neurons, median of {a.iters}")
 
-    def step():
-        t0 = time.perf_counter()
-        masked[0] = False
-        with torch.no_grad():
-            full = torch.log_softmax(model(x, logits_to_keep=1).logits[:, -1, :], -1)
-        sync()
-        t1 = time.perf_counter()
-        masked[0] = True
-        logq = torch.log_softmax(model(x, logits_to_keep=1).logits[:, -1, :], -1)
-        loss = torch.nn.functional.kl_div(logq, full, reduction="batchmean", log_target=True)
-        sync()
-        t2 = time.perf_counter()
-        heads.grad, neurons.grad = None, None
-        loss.backward()
-        sync()
-        t3 = time.perf_counter()
-        return t1 - t0, t2 - t1, t3 - t2
+    def logits(mask):
+        masked[0] = mask
+        return model(x, logits_to_keep=1).logits[:, -1, :]
 
-    step()
-    runs = [step() for _ in range(a.iters)]
-    med = lambda i: sorted(r[i] for r in runs)[len(runs) // 2]
-    plain, fwd, bwd = med(0), med(1), med(2)
-    print("\n| part | ms | × plain forward |\n|---|---:|---:|")
-    for name, t in [("plain forward", plain), ("masked forward (autograd graph)", fwd), ("backward to the masks", bwd),
-                    ("training step (forward + backward)", fwd + bwd)]:
-        print(f"| {name} | {t * 1e3:.1f} | {t / plain:.2f} |")
-
+    time_kl_step(lambda: logits(False), lambda: logits(True), [heads, neurons], a.iters, a.device,
+                 "masked forward (autograd graph)", "backward to the masks")
 
 if __name__ == "__main__":
     main()

@@ -24,10 +24,7 @@ impl HostTensor {
     /// Rows and columns when viewed as a matrix whose last dimension is the columns.
     /// A `[1, 0]` tensor is one row of no columns (a layer whose heads are all gone).
     pub fn rows_cols(&self) -> (usize, usize) {
-        match self.shape.split_last() {
-            Some((&c, rows)) => (rows.iter().product(), c),
-            None => (1, 1),
-        }
+        rows_cols(&self.shape)
     }
     pub fn row(&self, r: usize) -> &[f32] {
         let (_, c) = self.rows_cols();
@@ -36,5 +33,14 @@ impl HostTensor {
     /// Largest absolute value, the scale that relative tolerances are taken against.
     pub fn max_abs(&self) -> f32 {
         self.data.iter().fold(0.0f32, |m, v| m.max(v.abs()))
+    }
+}
+
+/// A shape's rows and columns as a matrix whose last dimension is the columns (`[1, 0]`: one row
+/// of no columns; `[]`: one element).
+pub fn rows_cols(shape: &[usize]) -> (usize, usize) {
+    match shape.split_last() {
+        Some((&c, rows)) => (rows.iter().product(), c),
+        None => (1, 1),
     }
 }

@@ -189,3 +189,25 @@ pub trait Backend {
     fn kl_hinge(&self, logits: &Self::Tensor, full: &Self::Tensor, pairs: &[Option<(u32, u32)>], margin: f32, weight: f32)
         -> Result<(Self::Tensor, Self::Tensor)>;
 }
+
+/// `gated_sum`'s groups checked by their shapes, each viewed as `[rows, cols]` (`tensor::rows_cols`): `gates_g` `[n, k_g]`
+/// (`transposed`: `[k_g, n]`) and `stacks_g` `[k_g, C]`. Returns (n, C), or an `Error::Backend`
+/// naming `op` and the group.
+pub(crate) fn gated_groups(op: &str, gates: &[&[usize]], stacks: &[&[usize]], transposed: bool) -> Result<(usize, usize)> {
+    if gates.is_empty() || gates.len() != stacks.len() {
+        return Err(Error::Backend(format!("{op}: {} gate blocks for {} stacks", gates.len(), stacks.len())));
+    }
+    use crate::tensor::rows_cols;
+    let c = rows_cols(stacks[0]).1;
+    let n = if transposed { rows_cols(gates[0]).1 } else { rows_cols(gates[0]).0 };
+    for (g, (z, s)) in gates.iter().zip(stacks).enumerate() {
+        let (k, sc) = rows_cols(s);
+        let want = if transposed { (k, n) } else { (n, k) };
+        if rows_cols(z) != want || sc != c {
+            return Err(Error::Backend(format!(
+                "{op}: group {g}: gates {z:?} and stack {s:?} (expected gates {want:?}, a stack of {c} columns)"
+            )));
+        }
+    }
+    Ok((n, c))
+}

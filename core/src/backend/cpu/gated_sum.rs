@@ -17,6 +17,7 @@ use rayon::prelude::*;
 
 use super::matmul::{gemm_on, Rhs};
 use super::{check, CpuBackend, CpuTensor};
+use crate::backend::gated_groups;
 use crate::Result;
 
 /// Columns per block: W = 300 packed rows of a block are 2.4 MiB.
@@ -52,20 +53,11 @@ impl Out {
     }
 }
 
-/// Checks the groups: `gates_g` `[n, k_g]` (or transposed, `[k_g, n]`), `stacks_g` `[k_g, C]`;
-/// returns (n, C).
+/// Checks the groups (`gated_groups`); returns (n, C).
 fn shapes(op: &str, gates: &[&CpuTensor], stacks: &[&CpuTensor], transposed: bool) -> Result<(usize, usize)> {
-    check(!gates.is_empty() && gates.len() == stacks.len(), op, || format!("{} gate blocks for {} stacks", gates.len(), stacks.len()))?;
-    let (_, c) = stacks[0].rows_cols();
-    let n = if transposed { gates[0].rows_cols().1 } else { gates[0].rows_cols().0 };
-    for (g, (z, s)) in gates.iter().zip(stacks).enumerate() {
-        let (k, sc) = s.rows_cols();
-        let want = if transposed { (k, n) } else { (n, k) };
-        check(z.rows_cols() == want && sc == c, op, || {
-            format!("group {g}: gates {:?} and stack {:?} (expected gates {want:?}, {c} columns)", z.0.shape, s.0.shape)
-        })?;
-    }
-    Ok((n, c))
+    let (gs, ss): (Vec<&[usize]>, Vec<&[usize]>) =
+        (gates.iter().map(|t| t.0.shape.as_slice()).collect(), stacks.iter().map(|t| t.0.shape.as_slice()).collect());
+    gated_groups(op, &gs, &ss, transposed)
 }
 
 /// The stack rows to use, as (group, row), and their gates as one `[n, W]` matrix (`transposed`:

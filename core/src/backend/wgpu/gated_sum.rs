@@ -4,6 +4,7 @@
 //! (`acc + gatesᵀ·dy`) is the same launch with the gradient so far as its base.
 
 use super::pipelines::Kernel;
+use crate::backend::gated_groups;
 use super::recorder::Binding;
 use super::tensor::{shape_err, u32p, GpuTensor};
 use super::WgpuBackend;
@@ -22,25 +23,10 @@ pub(super) enum Base<'a> {
     Tensor(&'a GpuTensor),
 }
 
-/// Checks the groups: `gates_g` `[n, k_g]` (`transposed`: `[k_g, n]`), `stacks_g` `[k_g, C]`, all
-/// 2-D; returns (n, C).
+/// Checks the groups (`gated_groups`); returns (n, C).
 pub(super) fn group_shapes(op: &str, gates: &[&GpuTensor], stacks: &[&GpuTensor], transposed: bool) -> Result<(usize, usize)> {
-    if gates.is_empty() || gates.len() != stacks.len() {
-        return Err(shape_err(op, format!("{} gate blocks for {} stacks", gates.len(), stacks.len())));
-    }
-    let c = stacks[0].rows_cols().1;
-    let n = if transposed { gates[0].rows_cols().1 } else { gates[0].rows_cols().0 };
-    for (g, (z, s)) in gates.iter().zip(stacks).enumerate() {
-        let k = s.rows_cols().0;
-        let want = if transposed { [k, n] } else { [n, k] };
-        if z.shape() != want || s.shape() != [k, c] {
-            return Err(shape_err(
-                op,
-                format!("group {g}: gates {:?} and stack {:?} (expected gates {want:?}, a stack of {c} columns)", z.shape(), s.shape()),
-            ));
-        }
-    }
-    Ok((n, c))
+    let (gs, ss): (Vec<&[usize]>, Vec<&[usize]>) = (gates.iter().map(|t| t.shape()).collect(), stacks.iter().map(|t| t.shape()).collect());
+    gated_groups(op, &gs, &ss, transposed)
 }
 
 impl WgpuBackend {

@@ -23,7 +23,7 @@ impl WgpuBackend {
             return Err(shape_err(OP, format!("{} gradients so far for {} stacks", acc.len(), stacks.len())));
         }
         let (n, c) = group_shapes(OP, gates_t, stacks, true)?;
-        if dy.shape() != [n, c] {
+        if dy.rows_cols() != (n, c) {
             return Err(shape_err(OP, format!("dy {:?} must be [{n}, {c}] for these gates and stacks", dy.shape())));
         }
         let mut dz = Vec::with_capacity(stacks.len());
@@ -31,8 +31,8 @@ impl WgpuBackend {
         for ((zt, s), a) in gates_t.iter().zip(stacks).zip(acc) {
             let k = s.rows_cols().0;
             if let Some(a) = &a {
-                if a.shape() != [k, c] {
-                    return Err(shape_err(OP, format!("a gradient so far {:?} for a stack [{k}, {c}]", a.shape())));
+                if a.shape() != s.shape() {
+                    return Err(shape_err(OP, format!("a gradient so far {:?} for a stack {:?}", a.shape(), s.shape())));
                 }
             }
             let g = self.output(OP, vec![n, k])?;
