@@ -47,6 +47,9 @@ step 120 "carve node-prune step ($CG)" "$BIN" bench train --model "$M" --task io
 step 60 "PyTorch node-prune step ($TD)" "$PY" bench/torch_train_step.py --model "$M" --batch 32 --seq 20 --device "$TD"
 step 180 "carve edge-prune step ($CG)" "$BIN" bench train --model "$M" --task ioi --batch 32 --iters 3 --method edge-prune --backend "$CG"
 step 90 "PyTorch edge-prune step ($TD)" "$PY" bench/torch_edge_step.py --model "$M" --batch 32 --seq 20 --device "$TD" --check
+# Where a step's time goes on the GPU: each kernel's device time from timestamp queries.
+step 90 "carve ops, node-prune step ($CG)" "$BIN" bench ops --model "$M" --task ioi --batch 32 --iters 2 --method node-prune --backend "$CG"
+step 120 "carve ops, edge-prune step ($CG)" "$BIN" bench ops --model "$M" --task ioi --batch 32 --iters 2 --method edge-prune --backend "$CG"
 # The CPU cores, both sides.
 step 120 "PyTorch forward 100×20 (CPU)" "$PY" bench/torch_forward.py --model "$M" --device cpu --batch 100 --seq 20
 step 120 "carve forward 100×20 (CPU)" "$BIN" bench forward --model "$M" --batch 100 --seq 20 --backend cpu

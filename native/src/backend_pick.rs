@@ -41,16 +41,20 @@ fn rayon_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-pub fn dispatch<J: Job>(choice: BackendChoice, job: J) -> Result<J::Out> {
-    let choice = match choice {
+/// `auto` resolved (and said on stderr); `cpu` and `gpu` as they are.
+pub fn resolve(choice: BackendChoice) -> BackendChoice {
+    match choice {
         BackendChoice::Auto => {
             let (c, why) = auto_choice();
             eprintln!("backend auto → {why}");
             c
         }
         c => c,
-    };
-    match choice {
+    }
+}
+
+pub fn dispatch<J: Job>(choice: BackendChoice, job: J) -> Result<J::Out> {
+    match resolve(choice) {
         BackendChoice::Gpu => {
             let opts = WgpuOptions { prefer_hardware: true, ..WgpuOptions::default() };
             let be = pollster::block_on(WgpuBackend::new(opts)).context("starting the wgpu backend")?;

@@ -1,7 +1,7 @@
 //! A backend that times every op of another: `carve bench ops`. Each op's wall time is added to
 //! its name's total. On the CPU every op has finished when it returns, so these are the ops' real
-//! costs; a GPU backend only records its ops there (their time is spent on the device later), so
-//! `bench ops` runs on the CPU only.
+//! costs. A GPU backend only records its ops there (their time is spent on the device later): on a
+//! GPU `bench ops` reads the kernels' timestamps instead (`WgpuBackend::take_kernel_times`).
 
 use carve_core::backend::{AttnShape, Backend, RowMap};
 use carve_core::{HostTensor, Result};

@@ -553,6 +553,58 @@ fn wgpu_read_after_device_loss_is_an_error() {
     assert!(matches!(res, Err(Error::Backend(_))), "read on a lost device: {res:?}");
 }
 
+/// Kernel timing (`WgpuOptions::profile`, `carve bench ops --backend gpu`): the results are those
+/// of the unprofiled backend bit for bit, every dispatch is counted once under its kernel's name
+/// (also past one query set's 2,048 dispatches in a submit), and a backend made without it says so.
+#[test]
+fn wgpu_kernel_timestamps() {
+    let mut r = rng("wgpu_kernel_timestamps");
+    let prof = new_wgpu(WgpuOptions { profile: true, ..WgpuOptions::default() });
+    assert!(prof.profiling() && !gpu().profiling());
+    let (x, w, bias) = (rand_t(&mut r, &[33, 40], 1.0), rand_t(&mut r, &[50, 40], 1.0), rand_t(&mut r, &[50], 1.0));
+    let chain = |b: &WgpuBackend| {
+        let y = b.matmul(&up(b, &x), &up(b, &w), Some(&up(b, &bias))).unwrap();
+        let y = b.gelu_new(&b.add(&y, &y).unwrap()).unwrap();
+        let n = b.pending_dispatches();
+        (get(b, &y), n)
+    };
+    prof.take_kernel_times().unwrap(); // nothing yet, or the uploads' nothing
+    let ((want, _), (got, n)) = (chain(gpu()), chain(&prof));
+    assert_eq!(got, want, "a profiled run computes the same values");
+    let times = prof.take_kernel_times().unwrap();
+    let calls: u64 = times.values().map(|t| t.calls).sum();
+    assert_eq!(calls as usize, n, "every dispatch timed once: {times:?}");
+    for k in ["matmul", "add", "gelu"] {
+        assert_eq!(times.get(k).map(|t| t.calls), Some(1), "{k} in {times:?}");
+    }
+    assert!(times.values().map(|t| t.time).sum::<std::time::Duration>() > std::time::Duration::ZERO, "{times:?}");
+    assert!(prof.take_kernel_times().unwrap().is_empty(), "a second take starts afresh");
+
+    // 2,100 dispatches in one submit: two query sets.
+    let one = up(&prof, &HostTensor::new(vec![4, 8], vec![1.0; 32]));
+    let mut y = prof.add(&one, &one).unwrap();
+    for _ in 1..2100 {
+        y = prof.add(&y, &one).unwrap();
+    }
+    assert_eq!(get(&prof, &y).data, vec![2101.0; 32]);
+    let spans = prof.take_kernel_spans().unwrap();
+    assert_eq!(spans.len(), 2100);
+    assert!(spans.iter().all(|s| s.kernel == "add"), "{:?}", &spans[..3]);
+    // Each add reads the one before: on llvmpipe they run one after another, each taking time,
+    // so the spans of both sets come back in order and non-empty.
+    for (i, s) in spans.iter().enumerate() {
+        assert!(s.end_ns > s.start_ns, "dispatch {i}: {s:?}");
+        if i > 0 {
+            assert!(s.start_ns >= spans[i - 1].end_ns, "dispatch {i} starts before {} ends: {s:?} {:?}", i - 1, spans[i - 1]);
+        }
+    }
+
+    match gpu().take_kernel_times() {
+        Err(Error::Backend(msg)) => assert!(msg.contains("profile"), "{msg}"),
+        other => panic!("kernel times of an unprofiled backend: {other:?}"),
+    }
+}
+
 #[test]
 fn wgpu_describe_and_adapters() {
     let b = gpu();

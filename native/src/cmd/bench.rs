@@ -6,7 +6,10 @@ use crate::cmd::tasks::{tokenizer, Prepared, TaskArgs};
 use crate::measure::forward_flops;
 use carve_core::extract::{ablate, AblateData, Batching, Implementation, RunOptions};
 use crate::source;
-use anyhow::Result;
+use crate::timed::Timed;
+use anyhow::{Context, Result};
+use carve_core::backend::cpu::CpuBackend;
+use carve_core::backend::wgpu::{WgpuBackend, WgpuOptions};
 use carve_core::backend::Backend;
 use carve_core::model::load::LoadedModel;
 use carve_core::model::{Batch, ForwardArgs, LogitsAt};
@@ -24,7 +27,8 @@ pub enum Bench {
     /// One training step of the learned methods: the masked forward that keeps its tape, the
     /// backward to every mask, beside the plain forward; time, GFLOP/s and peak memory.
     Train(TrainBenchArgs),
-    /// Where a forward's and a training step's time goes, op by op (CPU backend: each op's wall time).
+    /// Where a forward's and a training step's time goes, op by op (CPU backend: each op's wall time;
+    /// GPU: each kernel's device time from timestamp queries).
     Ops(TrainBenchArgs),
 }
 
@@ -133,15 +137,16 @@ pub fn run(b: Bench) -> Result<()> {
             if a.batch == 0 || a.iters == 0 {
                 anyhow::bail!("--batch and --iters must be at least 1");
             }
-            if a.backend == BackendChoice::Gpu {
-                anyhow::bail!(
-                    "bench ops times each op as it runs, which only the CPU backend shows: a GPU op is recorded there and runs later \
-                     (per-op GPU timestamps are not measured yet); use --backend cpu"
-                );
-            }
             let m = source::load(&a.model)?;
             let prep = a.task_args.prepare(Some(&a.task), None, tokenizer(&m)?, m.config.n_ctx)?;
-            crate::cmd::bench_ops::run(&m, &prep, a.batch, a.iters, a.method)
+            match crate::backend_pick::resolve(a.backend) {
+                BackendChoice::Gpu => {
+                    let opts = WgpuOptions { prefer_hardware: true, profile: true, ..WgpuOptions::default() };
+                    let be = pollster::block_on(WgpuBackend::new(opts)).context("starting the wgpu backend with kernel timing")?;
+                    crate::cmd::bench_ops::run(&be, &m, &prep, a.batch, a.iters, a.method)
+                }
+                _ => crate::cmd::bench_ops::run(&Timed::new(CpuBackend::new()), &m, &prep, a.batch, a.iters, a.method),
+            }
         }
         Bench::Extract(a) => {
             a.task_args.check(Some(&a.task), None)?;

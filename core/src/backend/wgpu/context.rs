@@ -17,11 +17,15 @@ pub struct WgpuOptions {
     pub prefer_hardware: bool,
     /// Test aid: a binding limit below the adapter's, to force weights to be split into chunks.
     pub max_binding_bytes: Option<usize>,
+    /// Time every kernel on the device with timestamp queries (`carve bench ops`): each dispatch
+    /// gets its own compute pass with a timestamp at its start and end, read back by
+    /// `WgpuBackend::take_kernel_times`. An adapter without timestamp queries is an error.
+    pub profile: bool,
 }
 
 impl Default for WgpuOptions {
     fn default() -> Self {
-        WgpuOptions { prefer_hardware: true, max_binding_bytes: None }
+        WgpuOptions { prefer_hardware: true, max_binding_bytes: None, profile: false }
     }
 }
 
@@ -120,11 +124,22 @@ impl Context {
         let adapter = pick_adapter(&inst, opts).await?;
         let info = adapter.get_info();
         // The adapter's own limits: the defaults cap storage bindings at 128 MiB, and browsers at
-        // even less, whatever the hardware can do. No optional features (f16, subgroups).
+        // even less, whatever the hardware can do. No optional features (f16, subgroups), except
+        // timestamp queries when profiling.
         let limits = adapter.limits();
+        let mut required_features = wgpu::Features::empty();
+        if opts.profile {
+            if !adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+                return Err(Error::Backend(format!(
+                    "{} has no timestamp queries (TIMESTAMP_QUERY), which timing each kernel on the device needs",
+                    describe_info(&info)
+                )));
+            }
+            required_features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
         let desc = wgpu::DeviceDescriptor {
             label: Some("carve"),
-            required_features: wgpu::Features::empty(),
+            required_features,
             required_limits: limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,

@@ -17,6 +17,7 @@ mod gated_sum;
 mod matmul;
 mod pipelines;
 mod pool;
+mod profile;
 mod readback;
 mod recorder;
 mod rows;
@@ -29,6 +30,7 @@ use std::sync::{Arc, Mutex};
 pub use context::{is_software, WgpuOptions};
 #[cfg(not(target_arch = "wasm32"))]
 pub use context::list_adapters;
+pub use profile::{KernelSpan, KernelTime};
 pub use tensor::GpuTensor;
 
 use super::{AttnShape, Backend, RowMap};
@@ -58,7 +60,7 @@ impl WgpuBackend {
         let ctx = Context::new(&opts).await?;
         let pool = Pool::new(ctx.device.clone(), ctx.limits.max_buffer_size);
         let pipes = Pipelines::new(&ctx.device);
-        let rec = Mutex::new(Recorder::new(&ctx.limits));
+        let rec = Mutex::new(Recorder::new(&ctx.limits, opts.profile));
         let dummy = ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("carve dummy"),
             size: 16,
@@ -132,7 +134,7 @@ impl WgpuBackend {
             all.push(Binding { buf, offset: *offset, size });
         }
         debug_assert_eq!(all.len(), k.inputs());
-        rec.dispatch(&self.ctx.device, &pipe, self.pipes.bind_group_layout(k), out, &all, params, groups);
+        rec.dispatch(&self.ctx.device, k, &pipe, self.pipes.bind_group_layout(k), out, &all, params, groups);
         Ok(())
     }
 

@@ -108,6 +108,27 @@ pub(crate) struct Gemm {
 pub(crate) const SMALL_M: usize = 8;
 
 impl Kernel {
+    /// Its name in profiles: snake case (`gated_sum`, `matmul_small_m`); the GEMM with its
+    /// variant (`matmul (w [K,N], +=)`).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))] // profiles are read natively
+    pub fn name(self) -> String {
+        if let Kernel::Matmul(g) = self {
+            let flags: Vec<&str> = [(g.w_kn, "w [K,N]"), (g.x_km, "x [K,M]"), (g.causal_skip, "causal"), (g.accumulate, "+=")]
+                .into_iter()
+                .filter_map(|(on, f)| on.then_some(f))
+                .collect();
+            return if flags.is_empty() { "matmul".into() } else { format!("matmul ({})", flags.join(", ")) };
+        }
+        let mut s = String::new();
+        for (i, c) in format!("{self:?}").chars().enumerate() {
+            if c.is_ascii_uppercase() && i > 0 {
+                s.push('_');
+            }
+            s.push(c.to_ascii_lowercase());
+        }
+        s
+    }
+
     fn shader(self) -> Shader {
         use Kernel::*;
         match self {

@@ -51,7 +51,7 @@ impl WgpuBackend {
             for (c, s) in chunks.iter().zip(&stagings) {
                 rec.copy(&ctx.device, &c.buf.buf, &s.buf, 0, c.buf.bytes);
             }
-            rec.submit(&ctx.queue)
+            rec.submit(&ctx.device, &ctx.queue)
         };
         let mut receivers = Vec::new();
         for s in &stagings {

@@ -5,6 +5,8 @@
 //! compute pass: WebGPU orders dispatches within a pass (each is its own usage scope), so a pass
 //! only has to end for the copies a `read` records.
 
+use super::pipelines::Kernel;
+use super::profile::Profiler;
 use crate::Error;
 
 /// A buffer range bound to a kernel.
@@ -94,10 +96,12 @@ pub(crate) struct Recorder {
     pub dispatches: usize,
     /// Command buffers submitted so far.
     pub submits: u64,
+    /// Timestamps around every dispatch, when profiling.
+    pub profiler: Option<Profiler>,
 }
 
 impl Recorder {
-    pub fn new(limits: &wgpu::Limits) -> Recorder {
+    pub fn new(limits: &wgpu::Limits, profile: bool) -> Recorder {
         let align = limits.min_uniform_buffer_offset_alignment.max(limits.min_storage_buffer_offset_alignment).max(16);
         Recorder {
             encoder: None,
@@ -105,6 +109,7 @@ impl Recorder {
             arena: Arena { chunks: Vec::new(), cur: 0, align: align as u64 },
             dispatches: 0,
             submits: 0,
+            profiler: profile.then(Profiler::new),
         }
     }
 
@@ -130,11 +135,12 @@ impl Recorder {
         self.pass.as_mut().expect("just set")
     }
 
-    /// Records one dispatch. `params` are the kernel's uniform words (f32s as bits).
+    /// Records one dispatch of kernel `k`. `params` are the kernel's uniform words (f32s as bits).
     #[allow(clippy::too_many_arguments)]
     pub fn dispatch(
         &mut self,
         device: &wgpu::Device,
+        k: Kernel,
         pipeline: &wgpu::ComputePipeline,
         layout: &wgpu::BindGroupLayout,
         out: Binding<'_>,
@@ -149,11 +155,29 @@ impl Recorder {
         let mut entries = vec![entry(0, out), entry(1, Binding { buf: &pbuf, offset: poff, size: psize })];
         entries.extend(inputs.iter().enumerate().map(|(i, b)| entry(2 + i as u32, *b)));
         let bg = device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout, entries: &entries });
+        self.dispatches += 1;
+        if let Some(p) = &mut self.profiler {
+            // A pass of its own, with timestamps at its start and end.
+            self.pass = None;
+            let (query_set, q) = p.next(device, k);
+            let writes = wgpu::ComputePassTimestampWrites {
+                query_set: &query_set,
+                beginning_of_pass_write_index: Some(q),
+                end_of_pass_write_index: Some(q + 1),
+            };
+            let enc = self
+                .encoder
+                .get_or_insert_with(|| device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("carve") }));
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("carve op"), timestamp_writes: Some(writes) });
+            pass.set_pipeline(pipeline);
+            pass.set_bind_group(0, &bg, &[]);
+            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+            return;
+        }
         let pass = self.pass(device);
         pass.set_pipeline(pipeline);
         pass.set_bind_group(0, &bg, &[]);
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
-        self.dispatches += 1;
     }
 
     /// Ends the pass and records `src → dst` copies after everything recorded so far.
@@ -162,12 +186,16 @@ impl Recorder {
         self.encoder(device).copy_buffer_to_buffer(src, 0, dst, dst_off, bytes);
     }
 
-    /// Writes the arena and submits everything recorded (possibly nothing).
-    pub fn submit(&mut self, queue: &wgpu::Queue) -> Option<wgpu::SubmissionIndex> {
+    /// Writes the arena and submits everything recorded (possibly nothing), with the resolve of
+    /// its timestamps when profiling.
+    pub fn submit(&mut self, device: &wgpu::Device, queue: &wgpu::Queue) -> Option<wgpu::SubmissionIndex> {
         self.pass = None;
         self.arena.flush(queue);
         self.dispatches = 0;
-        let enc = self.encoder.take()?;
+        let mut enc = self.encoder.take()?;
+        if let Some(p) = &mut self.profiler {
+            p.resolve(device, &mut enc);
+        }
         self.submits += 1;
         Some(queue.submit(Some(enc.finish())))
     }
