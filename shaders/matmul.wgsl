@@ -1,38 +1,8 @@
 // out[m, n] = Σ_k x(m, k) · w(n, k) (+ bias[n]) (+ out[m, n] when accumulating), optionally
-// batched over z = b·H + h.
+// batched over z = b·H + h. 64×64 output tiles; matmul_128.wgsl is the same with 128×128 tiles for
+// large products.
 //
-// Binding convention shared by every carve shader: @0 output (read_write), @1 params (uniform),
-// @2.. read-only inputs in order. The host binds exact tensor sizes, so no arrayLength tricks.
-//
-// All offsets/strides are in f32 elements. Batched use (attention) picks, for z = b·H + h:
-//   x base = x_off + b·x_sb + h·x_sh,  w base = w_off + b·w_sb + (h / G)·w_sh,
-//   out base = o_off + b·o_sb + h·o_sh.  Plain matmul: H = G = 1, one z.
-
-struct Params {
-    M: u32, N: u32, K: u32, H: u32,
-    G: u32, has_bias: u32, bias_off: u32, _pad: u32,
-    x_off: u32, x_rs: u32, x_sb: u32, x_sh: u32,
-    w_off: u32, w_rs: u32, w_sb: u32, w_sh: u32,
-    o_off: u32, o_rs: u32, o_sb: u32, o_sh: u32,
-}
-
-@group(0) @binding(0) var<storage, read_write> out: array<f32>;
-@group(0) @binding(1) var<uniform> p: Params;
-@group(0) @binding(2) var<storage, read> x: array<f32>;
-@group(0) @binding(3) var<storage, read> w: array<f32>;
-@group(0) @binding(4) var<storage, read> bias: array<f32>;
-
-// w is stored [K, N] (element (n, k) at k·w_rs + n) instead of [N, K]: attention's p·V.
-override W_KN: bool = false;
-// x is stored [K, M] (element (m, k) at k·x_rs + m) instead of [M, K]: the transposed products
-// of the attention backward (dk = dsᵀ·q, dv = pᵀ·dout).
-override X_KM: bool = false;
-// Add to what `out` holds instead of overwriting it: sums over the row-chunks of a split weight
-// (matmul_backward) or over the query heads that share a kv head.
-override ACCUMULATE: bool = false;
-// Skip output tiles entirely above the diagonal (n0 > m0 + 63): causal scores, whose upper
-// triangle the softmax overwrites with zeros anyway.
-override CAUSAL_SKIP: bool = false;
+// Params, bindings and the variants' override constants: matmul_params.wgsl, prepended.
 
 const TM: u32 = 64u;
 const TN: u32 = 64u;
@@ -43,23 +13,13 @@ const TK: u32 = 16u;
 var<workgroup> As: array<vec4<f32>, 256>;
 var<workgroup> Bs: array<vec4<f32>, 256>;
 
-fn load_w(wb: u32, n: u32, k: u32) -> f32 {
-    if (n >= p.N || k >= p.K) { return 0.0; }
-    if (W_KN) { return w[wb + k * p.w_rs + n]; }
-    return w[wb + n * p.w_rs + k];
-}
-
 // 64×64 output tile per 256-thread workgroup; each thread owns a 4×4 register block.
 @compute @workgroup_size(256)
 fn matmul_tiled(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
     let n0 = wg.x * TN;
     let m0 = wg.y * TM;
     if (CAUSAL_SKIP && n0 > m0 + TM - 1u) { return; }
-    let b = wg.z / p.H;
-    let h = wg.z % p.H;
-    let xb = p.x_off + b * p.x_sb + h * p.x_sh;
-    let wb = p.w_off + b * p.w_sb + (h / p.G) * p.w_sh;
-    let ob = p.o_off + b * p.o_sb + h * p.o_sh;
+    let base = bases(wg.z); // x, w, out
     let tx = li % 16u;
     let ty = li / 16u;
 
@@ -82,19 +42,19 @@ fn matmul_tiled(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id)
                 let mm = idx % TM;
                 let kx = idx / TM;
                 var v = 0.0;
-                if (m0 + mm < p.M && k0 + kx < p.K) { v = x[xb + (k0 + kx) * p.x_rs + m0 + mm]; }
+                if (m0 + mm < p.M && k0 + kx < p.K) { v = x[base.x + (k0 + kx) * p.x_rs + m0 + mm]; }
                 As[kx * 16u + mm / 4u][mm % 4u] = v;
             } else {
                 var v = 0.0;
-                if (gm < p.M && gk < p.K) { v = x[xb + gm * p.x_rs + gk]; }
+                if (gm < p.M && gk < p.K) { v = x[base.x + gm * p.x_rs + gk]; }
                 As[kk * 16u + r / 4u][r % 4u] = v;
             }
             if (W_KN) {
                 let nn = idx % TN;
                 let kw = idx / TN;
-                Bs[kw * 16u + nn / 4u][nn % 4u] = load_w(wb, n0 + nn, k0 + kw);
+                Bs[kw * 16u + nn / 4u][nn % 4u] = load_w(base.y, n0 + nn, k0 + kw);
             } else {
-                Bs[kk * 16u + r / 4u][r % 4u] = load_w(wb, n0 + r, gk);
+                Bs[kk * 16u + r / 4u][r % 4u] = load_w(base.y, n0 + r, gk);
             }
         }
         workgroupBarrier();
@@ -120,7 +80,7 @@ fn matmul_tiled(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id)
     for (var i = 0u; i < 4u; i++) {
         let gm = m0 + ty * 4u + i;
         if (gm >= p.M) { break; }
-        let row = ob + gm * p.o_rs;
+        let row = base.z + gm * p.o_rs;
         for (var j = 0u; j < 4u; j++) {
             if (nb + j < p.N) {
                 var v = accs[i][j];

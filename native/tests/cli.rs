@@ -263,3 +263,20 @@ fn bench_extract_reports_the_same_decisions() {
     assert!(out.contains("same decisions as the reference: yes"), "{out}");
     assert_eq!(out.lines().filter(|l| l.starts_with("fast") || l.starts_with("reference")).count(), 4, "{out}");
 }
+
+/// On a GPU (llvmpipe here) `bench matmul` puts both tiled GEMM kernels side by side, each timed
+/// on the device, and checks that they agree.
+#[test]
+fn bench_matmul_compares_the_gemm_kernels() {
+    let out = ok(&["bench", "matmul", "--m", "300", "--k", "70", "--n", "260", "--iters", "1", "--backend", "gpu"]);
+    let row = |tile: &str| out.lines().find(|l| l.starts_with(&format!("| {tile} |"))).unwrap_or_else(|| panic!("no {tile} row:\n{out}"));
+    assert!(row("64×64").contains("| matmul ×1 |"), "{out}");
+    assert!(row("128×128").contains("| matmul_128 ×1 |"), "{out}");
+    for tile in ["64×64", "128×128", "chosen by size"] {
+        let ms: f64 = row(tile).split('|').nth(3).unwrap().trim().parse().unwrap();
+        assert!(ms > 0.0, "{tile}: no device time:\n{out}");
+    }
+    assert!(out.contains("largest difference between the two kernels' outputs"), "{out}");
+    let cpu = ok(&["bench", "matmul", "--m", "300", "--k", "70", "--n", "260", "--iters", "1", "--backend", "cpu"]);
+    assert!(cpu.contains("GFLOP/s"), "{cpu}");
+}

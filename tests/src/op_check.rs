@@ -7,6 +7,56 @@ use carve_core::HostTensor;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+/// One device per test binary for the op tests (pipelines compile once on software Vulkan).
+pub fn gpu() -> &'static WgpuBackend {
+    static G: std::sync::OnceLock<WgpuBackend> = std::sync::OnceLock::new();
+    G.get_or_init(|| {
+        let b = new_wgpu(WgpuOptions::default());
+        println!("wgpu backend: {}", b.describe());
+        b
+    })
+}
+
+/// The same with every tiled GEMM on the 128×128 kernel (the tests' sizes choose 64×64).
+pub fn gpu_128() -> &'static WgpuBackend {
+    static G: std::sync::OnceLock<WgpuBackend> = std::sync::OnceLock::new();
+    G.get_or_init(|| new_wgpu(WgpuOptions { gemm_tile: Some(128), ..WgpuOptions::default() }))
+}
+
+/// `on_backends!(t_a, t_b)`: a test per check `fn t_a<B: Backend>(b: &B, r: &mut StdRng)` on
+/// each backend: `wgpu_backend::t_a`, `wgpu_gemm_128::t_a` (every GEMM on the 128×128 kernel)
+/// and `cpu_backend::t_a`, outputs poisoned, each with its own replayable seed.
+#[macro_export]
+macro_rules! on_backends {
+    ($($name:ident),* $(,)?) => {
+        mod wgpu_backend { use super::*; $(
+            #[test] fn $name() {
+                let b = $crate::op_check::gpu();
+                b.set_poison(true);
+                let t0 = std::time::Instant::now();
+                super::$name(b, &mut $crate::op_check::rng(concat!("wgpu ", stringify!($name))));
+                println!("wgpu {}: {:?}", stringify!($name), t0.elapsed());
+            }
+        )* }
+        mod wgpu_gemm_128 { use super::*; $(
+            #[test] fn $name() {
+                let b = $crate::op_check::gpu_128();
+                b.set_poison(true);
+                super::$name(b, &mut $crate::op_check::rng(concat!("wgpu 128 ", stringify!($name))));
+            }
+        )* }
+        mod cpu_backend { use super::*; $(
+            #[test] fn $name() {
+                let b = carve_core::backend::cpu::CpuBackend::new();
+                b.set_poison(true);
+                let t0 = std::time::Instant::now();
+                super::$name(&b, &mut $crate::op_check::rng(concat!("cpu ", stringify!($name))));
+                println!("cpu {}: {:?}", stringify!($name), t0.elapsed());
+            }
+        )* }
+    };
+}
+
 pub fn rng(test: &str) -> StdRng {
     let seed = std::env::var("CARVE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64

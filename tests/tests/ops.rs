@@ -3,26 +3,14 @@
 //! an op forgets to write fails. Each check runs on wgpu (software Vulkan in CI) and on the CPU
 //! backend. Tolerances are stated per op as max |got − ref| ≤ tol · max(1, max|ref|) unless noted.
 
-use std::sync::OnceLock;
 use std::time::Instant;
 
-use carve_core::backend::cpu::CpuBackend;
 use carve_core::backend::wgpu::{list_adapters, WgpuBackend, WgpuOptions};
 use carve_core::backend::{AttnShape, Backend, RowMap};
 use carve_core::{Error, HostTensor};
 use carve_tests::op_check::*;
 use rand::rngs::StdRng;
 use rand::Rng;
-
-/// One device shared by the tests (pipelines compile once on software Vulkan).
-fn gpu() -> &'static WgpuBackend {
-    static G: OnceLock<WgpuBackend> = OnceLock::new();
-    G.get_or_init(|| {
-        let b = new_wgpu(WgpuOptions::default());
-        println!("wgpu backend: {}", b.describe());
-        b
-    })
-}
 
 // ---------------------------------------------------------------- f64 references
 
@@ -484,30 +472,7 @@ fn t_errors<B: Backend>(b: &B, _r: &mut StdRng) {
     }
 }
 
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod wgpu_backend { use super::*; $(
-            #[test] fn $name() {
-                let b = gpu();
-                b.set_poison(true);
-                let t0 = Instant::now();
-                super::$name(b, &mut rng(concat!("wgpu ", stringify!($name))));
-                println!("wgpu {}: {:?}", stringify!($name), t0.elapsed());
-            }
-        )* }
-        mod cpu_backend { use super::*; $(
-            #[test] fn $name() {
-                let b = CpuBackend::new();
-                b.set_poison(true);
-                let t0 = Instant::now();
-                super::$name(&b, &mut rng(concat!("cpu ", stringify!($name))));
-                println!("cpu {}: {:?}", stringify!($name), t0.elapsed());
-            }
-        )* }
-    };
-}
-
-on_both!(t_matmul, t_add, t_norms, t_activations, t_rope, t_attention, t_mix, t_log_softmax, t_gather, t_concat, t_gated_sum, t_gated_sum_wide, t_chain, t_errors);
+carve_tests::on_backends!(t_matmul, t_add, t_norms, t_activations, t_rope, t_attention, t_mix, t_log_softmax, t_gather, t_concat, t_gated_sum, t_gated_sum_wide, t_chain, t_errors);
 
 // ---------------------------------------------------------------- wgpu only
 

@@ -8,26 +8,14 @@
 //! (software Vulkan in CI) and on the CPU backend. Tolerances are stated per op as
 //! max |got − ref| ≤ tol · max(1, max|ref|).
 
-use std::sync::OnceLock;
-use std::time::Instant;
 
 use carve_core::backend::cpu::CpuBackend;
-use carve_core::backend::wgpu::{WgpuBackend, WgpuOptions};
+use carve_core::backend::wgpu::WgpuOptions;
 use carve_core::backend::{AttnShape, Backend, RowMap};
 use carve_core::{Error, HostTensor};
 use carve_tests::op_check::*;
 use rand::rngs::StdRng;
 use rand::Rng;
-
-/// One device shared by the tests (pipelines compile once on software Vulkan).
-fn gpu() -> &'static WgpuBackend {
-    static G: OnceLock<WgpuBackend> = OnceLock::new();
-    G.get_or_init(|| {
-        let b = new_wgpu(WgpuOptions::default());
-        println!("wgpu backend: {}", b.describe());
-        b
-    })
-}
 
 // ---------------------------------------------------------------- finite differences
 
@@ -667,30 +655,7 @@ fn t_empty_backward<B: Backend>(b: &B, r: &mut StdRng) {
     close("mix_backward dmask, div past the rows", &get(b, &dm), &[2, 3], &want, 1e-6);
 }
 
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod wgpu_backend { use super::*; $(
-            #[test] fn $name() {
-                let b = gpu();
-                b.set_poison(true);
-                let t0 = Instant::now();
-                super::$name(b, &mut rng(concat!("wgpu ", stringify!($name))));
-                println!("wgpu {}: {:?}", stringify!($name), t0.elapsed());
-            }
-        )* }
-        mod cpu_backend { use super::*; $(
-            #[test] fn $name() {
-                let b = CpuBackend::new();
-                b.set_poison(true);
-                let t0 = Instant::now();
-                super::$name(&b, &mut rng(concat!("cpu ", stringify!($name))));
-                println!("cpu {}: {:?}", stringify!($name), t0.elapsed());
-            }
-        )* }
-    };
-}
-
-on_both!(
+carve_tests::on_backends!(
     t_matmul_backward,
     t_norms_backward,
     t_activations_backward,

@@ -114,7 +114,10 @@ pub fn run(b: Bench) -> Result<()> {
             let m = source::load(&a.model)?;
             dispatch(a.backend, ForwardBench { m: &m, a: &a })
         }
-        Bench::Matmul(a) => dispatch(a.backend, MatmulBench(&a)),
+        Bench::Matmul(a) => match crate::backend_pick::resolve(a.backend) {
+            BackendChoice::Gpu => gpu_matmul(&a),
+            _ => MatmulBench(&a).run(&CpuBackend::new()),
+        },
         Bench::Train(a) => {
             a.task_args.check(Some(&a.task), None)?;
             if a.batch == 0 || a.iters == 0 {
@@ -238,6 +241,49 @@ impl Job for MatmulBench<'_> {
         println!("{}: {}×{}×{} median {:.2} ms, {:.1} GFLOP/s (read-back included)", be.describe(), a.m, a.k, a.n, t * 1e3, 2.0 * (a.m * a.k * a.n) as f64 / t / 1e9);
         Ok(())
     }
+}
+
+/// On a GPU: both tiled GEMM kernels side by side on one device each, timed on the device with
+/// timestamp queries (the kernel alone) and on the host (read-back included).
+fn gpu_matmul(a: &MatmulArgs) -> Result<()> {
+    let fill = |r: usize, c: usize| HostTensor::new(vec![r, c], (0..r * c).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect());
+    let (xh, wh) = (fill(a.m, a.k), fill(a.n, a.k));
+    let flop = 2.0 * (a.m * a.k * a.n) as f64;
+    let mut first = true;
+    let mut results: Vec<HostTensor> = Vec::new();
+    for tile in [None, Some(64), Some(128)] {
+        let opts = WgpuOptions { prefer_hardware: true, profile: true, gemm_tile: tile, ..WgpuOptions::default() };
+        let be = pollster::block_on(WgpuBackend::new(opts)).context("starting the wgpu backend with kernel timing")?;
+        if first {
+            println!("backend: {}   {}×{}×{} (x [M, K] · w [N, K]ᵀ), medians of {} runs", be.describe(), a.m, a.k, a.n, a.iters.max(1));
+            println!("\n| GEMM tile | kernels | device ms | device GFLOP/s | wall ms (read-back included) | wall GFLOP/s |\n|---|---|---:|---:|---:|---:|");
+            first = false;
+        }
+        let (x, w) = (be.upload(&xh)?, be.upload(&wh)?);
+        let once = || -> Result<(f64, f64, String, HostTensor)> {
+            be.take_kernel_times()?;
+            let t = Instant::now();
+            let out = pollster::block_on(be.read(&be.matmul(&x, &w, None)?))?;
+            let wall = t.elapsed().as_secs_f64();
+            let times = be.take_kernel_times()?;
+            let device = times.values().map(|k| k.time.as_secs_f64()).sum();
+            let names = times.iter().map(|(n, k)| format!("{n} ×{}", k.calls)).collect::<Vec<_>>().join(", ");
+            Ok((device, wall, names, out))
+        };
+        once()?; // pipelines, pools
+        let runs = (0..a.iters.max(1)).map(|_| once()).collect::<Result<Vec<_>>>()?;
+        let device = crate::measure::median(runs.iter().map(|r| r.0).collect());
+        let wall = crate::measure::median(runs.iter().map(|r| r.1).collect());
+        let label = tile.map_or("chosen by size".to_string(), |t| format!("{t}×{t}"));
+        println!("| {label} | {} | {:.3} | {:.0} | {:.2} | {:.0} |", runs[0].2, device * 1e3, flop / device / 1e9, wall * 1e3, flop / wall / 1e9);
+        results.push(runs.into_iter().next().expect("one run").3);
+    }
+    // The kernels must agree: a fast wrong kernel is no result.
+    let diff = results[1].data.iter().zip(&results[2].data).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let scale = results[1].data.iter().map(|v| v.abs()).fold(1.0f32, f32::max);
+    println!("\nlargest difference between the two kernels' outputs: {:.2e} (relative to max |out| {scale:.1})", diff / scale);
+    anyhow::ensure!(diff / scale < 1e-4, "the 64×64 and 128×128 kernels disagree by {:.2e}", diff / scale);
+    Ok(())
 }
 
 struct ForwardBench<'a> {

@@ -3,7 +3,7 @@
 //! attn_scores = GEMM q·kᵀ (tiles above the diagonal skipped) + in-place causal softmax.
 //! attn_apply  = GEMM p·v, v read as a [K, N] operand.
 
-use super::matmul::{MmParams, TILE};
+use super::matmul::MmParams;
 use super::pipelines::{Gemm, Kernel};
 use super::recorder::Binding;
 use super::tensor::{shape_err, u32p, GpuTensor};
@@ -32,14 +32,16 @@ pub(super) fn want(op: &str, name: &str, t: &GpuTensor, shape: [usize; 2], s: &A
 }
 
 impl WgpuBackend {
-    /// The tiled GEMM's grid for an `[m, n]` product per (prompt, head), over `heads` heads.
-    pub(super) fn batch_groups(&self, op: &str, s: &AttnShape, heads: usize, n: usize, m: usize) -> Result<[u32; 3]> {
+    /// The tiled GEMM of variant `g` for an `[m, n]` product per (prompt, head), over `heads`
+    /// heads, and its grid.
+    pub(super) fn batch_gemm(&self, op: &str, s: &AttnShape, g: Gemm, heads: usize, n: usize, m: usize) -> Result<(Kernel, [u32; 3])> {
+        let (kern, tile) = self.gemm(g, m, n, s.batch * heads);
         let max = self.ctx.limits.max_compute_workgroups_per_dimension as usize;
-        let g = [n.div_ceil(TILE), m.div_ceil(TILE), s.batch * heads];
+        let g = [n.div_ceil(tile), m.div_ceil(tile), s.batch * heads];
         if g.iter().any(|&v| v > max) {
             return Err(shape_err(op, format!("{s:?} needs {g:?} workgroups, over the adapter's {max} per dimension")));
         }
-        Ok([g[0] as u32, g[1] as u32, g[2] as u32])
+        Ok((kern, [g[0] as u32, g[1] as u32, g[2] as u32]))
     }
 
     pub(super) fn op_attn_scores(&self, q: &GpuTensor, k: &GpuTensor, s: AttnShape) -> Result<GpuTensor> {
@@ -64,8 +66,7 @@ impl WgpuBackend {
             o: [0, u(t)?, u(h * t * t)?, u(t * t)?],
             ..Default::default()
         };
-        let groups = self.batch_groups(OP, &s, h, t, t)?;
-        let kern = Kernel::Matmul(Gemm { causal_skip: true, ..Gemm::default() });
+        let (kern, groups) = self.batch_gemm(OP, &s, Gemm { causal_skip: true, ..Gemm::default() }, h, t, t)?;
         self.run(kern, ob, &[qb, kb, Binding::whole(&self.dummy, 16)], None, &p.words(), groups)?;
 
         let rows = b * h * t;
@@ -98,8 +99,7 @@ impl WgpuBackend {
             o: [0, u(h * d)?, u(t * h * d)?, u(d)?],
             ..Default::default()
         };
-        let groups = self.batch_groups(OP, &s, h, d, t)?;
-        let kern = Kernel::Matmul(Gemm { w_kn: true, ..Gemm::default() });
+        let (kern, groups) = self.batch_gemm(OP, &s, Gemm { w_kn: true, ..Gemm::default() }, h, d, t)?;
         self.run(kern, ob, &[pb, vb, Binding::whole(&self.dummy, 16)], None, &p.words(), groups)?;
         Ok(out)
     }

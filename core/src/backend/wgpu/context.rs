@@ -21,11 +21,14 @@ pub struct WgpuOptions {
     /// gets its own compute pass with a timestamp at its start and end, read back by
     /// `WgpuBackend::take_kernel_times`. An adapter without timestamp queries is an error.
     pub profile: bool,
+    /// The tiled GEMM's output tile for every product: `Some(64)` or `Some(128)` (tests, and
+    /// `carve bench matmul` putting the two side by side); `None` chooses per product by its size.
+    pub gemm_tile: Option<usize>,
 }
 
 impl Default for WgpuOptions {
     fn default() -> Self {
-        WgpuOptions { prefer_hardware: true, max_binding_bytes: None, profile: false }
+        WgpuOptions { prefer_hardware: true, max_binding_bytes: None, profile: false, gemm_tile: None }
     }
 }
 

@@ -8,7 +8,7 @@ use super::tensor::{shape_err, u32p, GpuTensor};
 use super::WgpuBackend;
 use crate::Result;
 
-/// The matmul kernel's uniform block, in WGSL field order (see shaders/matmul.wgsl).
+/// The matmul kernels' uniform block, in WGSL field order (see shaders/matmul_params.wgsl).
 #[derive(Clone, Copy, Default)]
 pub(super) struct MmParams {
     pub m: u32,
@@ -35,9 +35,20 @@ impl MmParams {
     }
 }
 
-pub(super) const TILE: usize = 64;
+/// Output tiles of 128×128 a product must fill before the wide kernel takes it: below that the
+/// 64×64 kernel's four times as many workgroups keep more of a large GPU busy.
+const WIDE_MIN_TILES: usize = 128;
 
 impl WgpuBackend {
+    /// The tiled GEMM for `batch` products of `[m, n]` each, of variant `g`, and its tile's side.
+    pub(super) fn gemm(&self, g: Gemm, m: usize, n: usize, batch: usize) -> (Kernel, usize) {
+        let wide = match self.gemm_tile {
+            Some(t) => t == 128,
+            None => m.div_ceil(128) * n.div_ceil(128) * batch >= WIDE_MIN_TILES,
+        };
+        (Kernel::Matmul(Gemm { wide, ..g }), if wide { 128 } else { 64 })
+    }
+
     pub(super) fn op_matmul(&self, x: &GpuTensor, w: &GpuTensor, bias: Option<&GpuTensor>) -> Result<GpuTensor> {
         const OP: &str = "matmul";
         let (m, k) = x.rows_cols();
@@ -86,7 +97,8 @@ impl WgpuBackend {
                 continue;
             }
             // Tiled: split M and N into blocks of at most max_dim tiles each.
-            let span = max_dim * TILE;
+            let (kern, tile) = self.gemm(Gemm::default(), m, c.rows, 1);
+            let span = max_dim * tile;
             for m0 in (0..m).step_by(span) {
                 let mm = span.min(m - m0);
                 for n0 in (0..c.rows).step_by(span) {
@@ -101,8 +113,7 @@ impl WgpuBackend {
                         o: [(m0 * n + col) as u32, n as u32, 0, 0],
                         ..base
                     };
-                    let groups = [nn.div_ceil(TILE) as u32, mm.div_ceil(TILE) as u32, 1];
-                    let kern = Kernel::Matmul(Gemm::default());
+                    let groups = [nn.div_ceil(tile) as u32, mm.div_ceil(tile) as u32, 1];
                     self.run(kern, ob, &inputs, None, &p.words(), groups)?;
                 }
             }

@@ -51,12 +51,17 @@ pub struct WgpuBackend {
     dummy: wgpu::Buffer,
     /// rope (cos, sin) tables by (seq, head_dim, theta bits), computed in f64 on the host.
     rope_tables: Mutex<HashMap<(usize, usize, u32), GpuTensor>>,
+    /// `WgpuOptions::gemm_tile`.
+    gemm_tile: Option<usize>,
 }
 
 impl WgpuBackend {
     /// Picks an adapter (see `WgpuOptions`), requests a device with the adapter's own limits and
     /// no optional features.
     pub async fn new(opts: WgpuOptions) -> Result<Self> {
+        if let Some(t) = opts.gemm_tile.filter(|t| ![64, 128].contains(t)) {
+            return Err(crate::Error::Backend(format!("GEMM tile {t}: the tiled GEMM has 64×64 and 128×128 tiles")));
+        }
         let ctx = Context::new(&opts).await?;
         let pool = Pool::new(ctx.device.clone(), ctx.limits.max_buffer_size);
         let pipes = Pipelines::new(&ctx.device);
@@ -75,6 +80,7 @@ impl WgpuBackend {
             poison: AtomicBool::new(false),
             dummy,
             rope_tables: Mutex::new(HashMap::new()),
+            gemm_tile: opts.gemm_tile,
         })
     }
 

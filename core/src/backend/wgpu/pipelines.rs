@@ -14,6 +14,7 @@ use crate::Result;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Shader {
     Matmul,
+    Matmul128,
     Norms,
     Attention,
     Elementwise,
@@ -33,7 +34,14 @@ pub(crate) enum Shader {
 impl Shader {
     fn source(self) -> &'static str {
         match self {
-            Shader::Matmul => include_str!("../../../../shaders/matmul.wgsl"),
+            Shader::Matmul => concat!(
+                include_str!("../../../../shaders/matmul_params.wgsl"),
+                include_str!("../../../../shaders/matmul.wgsl")
+            ),
+            Shader::Matmul128 => concat!(
+                include_str!("../../../../shaders/matmul_params.wgsl"),
+                include_str!("../../../../shaders/matmul_128.wgsl")
+            ),
             Shader::Norms => include_str!("../../../../shaders/norms.wgsl"),
             Shader::Attention => include_str!("../../../../shaders/attention.wgsl"),
             Shader::Elementwise => include_str!("../../../../shaders/elementwise.wgsl"),
@@ -65,7 +73,7 @@ pub(crate) enum Kernel {
     LogSoftmax,
     CausalSoftmax,
     Gather,
-    /// The 64×64 register-blocked GEMM.
+    /// The register-blocked GEMM: 64×64 tiles, or 128×128 (`Gemm::wide`).
     Matmul(Gemm),
     /// M ≤ 8 rows: the matrix–vector style kernel.
     MatmulSmallM,
@@ -92,7 +100,7 @@ pub(crate) enum Kernel {
     DgatesSum,
 }
 
-/// The tiled GEMM's variants: WGSL pipeline-overridable constants of matmul.wgsl.
+/// The tiled GEMM's variants: WGSL pipeline-overridable constants (matmul_params.wgsl) and the tile.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub(crate) struct Gemm {
     /// `w` stored `[K, N]` rather than `[N, K]`.
@@ -103,6 +111,8 @@ pub(crate) struct Gemm {
     pub causal_skip: bool,
     /// The product is added to the output instead of overwriting it.
     pub accumulate: bool,
+    /// 128×128 output tiles, 8×8 per thread, double-buffered (matmul_128.wgsl) instead of 64×64.
+    pub wide: bool,
 }
 
 pub(crate) const SMALL_M: usize = 8;
@@ -117,7 +127,8 @@ impl Kernel {
                 .into_iter()
                 .filter_map(|(on, f)| on.then_some(f))
                 .collect();
-            return if flags.is_empty() { "matmul".into() } else { format!("matmul ({})", flags.join(", ")) };
+            let base = if g.wide { "matmul_128" } else { "matmul" };
+            return if flags.is_empty() { base.into() } else { format!("{base} ({})", flags.join(", ")) };
         }
         let mut s = String::new();
         for (i, c) in format!("{self:?}").chars().enumerate() {
@@ -137,6 +148,7 @@ impl Kernel {
             LogSoftmax => Shader::Reductions,
             CausalSoftmax => Shader::Attention,
             Gather => Shader::Embedding,
+            Matmul(g) if g.wide => Shader::Matmul128,
             Matmul(_) | MatmulSmallM => Shader::Matmul,
             GeluBackward | SiluMulBackwardGate | SiluMulBackwardUp => Shader::BackwardElementwise,
             MixBackwardX | MixBackwardMask => Shader::BackwardMix,
@@ -164,6 +176,7 @@ impl Kernel {
             LogSoftmax => "log_softmax",
             CausalSoftmax => "causal_softmax",
             Gather => "gather_rows",
+            Matmul(g) if g.wide => "matmul_128",
             Matmul(_) => "matmul_tiled",
             MatmulSmallM => "matmul_small_m",
             GeluBackward => "gelu_new_backward",

@@ -25,7 +25,6 @@ impl WgpuBackend {
         let out = self.output(op, vec![b * t, kvh * d])?;
         let ob = out.single(op, "out", self.limit())?;
         let u = |v: usize| u32p(op, v);
-        let groups = self.batch_groups(op, s, kvh, d, t)?;
         for gi in 0..g {
             // z = b·KVH + c; query head h = c·G + gi. M = T (j), K = T (i), N = D.
             let p = MmParams {
@@ -39,7 +38,8 @@ impl WgpuBackend {
                 o: [0, u(kvh * d)?, u(t * kvh * d)?, u(d)?],
                 ..Default::default()
             };
-            let kern = Kernel::Matmul(Gemm { w_kn: true, x_km: true, accumulate: gi > 0, ..Gemm::default() });
+            let variant = Gemm { w_kn: true, x_km: true, accumulate: gi > 0, ..Gemm::default() };
+            let (kern, groups) = self.batch_gemm(op, s, variant, kvh, d, t)?;
             self.run(kern, ob, &[a, y, Binding::whole(&self.dummy, 16)], None, &p.words(), groups)?;
         }
         Ok(out)
@@ -80,8 +80,7 @@ impl WgpuBackend {
             o: [0, u(h * d)?, u(t * h * d)?, u(d)?],
             ..Default::default()
         };
-        let groups = self.batch_groups(OP, &s, h, d, t)?;
-        let kern = Kernel::Matmul(Gemm { w_kn: true, ..Gemm::default() });
+        let (kern, groups) = self.batch_gemm(OP, &s, Gemm { w_kn: true, ..Gemm::default() }, h, d, t)?;
         self.run(kern, dq.single(OP, "dq", limit)?, &[dsb, kb, Binding::whole(&self.dummy, 16)], None, &p.words(), groups)?;
 
         let dk = self.attn_transposed_product(OP, dsb, qb, &s)?;
@@ -115,8 +114,7 @@ impl WgpuBackend {
             o: [0, u(t)?, u(h * t * t)?, u(t * t)?],
             ..Default::default()
         };
-        let groups = self.batch_groups(OP, &s, h, t, t)?;
-        let kern = Kernel::Matmul(Gemm { causal_skip: true, ..Gemm::default() });
+        let (kern, groups) = self.batch_gemm(OP, &s, Gemm { causal_skip: true, ..Gemm::default() }, h, t, t)?;
         self.run(kern, dpb, &[db, vb, Binding::whole(&self.dummy, 16)], None, &mp.words(), groups)?;
         let n = dp.numel();
         self.run(Kernel::CausalZero, dpb, &[], None, &[u(n)?, u(t)?, 0, 0], self.groups_for(n)?)?;

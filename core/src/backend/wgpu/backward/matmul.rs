@@ -3,8 +3,8 @@
 //! splits the sum over N: each chunk multiplies its own columns of dy, the first chunk writes and
 //! the others accumulate. Grids are split where a dimension would pass the workgroup-count limit.
 
-use super::super::matmul::{MmParams, TILE};
-use super::super::pipelines::{Gemm, Kernel};
+use super::super::matmul::MmParams;
+use super::super::pipelines::Gemm;
 use super::super::recorder::Binding;
 use super::super::tensor::{shape_err, u32p, GpuTensor};
 use super::super::WgpuBackend;
@@ -36,11 +36,11 @@ impl WgpuBackend {
         let u = |v: usize| u32p(OP, v);
         u(m * n)?;
         u(n * k)?;
-        let span = self.ctx.limits.max_compute_workgroups_per_dimension.max(1) as usize * TILE;
         for (ci, c) in w.chunks().iter().enumerate() {
             let wb = Binding::whole(&c.buf.buf, c.buf.bytes);
             let inputs = [dyb, wb, Binding::whole(&self.dummy, 16)];
-            let kern = Kernel::Matmul(Gemm { w_kn: true, accumulate: ci > 0, ..Gemm::default() });
+            let (kern, tile) = self.gemm(Gemm { w_kn: true, accumulate: ci > 0, ..Gemm::default() }, m, k, 1);
+            let span = self.ctx.limits.max_compute_workgroups_per_dimension.max(1) as usize * tile;
             for m0 in (0..m).step_by(span) {
                 let mm = span.min(m - m0);
                 for k0 in (0..k).step_by(span) {
@@ -56,7 +56,7 @@ impl WgpuBackend {
                         o: [u(m0 * k + k0)?, u(k)?, 0, 0],
                         ..Default::default()
                     };
-                    let groups = [kk.div_ceil(TILE) as u32, mm.div_ceil(TILE) as u32, 1];
+                    let groups = [kk.div_ceil(tile) as u32, mm.div_ceil(tile) as u32, 1];
                     self.run(kern, ob, &inputs, None, &p.words(), groups)?;
                 }
             }

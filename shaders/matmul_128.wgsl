@@ -1,0 +1,155 @@
+// out[m, n] = Σ_k x(m, k) · w(n, k) (+ bias[n]) (+ out[m, n] when accumulating), optionally
+// batched over z = b·H + h: matmul.wgsl's `matmul_tiled` with a 128×128 output tile per 256-thread
+// workgroup, for products large enough to fill the device with such tiles.
+//
+// Params, bindings, offsets/strides and override constants: matmul_params.wgsl, prepended. What
+// differs from matmul.wgsl:
+// - each thread owns an 8×8 register block: rows 4·ty + {0..3} and 64 + 4·ty + {0..3}, columns
+//   4·tx + {0..3} and 64 + 4·tx + {0..3} (the two halves keep neighbouring threads' workgroup
+//   reads apart), so a step of the inner loop does 4 vec4 workgroup loads per 64 FMAs;
+// - K-slices of 8 are double-buffered in workgroup memory: the next slice is fetched from global
+//   memory into registers while the current one is multiplied, then stored into the other buffer,
+//   one barrier per slice. 2 × 2 × 8 × 128 f32 = 16 KiB, WebGPU's default limit.
+// - CAUSAL_SKIP skips tiles entirely above the diagonal (n0 > m0 + 127); tiles across it are
+//   computed whole, and the callers overwrite the upper triangle anyway.
+
+const TM: u32 = 128u;
+const TN: u32 = 128u;
+const TK: u32 = 8u;
+
+// [buffer][kk][r4]: As[buf·256 + kk·32 + r4] holds rows 4·r4 .. 4·r4+3 of the x tile at depth kk.
+var<workgroup> As: array<vec4<f32>, 512>;
+var<workgroup> Bs: array<vec4<f32>, 512>;
+
+// Element e (0..3) a thread stages of a 128×8 slice: (row or column within the tile, depth).
+// k fastest for [*, K] operands, the row fastest for [K, *] ones, so that neighbouring threads
+// read neighbouring addresses.
+fn slot_k_fast(li: u32, e: u32) -> vec2<u32> {
+    let idx = li + e * 256u;
+    return vec2<u32>(idx / TK, idx % TK);
+}
+fn slot_row_fast(li: u32, e: u32) -> vec2<u32> {
+    let idx = li + e * 256u;
+    return vec2<u32>(idx % TM, idx / TM);
+}
+
+fn load_x(xb: u32, m: u32, k: u32) -> f32 {
+    if (m >= p.M || k >= p.K) { return 0.0; }
+    if (X_KM) { return x[xb + k * p.x_rs + m]; }
+    return x[xb + m * p.x_rs + k];
+}
+
+fn x_slot(li: u32, e: u32) -> vec2<u32> {
+    if (X_KM) { return slot_row_fast(li, e); }
+    return slot_k_fast(li, e);
+}
+fn w_slot(li: u32, e: u32) -> vec2<u32> {
+    if (W_KN) { return slot_row_fast(li, e); }
+    return slot_k_fast(li, e);
+}
+
+// Adds row `gm`'s 4 values at columns gn.. to the output, within bounds.
+fn put(ob: u32, gm: u32, gn: u32, v: vec4<f32>) {
+    if (gm >= p.M) { return; }
+    let row = ob + gm * p.o_rs;
+    for (var j = 0u; j < 4u; j++) {
+        if (gn + j < p.N) {
+            var o = v[j];
+            if (ACCUMULATE) { o += out[row + gn + j]; }
+            out[row + gn + j] = o;
+        }
+    }
+}
+
+fn bias4(gn: u32) -> vec4<f32> {
+    var b = vec4<f32>(0.0);
+    if (p.has_bias != 0u) {
+        for (var j = 0u; j < 4u; j++) {
+            if (gn + j < p.N) { b[j] = bias[p.bias_off + gn + j]; }
+        }
+    }
+    return b;
+}
+
+@compute @workgroup_size(256)
+fn matmul_128(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    let n0 = wg.x * TN;
+    let m0 = wg.y * TM;
+    if (CAUSAL_SKIP && n0 > m0 + TM - 1u) { return; }
+    let base = bases(wg.z); // x, w, out
+    let tx = li % 16u;
+    let ty = li / 16u;
+
+    // The slots this thread stages, the same for every slice.
+    let xs0 = x_slot(li, 0u); let xs1 = x_slot(li, 1u); let xs2 = x_slot(li, 2u); let xs3 = x_slot(li, 3u);
+    let ws0 = w_slot(li, 0u); let ws1 = w_slot(li, 1u); let ws2 = w_slot(li, 2u); let ws3 = w_slot(li, 3u);
+
+    // Slice 0 into buffer 0.
+    var fx = vec4<f32>(load_x(base.x, m0 + xs0.x, xs0.y), load_x(base.x, m0 + xs1.x, xs1.y),
+                       load_x(base.x, m0 + xs2.x, xs2.y), load_x(base.x, m0 + xs3.x, xs3.y));
+    var fw = vec4<f32>(load_w(base.y, n0 + ws0.x, ws0.y), load_w(base.y, n0 + ws1.x, ws1.y),
+                       load_w(base.y, n0 + ws2.x, ws2.y), load_w(base.y, n0 + ws3.x, ws3.y));
+    As[xs0.y * 32u + xs0.x / 4u][xs0.x % 4u] = fx.x;
+    As[xs1.y * 32u + xs1.x / 4u][xs1.x % 4u] = fx.y;
+    As[xs2.y * 32u + xs2.x / 4u][xs2.x % 4u] = fx.z;
+    As[xs3.y * 32u + xs3.x / 4u][xs3.x % 4u] = fx.w;
+    Bs[ws0.y * 32u + ws0.x / 4u][ws0.x % 4u] = fw.x;
+    Bs[ws1.y * 32u + ws1.x / 4u][ws1.x % 4u] = fw.y;
+    Bs[ws2.y * 32u + ws2.x / 4u][ws2.x % 4u] = fw.z;
+    Bs[ws3.y * 32u + ws3.x / 4u][ws3.x % 4u] = fw.w;
+    workgroupBarrier();
+
+    // c[4·q + j]: row j of the a-half (q / 2: rows 4·ty.. or 64 + 4·ty..), b-half (q % 2).
+    var c0 = vec4<f32>(0.0); var c1 = vec4<f32>(0.0); var c2 = vec4<f32>(0.0); var c3 = vec4<f32>(0.0);
+    var c4 = vec4<f32>(0.0); var c5 = vec4<f32>(0.0); var c6 = vec4<f32>(0.0); var c7 = vec4<f32>(0.0);
+    var c8 = vec4<f32>(0.0); var c9 = vec4<f32>(0.0); var c10 = vec4<f32>(0.0); var c11 = vec4<f32>(0.0);
+    var c12 = vec4<f32>(0.0); var c13 = vec4<f32>(0.0); var c14 = vec4<f32>(0.0); var c15 = vec4<f32>(0.0);
+
+    let slices = (p.K + TK - 1u) / TK;
+    for (var s = 0u; s < slices; s++) {
+        let cur = (s % 2u) * 256u;
+        let more = s + 1u < slices;
+        if (more) {
+            // The next slice's global reads, in flight while this one is multiplied.
+            let k1 = (s + 1u) * TK;
+            fx = vec4<f32>(load_x(base.x, m0 + xs0.x, k1 + xs0.y), load_x(base.x, m0 + xs1.x, k1 + xs1.y),
+                           load_x(base.x, m0 + xs2.x, k1 + xs2.y), load_x(base.x, m0 + xs3.x, k1 + xs3.y));
+            fw = vec4<f32>(load_w(base.y, n0 + ws0.x, k1 + ws0.y), load_w(base.y, n0 + ws1.x, k1 + ws1.y),
+                           load_w(base.y, n0 + ws2.x, k1 + ws2.y), load_w(base.y, n0 + ws3.x, k1 + ws3.y));
+        }
+        for (var kk = 0u; kk < TK; kk++) {
+            let a0 = As[cur + kk * 32u + ty];
+            let a1 = As[cur + kk * 32u + 16u + ty];
+            let b0 = Bs[cur + kk * 32u + tx];
+            let b1 = Bs[cur + kk * 32u + 16u + tx];
+            c0 += a0.x * b0; c1 += a0.y * b0; c2 += a0.z * b0; c3 += a0.w * b0;
+            c4 += a0.x * b1; c5 += a0.y * b1; c6 += a0.z * b1; c7 += a0.w * b1;
+            c8 += a1.x * b0; c9 += a1.y * b0; c10 += a1.z * b0; c11 += a1.w * b0;
+            c12 += a1.x * b1; c13 += a1.y * b1; c14 += a1.z * b1; c15 += a1.w * b1;
+        }
+        if (more) {
+            // The other buffer: every thread finished reading it before the last barrier.
+            let nxt = 256u - cur;
+            As[nxt + xs0.y * 32u + xs0.x / 4u][xs0.x % 4u] = fx.x;
+            As[nxt + xs1.y * 32u + xs1.x / 4u][xs1.x % 4u] = fx.y;
+            As[nxt + xs2.y * 32u + xs2.x / 4u][xs2.x % 4u] = fx.z;
+            As[nxt + xs3.y * 32u + xs3.x / 4u][xs3.x % 4u] = fx.w;
+            Bs[nxt + ws0.y * 32u + ws0.x / 4u][ws0.x % 4u] = fw.x;
+            Bs[nxt + ws1.y * 32u + ws1.x / 4u][ws1.x % 4u] = fw.y;
+            Bs[nxt + ws2.y * 32u + ws2.x / 4u][ws2.x % 4u] = fw.z;
+            Bs[nxt + ws3.y * 32u + ws3.x / 4u][ws3.x % 4u] = fw.w;
+        }
+        workgroupBarrier();
+    }
+
+    let ra = m0 + ty * 4u;
+    let rb = m0 + 64u + ty * 4u;
+    let na = n0 + tx * 4u;
+    let nb = n0 + 64u + tx * 4u;
+    let ba = bias4(na);
+    let bb = bias4(nb);
+    put(base.z, ra, na, c0 + ba); put(base.z, ra + 1u, na, c1 + ba); put(base.z, ra + 2u, na, c2 + ba); put(base.z, ra + 3u, na, c3 + ba);
+    put(base.z, ra, nb, c4 + bb); put(base.z, ra + 1u, nb, c5 + bb); put(base.z, ra + 2u, nb, c6 + bb); put(base.z, ra + 3u, nb, c7 + bb);
+    put(base.z, rb, na, c8 + ba); put(base.z, rb + 1u, na, c9 + ba); put(base.z, rb + 2u, na, c10 + ba); put(base.z, rb + 3u, na, c11 + ba);
+    put(base.z, rb, nb, c12 + bb); put(base.z, rb + 1u, nb, c13 + bb); put(base.z, rb + 2u, nb, c14 + bb); put(base.z, rb + 3u, nb, c15 + bb);
+}
