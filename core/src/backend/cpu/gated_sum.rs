@@ -3,13 +3,14 @@
 //! (`[W, w]`, W the rows of all groups) and runs one `gemm` against all the gates at once, so a
 //! layer reads its writers' outbox once, where a product per group would write and re-add a
 //! full-size sum per group. Rows whose gates are all 0 (a standalone edge model's cut edges) are
-//! not packed, and mostly-zero gates are summed sparsely. The backward reads each stack row's block
-//! once, where it lies: dgates as one dot product per entry needed (for sampled gates only those
-//! strictly between 0 and 1, since a clamped sample has no gradient), and dstacks as one `gemm` of
-//! the gates against dy over the rows with a nonzero gate; it adds the stacks' gradients into the
-//! ones gathered so far in place (when no one else holds them), where a fresh buffer and a sum
-//! would touch every page twice more. Packing every row for a gemm of dgates cost more than this
-//! on SmolLM2 even with every gate fractional (`carve bench train --method edge-prune`).
+//! not packed, and mostly-zero gates are summed sparsely. The backward reads each stack's block
+//! where it lies, without packing: dgates per group as one `gemm` (`dy · stackᵀ`) when most of its
+//! entries are needed, else one dot product per entry needed (for sampled gates only those
+//! strictly between 0 and 1, since a clamped sample has no gradient); dstacks per group as one
+//! `gemm` (`gatesᵀ · dy`) written straight into the stacks' gradients, added to the ones gathered
+//! so far in place (when no one else holds them), where a fresh buffer and a sum would touch every
+//! page twice more. In the browser (no SIMD gemm kernels) the backward keeps the dot products and
+//! one packed gemm over the rows with a nonzero gate.
 
 use std::sync::Arc;
 
@@ -140,6 +141,63 @@ impl Plan {
     }
 }
 
+/// Whether the stacks go through `gemm` read in place (row stride C), without packing: natively.
+/// In the browser the gemm has no threads or SIMD kernels, and the packed path stays.
+const IN_PLACE: bool = cfg!(not(target_arch = "wasm32"));
+
+/// `dst[i, j] (+)= Σ_p lhs[i, p] · rhs(p, j)` for i < m, j < n, p < k, on this thread, with
+/// `dst` and `lhs` row-major at row strides `dst_rs` and `lhs_rs`, and `rhs(p, j)` at
+/// `rhs[p·rhs_rs + j·rhs_cs]`: a stack's column block read where it lies.
+#[allow(clippy::too_many_arguments)]
+fn gemm_strided(dst: &mut [f32], dst_rs: usize, accumulate: bool, lhs: &[f32], lhs_rs: usize, rhs: &[f32], rhs_rs: usize,
+    rhs_cs: usize, m: usize, n: usize, k: usize) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!((m - 1) * dst_rs + n <= dst.len());
+    // SAFETY: dst is checked above; `gemm_raw` checks the operands.
+    unsafe { gemm_raw(dst.as_mut_ptr(), dst_rs, accumulate, lhs, lhs_rs, rhs, rhs_rs, rhs_cs, m, n, k) }
+}
+
+/// `gemm_strided` into a raw destination (a column block of a buffer that other blocks write
+/// at the same time, in other columns).
+/// SAFETY: rows i < m at `dst + i·dst_rs`, n elements each, lie inside one live buffer, and no one
+/// else reads or writes them meanwhile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_raw(dst: *mut f32, dst_rs: usize, accumulate: bool, lhs: &[f32], lhs_rs: usize, rhs: &[f32], rhs_rs: usize,
+    rhs_cs: usize, m: usize, n: usize, k: usize) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        // An empty sum: 0, or what was there.
+        if !accumulate {
+            for i in 0..m {
+                std::ptr::write_bytes(dst.add(i * dst_rs), 0, n);
+            }
+        }
+        return;
+    }
+    assert!((m - 1) * lhs_rs + k <= lhs.len() && (k - 1) * rhs_rs + (n - 1) * rhs_cs < rhs.len());
+    #[cfg(target_arch = "wasm32")]
+    for i in 0..m {
+        // Not reached (`IN_PLACE` is false there); kept correct.
+        for j in 0..n {
+            let sum: f32 = (0..k).map(|p| lhs[i * lhs_rs + p] * rhs[p * rhs_rs + j * rhs_cs]).sum();
+            let d = dst.add(i * dst_rs + j);
+            *d = if accumulate { *d + sum } else { sum };
+        }
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    gemm::gemm(
+        m, n, k,
+        dst, 1, dst_rs as isize, accumulate,
+        lhs.as_ptr(), 1, lhs_rs as isize,
+        rhs.as_ptr(), rhs_cs as isize, rhs_rs as isize,
+        1.0, 1.0, false, false, false, gemm::Parallelism::None,
+    );
+}
+
 /// Σ a_i·b_i over 16 lanes (which the compiler keeps in one vector register), then the rest.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 16];
@@ -235,12 +293,30 @@ pub fn gated_sum_backward(be: &CpuBackend, gates_t: &[&CpuTensor], stacks: &[&Cp
                     ptrs[g].put(j * c + c0, src)
                 }
             };
-            // dz where a gate needs it: a dot product per entry, straight from the stacks' rows.
-            for (r, &(g, j)) in rows.iter().enumerate() {
-                let src = &stacks[g].0.data[j * c + c0..j * c + c1];
-                for &i in &plan.needed[r] {
-                    dz[i * w_all + r] = dot(&dyb[i * w..(i + 1) * w], src);
+            // dz where a gate needs it: a group whose entries are mostly needed in one gemm that
+            // reads its stack in place; the others a dot product per entry needed.
+            for (g, (&k, &at)) in ks.iter().zip(&starts).enumerate() {
+                let need: usize = plan.needed[at..at + k].iter().map(Vec::len).sum();
+                if IN_PLACE && k > 0 && need * 2 >= n * k {
+                    // Entries whose gate is clamped get a value too; their gradient is 0 anyway.
+                    gemm_strided(&mut dz[at..], w_all, false, &dyb, w, &stacks[g].0.data[c0..], 1, c, n, k, w);
+                    continue;
                 }
+                for j in 0..k {
+                    let src = &stacks[g].0.data[j * c + c0..j * c + c1];
+                    for &i in &plan.needed[at + j] {
+                        dz[i * w_all + at + j] = dot(&dyb[i * w..(i + 1) * w], src);
+                    }
+                }
+            }
+            if IN_PLACE {
+                // dstacks straight into their buffers, a group at a time (rows with every gate 0
+                // get their 0 from the product).
+                for (g, (&k, &at)) in ks.iter().zip(&starts).enumerate().filter(|(_, (&k, _))| k > 0) {
+                    // SAFETY: rows j < k of group g's [k, c] buffer, this block's columns c0..c1.
+                    unsafe { gemm_raw(ptrs[g].0.add(c0), c, adding[g], &zt[at * n..], n, &dyb, w, 1, k, w, n) };
+                }
+                return dz;
             }
             // dstacks for the rows with a nonzero gate; a row whose gates are all 0 gets 0.
             let live: Vec<(usize, usize)> = plan.live.iter().map(|&r| rows[r]).collect();
