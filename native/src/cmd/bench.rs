@@ -303,25 +303,35 @@ impl Job for ForwardBench<'_> {
             .collect();
         let batch = Batch::new(&prompts, c)?;
         println!("backend: {}   batch {} × seq {} = {} tokens, median of {} runs", be.describe(), a.batch, a.seq, batch.rows(), a.iters);
-        println!("{:<16} {:>10} {:>12} {:>10}", "logits", "time (s)", "tokens/s", "GFLOP/s");
+        // "time": the forward with its logits left where they are, finished by reading one row
+        // (as PyTorch's timing ends with a device sync); "read back": the same, then every logit
+        // copied to the host.
+        println!("{:<16} {:>10} {:>12} {:>10} {:>15}", "logits", "time (s)", "tokens/s", "GFLOP/s", "read back (s)");
         for (name, at) in [("all positions", LogitsAt::All), ("last position", LogitsAt::Last)] {
             let out_bytes = if at == LogitsAt::All { batch.rows() } else { batch.size() } * c.vocab * 4;
             if out_bytes > be.max_tensor_bytes() {
                 println!("{name:<16} skipped: {} MiB of logits exceed the backend's binding limit", out_bytes >> 20);
                 continue;
             }
-            let time_one = || -> Result<f64> {
+            let time_one = |read_all: bool| -> Result<f64> {
                 let t = Instant::now();
                 let out = model.forward(be, &batch, &ForwardArgs { logits: at, ..ForwardArgs::default() })?;
-                pollster::block_on(be.read(out.logits.as_ref().expect("logits were asked for")))?;
+                let logits = out.logits.as_ref().expect("logits were asked for");
+                if read_all {
+                    pollster::block_on(be.read(logits))?;
+                } else {
+                    pollster::block_on(be.read(&be.gather_rows(logits, &[0])?))?;
+                }
                 Ok(t.elapsed().as_secs_f64())
             };
-            time_one()?; // warm-up: pipelines, buffer pools, page faults
-            let mut times = (0..a.iters.max(1)).map(|_| time_one()).collect::<Result<Vec<_>>>()?;
-            times.sort_by(f64::total_cmp);
-            let t = times[times.len() / 2];
+            let median = |read_all: bool| -> Result<f64> {
+                time_one(read_all)?; // warm-up: pipelines, buffer pools, page faults
+                let times = (0..a.iters.max(1)).map(|_| time_one(read_all)).collect::<Result<Vec<_>>>()?;
+                Ok(crate::measure::median(times))
+            };
+            let (t, t_read) = (median(false)?, median(true)?);
             let flops = forward_flops(c, &self.m.weights, &batch, at == LogitsAt::Last);
-            println!("{:<16} {:>10.3} {:>12.0} {:>10.1}", name, t, batch.rows() as f64 / t, flops / t / 1e9);
+            println!("{:<16} {:>10.3} {:>12.0} {:>10.1} {:>15.3}", name, t, batch.rows() as f64 / t, flops / t / 1e9, t_read);
         }
         Ok(())
     }
