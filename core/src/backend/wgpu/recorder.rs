@@ -158,16 +158,14 @@ impl Recorder {
         self.dispatches += 1;
         if let Some(p) = &mut self.profiler {
             // A pass of its own, with timestamps at its start and end.
-            self.pass = None;
             let (query_set, q) = p.next(device, k);
+            self.pass = None;
             let writes = wgpu::ComputePassTimestampWrites {
                 query_set: &query_set,
                 beginning_of_pass_write_index: Some(q),
                 end_of_pass_write_index: Some(q + 1),
             };
-            let enc = self
-                .encoder
-                .get_or_insert_with(|| device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("carve") }));
+            let enc = self.encoder(device);
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("carve op"), timestamp_writes: Some(writes) });
             pass.set_pipeline(pipeline);
             pass.set_bind_group(0, &bg, &[]);
