@@ -35,9 +35,10 @@ fn edge_prune_run_directory_resume_and_eval() {
     assert_eq!(cf["method"]["name"], "edge-prune");
     let e = &cf["edges"];
     let (total, kept, selected) = (e["total"].as_u64().unwrap(), e["kept"].as_array().unwrap().len() as u64, e["selected"].as_u64().unwrap());
-    // tiny-llama: 2 layers of 4 query heads and 2 KV heads: 82 edges; 10% of them selected.
+    // tiny-llama: 2 layers of 4 query heads and 2 KV heads: 82 edges; 10% of them selected, but
+    // for those the training closed, which are counted.
     assert_eq!(total, 82);
-    assert_eq!(selected, 8);
+    assert_eq!(selected + e["closed"].as_u64().unwrap(), 8, "{e}");
     assert!(kept <= selected && kept > 0, "{e}");
     assert!((e["sparsity"].as_f64().unwrap() - (1.0 - kept as f64 / total as f64)).abs() < 1e-12);
     for k in e["kept"].as_array().unwrap() {
@@ -169,6 +170,15 @@ fn edge_prune_bad_settings_and_circuit_files() {
     std::fs::write(&p, serde_json::to_string(&cf).unwrap()).unwrap();
     let args = eval(&p);
     fails(&args.iter().map(String::as_str).collect::<Vec<_>>(), "has 82 edges");
+    cf = serde_json::from_str(&text).unwrap();
+    cf["edges"]["closed"] = serde_json::json!(80);
+    std::fs::write(&p, serde_json::to_string(&cf).unwrap()).unwrap();
+    fails(&eval(&p).iter().map(String::as_str).collect::<Vec<_>>(), "closed are more than the 82 edges");
+    // A file written before `closed` was recorded reads as none closed.
+    cf = serde_json::from_str(&text).unwrap();
+    cf["edges"].as_object_mut().unwrap().remove("closed");
+    std::fs::write(&p, serde_json::to_string(&cf).unwrap()).unwrap();
+    ok(&eval(&p).iter().map(String::as_str).collect::<Vec<_>>());
 
     // An edge model whose edges file is missing, or of the wrong length.
     let mdir = a.join("model");

@@ -74,7 +74,7 @@ fn source_edge(e: Edge, layers: &[PrunedLayer]) -> Edge {
 
 fn circuit_of(lay: &EdgeLayout, host: &LoadedModel, kept: &[bool]) -> EdgeCircuit {
     let n_kv = host.weights.layers.iter().map(|l| l.n_kv_heads).collect();
-    EdgeCircuit::new(lay, n_kv, kept, |_| 1.0, 0.0, kept.iter().filter(|&&k| k).count())
+    EdgeCircuit::new(lay, n_kv, kept, |_| 1.0, 0.0, kept.iter().filter(|&&k| k).count(), 0)
 }
 
 fn check<B: Backend>(be: &B, name: &str) {

@@ -1,7 +1,7 @@
 //! edge-prune's pieces: the kept edges hit the target exactly, edges that reach nothing are
 //! dropped, a run reaches its target and resumes to the same gates, bad settings are refused.
 
-use carve_core::extract::edge_prune::{edge_prune, effective, top_edges, EdgePruneData, EdgePruneOptions, EdgePruneState, EdgeStepRecord};
+use carve_core::extract::edge_prune::{cut, edge_prune, effective, top_edges, EdgePruneData, EdgePruneOptions, EdgePruneState, EdgeStepRecord};
 use carve_core::extract::{AblationKind, Flow};
 use carve_core::mask::{Edge, EdgeLayout};
 use carve_core::model::edges::EdgeWeights;
@@ -23,6 +23,28 @@ fn the_kept_edges_hit_the_target_exactly() {
     }
     // Ties: the lower number first, so the choice does not depend on the sort.
     assert_eq!(top_edges(&[1.0, 2.0, 1.0, 1.0], 0.5), vec![true, true, false, false]);
+}
+
+/// The cut keeps the target's edges but none the training closed (log α ≤ 0, test-time gate ≤ ½):
+/// exactly the target when enough gates are open, the open ones and a count of the rest when not.
+#[test]
+fn the_cut_leaves_out_closed_gates() {
+    let la: Vec<f64> = (0..1000).map(|i| ((i * 7919) % 1013) as f64 / 100.0 - 8.0).collect();
+    let open = la.iter().filter(|&&a| a > 0.0).count();
+    assert!(open > 100 && open < 500, "{open} open");
+    for t in [0.0, 0.5, 0.6, 0.8, 0.9, 0.95, 1.0] {
+        let (kept, closed) = cut(&la, t);
+        let top = top_edges(&la, t);
+        let want = ((1.0 - t) * 1000.0f64).round() as usize;
+        let n = kept.iter().filter(|&&k| k).count();
+        assert_eq!(n + closed, want, "target {t}");
+        assert_eq!(n, want.min(open), "target {t}");
+        for i in 0..la.len() {
+            assert_eq!(kept[i], top[i] && la[i] > 0.0, "target {t}, edge {i} (log α {})", la[i]);
+        }
+    }
+    // A gate at exactly log α = 0 is at ½: closed.
+    assert_eq!(cut(&[0.0, 1e-9, -1.0, 2.0], 0.0), (vec![false, true, false, true], 2));
 }
 
 #[test]

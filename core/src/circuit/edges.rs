@@ -4,7 +4,7 @@
 //! ```json
 //! "edges": {
 //!   "n_kv_heads": [2, 2], "pos": false, "total": 40, "target_sparsity": 0.9,
-//!   "selected": 4, "sparsity": 0.925,
+//!   "selected": 4, "closed": 0, "sparsity": 0.925,
 //!   "kept": [ { "edge": "emb -> L0H1.q", "gate": 0.98 }, { "edge": "L1MLP -> logits", "gate": 1.0 } ]
 //! }
 //! ```
@@ -29,6 +29,11 @@ pub struct EdgeCircuit {
     pub target_sparsity: f64,
     /// Edges the threshold kept, before the edges that reach nothing were dropped.
     pub selected: usize,
+    /// Edges among the target's top ones by gate that the training had closed (gate at most ½),
+    /// left out rather than reopened: `selected + closed` is the target's edge count (0 in files
+    /// written before it was recorded).
+    #[serde(default)]
+    pub closed: usize,
     /// 1 − kept / total.
     pub sparsity: f64,
     /// The circuit's edges, in layout order.
@@ -45,9 +50,10 @@ pub struct KeptEdge {
 
 impl EdgeCircuit {
     /// The circuit of the edges `kept` of `layout` (a model with `n_kv_heads` per layer), each with
-    /// `gate(i)`; `selected` edges were chosen for `target_sparsity` before the dangling ones went.
+    /// `gate(i)`; `selected` edges were chosen for `target_sparsity` before the dangling ones went,
+    /// and `closed` more of the target's were left out as closed.
     pub fn new(layout: &EdgeLayout, n_kv_heads: Vec<usize>, kept: &[bool], gate: impl Fn(usize) -> f64, target_sparsity: f64,
-        selected: usize) -> EdgeCircuit {
+        selected: usize, closed: usize) -> EdgeCircuit {
         let n = layout.n_edges();
         let kept: Vec<KeptEdge> = (0..n)
             .filter(|&i| kept.get(i) == Some(&true))
@@ -59,6 +65,7 @@ impl EdgeCircuit {
             total: n,
             target_sparsity,
             selected,
+            closed,
             sparsity: 1.0 - kept.len() as f64 / n.max(1) as f64,
             kept,
         }
@@ -107,6 +114,9 @@ impl EdgeCircuit {
         }
         if self.kept.len() > self.selected || self.selected > self.total {
             return bad(format!("{} kept of {} selected of {} edges: each count must be at most the next", self.kept.len(), self.selected, self.total));
+        }
+        if self.selected + self.closed > self.total {
+            return bad(format!("{} selected and {} closed are more than the {} edges", self.selected, self.closed, self.total));
         }
         let reached = 1.0 - self.kept.len() as f64 / self.total.max(1) as f64;
         if (reached - self.sparsity).abs() > 1e-9 {

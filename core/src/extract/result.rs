@@ -127,7 +127,7 @@ impl EdgePruneRun {
         let n = layout.n_edges();
         let selected = self.kept.iter().filter(|&&k| k).count();
         let log_alpha = &self.state.log_alpha;
-        let edges = EdgeCircuit::new(layout, n_kv_heads, &self.effective, |i| hc::deterministic(log_alpha[i]), opts.target_sparsity, selected);
+        let edges = EdgeCircuit::new(layout, n_kv_heads, &self.effective, |i| hc::deterministic(log_alpha[i]), opts.target_sparsity, selected, self.closed);
         let gates: Vec<f32> = self.effective.iter().map(|&k| k as u8 as f32).collect();
         let kept = live_components(layout, &gates);
         let removed: Vec<Component> = shape.components(false).into_iter().filter(|c| !kept.contains(c)).collect();
@@ -135,10 +135,11 @@ impl EdgePruneRun {
         let last = self.state.history.last().cloned();
         Ok(MethodResult {
             summary: format!(
-                "edge-prune: {} steps in {seconds:.1} s · {} of {n} edges kept ({} selected, the rest reach nothing) · {} heads and MLPs · discovery KL {:.5}",
+                "edge-prune: {} steps in {seconds:.1} s · {} of {n} edges kept ({} selected, the rest reach nothing{}) · {} heads and MLPs · discovery KL {:.5}",
                 self.state.step,
                 edges.kept.len(),
                 selected,
+                if self.closed > 0 { format!("; {} more of the target's were closed by the training", self.closed) } else { String::new() },
                 kept.len(),
                 self.discovery_kl
             ),

@@ -128,6 +128,7 @@ pub fn json(r: &Inputs) -> Value {
             "total": e.total,
             "target_sparsity": e.target_sparsity,
             "selected": e.selected,
+            "closed": e.closed,
             "kept": e.kept.len(),
             "sparsity": e.sparsity,
         });
@@ -189,6 +190,13 @@ pub fn markdown(r: &Inputs) -> String {
             e.selected,
             e.selected - e.kept.len()
         );
+        if e.closed > 0 {
+            s += &format!(
+                "- the gates ended sparser than the target: {} of the target's {} edges had been closed by the training (gate at most ½) and were left out rather than reopened\n",
+                e.closed,
+                e.selected + e.closed
+            );
+        }
     }
     s += &format!("- model sha256: {}\n", c.model.sha256);
     s += &format!("- backend: {}\n", r.backend);
