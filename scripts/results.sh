@@ -25,7 +25,7 @@ declare -A np_args=(
 # edge-prune's settings per task (the fraction of edges to remove).
 declare -A ep_args=(
   [ioi]="--sparsity 0.98 --steps 300"
-  [greater-than]="--sparsity 0.95 --steps 600 --batch 16"
+  [greater-than]="--sparsity 0.95 --steps 3000 --batch 16"
 )
 scripts/fetch-models.sh
 cargo build --release -p carve
@@ -83,13 +83,14 @@ if np_tasks:
               f"| {speed(r)} | {r['extract_seconds']:.0f} s, {r['backend']} |")
     print()
 if ep_tasks:
-    print("| task | settings | test accuracy: full / circuit / pruned | KL (test) | edges kept (selected) / total | heads / MLPs kept | non-embedding params cut | latency speedup (FLOPs ratio) | extraction |")
+    print("| task | settings | test accuracy: full / circuit / pruned | KL (test) | edges kept (selected; closed) / total | heads / MLPs kept | non-embedding params cut | latency speedup (FLOPs ratio) | extraction |")
     print("|---|---|---|---:|---|---|---:|---:|---:|")
     for t in ep_tasks:
         r = json.load(open(f"runs/{t}-ep/report.json"))
         h = json.load(open(f"runs/{t}-ep/circuit.json"))["method"]["hyperparameters"]
         k, n, e = r["kept"], r["total"], r["edges"]
         s = f"sparsity {h['target_sparsity']}, lr {h['lr']}, λ-lr {h.get('lambda_lr') or h['lr']}, {h['steps']} steps of {h['batch']}"
-        print(f"| {t} | {s} | {scores(r)} | {e['kept']} ({e['selected']}) / {e['total']} | {k['heads']}/{n['heads']} · {k['mlps']}/{n['mlps']} "
+        sel = f"{e['selected']}" + (f"; {e['closed']} closed" if e.get("closed") else "")
+        print(f"| {t} | {s} | {scores(r)} | {e['kept']} ({sel}) / {e['total']} | {k['heads']}/{n['heads']} · {k['mlps']}/{n['mlps']} "
               f"| {speed(r)} | {r['extract_seconds']:.0f} s, {r['backend']} |")
 PY
