@@ -42,6 +42,8 @@ step 120 "carve forward 32×256 ($CG)" "$BIN" bench forward --model "$M" --batch
 # The matmul at a forward's shape and a large square one.
 step 60 "carve matmul 2000×576×1536 ($CG)" "$BIN" bench matmul --m 2000 --k 576 --n 1536 --backend "$CG"
 step 60 "carve matmul 4096³ ($CG)" "$BIN" bench matmul --m 4096 --k 4096 --n 4096 --iters 5 --backend "$CG"
+step 30 "carve attention 100×20, fused vs two GEMMs ($CG)" "$BIN" bench attention --batch 100 --seq 20 --backend "$CG"
+step 30 "carve attention 32×256, fused vs two GEMMs ($CG)" "$BIN" bench attention --batch 32 --seq 256 --backend "$CG"
 # Training steps, batch 32 of IOI prompts (carve prints the padded length; PyTorch runs 32×20).
 step 120 "carve node-prune step ($CG)" "$BIN" bench train --model "$M" --task ioi --batch 32 --method node-prune --backend "$CG"
 step 60 "PyTorch node-prune step ($TD)" "$PY" bench/torch_train_step.py --model "$M" --batch 32 --seq 20 --device "$TD"

@@ -280,3 +280,18 @@ fn bench_matmul_compares_the_gemm_kernels() {
     let cpu = ok(&["bench", "matmul", "--m", "300", "--k", "70", "--n", "260", "--iters", "1", "--backend", "cpu"]);
     assert!(cpu.contains("GFLOP/s"), "{cpu}");
 }
+
+#[test]
+fn bench_attention_compares_the_fused_kernel_with_the_two_gemms() {
+    let out = ok(&["bench", "attention", "--batch", "3", "--seq", "70", "--heads", "4", "--kv-heads", "2", "--head-dim", "16", "--iters", "1", "--backend", "gpu"]);
+    let row = |p: &str| out.lines().find(|l| l.starts_with(&format!("| {p} |"))).unwrap_or_else(|| panic!("no {p} row:\n{out}"));
+    assert!(row("fused (one pass)").contains("| attention_fused ×1 |"), "{out}");
+    assert!(row("scores, softmax, apply").contains("causal_softmax ×1"), "{out}");
+    for p in ["fused (one pass)", "scores, softmax, apply"] {
+        let ms: f64 = row(p).split('|').nth(3).unwrap().trim().parse().unwrap();
+        assert!(ms > 0.0, "{p}: no device time:\n{out}");
+    }
+    assert!(out.contains("largest difference between the two paths' outputs"), "{out}");
+    fails(&["bench", "attention", "--heads", "4", "--kv-heads", "3", "--backend", "gpu"], "a multiple of --kv-heads");
+    fails(&["bench", "attention", "--backend", "cpu"], "needs a GPU");
+}

@@ -202,6 +202,41 @@ fn t_attention<B: Backend>(b: &B, r: &mut StdRng) {
     }
 }
 
+/// `attention` (fused on wgpu) against the f64 reference of `attn_apply(attn_scores)`: query rows
+/// across several 64-row workgroups and key tiles that end mid-tile, grouped-query heads, head
+/// widths from 8 to the fused kernel's 128 and past it or not a multiple of 4 (130, 6: the two
+/// ops), one position, and
+/// large scores (q scaled by 8: the running max must keep exp finite).
+fn t_attention_fused<B: Backend>(b: &B, r: &mut StdRng) {
+    let s = |batch, seq, n_heads, n_kv_heads, head_dim: usize| AttnShape {
+        batch,
+        seq,
+        n_heads,
+        n_kv_heads,
+        head_dim,
+        scale: 1.0 / (head_dim as f32).sqrt(),
+    };
+    let cases = [
+        (s(2, 150, 6, 2, 24), 2.0),
+        (s(3, 17, 4, 4, 8), 2.0),
+        (s(1, 70, 3, 3, 64), 2.0),
+        (s(1, 65, 2, 1, 128), 1.0),
+        (s(2, 33, 2, 2, 130), 1.0),
+        (s(2, 20, 2, 1, 6), 1.0),
+        (s(4, 1, 2, 1, 16), 2.0),
+        (s(1, 80, 2, 1, 16), 16.0),
+    ];
+    for (s, qs) in cases {
+        let bt = s.batch * s.seq;
+        let q = rand_t(r, &[bt, s.n_heads * s.head_dim], qs);
+        let k = rand_t(r, &[bt, s.n_kv_heads * s.head_dim], 2.0);
+        let v = rand_t(r, &[bt, s.n_kv_heads * s.head_dim], 1.0);
+        let got = get(b, &b.attention(&up(b, &q), &up(b, &k), &up(b, &v), s).unwrap());
+        let want = r_apply(&r_scores(&d(&q), &d(&k), &s), &d(&v), &s);
+        close(&format!("attention {s:?}"), &got, &[bt, s.n_heads * s.head_dim], &want, 1e-5);
+    }
+}
+
 fn t_mix<B: Backend>(b: &B, r: &mut StdRng) {
     let (batch, seq, c) = (2, 37, 129);
     let rows = batch * seq;
@@ -461,6 +496,7 @@ fn t_errors<B: Backend>(b: &B, _r: &mut StdRng) {
         ("layer_norm", b.layer_norm(&t(&[3, 4]), &t(&[5]), &t(&[4]), 1e-5)),
         ("rope", b.rope(&t(&[4, 6]), 2, 2, 3, 1e4)),
         ("attn_scores", b.attn_scores(&t(&[3, 4]), &t(&[3, 4]), s)),
+        ("attention", b.attention(&t(&[74, 64]), &t(&[74, 32]), &t(&[74, 16]), s)),
         ("gather_rows", b.gather_rows(&t(&[4, 2]), &[4])),
     ];
     for (op, res) in cases {
@@ -472,7 +508,7 @@ fn t_errors<B: Backend>(b: &B, _r: &mut StdRng) {
     }
 }
 
-carve_tests::on_backends!(t_matmul, t_add, t_norms, t_activations, t_rope, t_attention, t_mix, t_log_softmax, t_gather, t_concat, t_gated_sum, t_gated_sum_wide, t_chain, t_errors);
+carve_tests::on_backends!(t_matmul, t_add, t_norms, t_activations, t_rope, t_attention, t_attention_fused, t_mix, t_log_softmax, t_gather, t_concat, t_gated_sum, t_gated_sum_wide, t_chain, t_errors);
 
 // ---------------------------------------------------------------- wgpu only
 

@@ -83,6 +83,15 @@ pub trait Backend {
     fn attn_scores(&self, q: &Self::Tensor, k: &Self::Tensor, s: AttnShape) -> Result<Self::Tensor>;
     /// `out [batch*seq, n_heads*head_dim]`: head h of row `b·T + i` is `Σ_j p[(b·H+h)·T+i, j] · v_j`.
     fn attn_apply(&self, probs: &Self::Tensor, v: &Self::Tensor, s: AttnShape) -> Result<Self::Tensor>;
+    /// `attn_apply(attn_scores(q, k), v)` without the probabilities, for a forward that does not
+    /// keep them: a backend may fuse the two (wgpu does).
+    fn attention(&self, q: &Self::Tensor, k: &Self::Tensor, v: &Self::Tensor, s: AttnShape) -> Result<Self::Tensor> {
+        let named = |e: crate::Error| match e {
+            crate::Error::Backend(m) => crate::Error::Backend(format!("attention: {m}")),
+            e => e,
+        };
+        self.attn_apply(&self.attn_scores(q, k, s).map_err(named)?, v, s).map_err(named)
+    }
     /// The masked mix: `out[r, c] = m·x[r, c] + (1 − m)·a` with `m = mask[mrow, c]`,
     /// `a = abl[arow, c]`, rows picked by the two `RowMap`s. `mask` is `[*, C]`, `abl` is `[*, C]`.
     fn mix(&self, x: &Self::Tensor, mask: &Self::Tensor, mask_rows: RowMap, abl: &Self::Tensor, abl_rows: RowMap)

@@ -256,14 +256,16 @@ impl<B: Backend> Model<B> {
             lw.bo.as_ref().map(|b| bias_rows(be, &x, b)).transpose()?
         } else {
             let h = self.norm(be, &x, &lw.ln1_w, lw.ln1_b.as_ref())?;
-            let (z, p) = self.attention(be, batch, lw, &h)?;
+            let (z, p) = self.attention(be, batch, lw, &h, args.capture.pattern)?;
             let z = if masks.iter().any(|m| !m.heads_all_on(l)) {
                 let rows: Vec<&[f32]> = masks.iter().map(|m| &m.heads[l][..]).collect();
                 mix_cols(be, &z, &rows, self.config.head_dim, sel.row_map(), abl(Site::Z))?
             } else {
                 z
             };
-            keep(args.capture.pattern, &mut cap.pattern[l], p);
+            if let Some(p) = p {
+                cap.pattern[l] = Some(p);
+            }
             keep(args.capture.z, &mut cap.z[l], z.clone());
             Some(be.matmul(&z, &lw.wo, lw.bo.as_ref())?)
         };
@@ -308,9 +310,10 @@ impl<B: Backend> Model<B> {
         Ok(x)
     }
 
-    /// Causal self-attention up to z (before W_O); returns z and the probabilities.
-    fn attention(&self, be: &B, batch: &Batch, lw: &LayerWeights<B::Tensor>, h: &B::Tensor)
-        -> Result<(B::Tensor, B::Tensor)> {
+    /// Causal self-attention up to z (before W_O); returns z, and the probabilities when asked
+    /// (else the backend may fuse the two products and never form them).
+    fn attention(&self, be: &B, batch: &Batch, lw: &LayerWeights<B::Tensor>, h: &B::Tensor, probs: bool)
+        -> Result<(B::Tensor, Option<B::Tensor>)> {
         let c = &self.config;
         let s = AttnShape {
             batch: batch.size(),
@@ -327,8 +330,11 @@ impl<B: Backend> Model<B> {
             q = be.rope(&q, batch.seq, lw.n_heads, c.head_dim, c.rope_theta)?;
             k = be.rope(&k, batch.seq, lw.n_kv_heads, c.head_dim, c.rope_theta)?;
         }
+        if !probs {
+            return Ok((be.attention(&q, &k, &v, s)?, None));
+        }
         let p = be.attn_scores(&q, &k, s)?;
-        Ok((be.attn_apply(&p, &v, s)?, p))
+        Ok((be.attn_apply(&p, &v, s)?, Some(p)))
     }
 
     /// A block's output mixed with its ablation value; `m` holds one mask per group of rows, and

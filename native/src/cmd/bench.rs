@@ -22,6 +22,9 @@ pub enum Bench {
     Forward(ForwardArgsCli),
     /// One matmul `x[M, K] · w[N, K]ᵀ`, the op that dominates every forward.
     Matmul(MatmulArgs),
+    /// Causal attention on a GPU: the fused kernel (scores, softmax and apply in one pass) against
+    /// the two GEMMs with the softmax between them; device time and wall time, and their agreement.
+    Attention(AttentionArgs),
     /// ablate's fast implementation against the straightforward one: time, forwards, same decisions.
     Extract(ExtractBenchArgs),
     /// One training step of the learned methods: the masked forward that keeps its tape, the
@@ -94,6 +97,28 @@ pub struct MatmulArgs {
 }
 
 #[derive(clap::Args)]
+pub struct AttentionArgs {
+    /// Prompts.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Positions per prompt.
+    #[arg(long, default_value_t = 256)]
+    seq: usize,
+    /// Query heads (SmolLM2-135M's 9 by default).
+    #[arg(long, default_value_t = 9)]
+    heads: usize,
+    /// Key/value heads (a divisor of --heads).
+    #[arg(long, default_value_t = 3)]
+    kv_heads: usize,
+    #[arg(long, default_value_t = 64)]
+    head_dim: usize,
+    #[arg(long, default_value_t = 10)]
+    iters: usize,
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: BackendChoice,
+}
+
+#[derive(clap::Args)]
 pub struct ForwardArgsCli {
     #[arg(long)]
     model: String,
@@ -117,6 +142,12 @@ pub fn run(b: Bench) -> Result<()> {
         Bench::Matmul(a) => match crate::backend_pick::resolve(a.backend) {
             BackendChoice::Gpu => gpu_matmul(&a),
             _ => MatmulBench(&a).run(&CpuBackend::new()),
+        },
+        Bench::Attention(a) => match crate::backend_pick::resolve(a.backend) {
+            BackendChoice::Gpu => gpu_attention(&a),
+            _ => anyhow::bail!(
+                "bench attention compares the wgpu backend's fused attention kernel with its two-GEMM path: it needs a GPU (--backend gpu)"
+            ),
         },
         Bench::Train(a) => {
             a.task_args.check(Some(&a.task), None)?;
@@ -283,6 +314,70 @@ fn gpu_matmul(a: &MatmulArgs) -> Result<()> {
     let scale = results[1].data.iter().map(|v| v.abs()).fold(1.0f32, f32::max);
     println!("\nlargest difference between the two kernels' outputs: {:.2e} (relative to max |out| {scale:.1})", diff / scale);
     anyhow::ensure!(diff / scale < 1e-4, "the 64×64 and 128×128 kernels disagree by {:.2e}", diff / scale);
+    Ok(())
+}
+
+/// On a GPU: `attention` (the fused kernel) against `attn_apply(attn_scores)` on one profiled
+/// device, each timed on the device with timestamp queries and on the host (read-back included).
+fn gpu_attention(a: &AttentionArgs) -> Result<()> {
+    use carve_core::backend::AttnShape;
+    let ok = a.batch > 0 && a.seq > 0 && a.heads > 0 && a.kv_heads > 0 && a.head_dim > 0 && a.heads % a.kv_heads == 0 && a.iters > 0;
+    anyhow::ensure!(ok, "sizes and --iters must be positive, and --heads a multiple of --kv-heads");
+    let s = AttnShape {
+        batch: a.batch,
+        seq: a.seq,
+        n_heads: a.heads,
+        n_kv_heads: a.kv_heads,
+        head_dim: a.head_dim,
+        scale: 1.0 / (a.head_dim as f32).sqrt(),
+    };
+    let rows = a.batch * a.seq;
+    let fill = |c: usize, seed: usize| {
+        HostTensor::new(vec![rows, c], (0..rows * c).map(|i| (((i + seed) * 7919) % 1000) as f32 / 500.0 - 1.0).collect())
+    };
+    let opts = WgpuOptions { prefer_hardware: true, profile: true, ..WgpuOptions::default() };
+    let be = pollster::block_on(WgpuBackend::new(opts)).context("starting the wgpu backend with kernel timing")?;
+    let q = be.upload(&fill(a.heads * a.head_dim, 1))?;
+    let k = be.upload(&fill(a.kv_heads * a.head_dim, 2))?;
+    let v = be.upload(&fill(a.kv_heads * a.head_dim, 3))?;
+    // The causal half: q·kᵀ and p·v over j ≤ i.
+    let flop = 2.0 * 2.0 * (a.batch * a.heads) as f64 * (a.seq * (a.seq + 1) / 2) as f64 * a.head_dim as f64;
+    println!(
+        "backend: {}   batch {} × seq {}, {} heads ({} KV) of {}, medians of {} runs",
+        be.describe(),
+        a.batch,
+        a.seq,
+        a.heads,
+        a.kv_heads,
+        a.head_dim,
+        a.iters
+    );
+    println!("\n| path | kernels | device ms | device GFLOP/s | wall ms (read-back included) |\n|---|---|---:|---:|---:|");
+    let mut outs = Vec::new();
+    for fused in [true, false] {
+        let once = || -> Result<(f64, f64, String, HostTensor)> {
+            be.take_kernel_times()?;
+            let t = Instant::now();
+            let z = if fused { be.attention(&q, &k, &v, s)? } else { be.attn_apply(&be.attn_scores(&q, &k, s)?, &v, s)? };
+            let out = pollster::block_on(be.read(&z))?;
+            let wall = t.elapsed().as_secs_f64();
+            let times = be.take_kernel_times()?;
+            let device = times.values().map(|k| k.time.as_secs_f64()).sum();
+            let names = times.iter().map(|(n, k)| format!("{n} ×{}", k.calls)).collect::<Vec<_>>().join(", ");
+            Ok((device, wall, names, out))
+        };
+        once()?; // pipelines, pools
+        let runs = (0..a.iters).map(|_| once()).collect::<Result<Vec<_>>>()?;
+        let device = crate::measure::median(runs.iter().map(|r| r.0).collect());
+        let wall = crate::measure::median(runs.iter().map(|r| r.1).collect());
+        let label = if fused { "fused (one pass)" } else { "scores, softmax, apply" };
+        println!("| {label} | {} | {:.3} | {:.0} | {:.2} |", runs[0].2, device * 1e3, flop / device / 1e9, wall * 1e3);
+        outs.push(runs.into_iter().next().expect("one run").3);
+    }
+    let diff = outs[0].data.iter().zip(&outs[1].data).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let scale = outs[1].data.iter().map(|v| v.abs()).fold(1.0f32, f32::max);
+    println!("\nlargest difference between the two paths' outputs: {:.2e} (relative to max |out| {scale:.2})", diff / scale);
+    anyhow::ensure!(diff / scale < 1e-4, "the fused and two-GEMM attention disagree by {:.2e}", diff / scale);
     Ok(())
 }
 

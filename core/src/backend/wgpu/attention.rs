@@ -2,9 +2,11 @@
 //! through its stride parameters, with grouped-query heads mapped by `h / (H / KVH)`.
 //! attn_scores = GEMM q·kᵀ (tiles above the diagonal skipped) + in-place causal softmax.
 //! attn_apply  = GEMM p·v, v read as a [K, N] operand.
+//! attention   = attention_fused.wgsl: the two in one pass without the probabilities (heads of
+//!               up to 128 dimensions, a multiple of 4; otherwise the two ops).
 
 use super::matmul::MmParams;
-use super::pipelines::{Gemm, Kernel};
+use super::pipelines::{Gemm, Kernel, FUSED_MAX_HEAD_DIM};
 use super::recorder::Binding;
 use super::tensor::{shape_err, u32p, GpuTensor};
 use super::WgpuBackend;
@@ -101,6 +103,33 @@ impl WgpuBackend {
         };
         let (kern, groups) = self.batch_gemm(OP, &s, Gemm { w_kn: true, ..Gemm::default() }, h, d, t)?;
         self.run(kern, ob, &[pb, vb, Binding::whole(&self.dummy, 16)], None, &p.words(), groups)?;
+        Ok(out)
+    }
+
+    pub(super) fn op_attention(&self, q: &GpuTensor, k: &GpuTensor, v: &GpuTensor, s: AttnShape) -> Result<GpuTensor> {
+        const OP: &str = "attention";
+        check_shape(OP, &s)?;
+        if s.head_dim > FUSED_MAX_HEAD_DIM || !s.head_dim.is_multiple_of(4) {
+            let p = self.op_attn_scores(q, k, s)?;
+            return self.op_attn_apply(&p, v, s);
+        }
+        let (b, t, h, kvh, d) = (s.batch, s.seq, s.n_heads, s.n_kv_heads, s.head_dim);
+        want(OP, "q", q, [b * t, h * d], &s)?;
+        want(OP, "k", k, [b * t, kvh * d], &s)?;
+        want(OP, "v", v, [b * t, kvh * d], &s)?;
+        let limit = self.limit();
+        let (qb, kb, vb) = (q.single(OP, "q", limit)?, k.single(OP, "k", limit)?, v.single(OP, "v", limit)?);
+        let out = self.output(OP, vec![b * t, h * d])?;
+        let ob = out.single(OP, "out", limit)?;
+        let u = |v: usize| u32p(OP, v);
+        let max = self.ctx.limits.max_compute_workgroups_per_dimension as usize;
+        let groups = [t.div_ceil(64), b * h, 1];
+        if groups.iter().any(|&g| g > max) {
+            return Err(shape_err(OP, format!("{s:?} needs {groups:?} workgroups, over the adapter's {max} per dimension")));
+        }
+        let params = [u(t)?, u(h)?, u(h / kvh)?, u(kvh)?, s.scale.to_bits(), 0, 0, 0];
+        let kern = Kernel::AttentionFused { head_dim: u(d)? };
+        self.run(kern, ob, &[qb, kb, vb], None, &params, [groups[0] as u32, groups[1] as u32, 1])?;
         Ok(out)
     }
 }

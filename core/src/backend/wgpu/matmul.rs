@@ -39,12 +39,24 @@ impl MmParams {
 /// 64×64 kernel's four times as many workgroups keep more of a large GPU busy.
 const WIDE_MIN_TILES: usize = 128;
 
+/// The padded output area the wide kernel may compute, relative to the 64×64 kernel's: a product
+/// of many small matrices (attention over 20 positions: 900 of 20×20) would otherwise fill
+/// 128×128 tiles 2% full.
+const WIDE_MAX_PADDING: usize = 5; // in quarters: 5/4
+
+/// Whether `batch` products of `[m, n]` go to the 128×128 kernel: enough tiles to fill a GPU, and
+/// not much more padding than 64×64 tiles.
+fn wide_pays(m: usize, n: usize, batch: usize) -> bool {
+    let padded = |tile: usize| m.div_ceil(tile) * tile * n.div_ceil(tile) * tile;
+    m.div_ceil(128) * n.div_ceil(128) * batch >= WIDE_MIN_TILES && 4 * padded(128) <= WIDE_MAX_PADDING * padded(64)
+}
+
 impl WgpuBackend {
     /// The tiled GEMM for `batch` products of `[m, n]` each, of variant `g`, and its tile's side.
     pub(super) fn gemm(&self, g: Gemm, m: usize, n: usize, batch: usize) -> (Kernel, usize) {
         let wide = match self.gemm_tile {
             Some(t) => t == 128,
-            None => m.div_ceil(128) * n.div_ceil(128) * batch >= WIDE_MIN_TILES,
+            None => wide_pays(m, n, batch),
         };
         (Kernel::Matmul(Gemm { wide, ..g }), if wide { 128 } else { 64 })
     }
@@ -119,5 +131,19 @@ impl WgpuBackend {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wide_pays;
+
+    #[test]
+    fn the_wide_kernel_takes_large_products_only() {
+        assert!(wide_pays(2000, 1536, 1)); // 16 × 12 tiles, no extra padding
+        assert!(!wide_pays(200, 200, 1)); // 4 tiles: too few to fill a GPU
+        assert!(!wide_pays(20, 20, 900)); // attention at 20 positions: 900 tiles 2% full
+        assert!(wide_pays(256, 256, 288)); // attention at 256 positions, 32 prompts × 9 heads
+        assert!(!wide_pays(100, 64, 900)); // 128 × 128 tiles of which 64 × 128 would do
     }
 }

@@ -249,6 +249,10 @@ impl Backend for WgpuBackend {
         self.op_attn_apply(probs, v, s)
     }
 
+    fn attention(&self, q: &GpuTensor, k: &GpuTensor, v: &GpuTensor, s: AttnShape) -> Result<GpuTensor> {
+        self.op_attention(q, k, v, s)
+    }
+
     fn mix(&self, x: &GpuTensor, mask: &GpuTensor, mask_rows: RowMap, abl: &GpuTensor, abl_rows: RowMap) -> Result<GpuTensor> {
         self.op_mix(x, mask, mask_rows, abl, abl_rows)
     }

@@ -17,6 +17,7 @@ pub(crate) enum Shader {
     Matmul128,
     Norms,
     Attention,
+    AttentionFused,
     Elementwise,
     Embedding,
     Reductions,
@@ -44,6 +45,7 @@ impl Shader {
             ),
             Shader::Norms => include_str!("../../../../shaders/norms.wgsl"),
             Shader::Attention => include_str!("../../../../shaders/attention.wgsl"),
+            Shader::AttentionFused => include_str!("../../../../shaders/attention_fused.wgsl"),
             Shader::Elementwise => include_str!("../../../../shaders/elementwise.wgsl"),
             Shader::Embedding => include_str!("../../../../shaders/embedding.wgsl"),
             Shader::Reductions => include_str!("../../../../shaders/reductions.wgsl"),
@@ -72,6 +74,9 @@ pub(crate) enum Kernel {
     RmsNorm,
     LogSoftmax,
     CausalSoftmax,
+    /// Scores, causal softmax and apply in one pass (attention_fused.wgsl), for heads of
+    /// `head_dim` ≤ `FUSED_MAX_HEAD_DIM`, a multiple of 4.
+    AttentionFused { head_dim: u32 },
     Gather,
     /// The register-blocked GEMM: 64×64 tiles, or 128×128 (`Gemm::wide`).
     Matmul(Gemm),
@@ -116,6 +121,8 @@ pub(crate) struct Gemm {
 }
 
 pub(crate) const SMALL_M: usize = 8;
+/// attention_fused.wgsl's MAX_D.
+pub(crate) const FUSED_MAX_HEAD_DIM: usize = 128;
 
 impl Kernel {
     /// Its name in profiles: snake case (`gated_sum`, `matmul_small_m`); the GEMM with its
@@ -129,6 +136,9 @@ impl Kernel {
                 .collect();
             let base = if g.wide { "matmul_128" } else { "matmul" };
             return if flags.is_empty() { base.into() } else { format!("{base} ({})", flags.join(", ")) };
+        }
+        if let Kernel::AttentionFused { .. } = self {
+            return "attention_fused".into();
         }
         let mut s = String::new();
         for (i, c) in format!("{self:?}").chars().enumerate() {
@@ -147,6 +157,7 @@ impl Kernel {
             LayerNorm | RmsNorm => Shader::Norms,
             LogSoftmax => Shader::Reductions,
             CausalSoftmax => Shader::Attention,
+            AttentionFused { .. } => Shader::AttentionFused,
             Gather => Shader::Embedding,
             Matmul(g) if g.wide => Shader::Matmul128,
             Matmul(_) | MatmulSmallM => Shader::Matmul,
@@ -175,6 +186,7 @@ impl Kernel {
             RmsNorm => "rms_norm",
             LogSoftmax => "log_softmax",
             CausalSoftmax => "causal_softmax",
+            AttentionFused { .. } => "attention_fused",
             Gather => "gather_rows",
             Matmul(g) if g.wide => "matmul_128",
             Matmul(_) => "matmul_tiled",
@@ -205,7 +217,7 @@ impl Kernel {
             Gelu | LogSoftmax | DgatesSum => 1,
             Add | SiluMul | Rope | RmsNorm | Gather | DgatesPart => 2,
             GeluBackward | SiluMulBackwardUp | MixBackwardX | SoftmaxBackward | ScatterRows => 2,
-            Mix | LayerNorm | Matmul(_) | MatmulSmallM | GatedSum => 3,
+            Mix | LayerNorm | Matmul(_) | MatmulSmallM | GatedSum | AttentionFused { .. } => 3,
             SiluMulBackwardGate | MixBackwardMask | LayerNormBackward | RmsNormBackward | KlHingeRows => 3,
             KlHingeGrad => 4,
         }
@@ -219,6 +231,7 @@ impl Kernel {
                 ("CAUSAL_SKIP", g.causal_skip as u8 as f64),
                 ("ACCUMULATE", g.accumulate as u8 as f64),
             ],
+            Kernel::AttentionFused { head_dim } => vec![("HEAD_DIM", head_dim as f64)],
             _ => Vec::new(),
         }
     }
