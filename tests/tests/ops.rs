@@ -172,16 +172,13 @@ fn t_rope<B: Backend>(b: &B, r: &mut StdRng) {
     }
 }
 
+/// Attention of `batch` prompts of `seq` positions, heads of `head_dim` scaled by 1/√head_dim.
+fn attn(batch: usize, seq: usize, n_heads: usize, n_kv_heads: usize, head_dim: usize) -> AttnShape {
+    AttnShape { batch, seq, n_heads, n_kv_heads, head_dim, scale: 1.0 / (head_dim as f32).sqrt() }
+}
+
 fn attn_shapes() -> [AttnShape; 3] {
-    let s = |batch, seq, n_heads, n_kv_heads, head_dim: usize| AttnShape {
-        batch,
-        seq,
-        n_heads,
-        n_kv_heads,
-        head_dim,
-        scale: 1.0 / (head_dim as f32).sqrt(),
-    };
-    [s(2, 37, 4, 2, 16), s(1, 70, 3, 3, 64), s(1, 1, 2, 1, 8)]
+    [attn(2, 37, 4, 2, 16), attn(1, 70, 3, 3, 64), attn(1, 1, 2, 1, 8)]
 }
 
 fn t_attention<B: Backend>(b: &B, r: &mut StdRng) {
@@ -208,14 +205,7 @@ fn t_attention<B: Backend>(b: &B, r: &mut StdRng) {
 /// ops), one position, and
 /// large scores (q scaled by 8: the running max must keep exp finite).
 fn t_attention_fused<B: Backend>(b: &B, r: &mut StdRng) {
-    let s = |batch, seq, n_heads, n_kv_heads, head_dim: usize| AttnShape {
-        batch,
-        seq,
-        n_heads,
-        n_kv_heads,
-        head_dim,
-        scale: 1.0 / (head_dim as f32).sqrt(),
-    };
+    let s = attn;
     let cases = [
         (s(2, 150, 6, 2, 24), 2.0),
         (s(3, 17, 4, 4, 8), 2.0),

@@ -274,6 +274,37 @@ impl Job for MatmulBench<'_> {
     }
 }
 
+/// Medians over `iters` runs (after a warm-up run) of `op` on a profiled backend, read back.
+struct Profiled {
+    /// Seconds in kernels, from timestamp queries.
+    device: f64,
+    /// Seconds on the host, the read-back included.
+    wall: f64,
+    /// The kernels of one run, with their calls.
+    kernels: String,
+    /// The first timed run's output.
+    out: HostTensor,
+}
+
+fn profiled(be: &WgpuBackend, iters: usize, op: impl Fn() -> carve_core::Result<<WgpuBackend as Backend>::Tensor>) -> Result<Profiled> {
+    let once = || -> Result<(f64, f64, String, HostTensor)> {
+        be.take_kernel_times()?;
+        let t = Instant::now();
+        let out = pollster::block_on(be.read(&op()?))?;
+        let wall = t.elapsed().as_secs_f64();
+        let times = be.take_kernel_times()?;
+        let device = times.values().map(|k| k.time.as_secs_f64()).sum();
+        let names = times.iter().map(|(n, k)| format!("{n} ×{}", k.calls)).collect::<Vec<_>>().join(", ");
+        Ok((device, wall, names, out))
+    };
+    once()?; // pipelines, pools
+    let runs = (0..iters.max(1)).map(|_| once()).collect::<Result<Vec<_>>>()?;
+    let device = crate::measure::median(runs.iter().map(|r| r.0).collect());
+    let wall = crate::measure::median(runs.iter().map(|r| r.1).collect());
+    let (_, _, kernels, out) = runs.into_iter().next().expect("one run");
+    Ok(Profiled { device, wall, kernels, out })
+}
+
 /// On a GPU: both tiled GEMM kernels side by side on one device each, timed on the device with
 /// timestamp queries (the kernel alone) and on the host (read-back included).
 fn gpu_matmul(a: &MatmulArgs) -> Result<()> {
@@ -291,23 +322,10 @@ fn gpu_matmul(a: &MatmulArgs) -> Result<()> {
             first = false;
         }
         let (x, w) = (be.upload(&xh)?, be.upload(&wh)?);
-        let once = || -> Result<(f64, f64, String, HostTensor)> {
-            be.take_kernel_times()?;
-            let t = Instant::now();
-            let out = pollster::block_on(be.read(&be.matmul(&x, &w, None)?))?;
-            let wall = t.elapsed().as_secs_f64();
-            let times = be.take_kernel_times()?;
-            let device = times.values().map(|k| k.time.as_secs_f64()).sum();
-            let names = times.iter().map(|(n, k)| format!("{n} ×{}", k.calls)).collect::<Vec<_>>().join(", ");
-            Ok((device, wall, names, out))
-        };
-        once()?; // pipelines, pools
-        let runs = (0..a.iters.max(1)).map(|_| once()).collect::<Result<Vec<_>>>()?;
-        let device = crate::measure::median(runs.iter().map(|r| r.0).collect());
-        let wall = crate::measure::median(runs.iter().map(|r| r.1).collect());
+        let r = profiled(&be, a.iters, || be.matmul(&x, &w, None))?;
         let label = tile.map_or("chosen by size".to_string(), |t| format!("{t}×{t}"));
-        println!("| {label} | {} | {:.3} | {:.0} | {:.2} | {:.0} |", runs[0].2, device * 1e3, flop / device / 1e9, wall * 1e3, flop / wall / 1e9);
-        results.push(runs.into_iter().next().expect("one run").3);
+        println!("| {label} | {} | {:.3} | {:.0} | {:.2} | {:.0} |", r.kernels, r.device * 1e3, flop / r.device / 1e9, r.wall * 1e3, flop / r.wall / 1e9);
+        results.push(r.out);
     }
     // The kernels must agree: a fast wrong kernel is no result.
     let diff = results[1].data.iter().zip(&results[2].data).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
@@ -355,24 +373,10 @@ fn gpu_attention(a: &AttentionArgs) -> Result<()> {
     println!("\n| path | kernels | device ms | device GFLOP/s | wall ms (read-back included) |\n|---|---|---:|---:|---:|");
     let mut outs = Vec::new();
     for fused in [true, false] {
-        let once = || -> Result<(f64, f64, String, HostTensor)> {
-            be.take_kernel_times()?;
-            let t = Instant::now();
-            let z = if fused { be.attention(&q, &k, &v, s)? } else { be.attn_apply(&be.attn_scores(&q, &k, s)?, &v, s)? };
-            let out = pollster::block_on(be.read(&z))?;
-            let wall = t.elapsed().as_secs_f64();
-            let times = be.take_kernel_times()?;
-            let device = times.values().map(|k| k.time.as_secs_f64()).sum();
-            let names = times.iter().map(|(n, k)| format!("{n} ×{}", k.calls)).collect::<Vec<_>>().join(", ");
-            Ok((device, wall, names, out))
-        };
-        once()?; // pipelines, pools
-        let runs = (0..a.iters).map(|_| once()).collect::<Result<Vec<_>>>()?;
-        let device = crate::measure::median(runs.iter().map(|r| r.0).collect());
-        let wall = crate::measure::median(runs.iter().map(|r| r.1).collect());
+        let r = profiled(&be, a.iters, || if fused { be.attention(&q, &k, &v, s) } else { be.attn_apply(&be.attn_scores(&q, &k, s)?, &v, s) })?;
         let label = if fused { "fused (one pass)" } else { "scores, softmax, apply" };
-        println!("| {label} | {} | {:.3} | {:.0} | {:.2} |", runs[0].2, device * 1e3, flop / device / 1e9, wall * 1e3);
-        outs.push(runs.into_iter().next().expect("one run").3);
+        println!("| {label} | {} | {:.3} | {:.0} | {:.2} |", r.kernels, r.device * 1e3, flop / r.device / 1e9, r.wall * 1e3);
+        outs.push(r.out);
     }
     let diff = outs[0].data.iter().zip(&outs[1].data).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     let scale = outs[1].data.iter().map(|v| v.abs()).fold(1.0f32, f32::max);
