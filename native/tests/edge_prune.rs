@@ -91,6 +91,10 @@ fn edge_prune_run_directory_resume_and_eval() {
     let (ha, hb) = (read_json(&a.join("state.json")), read_json(&b.join("state.json")));
     assert_eq!(ha["edge_prune"]["history"], hb["edge_prune"]["history"]);
     assert_eq!(ha["edge_prune"]["log_alpha"], hb["edge_prune"]["log_alpha"]);
+    // A finished run resumed trains no step and cuts its gates again to the same circuit.
+    ok(&ep_args(s(&m), s(&t), s(&b), &["--resume", s(&b)]));
+    assert_eq!(read_json(&b.join("circuit.json"))["edges"], cb["edges"]);
+    assert_eq!(read_json(&b.join("state.json"))["edge_prune"]["history"], hb["edge_prune"]["history"]);
     // A node-prune state does not resume an edge-prune run.
     let c = d.join("c");
     let o = carve(&ep_args(s(&m), s(&t), s(&c), &["--stop-after", "2"]));
