@@ -2,6 +2,7 @@
 //! Sequences here are short (tens of tokens), so plain loops parallel over (prompt, head) suffice;
 //! the matmuls around attention dominate the time.
 
+use super::dot::dot;
 use super::{check, CpuBackend, CpuTensor};
 use crate::backend::AttnShape;
 use crate::Result;
@@ -36,17 +37,15 @@ pub(super) fn scores(be: &CpuBackend, q: &CpuTensor, k: &CpuTensor, s: AttnShape
             let mut max = f32::NEG_INFINITY;
             for j in 0..=i {
                 let kj = &k.0.data[(b * t + j) * kc + kh * d..][..d];
-                let dot: f32 = qi.iter().zip(kj).map(|(a, b)| a * b).sum();
-                row[j] = dot * s.scale;
+                row[j] = dot(qi, kj) * s.scale;
                 max = max.max(row[j]);
             }
-            let mut sum = 0.0;
             for v in &mut row[..=i] {
                 *v = (*v - max).exp();
-                sum += *v;
             }
+            let inv = 1.0 / row[..=i].iter().sum::<f32>();
             for v in &mut row[..=i] {
-                *v /= sum;
+                *v *= inv;
             }
             row[i + 1..].fill(0.0);
         }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
+use super::dot::dot;
 use super::matmul::{gemm_on, Rhs};
 use super::{check, CpuBackend, CpuTensor};
 use crate::backend::gated_groups;
@@ -196,44 +197,6 @@ unsafe fn gemm_raw(dst: *mut f32, dst_rs: usize, accumulate: bool, lhs: &[f32], 
         rhs.as_ptr(), rhs_cs as isize, rhs_rs as isize,
         1.0, 1.0, false, false, false, gemm::Parallelism::None,
     );
-}
-
-/// Σ a_i·b_i over 16 lanes (which the compiler keeps in vector registers), then the rest; on an
-/// x86-64 CPU with AVX2 and FMA, the same sum with fused multiply-adds in 256-bit registers.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has both features, checked just above.
-        return unsafe { dot_avx2(a, b) };
-    }
-    dot_lanes(a, b)
-}
-
-/// `dot_lanes` with `mul_add`, one instruction here (and a slow library call where FMA is off).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 32];
-    let (ca, cb) = (a.chunks_exact(32), b.chunks_exact(32));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in ca.zip(cb) {
-        for l in 0..32 {
-            lanes[l] = x[l].mul_add(y[l], lanes[l]);
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
-}
-
-fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in ca.zip(cb) {
-        for l in 0..16 {
-            lanes[l] += x[l] * y[l];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
 }
 
 /// Gates at most 1 in `SPARSE` nonzero (a standalone edge model's, or late in training) go

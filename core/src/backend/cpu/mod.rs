@@ -4,6 +4,7 @@
 
 mod attention;
 mod backward;
+mod dot;
 mod elementwise;
 mod gated_sum;
 mod loss;
