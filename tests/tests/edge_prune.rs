@@ -26,7 +26,8 @@ fn the_kept_edges_hit_the_target_exactly() {
 }
 
 /// The cut keeps the target's edges but none the training closed (log α ≤ 0, test-time gate ≤ ½):
-/// exactly the target when enough gates are open, the open ones and a count of the rest when not.
+/// exactly the target when enough gates are open, the open ones and a count of the rest when not;
+/// every edge when the target keeps every edge.
 #[test]
 fn the_cut_leaves_out_closed_gates() {
     let la: Vec<f64> = (0..1000).map(|i| ((i * 7919) % 1013) as f64 / 100.0 - 8.0).collect();
@@ -38,13 +39,19 @@ fn the_cut_leaves_out_closed_gates() {
         let want = ((1.0 - t) * 1000.0f64).round() as usize;
         let n = kept.iter().filter(|&&k| k).count();
         assert_eq!(n + closed, want, "target {t}");
+        if t == 0.0 {
+            // Every edge: the full model, closed gates and all.
+            assert_eq!((n, closed), (1000, 0));
+            continue;
+        }
         assert_eq!(n, want.min(open), "target {t}");
         for i in 0..la.len() {
             assert_eq!(kept[i], top[i] && la[i] > 0.0, "target {t}, edge {i} (log α {})", la[i]);
         }
     }
     // A gate at exactly log α = 0 is at ½: closed.
-    assert_eq!(cut(&[0.0, 1e-9, -1.0, 2.0], 0.0), (vec![false, true, false, true], 2));
+    assert_eq!(cut(&[0.0, 1e-9, -1.0, 2.0], 0.25), (vec![false, true, false, true], 1));
+    assert_eq!(cut(&[0.0, 1e-9, -1.0, 2.0], 0.5), (vec![false, true, false, true], 0));
 }
 
 #[test]
