@@ -24,7 +24,7 @@ declare -A np_args=(
 )
 # edge-prune's settings per task (the fraction of edges to remove).
 declare -A ep_args=(
-  [ioi]="--sparsity 0.98 --steps 300"
+  [ioi]="--sparsity 0.98 --steps 1500 --batch 16"
   [greater-than]="--sparsity 0.95 --steps 3000 --batch 16"
 )
 scripts/fetch-models.sh
