@@ -24,7 +24,7 @@ declare -A np_args=(
 )
 # edge-prune's settings per task (the fraction of edges to remove).
 declare -A ep_args=(
-  [ioi]="--sparsity 0.98 --steps 1500 --batch 16"
+  [ioi]="--sparsity 0.98 --steps 1500 --batch 16 --cut open"
   [greater-than]="--sparsity 0.95 --steps 3000 --batch 16"
 )
 scripts/fetch-models.sh
@@ -90,6 +90,8 @@ if ep_tasks:
         h = json.load(open(f"runs/{t}-ep/circuit.json"))["method"]["hyperparameters"]
         k, n, e = r["kept"], r["total"], r["edges"]
         s = f"sparsity {h['target_sparsity']}, lr {h['lr']}, λ-lr {h.get('lambda_lr') or h['lr']}, {h['steps']} steps of {h['batch']}"
+        if h.get("cut") == "open":
+            s += ", `--cut open`"
         sel = f"{e['selected']}" + (f"; {e['closed']} closed" if e.get("closed") else "")
         print(f"| {t} | {s} | {scores(r)} | {e['kept']} ({sel}) / {e['total']} | {k['heads']}/{n['heads']} · {k['mlps']}/{n['mlps']} "
               f"| {speed(r)} | {r['extract_seconds']:.0f} s, {r['backend']} |")

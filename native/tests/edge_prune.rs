@@ -91,10 +91,19 @@ fn edge_prune_run_directory_resume_and_eval() {
     let (ha, hb) = (read_json(&a.join("state.json")), read_json(&b.join("state.json")));
     assert_eq!(ha["edge_prune"]["history"], hb["edge_prune"]["history"]);
     assert_eq!(ha["edge_prune"]["log_alpha"], hb["edge_prune"]["log_alpha"]);
-    // A finished run resumed trains no step and cuts its gates again to the same circuit.
+    // A finished run resumed trains no step and cuts its gates again to the same circuit; with
+    // --cut open, to the gates the training left open (log α > 0), and back with --cut target.
     ok(&ep_args(s(&m), s(&t), s(&b), &["--resume", s(&b)]));
     assert_eq!(read_json(&b.join("circuit.json"))["edges"], cb["edges"]);
     assert_eq!(read_json(&b.join("state.json"))["edge_prune"]["history"], hb["edge_prune"]["history"]);
+    ok(&ep_args(s(&m), s(&t), s(&b), &["--resume", s(&b), "--cut", "open"]));
+    let open = hb["edge_prune"]["log_alpha"].as_array().unwrap().iter().filter(|a| a.as_f64().unwrap() > 0.0).count() as u64;
+    let co = read_json(&b.join("circuit.json"));
+    assert_eq!((co["edges"]["selected"].as_u64(), co["edges"]["closed"].as_u64()), (Some(open), Some(0)), "{}", co["edges"]);
+    assert_eq!(co["method"]["hyperparameters"]["cut"], "open");
+    assert_eq!(read_json(&b.join("state.json"))["edge_prune"]["history"], hb["edge_prune"]["history"]);
+    ok(&ep_args(s(&m), s(&t), s(&b), &["--resume", s(&b), "--cut", "target"]));
+    assert_eq!(read_json(&b.join("circuit.json"))["edges"], cb["edges"]);
     // A node-prune state does not resume an edge-prune run.
     let c = d.join("c");
     let o = carve(&ep_args(s(&m), s(&t), s(&c), &["--stop-after", "2"]));
@@ -139,6 +148,10 @@ fn edge_prune_bad_settings_and_circuit_files() {
     let i = none.iter().position(|a| *a == "--sparsity").unwrap();
     none.drain(i..i + 2);
     fails(&none, "edge-prune needs --sparsity");
+    fails(
+        &["extract", "--model", s(&m), "--task", s(&t), "--method", "node-prune", "--cut", "open", "--out", s(&o), "--backend", "cpu"],
+        "--cut is edge-prune's",
+    );
     fails(
         &["extract", "--model", s(&m), "--task", s(&t), "--method", "node-prune", "--sparsity", "0.5", "--out", s(&o), "--backend", "cpu"],
         "--sparsity is edge-prune's",

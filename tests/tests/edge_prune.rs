@@ -1,7 +1,7 @@
 //! edge-prune's pieces: the kept edges hit the target exactly, edges that reach nothing are
 //! dropped, a run reaches its target and resumes to the same gates, bad settings are refused.
 
-use carve_core::extract::edge_prune::{cut, edge_prune, effective, top_edges, EdgePruneData, EdgePruneOptions, EdgePruneState, EdgeStepRecord};
+use carve_core::extract::edge_prune::{cut, edge_prune, Cut, effective, top_edges, EdgePruneData, EdgePruneOptions, EdgePruneState, EdgeStepRecord};
 use carve_core::extract::{AblationKind, Flow};
 use carve_core::mask::{Edge, EdgeLayout};
 use carve_core::model::edges::EdgeWeights;
@@ -48,6 +48,13 @@ fn the_cut_leaves_out_closed_gates() {
         for i in 0..la.len() {
             assert_eq!(kept[i], top[i] && la[i] > 0.0, "target {t}, edge {i} (log α {})", la[i]);
         }
+    }
+    // --cut open: exactly the open gates, whatever the target.
+    for t in [0.0, 0.9, 1.0] {
+        let o = EdgePruneOptions { target_sparsity: t, cut: Cut::Open, ..EdgePruneOptions::defaults() };
+        let (kept, closed) = o.cut_gates(&la);
+        assert_eq!(closed, 0);
+        assert!(kept.iter().zip(&la).all(|(&k, &a)| k == (a > 0.0)), "target {t}");
     }
     // A gate at exactly log α = 0 is at ½: closed.
     assert_eq!(cut(&[0.0, 1e-9, -1.0, 2.0], 0.25), (vec![false, true, false, true], 1));

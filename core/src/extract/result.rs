@@ -157,6 +157,7 @@ impl EdgePruneRun {
                     "init_log_alpha": opts.init_log_alpha,
                     "kl_over": if opts.answer_vocab.is_some() { "answers" } else { "vocab" },
                     "answer_vocab": opts.answer_vocab,
+                    "cut": opts.cut,
                     "final_loss": last.as_ref().map(|r| r.loss),
                     "final_expected_sparsity": last.as_ref().map(|r| r.sparsity),
                 }),

@@ -62,6 +62,23 @@ pub struct EdgePruneOptions {
     /// None: over the whole vocabulary. The report's KL is always over the whole vocabulary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer_vocab: Option<Vec<u32>>,
+    /// Which edges the finished gates keep. Not part of the training: not saved with the state,
+    /// and a finished run resumed with another cut is cut again without a step trained.
+    #[serde(skip)]
+    pub cut: Cut,
+}
+
+/// The circuit the finished gates give.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cut {
+    /// The target's edges, without those the training closed (`cut`).
+    #[default]
+    Target,
+    /// The edges the training left open, whatever their number (`open_gates`): when the gates end
+    /// short of the target, the circuit they were trained into rather than a cut that removes
+    /// edges they still use.
+    Open,
 }
 
 impl EdgePruneOptions {
@@ -81,6 +98,16 @@ impl EdgePruneOptions {
             ablation: AblationKind::Mean,
             init_log_alpha: 3.0,
             answer_vocab: None,
+            cut: Cut::Target,
+        }
+    }
+
+    /// The kept edges of finished gates under `cut`, and how many of the target's were left out
+    /// as closed.
+    pub fn cut_gates(&self, log_alpha: &[f64]) -> (Vec<bool>, usize) {
+        match self.cut {
+            Cut::Target => cut(log_alpha, self.target_sparsity),
+            Cut::Open => (open_gates(log_alpha), 0),
         }
     }
 
@@ -235,12 +262,12 @@ pub async fn edge_prune<B: Backend>(model: &Model<B>, be: &B, ew: &EdgeWeights<B
     while st.step < opts.steps {
         let record = step(model, be, ew, data, opts, &full_dev, dev.as_deref(), select.as_ref(), &mut st).await?;
         if progress.update(&record, &st) == Flow::Stop && st.step < opts.steps {
-            let (kept, closed) = cut(&st.log_alpha, opts.target_sparsity);
+            let (kept, closed) = opts.cut_gates(&st.log_alpha);
             let effective = effective(lay, &kept);
             return Ok(EdgePruneRun { state: st, finished: false, kept, closed, effective, discovery_kl: f64::NAN, values });
         }
     }
-    let (kept, closed) = cut(&st.log_alpha, opts.target_sparsity);
+    let (kept, closed) = opts.cut_gates(&st.log_alpha);
     let effective = effective(lay, &kept);
     let gates: Vec<f32> = effective.iter().map(|&k| k as u8 as f32).collect();
     let mut rows = Vec::with_capacity(full.data.len());
@@ -376,6 +403,11 @@ pub fn cut(log_alpha: &[f64], target: f64) -> (Vec<bool>, usize) {
         }
     }
     (kept, closed)
+}
+
+/// The gates the training left open: test-time gate above ½ (log α > 0).
+pub fn open_gates(log_alpha: &[f64]) -> Vec<bool> {
+    log_alpha.iter().map(|&a| a > 0.0).collect()
 }
 
 /// The node a reader belongs to, as the writer it feeds: a query head's, or for a KV head's

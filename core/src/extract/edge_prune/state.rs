@@ -122,7 +122,8 @@ impl EdgePruneState {
     /// Refuses to resume a run with other options, prompts or model.
     pub fn check_matches(&self, opts: &EdgePruneOptions, fingerprint: &str, edges: usize) -> Result<()> {
         self.validate()?;
-        if &self.options != opts {
+        // The cut is not saved: any cut resumes the run.
+        if self.options != (EdgePruneOptions { cut: self.options.cut, ..opts.clone() }) {
             return Err(Error::Input(format!(
                 "the saved run used other options: {}; give the same ones to resume",
                 serde_json::to_string(&self.options).unwrap_or_default()

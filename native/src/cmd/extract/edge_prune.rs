@@ -6,7 +6,7 @@ use super::ExtractJob;
 use anyhow::{bail, Context, Result};
 use carve_core::backend::Backend;
 use carve_core::circuit::ModelShape;
-use carve_core::extract::edge_prune::{edge_prune, EdgePruneData, EdgePruneOptions};
+use carve_core::extract::edge_prune::{edge_prune, Cut, EdgePruneData, EdgePruneOptions};
 use carve_core::extract::{AblationKind, MethodResult};
 use carve_core::model::edges::EdgeWeights;
 use carve_core::model::Model;
@@ -28,6 +28,18 @@ pub struct EdgePruneArgs {
     /// total probability). The report's KL is over the whole vocabulary either way.
     #[arg(long, value_enum, default_value = "vocab")]
     pub kl_over: KlOver,
+    /// edge-prune: the circuit the finished gates give: `target`, the top edges by gate to the
+    /// target, less any the training closed; or `open`, exactly the edges the training left open
+    /// (gate above ½), however many (when the gates end short of the target, the circuit they were
+    /// trained into). Resuming a finished run with another --cut cuts it again without training.
+    #[arg(long, value_enum, default_value = "target")]
+    pub cut: CutArg,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CutArg {
+    Target,
+    Open,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -64,6 +76,10 @@ impl EdgePruneArgs {
                 KlOver::Answers => Some(answers.context(
                     "--kl-over answers needs a task whose answers come from a closed set of tokens (greater-than); this one's do not",
                 )?),
+            },
+            cut: match self.cut {
+                CutArg::Target => Cut::Target,
+                CutArg::Open => Cut::Open,
             },
         };
         if o.ablation == AblationKind::MeanPerPosition {

@@ -132,6 +132,9 @@ pub fn run(a: Args) -> Result<()> {
     if a.method != Method::EdgePrune && a.edge_prune.sparsity.is_some() {
         bail!("--sparsity is edge-prune's (the fraction of edges removed); node-prune takes --target-sparsity");
     }
+    if a.method != Method::EdgePrune && a.edge_prune.cut != edge_prune::CutArg::Target {
+        bail!("--cut is edge-prune's (which of the finished gates' edges to keep)");
+    }
     match a.method {
         Method::Ablate => {
             let alpha = a.ablate.alpha.context("ablate needs --alpha: the KL threshold below which a component goes (nats)")?;
@@ -411,7 +414,8 @@ fn training_summary(r: &MethodResult) -> Option<report::Training> {
     let node = r.training.as_ref().and_then(|h| h.last().map(|l| (h.len(), l.loss, l.kl, l.target.map(|t| (l.sparsity, t)))));
     let edge = r.edge_training.as_ref().and_then(|h| h.last().map(|l| (h.len(), l.loss, l.kl, Some((l.sparsity, l.target)))));
     let kl_over_answers = r.method.hyperparameters.get("kl_over").and_then(|v| v.as_str()) == Some("answers");
-    node.or(edge).map(|(steps, final_loss, final_kl, reached)| report::Training { steps, final_loss, final_kl, reached, kl_over_answers })
+    let cut_open = r.method.hyperparameters.get("cut").and_then(|v| v.as_str()) == Some("open");
+    node.or(edge).map(|(steps, final_loss, final_kl, reached)| report::Training { steps, final_loss, final_kl, reached, kl_over_answers, cut_open })
 }
 
 fn file_scores(s: &Scores) -> carve_core::circuit::file::Scores {

@@ -42,6 +42,8 @@ pub struct Training {
     pub reached: Option<(f64, f64)>,
     /// The training KL was over the task's answer tokens (edge-prune's `--kl-over answers`).
     pub kl_over_answers: bool,
+    /// The circuit is the gates left open, not a cut to the target (edge-prune's `--cut open`).
+    pub cut_open: bool,
 }
 
 impl Training {
@@ -50,11 +52,19 @@ impl Training {
     pub fn shortfall(&self) -> Option<String> {
         let (got, target) = self.reached?;
         (got < target - SHORT_BY).then(|| {
-            format!(
-                "The gates had not reached the target when training ended: expected sparsity {got:.3} against {target:.3}. \
-                 Cutting to the target removed what training still used, so expect the circuit to be less faithful; \
-                 train longer (--steps) or aim lower."
-            )
+            if self.cut_open {
+                format!(
+                    "The gates had not reached the target when training ended: expected sparsity {got:.3} against {target:.3}. \
+                     The circuit is the edges they left open (--cut open), so it is denser than the target."
+                )
+            } else {
+                format!(
+                    "The gates had not reached the target when training ended: expected sparsity {got:.3} against {target:.3}. \
+                     Cutting to the target removed what training still used, so expect the circuit to be less faithful; \
+                     train longer (--steps), aim lower, or keep the edges the training left open (--cut open; a finished \
+                     run resumed with it is cut again without training)."
+                )
+            }
         })
     }
 }
