@@ -339,7 +339,7 @@ fn gpu_matmul(a: &MatmulArgs) -> Result<()> {
 /// device, each timed on the device with timestamp queries and on the host (read-back included).
 fn gpu_attention(a: &AttentionArgs) -> Result<()> {
     use carve_core::backend::AttnShape;
-    let ok = a.batch > 0 && a.seq > 0 && a.heads > 0 && a.kv_heads > 0 && a.head_dim > 0 && a.heads % a.kv_heads == 0 && a.iters > 0;
+    let ok = a.batch > 0 && a.seq > 0 && a.heads > 0 && a.kv_heads > 0 && a.head_dim > 0 && a.heads.is_multiple_of(a.kv_heads) && a.iters > 0;
     anyhow::ensure!(ok, "sizes and --iters must be positive, and --heads a multiple of --kv-heads");
     let s = AttnShape {
         batch: a.batch,
