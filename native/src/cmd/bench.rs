@@ -327,11 +327,16 @@ fn gpu_matmul(a: &MatmulArgs) -> Result<()> {
         println!("| {label} | {} | {:.3} | {:.0} | {:.2} | {:.0} |", r.kernels, r.device * 1e3, flop / r.device / 1e9, r.wall * 1e3, flop / r.wall / 1e9);
         results.push(r.out);
     }
-    // The kernels must agree: a fast wrong kernel is no result.
-    let diff = results[1].data.iter().zip(&results[2].data).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-    let scale = results[1].data.iter().map(|v| v.abs()).fold(1.0f32, f32::max);
-    println!("\nlargest difference between the two kernels' outputs: {:.2e} (relative to max |out| {scale:.1})", diff / scale);
-    anyhow::ensure!(diff / scale < 1e-4, "the 64×64 and 128×128 kernels disagree by {:.2e}", diff / scale);
+    agree(&results[1], &results[2], "the two kernels'", "the 64×64 and 128×128 kernels")
+}
+
+/// The two outputs must agree (a fast wrong kernel is no result): prints their largest difference
+/// relative to the largest |b| (at least 1), and fails past 1e-4.
+fn agree(a: &HostTensor, b: &HostTensor, whose: &str, which: &str) -> Result<()> {
+    let diff = a.data.iter().zip(&b.data).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let scale = b.data.iter().map(|v| v.abs()).fold(1.0f32, f32::max);
+    println!("\nlargest difference between {whose} outputs: {:.2e} (relative to max |out| {scale:.2})", diff / scale);
+    anyhow::ensure!(diff / scale < 1e-4, "{which} disagree by {:.2e}", diff / scale);
     Ok(())
 }
 
@@ -378,11 +383,7 @@ fn gpu_attention(a: &AttentionArgs) -> Result<()> {
         println!("| {label} | {} | {:.3} | {:.0} | {:.2} |", r.kernels, r.device * 1e3, flop / r.device / 1e9, r.wall * 1e3);
         outs.push(r.out);
     }
-    let diff = outs[0].data.iter().zip(&outs[1].data).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-    let scale = outs[1].data.iter().map(|v| v.abs()).fold(1.0f32, f32::max);
-    println!("\nlargest difference between the two paths' outputs: {:.2e} (relative to max |out| {scale:.2})", diff / scale);
-    anyhow::ensure!(diff / scale < 1e-4, "the fused and two-GEMM attention disagree by {:.2e}", diff / scale);
-    Ok(())
+    agree(&outs[0], &outs[1], "the two paths'", "the fused and two-GEMM attention")
 }
 
 struct ForwardBench<'a> {

@@ -15,7 +15,8 @@ use carve_core::model::Model;
 #[derive(clap::Args)]
 pub struct EdgePruneArgs {
     /// edge-prune: the fraction of edges to remove, in [0, 1]: the kept edges hit it exactly
-    /// (before the edges that reach nothing are dropped).
+    /// (before the edges that reach nothing are dropped), unless the training closed some of the
+    /// target's edges, which are left out (see --cut).
     #[arg(long, allow_negative_numbers = true)]
     pub sparsity: Option<f64>,
     /// edge-prune: the mean of the gates' log α at the start (spread 0.01); at 3 a gate samples
