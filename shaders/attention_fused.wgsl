@@ -9,6 +9,9 @@
 // max m, the running sum l, and the output o rescaled by exp(m_old − m_new) when m grows), and at
 // the end writes o / l. Invocations past the last row take part in the loads and barriers only.
 //
+// Mixed precision (precision.wgsl, prepended): q, k, v and each probability are rounded as the
+// products read them; the running max, sum and output stay f32, as the two-GEMM path's softmax.
+//
 // Rows are read and kept as vec4: HEAD_DIM (a pipeline constant) is a multiple of 4, at most
 // MAX_D. Workgroup memory: 2 · BC · MAX_D floats = 16 KiB, WebGPU's default limit.
 // Bindings: @0 out [B·T, H·D] (read_write), @1 params, @2 q [B·T, H·D], @3 k [B·T, KVH·D],
@@ -52,7 +55,7 @@ fn attention_fused(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
     var s: array<f32, BC>;
     if (live) {
         let qb = (b * t + i) * qw + h * d4;
-        for (var d = 0u; d < d4; d++) { qr[d] = q[qb + d] * p.scale; o[d] = vec4<f32>(0.0); }
+        for (var d = 0u; d < d4; d++) { qr[d] = rnd4(q[qb + d]) * p.scale; o[d] = vec4<f32>(0.0); }
     }
     var m = NEG_MAX;
     var l = 0.0;
@@ -64,8 +67,8 @@ fn attention_fused(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
             var vv = vec4<f32>(0.0);
             if (key < t) {
                 let at = (b * t + key) * kw + kvh * d4 + e % d4;
-                kv = k[at];
-                vv = v[at];
+                kv = rnd4(k[at]);
+                vv = rnd4(v[at]);
             }
             kt[e] = kv;
             vt[e] = vv;
@@ -90,7 +93,8 @@ fn attention_fused(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
                 let pj = exp(s[jj] - mn);
                 l += pj;
                 let vb = jj * d4;
-                for (var d = 0u; d < d4; d++) { o[d] += pj * vt[vb + d]; }
+                let pr = rnd(pj);
+                for (var d = 0u; d < d4; d++) { o[d] += pr * vt[vb + d]; }
             }
             m = mn;
         }

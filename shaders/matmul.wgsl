@@ -2,7 +2,8 @@
 // batched over z = b·H + h. 64×64 output tiles; matmul_128.wgsl is the same with 128×128 tiles for
 // large products.
 //
-// Params, bindings and the variants' override constants: matmul_params.wgsl, prepended.
+// Params, bindings and the variants' override constants: matmul_params.wgsl, prepended; the
+// inputs' rounding (rnd, `--precision`): precision.wgsl, prepended before it.
 
 const TM: u32 = 64u;
 const TN: u32 = 64u;
@@ -42,11 +43,11 @@ fn matmul_tiled(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id)
                 let mm = idx % TM;
                 let kx = idx / TM;
                 var v = 0.0;
-                if (m0 + mm < p.M && k0 + kx < p.K) { v = x[base.x + (k0 + kx) * p.x_rs + m0 + mm]; }
+                if (m0 + mm < p.M && k0 + kx < p.K) { v = rnd(x[base.x + (k0 + kx) * p.x_rs + m0 + mm]); }
                 As[kx * 16u + mm / 4u][mm % 4u] = v;
             } else {
                 var v = 0.0;
-                if (gm < p.M && gk < p.K) { v = x[base.x + gm * p.x_rs + gk]; }
+                if (gm < p.M && gk < p.K) { v = rnd(x[base.x + gm * p.x_rs + gk]); }
                 As[kk * 16u + r / 4u][r % 4u] = v;
             }
             if (W_KN) {
@@ -123,17 +124,17 @@ fn matmul_small_m(
         let wrow = p.w_off + n * p.w_rs;
         if (p.M == 1u) {
             var s = 0.0;
-            for (var k = lane; k < p.K; k += 32u) { s += w[wrow + k] * x[r0 + k]; }
+            for (var k = lane; k < p.K; k += 32u) { s += rnd(w[wrow + k]) * rnd(x[r0 + k]); }
             a.x = s;
         } else if (p.M <= 4u) {
             for (var k = lane; k < p.K; k += 32u) {
-                a += w[wrow + k] * vec4<f32>(x[r0 + k], x[r1 + k], x[r2 + k], x[r3 + k]);
+                a += rnd(w[wrow + k]) * rnd4(vec4<f32>(x[r0 + k], x[r1 + k], x[r2 + k], x[r3 + k]));
             }
         } else {
             for (var k = lane; k < p.K; k += 32u) {
-                let wv = w[wrow + k];
-                a += wv * vec4<f32>(x[r0 + k], x[r1 + k], x[r2 + k], x[r3 + k]);
-                b += wv * vec4<f32>(x[r4 + k], x[r5 + k], x[r6 + k], x[r7 + k]);
+                let wv = rnd(w[wrow + k]);
+                a += wv * rnd4(vec4<f32>(x[r0 + k], x[r1 + k], x[r2 + k], x[r3 + k]));
+                b += wv * rnd4(vec4<f32>(x[r4 + k], x[r5 + k], x[r6 + k], x[r7 + k]));
             }
         }
     }

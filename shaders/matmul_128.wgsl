@@ -2,7 +2,8 @@
 // batched over z = b·H + h: matmul.wgsl's `matmul_tiled` with a 128×128 output tile per 256-thread
 // workgroup, for products large enough to fill the device with such tiles.
 //
-// Params, bindings, offsets/strides and override constants: matmul_params.wgsl, prepended. What
+// Params, bindings, offsets/strides and override constants: matmul_params.wgsl, prepended (and
+// precision.wgsl's input rounding before it). What
 // differs from matmul.wgsl:
 // - each thread owns an 8×8 register block: rows 4·ty + {0..3} and 64 + 4·ty + {0..3}, columns
 //   4·tx + {0..3} and 64 + 4·tx + {0..3} (the two halves keep neighbouring threads' workgroup
@@ -35,8 +36,8 @@ fn slot_row_fast(li: u32, e: u32) -> vec2<u32> {
 
 fn load_x(xb: u32, m: u32, k: u32) -> f32 {
     if (m >= p.M || k >= p.K) { return 0.0; }
-    if (X_KM) { return x[xb + k * p.x_rs + m]; }
-    return x[xb + m * p.x_rs + k];
+    if (X_KM) { return rnd(x[xb + k * p.x_rs + m]); }
+    return rnd(x[xb + m * p.x_rs + k]);
 }
 
 fn x_slot(li: u32, e: u32) -> vec2<u32> {

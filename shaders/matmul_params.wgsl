@@ -41,9 +41,9 @@ fn bases(z: u32) -> vec3<u32> {
     return vec3<u32>(p.x_off + b * p.x_sb + h * p.x_sh, p.w_off + b * p.w_sb + (h / p.G) * p.w_sh, p.o_off + b * p.o_sb + h * p.o_sh);
 }
 
-// w(n, k), 0 outside the product.
+// w(n, k) as the product reads it (rounded: precision.wgsl), 0 outside the product.
 fn load_w(wb: u32, n: u32, k: u32) -> f32 {
     if (n >= p.N || k >= p.K) { return 0.0; }
-    if (W_KN) { return w[wb + k * p.w_rs + n]; }
-    return w[wb + n * p.w_rs + k];
+    if (W_KN) { return rnd(w[wb + k * p.w_rs + n]); }
+    return rnd(w[wb + n * p.w_rs + k]);
 }

@@ -5,13 +5,34 @@
 use anyhow::{Context, Result};
 use carve_core::backend::cpu::CpuBackend;
 use carve_core::backend::wgpu::{is_software, list_adapters, WgpuBackend, WgpuOptions};
-use carve_core::backend::Backend;
+use carve_core::backend::{Backend, Precision};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendChoice {
     Auto,
     Cpu,
     Gpu,
+}
+
+/// `--precision`: what matrix products round their inputs to (see `Precision`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrecisionChoice {
+    /// f32 throughout.
+    F32,
+    /// f16 inputs to every matrix product, f32 sums (tensor-core numerics).
+    Mixed,
+    /// bf16 inputs to every matrix product, f32 sums.
+    MixedBf16,
+}
+
+impl From<PrecisionChoice> for Precision {
+    fn from(p: PrecisionChoice) -> Precision {
+        match p {
+            PrecisionChoice::F32 => Precision::F32,
+            PrecisionChoice::Mixed => Precision::Mixed,
+            PrecisionChoice::MixedBf16 => Precision::MixedBf16,
+        }
+    }
 }
 
 /// Work that runs on whichever backend was picked.
@@ -54,14 +75,19 @@ pub fn resolve(choice: BackendChoice) -> BackendChoice {
 }
 
 pub fn dispatch<J: Job>(choice: BackendChoice, job: J) -> Result<J::Out> {
+    dispatch_at(choice, Precision::F32, job)
+}
+
+/// `dispatch` with the matrix products at `precision`.
+pub fn dispatch_at<J: Job>(choice: BackendChoice, precision: Precision, job: J) -> Result<J::Out> {
     match resolve(choice) {
         BackendChoice::Gpu => {
-            let opts = WgpuOptions { prefer_hardware: true, ..WgpuOptions::default() };
+            let opts = WgpuOptions { prefer_hardware: true, precision, ..WgpuOptions::default() };
             let be = pollster::block_on(WgpuBackend::new(opts)).context("starting the wgpu backend")?;
             eprintln!("backend: {}", be.describe());
             job.run(&be)
         }
-        _ => job.run(&CpuBackend::new()),
+        _ => job.run(&CpuBackend::with_precision(precision)),
     }
 }
 

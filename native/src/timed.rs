@@ -49,6 +49,9 @@ impl<B: Backend> Backend for Timed<B> {
     fn describe(&self) -> String {
         format!("{}, every op timed", self.inner.describe())
     }
+    fn precision(&self) -> carve_core::backend::Precision {
+        self.inner.precision()
+    }
     fn max_tensor_bytes(&self) -> usize {
         self.inner.max_tensor_bytes()
     }

@@ -6,7 +6,10 @@
 //! `read` into one submit. Only `read` returns data to the host.
 
 pub mod cpu;
+mod precision;
 pub mod wgpu;
+
+pub use precision::Precision;
 
 use crate::{Error, HostTensor, Result};
 
@@ -44,6 +47,9 @@ pub trait Backend {
 
     /// A short description: "cpu (2 threads)", "wgpu vulkan: NVIDIA GeForce RTX 4090".
     fn describe(&self) -> String;
+
+    /// What matrix products round their inputs to (`--precision`).
+    fn precision(&self) -> Precision;
 
     /// Largest tensor, in bytes, that one op can take as one input (the adapter's binding limit, or
     /// `usize::MAX`). Larger weights must be split by the backend or refused with a clear error.

@@ -1,6 +1,6 @@
 //! `carve bench`: speed measured side by side in one run, printed as a table.
 
-use crate::backend_pick::{dispatch, BackendChoice, Job};
+use crate::backend_pick::{dispatch, dispatch_at, BackendChoice, Job, PrecisionChoice};
 use crate::cmd::extract::AblateArgs;
 use crate::cmd::tasks::{tokenizer, Prepared, TaskArgs};
 use crate::measure::forward_flops;
@@ -33,6 +33,9 @@ pub enum Bench {
     /// Where a forward's and a training step's time goes, op by op (CPU backend: each op's wall time;
     /// GPU: each kernel's device time from timestamp queries).
     Ops(TrainBenchArgs),
+    /// What mixed precision changes: the task's test prompts at f32, mixed (f16 matmul inputs) and
+    /// mixed-bf16; logits error, KL and top-token agreement against f32, accuracy, time.
+    Precision(crate::cmd::bench_precision::PrecisionArgs),
 }
 
 #[derive(clap::Args)]
@@ -56,6 +59,10 @@ pub struct TrainBenchArgs {
     method: TrainMethod,
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendChoice,
+    /// What every matrix product rounds its inputs to: f32, or mixed precision (f16 or bf16
+    /// inputs, f32 sums).
+    #[arg(long, value_enum, default_value = "f32")]
+    precision: PrecisionChoice,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -131,13 +138,17 @@ pub struct ForwardArgsCli {
     iters: usize,
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendChoice,
+    /// What every matrix product rounds its inputs to: f32, or mixed precision (f16 or bf16
+    /// inputs, f32 sums).
+    #[arg(long, value_enum, default_value = "f32")]
+    precision: PrecisionChoice,
 }
 
 pub fn run(b: Bench) -> Result<()> {
     match b {
         Bench::Forward(a) => {
             let m = source::load(&a.model)?;
-            dispatch(a.backend, ForwardBench { m: &m, a: &a })
+            dispatch_at(a.backend, a.precision.into(), ForwardBench { m: &m, a: &a })
         }
         Bench::Matmul(a) => match crate::backend_pick::resolve(a.backend) {
             BackendChoice::Gpu => gpu_matmul(&a),
@@ -158,10 +169,11 @@ pub fn run(b: Bench) -> Result<()> {
             let prep = a.task_args.prepare(Some(&a.task), None, tokenizer(&m)?, m.config.n_ctx)?;
             match a.method {
                 TrainMethod::NodePrune => {
-                    dispatch(a.backend, crate::cmd::bench_train::TrainBench { m: &m, batch: a.batch, iters: a.iters, prep: &prep })
+                    dispatch_at(a.backend, a.precision.into(), crate::cmd::bench_train::TrainBench { m: &m, batch: a.batch, iters: a.iters, prep: &prep })
                 }
-                TrainMethod::EdgePrune => dispatch(
+                TrainMethod::EdgePrune => dispatch_at(
                     a.backend,
+                    a.precision.into(),
                     crate::cmd::bench_train_edges::EdgeTrainBench { m: &m, batch: a.batch, iters: a.iters, prep: &prep },
                 ),
             }
@@ -182,6 +194,7 @@ pub fn run(b: Bench) -> Result<()> {
                 _ => crate::cmd::bench_ops::run(&Timed::new(CpuBackend::new()), &m, &prep, a.batch, a.iters, a.method),
             }
         }
+        Bench::Precision(a) => crate::cmd::bench_precision::run(a),
         Bench::Extract(a) => {
             a.task_args.check(Some(&a.task), None)?;
             let m = source::load(&a.model)?;

@@ -1,7 +1,7 @@
 //! `carve eval`: a task's held-out test split through the model: accuracy, the task's metric and the
 //! answer's probability, as a table or one JSON object.
 
-use crate::backend_pick::{dispatch, BackendChoice, Job};
+use crate::backend_pick::{dispatch_at, BackendChoice, Job, PrecisionChoice};
 use crate::cmd::tasks::{tokenizer, TaskArgs};
 use crate::source;
 use crate::circuit_eval::Values;
@@ -47,6 +47,10 @@ pub struct Args {
     json: bool,
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendChoice,
+    /// What every matrix product rounds its inputs to: f32, or mixed precision (f16 or bf16
+    /// inputs, f32 sums).
+    #[arg(long, value_enum, default_value = "f32")]
+    precision: PrecisionChoice,
 }
 
 pub fn run(mut a: Args) -> Result<()> {
@@ -88,7 +92,7 @@ pub fn run(mut a: Args) -> Result<()> {
     }
     let t = Instant::now();
     let job = EvalJob { m: &m, task, examples: &splits.test, patching: &splits.patching, batch: a.batch, circuit: circuit.as_ref() };
-    let (report, backend) = dispatch(a.backend, job)?;
+    let (report, backend) = dispatch_at(a.backend, a.precision.into(), job)?;
     let secs = t.elapsed().as_secs_f64();
     let sizes = splits.sizes();
     if a.json {

@@ -1,6 +1,6 @@
 //! `carve logits`: every position's logits for some prompts, written as safetensors.
 
-use crate::backend_pick::{dispatch, BackendChoice, Job};
+use crate::backend_pick::{dispatch_at, BackendChoice, Job, PrecisionChoice};
 use crate::source;
 use anyhow::{bail, Context, Result};
 use carve_core::backend::Backend;
@@ -27,12 +27,16 @@ pub struct Args {
     out: PathBuf,
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendChoice,
+    /// What every matrix product rounds its inputs to: f32, or mixed precision (f16 or bf16
+    /// inputs, f32 sums).
+    #[arg(long, value_enum, default_value = "f32")]
+    precision: PrecisionChoice,
 }
 
 pub fn run(a: Args) -> Result<()> {
     let m = source::load(&a.model)?;
     let prompts = prompts(&a, &m)?;
-    let logits = dispatch(a.backend, Run { m: &m, prompts: &prompts })?;
+    let logits = dispatch_at(a.backend, a.precision.into(), Run { m: &m, prompts: &prompts })?;
     write(&a.out, &prompts, &logits, m.config.vocab)?;
     println!("wrote {} prompt(s) to {}", prompts.len(), a.out.display());
     Ok(())

@@ -5,7 +5,7 @@
 //! (`means.safetensors`: beside the circuit file, or in a pruned model's directory) when there are
 //! some, else zero, as the web app does.
 
-use crate::backend_pick::{dispatch, BackendChoice, Job};
+use crate::backend_pick::{dispatch_at, BackendChoice, Job, PrecisionChoice};
 use crate::cmd::tasks::tokenizer;
 use crate::source;
 use anyhow::{bail, Context, Result};
@@ -54,6 +54,10 @@ pub struct Args {
     json: bool,
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendChoice,
+    /// What every matrix product rounds its inputs to: f32, or mixed precision (f16 or bf16
+    /// inputs, f32 sums).
+    #[arg(long, value_enum, default_value = "f32")]
+    precision: PrecisionChoice,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -94,7 +98,7 @@ pub fn run(a: Args) -> Result<()> {
         _ => None,
     };
     let job = RunJob { m: &m, ids: ids.clone(), masks: masks.as_ref(), values: values.as_ref(), new_tokens: a.max_new_tokens };
-    let out = dispatch(a.backend, job)?;
+    let out = dispatch_at(a.backend, a.precision.into(), job)?;
     let ablation = match (&masks, &means_path) {
         (None, _) => json!(null),
         (Some(_), Some(p)) => json!({ "kind": "mean", "values": p }),

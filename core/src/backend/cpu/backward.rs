@@ -85,13 +85,14 @@ pub(super) fn attn_scores_backward(be: &CpuBackend, q: &CpuTensor, k: &CpuTensor
     let (qc, kc) = (s.n_heads * d, s.n_kv_heads * d);
     // ds per (prompt, head): the softmax's input gradient, scaled.
     let mut ds = vec![0f32; np];
+    let prec = be.precision;
     ds.par_chunks_mut((t * t).max(1)).enumerate().for_each(|(bh, dsb)| {
         for i in 0..t {
             let row = ((bh * t) + i) * t;
             let (pr, dpr) = (&p.0.data[row..row + t], &dp.0.data[row..row + t]);
             let dot: f32 = (0..=i).map(|j| pr[j] * dpr[j]).sum();
             for j in 0..=i {
-                dsb[i * t + j] = pr[j] * (dpr[j] - dot) * s.scale;
+                dsb[i * t + j] = prec.round(pr[j] * (dpr[j] - dot) * s.scale);
             }
         }
     });

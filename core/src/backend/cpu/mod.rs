@@ -11,7 +11,7 @@ mod loss;
 mod matmul;
 mod norms;
 
-use crate::backend::{AttnShape, Backend, RowMap};
+use crate::backend::{AttnShape, Backend, Precision, RowMap};
 use crate::{Error, HostTensor, Result};
 use std::cell::Cell;
 use std::sync::Arc;
@@ -30,6 +30,7 @@ impl CpuTensor {
 
 pub struct CpuBackend {
     poison: Cell<bool>,
+    precision: Precision,
 }
 
 impl Default for CpuBackend {
@@ -40,7 +41,20 @@ impl Default for CpuBackend {
 
 impl CpuBackend {
     pub fn new() -> Self {
-        CpuBackend { poison: Cell::new(false) }
+        Self::with_precision(Precision::F32)
+    }
+
+    /// A backend whose matrix products round their inputs to `precision` (see `Precision`).
+    pub fn with_precision(precision: Precision) -> Self {
+        CpuBackend { poison: Cell::new(false), precision }
+    }
+
+    /// `t` as a matrix product reads it: itself at f32, else a rounded copy.
+    fn gemm_input(&self, t: &CpuTensor) -> CpuTensor {
+        match self.precision {
+            Precision::F32 => t.clone(),
+            p => CpuBackend::wrap(t.0.shape.clone(), p.round_all(&t.0.data)),
+        }
     }
 
     /// A fresh output buffer: NaN when poisoning, so any element an op does not write shows up.
@@ -70,7 +84,10 @@ impl Backend for CpuBackend {
     type Tensor = CpuTensor;
 
     fn describe(&self) -> String {
-        format!("cpu ({} threads)", rayon::current_num_threads())
+        format!("cpu ({} threads){}", rayon::current_num_threads(), self.precision.note())
+    }
+    fn precision(&self) -> Precision {
+        self.precision
     }
     fn max_tensor_bytes(&self) -> usize {
         usize::MAX
@@ -106,7 +123,7 @@ impl Backend for CpuBackend {
         Ok(Self::wrap(vec![ids.len(), cols], out))
     }
     fn matmul(&self, x: &CpuTensor, w: &CpuTensor, bias: Option<&CpuTensor>) -> Result<CpuTensor> {
-        matmul::matmul(self, x, w, bias)
+        matmul::matmul(self, &self.gemm_input(x), &self.gemm_input(w), bias)
     }
     fn add(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
         elementwise::zip(self, "add", a, b, |x, y| x + y)
@@ -127,10 +144,10 @@ impl Backend for CpuBackend {
         elementwise::rope(self, x, seq, n_heads, head_dim, theta, 1.0)
     }
     fn attn_scores(&self, q: &CpuTensor, k: &CpuTensor, s: AttnShape) -> Result<CpuTensor> {
-        attention::scores(self, q, k, s)
+        attention::scores(self, &self.gemm_input(q), &self.gemm_input(k), s)
     }
     fn attn_apply(&self, probs: &CpuTensor, v: &CpuTensor, s: AttnShape) -> Result<CpuTensor> {
-        attention::apply(self, probs, v, s)
+        attention::apply(self, &self.gemm_input(probs), &self.gemm_input(v), s)
     }
     fn mix(&self, x: &CpuTensor, mask: &CpuTensor, mask_rows: RowMap, abl: &CpuTensor, abl_rows: RowMap)
         -> Result<CpuTensor> {
@@ -158,7 +175,7 @@ impl Backend for CpuBackend {
     }
 
     fn matmul_backward(&self, dy: &CpuTensor, w: &CpuTensor) -> Result<CpuTensor> {
-        matmul::matmul_backward(self, dy, w)
+        matmul::matmul_backward(self, &self.gemm_input(dy), &self.gemm_input(w))
     }
     fn layer_norm_backward(&self, x: &CpuTensor, w: &CpuTensor, dy: &CpuTensor, eps: f32) -> Result<CpuTensor> {
         backward::layer_norm_backward(self, x, w, dy, eps)
@@ -177,11 +194,13 @@ impl Backend for CpuBackend {
     }
     fn attn_scores_backward(&self, q: &CpuTensor, k: &CpuTensor, probs: &CpuTensor, dprobs: &CpuTensor, s: AttnShape)
         -> Result<(CpuTensor, CpuTensor)> {
-        backward::attn_scores_backward(self, q, k, probs, dprobs, s)
+        // The products' third input, the softmax's gradient, is rounded where it is made.
+        backward::attn_scores_backward(self, &self.gemm_input(q), &self.gemm_input(k), probs, dprobs, s)
     }
     fn attn_apply_backward(&self, probs: &CpuTensor, v: &CpuTensor, dout: &CpuTensor, s: AttnShape)
         -> Result<(CpuTensor, CpuTensor)> {
-        backward::attn_apply_backward(self, probs, v, dout, s)
+        let dout = self.gemm_input(dout);
+        backward::attn_apply_backward(self, &self.gemm_input(probs), &self.gemm_input(v), &dout, s)
     }
     fn mix_backward(&self, x: &CpuTensor, mask: &CpuTensor, mask_rows: RowMap, abl: &CpuTensor, abl_rows: RowMap,
         dy: &CpuTensor) -> Result<(CpuTensor, CpuTensor)> {

@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::backend::Precision;
 use crate::{Error, Result};
 
 /// How `WgpuBackend::new` picks and configures its adapter.
@@ -24,11 +25,13 @@ pub struct WgpuOptions {
     /// The tiled GEMM's output tile for every product: `Some(64)` or `Some(128)` (tests, and
     /// `carve bench matmul` putting the two side by side); `None` chooses per product by its size.
     pub gemm_tile: Option<usize>,
+    /// What matrix products round their inputs to (`--precision`; see `Precision`).
+    pub precision: Precision,
 }
 
 impl Default for WgpuOptions {
     fn default() -> Self {
-        WgpuOptions { prefer_hardware: true, max_binding_bytes: None, profile: false, gemm_tile: None }
+        WgpuOptions { prefer_hardware: true, max_binding_bytes: None, profile: false, gemm_tile: None, precision: Precision::F32 }
     }
 }
 

@@ -33,7 +33,7 @@ pub use context::list_adapters;
 pub use profile::{KernelSpan, KernelTime};
 pub use tensor::GpuTensor;
 
-use super::{AttnShape, Backend, RowMap};
+use super::{AttnShape, Backend, Precision, RowMap};
 use crate::{HostTensor, Result};
 use context::Context;
 use pipelines::{Kernel, Pipelines};
@@ -64,7 +64,7 @@ impl WgpuBackend {
         }
         let ctx = Context::new(&opts).await?;
         let pool = Pool::new(ctx.device.clone(), ctx.limits.max_buffer_size);
-        let pipes = Pipelines::new(&ctx.device);
+        let pipes = Pipelines::new(&ctx.device, opts.precision);
         let rec = Mutex::new(Recorder::new(&ctx.limits, opts.profile));
         let dummy = ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("carve dummy"),
@@ -182,7 +182,10 @@ impl Backend for WgpuBackend {
     type Tensor = GpuTensor;
 
     fn describe(&self) -> String {
-        format!("wgpu {}", context::describe_info(&self.ctx.info))
+        format!("wgpu {}{}", context::describe_info(&self.ctx.info), self.pipes.precision().note())
+    }
+    fn precision(&self) -> Precision {
+        self.pipes.precision()
     }
 
     fn max_tensor_bytes(&self) -> usize {

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::recorder::lock_err;
+use crate::backend::Precision;
 use crate::Result;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -36,16 +37,21 @@ impl Shader {
     fn source(self) -> &'static str {
         match self {
             Shader::Matmul => concat!(
+                include_str!("../../../../shaders/precision.wgsl"),
                 include_str!("../../../../shaders/matmul_params.wgsl"),
                 include_str!("../../../../shaders/matmul.wgsl")
             ),
             Shader::Matmul128 => concat!(
+                include_str!("../../../../shaders/precision.wgsl"),
                 include_str!("../../../../shaders/matmul_params.wgsl"),
                 include_str!("../../../../shaders/matmul_128.wgsl")
             ),
             Shader::Norms => include_str!("../../../../shaders/norms.wgsl"),
             Shader::Attention => include_str!("../../../../shaders/attention.wgsl"),
-            Shader::AttentionFused => include_str!("../../../../shaders/attention_fused.wgsl"),
+            Shader::AttentionFused => concat!(
+                include_str!("../../../../shaders/precision.wgsl"),
+                include_str!("../../../../shaders/attention_fused.wgsl")
+            ),
             Shader::Elementwise => include_str!("../../../../shaders/elementwise.wgsl"),
             Shader::Embedding => include_str!("../../../../shaders/embedding.wgsl"),
             Shader::Reductions => include_str!("../../../../shaders/reductions.wgsl"),
@@ -223,15 +229,20 @@ impl Kernel {
         }
     }
 
-    fn constants(self) -> Vec<(&'static str, f64)> {
+    /// Its pipeline constants; the products' `INPUTS` rounding (shaders/precision.wgsl) for the
+    /// kernels that multiply matrices.
+    fn constants(self, precision: Precision) -> Vec<(&'static str, f64)> {
+        let inputs = ("INPUTS", precision.shader_code() as f64);
         match self {
             Kernel::Matmul(g) => vec![
                 ("W_KN", g.w_kn as u8 as f64),
                 ("X_KM", g.x_km as u8 as f64),
                 ("CAUSAL_SKIP", g.causal_skip as u8 as f64),
                 ("ACCUMULATE", g.accumulate as u8 as f64),
+                inputs,
             ],
-            Kernel::AttentionFused { head_dim } => vec![("HEAD_DIM", head_dim as f64)],
+            Kernel::MatmulSmallM => vec![inputs],
+            Kernel::AttentionFused { head_dim } => vec![("HEAD_DIM", head_dim as f64), inputs],
             _ => Vec::new(),
         }
     }
@@ -244,6 +255,7 @@ pub(crate) struct Pipelines {
     pipelines: Mutex<HashMap<Kernel, wgpu::ComputePipeline>>,
     /// Indexed by input count.
     layouts: Vec<(wgpu::BindGroupLayout, wgpu::PipelineLayout)>,
+    precision: Precision,
 }
 
 fn storage(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
@@ -260,7 +272,7 @@ fn storage(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
 }
 
 impl Pipelines {
-    pub fn new(device: &wgpu::Device) -> Pipelines {
+    pub fn new(device: &wgpu::Device, precision: Precision) -> Pipelines {
         let layouts = (0..=MAX_INPUTS)
             .map(|n| {
                 let mut entries = vec![
@@ -289,7 +301,11 @@ impl Pipelines {
                 (bgl, pl)
             })
             .collect();
-        Pipelines { modules: Mutex::new(HashMap::new()), pipelines: Mutex::new(HashMap::new()), layouts }
+        Pipelines { modules: Mutex::new(HashMap::new()), pipelines: Mutex::new(HashMap::new()), layouts, precision }
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     pub fn bind_group_layout(&self, k: Kernel) -> &wgpu::BindGroupLayout {
@@ -317,7 +333,7 @@ impl Pipelines {
                 }
             }
         };
-        let constants = k.constants();
+        let constants = k.constants(self.precision);
         let pipeline = checked(device, k.entry(), || {
             device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(k.entry()),

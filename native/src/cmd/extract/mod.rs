@@ -11,7 +11,7 @@ mod report;
 mod rundir;
 mod training_svg;
 
-use crate::backend_pick::{dispatch, BackendChoice, Job};
+use crate::backend_pick::{dispatch_at, BackendChoice, Job, PrecisionChoice};
 use crate::circuit_eval::Values;
 use crate::cmd::tasks::{tokenizer, Prepared, TaskArgs};
 use crate::measure::{edge_mixing_flops, forward_flops, latencies};
@@ -115,6 +115,10 @@ pub struct Args {
     latency_runs: usize,
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendChoice,
+    /// What every matrix product rounds its inputs to: f32, or mixed precision (f16 or bf16
+    /// inputs, f32 sums: a GPU's tensor-core numerics). A run resumes at the precision it started.
+    #[arg(long, value_enum, default_value = "f32")]
+    precision: PrecisionChoice,
     /// Use the straightforward implementation (a full forward per candidate): same decisions, slower.
     #[arg(long, hide = true)]
     reference: bool,
@@ -162,7 +166,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     a.task_args.check(a.task.as_deref(), a.n)?;
     let path = source::resolve(&a.model)?;
-    let rd = RunDir::open(&dir, a.resume.is_some(), a.force, &path)?;
+    let rd = RunDir::open(&dir, a.resume.is_some(), a.force, &path, a.precision.into())?;
 
     let m = source::load(&a.model)?;
     let t = std::time::Instant::now();
@@ -176,7 +180,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     let base_config = read_base_config(&path)?;
     let job = ExtractJob { a: &a, m: &m, sha, prep: &prep, rd: &rd, resume, base_config, seconds: 0.0 };
-    match dispatch(a.backend, job)? {
+    match dispatch_at(a.backend, a.precision.into(), job)? {
         Outcome::Stopped => {
             eprintln!("stopped: the state is saved in {}", rd.path(rundir::STATE).display());
             eprintln!("continue with the same command and --resume {}", dir.display());

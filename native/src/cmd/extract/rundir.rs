@@ -7,6 +7,7 @@
 //! model that doesn't load, a task file with errors) leaves the old one as it was.
 
 use anyhow::{bail, Context, Result};
+use carve_core::backend::Precision;
 use carve_core::circuit::file::{check_sha256, from_value, prefix};
 use carve_core::extract::edge_prune::EdgePruneState;
 use carve_core::extract::node_prune::NodePruneState;
@@ -36,6 +37,9 @@ pub struct SavedState {
     pub model_sha256: String,
     /// Extraction time spent before this save, summed over interrupted runs.
     pub extract_seconds: f64,
+    /// `--precision` when not f32 (written by `RunDir::save_state`): f32, mixed or mixed-bf16.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<String>,
     /// The method's own state: one of these.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ablate: Option<AblateState>,
@@ -52,6 +56,8 @@ const MARKER_MAX_BYTES: u64 = 256 << 20;
 
 pub struct RunDir {
     pub dir: PathBuf,
+    /// `--precision`: saved with the state (when not f32); a resume at another is refused.
+    precision: Precision,
     /// The previous run's files, removed just before the new run's first write (`--force`).
     replaced: Mutex<Vec<PathBuf>>,
 }
@@ -61,7 +67,7 @@ impl RunDir {
     /// is to be resumed or replaced, and one that holds files of a run's names that carve did not
     /// write is refused even with `force`. `source` is the model extracted from: a run whose
     /// files hold it is never replaced. The directory is checked to be writable.
-    pub fn open(dir: &Path, resume: bool, force: bool, source: &Path) -> Result<RunDir> {
+    pub fn open(dir: &Path, resume: bool, force: bool, source: &Path, precision: Precision) -> Result<RunDir> {
         let present: Vec<&str> = RUN_FILES.iter().copied().filter(|f| dir.join(f).symlink_metadata().is_ok()).collect();
         let mut replaced = Vec::new();
         if resume {
@@ -79,7 +85,7 @@ impl RunDir {
             replaced = replaceable(dir, &present, source)?;
         }
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let rd = RunDir { dir: dir.to_path_buf(), replaced: Mutex::new(replaced) };
+        let rd = RunDir { dir: dir.to_path_buf(), precision, replaced: Mutex::new(replaced) };
         rd.check_writable()?;
         Ok(rd)
     }
@@ -120,7 +126,11 @@ impl RunDir {
     }
 
     pub fn save_state(&self, st: &SavedState) -> Result<()> {
-        self.write(STATE, serde_json::to_string_pretty(st)?.as_bytes())
+        let mut v = serde_json::to_value(st)?;
+        if self.precision != Precision::F32 {
+            v["precision"] = self.precision.name().into();
+        }
+        self.write(STATE, serde_json::to_string_pretty(&v)?.as_bytes())
     }
 
     /// Reads the state to resume from and checks it whole (format, every field's type, the
@@ -137,13 +147,29 @@ impl RunDir {
                 prefix(model_sha256, 12)
             );
         }
+        let saved = st.precision.as_deref().unwrap_or("f32");
+        if saved != self.precision.name() {
+            bail!(
+                "{} was trained at --precision {saved}: resume it at that precision (this run asks for {})",
+                p.display(),
+                self.precision.name()
+            );
+        }
         Ok(st)
     }
 }
 
 impl SavedState {
     fn empty(model_sha256: String, extract_seconds: f64) -> SavedState {
-        SavedState { format: STATE_FORMAT.into(), model_sha256, extract_seconds, ablate: None, node_prune: None, edge_prune: None }
+        SavedState {
+            format: STATE_FORMAT.into(),
+            model_sha256,
+            extract_seconds,
+            precision: None,
+            ablate: None,
+            node_prune: None,
+            edge_prune: None,
+        }
     }
     pub fn new(model_sha256: String, extract_seconds: f64, ablate: AblateState) -> SavedState {
         SavedState { ablate: Some(ablate), ..SavedState::empty(model_sha256, extract_seconds) }
@@ -166,6 +192,9 @@ impl SavedState {
         }
         let st: SavedState = from_value(v, "state")?;
         check_sha256("model_sha256", &st.model_sha256)?;
+        if let Some(p) = st.precision.as_deref().filter(|p| !["f32", "mixed", "mixed-bf16"].contains(p)) {
+            bail!("`precision` is \"{}\": it is one of f32, mixed, mixed-bf16", prefix(p, 40));
+        }
         if !(st.extract_seconds.is_finite() && st.extract_seconds >= 0.0) {
             bail!("`extract_seconds` is {}; it must be a finite number of seconds, not negative", st.extract_seconds);
         }
