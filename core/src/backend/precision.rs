@@ -6,11 +6,34 @@
 //! the loss — stays f32, as in a mixed-precision run on a GPU.
 //!
 //! Both backends round the same elements the same way (round to nearest, ties to even; past the
-//! f16 range to ±∞, below it to f16's subnormals), so a mixed run's decisions can be checked on the
+//! f16 range to ±∞, below it to f16's subnormals; tested equal to the `half` crate's conversions
+//! for every finite f32 class), so a mixed run's decisions can be checked on the
 //! CPU as on a GPU. Neither is faster for it yet: the speed of f16 inputs needs the GPU's matrix
 //! units (cooperative matrices), which the plain WGSL kernels do not use.
 
-use half::{bf16, f16};
+/// f32 to the nearest f16 (ties to even) and back, with integer operations the compiler
+/// vectorises: the same steps as shaders/precision.wgsl's `rnd`. Past 65504 (after rounding) ±∞;
+/// below 2⁻¹⁴ a multiple of 2⁻²⁴, f16's subnormals.
+#[inline]
+fn to_f16(x: f32) -> f32 {
+    if x.abs() < 6.103515625e-05 {
+        // x·2²⁴ < 2¹⁰ is exact; round_ties_even as f16 does.
+        return (x * 16777216.0).round_ties_even() * 5.9604645e-08;
+    }
+    let b = x.to_bits();
+    let r = f32::from_bits(b.wrapping_add(0xfff + ((b >> 13) & 1)) & 0xffff_e000);
+    if r.abs() > 65504.0 {
+        return f32::from_bits((b & 0x8000_0000) | 0x7f80_0000);
+    }
+    r
+}
+
+/// f32 to the nearest bf16 (ties to even) and back: shaders/precision.wgsl's `rnd` for bf16.
+#[inline]
+fn to_bf16(x: f32) -> f32 {
+    let b = x.to_bits();
+    f32::from_bits(b.wrapping_add(0x7fff + ((b >> 16) & 1)) & 0xffff_0000)
+}
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Precision {
@@ -29,14 +52,18 @@ impl Precision {
     pub fn round(self, x: f32) -> f32 {
         match self {
             Precision::F32 => x,
-            Precision::Mixed => f16::from_f32(x).to_f32(),
-            Precision::MixedBf16 => bf16::from_f32(x).to_f32(),
+            Precision::Mixed => to_f16(x),
+            Precision::MixedBf16 => to_bf16(x),
         }
     }
 
     /// Every element of `xs` rounded (a copy).
     pub fn round_all(self, xs: &[f32]) -> Vec<f32> {
-        xs.iter().map(|&x| self.round(x)).collect()
+        match self {
+            Precision::F32 => xs.to_vec(),
+            Precision::Mixed => xs.iter().map(|&x| to_f16(x)).collect(),
+            Precision::MixedBf16 => xs.iter().map(|&x| to_bf16(x)).collect(),
+        }
     }
 
     /// The name `--precision` takes and reports give: `f32`, `mixed`, `mixed-bf16`.
@@ -70,6 +97,34 @@ impl Precision {
 #[cfg(test)]
 mod tests {
     use super::Precision;
+    use half::{bf16, f16};
+
+    /// The integer rounding against `half` on random bit patterns of every exponent (NaNs aside:
+    /// any NaN is as good as another) and the values around f16's boundaries.
+    #[test]
+    fn rounding_equals_the_half_crates() {
+        let mut s = 0x9e3779b97f4a7c15u64;
+        let mut xs: Vec<f32> = (0..2_000_000)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                f32::from_bits(s as u32)
+            })
+            .collect();
+        for e in [-25i32, -24, -15, -14, -13, 15, 16] {
+            for k in -40..40 {
+                xs.push(2f32.powi(e) * (1.0 + k as f32 / 1024.0));
+                xs.push(-(2f32.powi(e) * (1.0 + k as f32 / 2048.0)));
+            }
+        }
+        xs.extend([65504.0, 65519.99, 65520.0, 65535.0, f32::INFINITY, f32::NEG_INFINITY, f32::MAX, 0.0, -0.0]);
+        for x in xs.into_iter().filter(|x| !x.is_nan()) {
+            let (h, b) = (f16::from_f32(x).to_f32(), bf16::from_f32(x).to_f32());
+            assert_eq!(Precision::Mixed.round(x).to_bits(), h.to_bits(), "f16 of {x:e} ({:#x})", x.to_bits());
+            assert_eq!(Precision::MixedBf16.round(x).to_bits(), b.to_bits(), "bf16 of {x:e} ({:#x})", x.to_bits());
+        }
+    }
 
     #[test]
     fn rounding_is_to_nearest_even_with_the_formats_ranges() {
