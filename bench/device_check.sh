@@ -44,7 +44,9 @@ step 60 "carve matmul 2000×576×1536 ($CG)" "$BIN" bench matmul --m 2000 --k 57
 step 60 "carve matmul 4096³ ($CG)" "$BIN" bench matmul --m 4096 --k 4096 --n 4096 --iters 5 --backend "$CG"
 step 30 "carve attention 100×20, fused vs two GEMMs ($CG)" "$BIN" bench attention --batch 100 --seq 20 --backend "$CG"
 step 30 "carve attention 32×256, fused vs two GEMMs ($CG)" "$BIN" bench attention --batch 32 --seq 256 --backend "$CG"
-step 90 "carve forward 100×20 at --precision mixed ($CG): the rounding's cost" "$BIN" bench forward --model "$M" --batch 100 --seq 20 --backend "$CG" --precision mixed
+step 60 "carve matmul 2000×576×1536 --precision mixed ($CG): cooperative matrices beside the plain kernels" "$BIN" bench matmul --m 2000 --k 576 --n 1536 --precision mixed --backend "$CG"
+step 60 "carve matmul 4096³ --precision mixed ($CG)" "$BIN" bench matmul --m 4096 --k 4096 --n 4096 --iters 5 --precision mixed --backend "$CG"
+step 90 "carve forward 100×20 at --precision mixed ($CG): cooperative matrices where the GPU has them" "$BIN" bench forward --model "$M" --batch 100 --seq 20 --backend "$CG" --precision mixed
 step 120 "carve precision f32 / mixed / mixed-bf16, ioi ($CG; random weights)" "$BIN" bench precision --model "$M" --task ioi --backend "$CG"
 # Training steps, batch 32 of IOI prompts (carve prints the padded length; PyTorch runs 32×20).
 step 120 "carve node-prune step ($CG)" "$BIN" bench train --model "$M" --task ioi --batch 32 --method node-prune --backend "$CG"

@@ -204,3 +204,26 @@ fn wgpu_mixed_precision() {
         }
     }
 }
+
+/// Where the cooperative-matrix GEMM cannot run (any adapter here), mixed precision says so and
+/// runs on the plain kernels; where its check fails (forced here on an adapter without the
+/// feature, so the kernel cannot even compile), it is not used and the products still come out
+/// right. The kernel itself is validated and compiled to SPIR-V by a unit test in core.
+#[test]
+fn wgpu_cooperative_matrices_fall_back_to_the_plain_kernels() {
+    let plain = wgpu_with(Precision::Mixed, Some(64));
+    let b = wgpu_with(Precision::Mixed, None);
+    assert!(b.describe().contains("plain kernels"), "{}", b.describe());
+    assert!(!b.uses_cooperative_matrices());
+    let forced = new_wgpu(WgpuOptions { precision: Precision::Mixed, check_cooperative_matrices_anyway: true, ..WgpuOptions::default() });
+    assert!(!forced.uses_cooperative_matrices());
+    assert!(forced.describe().contains("failed its check"), "{}", forced.describe());
+    let r = &mut rng("cooperative fallback");
+    let (x, w) = (rand_t(r, &[130, 70], 1.0), rand_t(r, &[90, 70], 1.0));
+    for be in [&b, &forced] {
+        let got = get(be, &be.matmul(&up(be, &x), &up(be, &w), None).unwrap());
+        same("mixed matmul after the fallback", &got, &get(&plain, &plain.matmul(&up(&plain, &x), &up(&plain, &w), None).unwrap()));
+    }
+    // f32 says nothing of them.
+    assert!(!gpu().describe().contains("kernels"), "{}", gpu().describe());
+}

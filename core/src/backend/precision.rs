@@ -16,7 +16,7 @@
 /// below 2⁻¹⁴ a multiple of 2⁻²⁴, f16's subnormals.
 #[inline]
 fn to_f16(x: f32) -> f32 {
-    if x.abs() < 6.103515625e-05 {
+    if x.abs() < 1.0 / 16384.0 {
         // x·2²⁴ < 2¹⁰ is exact; round_ties_even as f16 does.
         return (x * 16777216.0).round_ties_even() * 5.9604645e-08;
     }

@@ -101,6 +101,10 @@ pub struct MatmulArgs {
     iters: usize,
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendChoice,
+    /// mixed: the products at f16 inputs, on cooperative matrices (tensor cores) beside the plain
+    /// kernels where the GPU has them.
+    #[arg(long, value_enum, default_value = "f32")]
+    precision: PrecisionChoice,
 }
 
 #[derive(clap::Args)]
@@ -152,7 +156,7 @@ pub fn run(b: Bench) -> Result<()> {
         }
         Bench::Matmul(a) => match crate::backend_pick::resolve(a.backend) {
             BackendChoice::Gpu => gpu_matmul(&a),
-            _ => MatmulBench(&a).run(&CpuBackend::new()),
+            _ => MatmulBench(&a).run(&CpuBackend::with_precision(a.precision.into())),
         },
         Bench::Attention(a) => match crate::backend_pick::resolve(a.backend) {
             BackendChoice::Gpu => gpu_attention(&a),
@@ -326,9 +330,12 @@ fn gpu_matmul(a: &MatmulArgs) -> Result<()> {
     let flop = 2.0 * (a.m * a.k * a.n) as f64;
     let mut first = true;
     let mut results: Vec<HostTensor> = Vec::new();
+    let mut coop = false;
     for tile in [None, Some(64), Some(128)] {
-        let opts = WgpuOptions { prefer_hardware: true, profile: true, gemm_tile: tile, ..WgpuOptions::default() };
+        let opts =
+            WgpuOptions { prefer_hardware: true, profile: true, gemm_tile: tile, precision: a.precision.into(), ..WgpuOptions::default() };
         let be = pollster::block_on(WgpuBackend::new(opts)).context("starting the wgpu backend with kernel timing")?;
+        coop |= be.uses_cooperative_matrices();
         if first {
             println!("backend: {}   {}×{}×{} (x [M, K] · w [N, K]ᵀ), medians of {} runs", be.describe(), a.m, a.k, a.n, a.iters.max(1));
             println!("\n| GEMM tile | kernels | device ms | device GFLOP/s | wall ms (read-back included) | wall GFLOP/s |\n|---|---|---:|---:|---:|---:|");
@@ -336,9 +343,16 @@ fn gpu_matmul(a: &MatmulArgs) -> Result<()> {
         }
         let (x, w) = (be.upload(&xh)?, be.upload(&wh)?);
         let r = profiled(&be, a.iters, || be.matmul(&x, &w, None))?;
-        let label = tile.map_or("chosen by size".to_string(), |t| format!("{t}×{t}"));
+        let label = match tile {
+            Some(t) => format!("{t}×{t}"),
+            None if be.uses_cooperative_matrices() => "64×64 on cooperative matrices".to_string(),
+            None => "chosen by size".to_string(),
+        };
         println!("| {label} | {} | {:.3} | {:.0} | {:.2} | {:.0} |", r.kernels, r.device * 1e3, flop / r.device / 1e9, r.wall * 1e3, flop / r.wall / 1e9);
         results.push(r.out);
+    }
+    if coop {
+        agree(&results[0], &results[1], "the cooperative-matrix and plain kernels'", "the cooperative-matrix and 64×64 kernels")?;
     }
     agree(&results[1], &results[2], "the two kernels'", "the 64×64 and 128×128 kernels")
 }

@@ -27,11 +27,27 @@ pub struct WgpuOptions {
     pub gemm_tile: Option<usize>,
     /// What matrix products round their inputs to (`--precision`; see `Precision`).
     pub precision: Precision,
+    /// At `Precision::Mixed`, run the tiled GEMMs on cooperative matrices (tensor cores) where the
+    /// adapter has them and the kernel passes its check at start (see `coop.rs`); `gemm_tile`
+    /// set takes the plain kernels instead.
+    pub cooperative_matrices: bool,
+    /// Test aid: run the cooperative-matrix GEMM's check even on an adapter without them (it
+    /// must fail there, and mixed precision fall back to the plain kernels).
+    #[doc(hidden)]
+    pub check_cooperative_matrices_anyway: bool,
 }
 
 impl Default for WgpuOptions {
     fn default() -> Self {
-        WgpuOptions { prefer_hardware: true, max_binding_bytes: None, profile: false, gemm_tile: None, precision: Precision::F32 }
+        WgpuOptions {
+            prefer_hardware: true,
+            max_binding_bytes: None,
+            profile: false,
+            gemm_tile: None,
+            precision: Precision::F32,
+            cooperative_matrices: true,
+            check_cooperative_matrices_anyway: false,
+        }
     }
 }
 
@@ -118,6 +134,9 @@ pub(crate) struct Context {
     pub limits: wgpu::Limits,
     /// min(max_storage_buffer_binding_size, max_buffer_size, the test override).
     pub max_binding: u64,
+    /// Cooperative matrices: Ok when the device was created with them, else why not (None: not
+    /// asked for).
+    pub coop: Option<std::result::Result<(), String>>,
     pub lost: Arc<AtomicBool>,
     pub lost_reason: Arc<Mutex<Option<String>>>,
     /// The first validation / out-of-memory error wgpu reported since the last `read`.
@@ -143,11 +162,27 @@ impl Context {
             }
             required_features |= wgpu::Features::TIMESTAMP_QUERY;
         }
+        let wanted = super::coop::wanted(opts.precision, opts.cooperative_matrices && opts.gemm_tile.is_none());
+        let unsupported = super::coop::unsupported(&adapter);
+        let coop = match (wanted, &unsupported) {
+            (false, _) => None,
+            (true, None) => Some(Ok(())),
+            (true, Some(_)) if opts.check_cooperative_matrices_anyway => Some(Ok(())),
+            (true, Some(why)) => Some(Err(why.clone())),
+        };
+        let mut experimental_features = wgpu::ExperimentalFeatures::disabled();
+        if wanted && unsupported.is_none() {
+            required_features |= super::coop::FEATURES;
+            // SAFETY: wgpu's experimental cooperative matrices may have bugs; the kernel that
+            // uses them is checked against the plain kernel before any product runs on it, and
+            // nothing else uses them.
+            experimental_features = unsafe { wgpu::ExperimentalFeatures::enabled() };
+        }
         let desc = wgpu::DeviceDescriptor {
             label: Some("carve"),
             required_features,
             required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            experimental_features,
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         };
@@ -182,7 +217,7 @@ impl Context {
         if let Some(o) = opts.max_binding_bytes {
             max_binding = max_binding.min(o as u64);
         }
-        Ok(Context { device, queue, info, limits, max_binding, lost, lost_reason, error })
+        Ok(Context { device, queue, info, limits, max_binding, coop, lost, lost_reason, error })
     }
 
     /// `Err` if the device is gone or wgpu reported an error since the last check.

@@ -54,6 +54,9 @@ fn wide_pays(m: usize, n: usize, batch: usize) -> bool {
 impl WgpuBackend {
     /// The tiled GEMM for `batch` products of `[m, n]` each, of variant `g`, and its tile's side.
     pub(super) fn gemm(&self, g: Gemm, m: usize, n: usize, batch: usize) -> (Kernel, usize) {
+        if self.coop && self.gemm_tile.is_none() {
+            return (Kernel::Matmul(Gemm { coop: true, wide: false, ..g }), 64);
+        }
         let wide = match self.gemm_tile {
             Some(t) => t == 128,
             None => wide_pays(m, n, batch),

@@ -11,6 +11,7 @@ mod attention;
 mod backward;
 mod concat;
 mod context;
+mod coop;
 mod elementwise;
 mod embedding;
 mod gated_sum;
@@ -53,6 +54,10 @@ pub struct WgpuBackend {
     rope_tables: Mutex<HashMap<(usize, usize, u32), GpuTensor>>,
     /// `WgpuOptions::gemm_tile`.
     gemm_tile: Option<usize>,
+    /// The tiled GEMMs run on cooperative matrices (`coop.rs`).
+    coop: bool,
+    /// What `describe()` says of them at mixed precision: on them, or why not.
+    coop_note: String,
 }
 
 impl WgpuBackend {
@@ -72,7 +77,8 @@ impl WgpuBackend {
             usage: STORAGE_USAGE,
             mapped_at_creation: false,
         });
-        Ok(WgpuBackend {
+        let coop_state = ctx.coop.clone();
+        let mut be = WgpuBackend {
             ctx,
             pool,
             pipes,
@@ -81,7 +87,73 @@ impl WgpuBackend {
             dummy,
             rope_tables: Mutex::new(HashMap::new()),
             gemm_tile: opts.gemm_tile,
-        })
+            coop: false,
+            coop_note: String::new(),
+        };
+        be.coop_note = match coop_state {
+            None if opts.precision == Precision::Mixed => ", plain kernels".into(),
+            None => String::new(),
+            Some(Err(why)) => format!(", plain kernels (no cooperative matrices: {why})"),
+            Some(Ok(())) => {
+                let checked = be.check_coop().await;
+                // Whatever the check left set (it may stop at an error halfway).
+                be.coop = checked.is_ok();
+                match checked {
+                    Ok(()) => ", on cooperative matrices".into(),
+                    Err(why) => format!(", plain kernels (the cooperative-matrix GEMM failed its check: {why})"),
+                }
+            }
+        };
+        Ok(be)
+    }
+
+    /// The cooperative-matrix GEMM against the plain one on a product with ragged edges, a bias,
+    /// and batched `[K, N]` weights added into the output (attention's p·v with ACCUMULATE), both
+    /// rounding the same inputs to f16: within `coop::CHECK_TOLERANCE`, or the reason it is not.
+    async fn check_coop(&mut self) -> std::result::Result<(), String> {
+        let fill = |n: usize, seed: usize| -> HostTensor {
+            let v: Vec<f32> = (0..n).map(|i| (((i * 7919 + seed * 104729) % 2001) as f32 / 1000.0 - 1.0) * 1.5).collect();
+            HostTensor::new(vec![n], v)
+        };
+        let shaped = |t: HostTensor, shape: Vec<usize>| HostTensor::new(shape, t.data);
+        let x = shaped(fill(100 * 72, 1), vec![100, 72]);
+        let w = shaped(fill(40 * 72, 2), vec![40, 72]);
+        let b = fill(40, 3);
+        let s = AttnShape { batch: 2, seq: 70, n_heads: 4, n_kv_heads: 2, head_dim: 16, scale: 0.25 };
+        let q = shaped(fill(140 * 64, 4), vec![140, 64]);
+        let k = shaped(fill(140 * 32, 5), vec![140, 32]);
+        let v = shaped(fill(140 * 32, 6), vec![140, 32]);
+        let mut outs = Vec::new();
+        for coop in [false, true] {
+            self.coop = coop;
+            let run = || -> Result<Vec<GpuTensor>> {
+                let up = |t: &HostTensor| self.upload(t);
+                let y = self.matmul(&up(&x)?, &up(&w)?, Some(&up(&b)?))?;
+                let p = self.attn_scores(&up(&q)?, &up(&k)?, s)?;
+                let o = self.attn_apply(&p, &up(&v)?, s)?;
+                Ok(vec![y, o])
+            };
+            let ts = run().map_err(|e| e.to_string())?;
+            let mut host = Vec::new();
+            for t in &ts {
+                host.push(self.read(t).await.map_err(|e| e.to_string())?);
+            }
+            outs.push(host);
+        }
+        for (what, plain, coop) in [("matmul", &outs[0][0], &outs[1][0]), ("attention", &outs[0][1], &outs[1][1])] {
+            let scale = plain.data.iter().fold(1f64, |m, v| m.max(v.abs() as f64));
+            let err = plain.data.iter().zip(&coop.data).map(|(a, b)| (*a as f64 - *b as f64).abs()).fold(0.0, f64::max) / scale;
+            if err.is_nan() || err > coop::CHECK_TOLERANCE {
+                return Err(format!("{what} differs from the plain kernel's by {err:e} (relative)"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the tiled GEMMs run on cooperative matrices (`--precision mixed` on an adapter
+    /// that has them, the kernel having passed its check).
+    pub fn uses_cooperative_matrices(&self) -> bool {
+        self.coop
     }
 
     pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
@@ -182,7 +254,7 @@ impl Backend for WgpuBackend {
     type Tensor = GpuTensor;
 
     fn describe(&self) -> String {
-        format!("wgpu {}{}", context::describe_info(&self.ctx.info), self.pipes.precision().note())
+        format!("wgpu {}{}{}", context::describe_info(&self.ctx.info), self.pipes.precision().note(), self.coop_note)
     }
     fn precision(&self) -> Precision {
         self.pipes.precision()

@@ -16,6 +16,7 @@ use crate::Result;
 pub(crate) enum Shader {
     Matmul,
     Matmul128,
+    MatmulCoop,
     Norms,
     Attention,
     AttentionFused,
@@ -46,6 +47,7 @@ impl Shader {
                 include_str!("../../../../shaders/matmul_params.wgsl"),
                 include_str!("../../../../shaders/matmul_128.wgsl")
             ),
+            Shader::MatmulCoop => coop_source(),
             Shader::Norms => include_str!("../../../../shaders/norms.wgsl"),
             Shader::Attention => include_str!("../../../../shaders/attention.wgsl"),
             Shader::AttentionFused => concat!(
@@ -66,6 +68,16 @@ impl Shader {
             Shader::GatedSumDgates => include_str!("../../../../shaders/gated_sum_dgates.wgsl"),
         }
     }
+}
+
+/// matmul_coop.wgsl as compiled: its enables, then the shared declarations.
+pub(crate) fn coop_source() -> &'static str {
+    concat!(
+        "enable f16;\nenable wgpu_cooperative_matrix;\n",
+        include_str!("../../../../shaders/precision.wgsl"),
+        include_str!("../../../../shaders/matmul_params.wgsl"),
+        include_str!("../../../../shaders/matmul_coop.wgsl")
+    )
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -124,6 +136,8 @@ pub(crate) struct Gemm {
     pub accumulate: bool,
     /// 128×128 output tiles, 8×8 per thread, double-buffered (matmul_128.wgsl) instead of 64×64.
     pub wide: bool,
+    /// 64×64 tiles on cooperative matrices (matmul_coop.wgsl; `--precision mixed` only).
+    pub coop: bool,
 }
 
 pub(crate) const SMALL_M: usize = 8;
@@ -140,7 +154,13 @@ impl Kernel {
                 .into_iter()
                 .filter_map(|(on, f)| on.then_some(f))
                 .collect();
-            let base = if g.wide { "matmul_128" } else { "matmul" };
+            let base = if g.coop {
+                "matmul_coop"
+            } else if g.wide {
+                "matmul_128"
+            } else {
+                "matmul"
+            };
             return if flags.is_empty() { base.into() } else { format!("{base} ({})", flags.join(", ")) };
         }
         if let Kernel::AttentionFused { .. } = self {
@@ -165,6 +185,7 @@ impl Kernel {
             CausalSoftmax => Shader::Attention,
             AttentionFused { .. } => Shader::AttentionFused,
             Gather => Shader::Embedding,
+            Matmul(g) if g.coop => Shader::MatmulCoop,
             Matmul(g) if g.wide => Shader::Matmul128,
             Matmul(_) | MatmulSmallM => Shader::Matmul,
             GeluBackward | SiluMulBackwardGate | SiluMulBackwardUp => Shader::BackwardElementwise,
@@ -194,6 +215,7 @@ impl Kernel {
             CausalSoftmax => "causal_softmax",
             AttentionFused { .. } => "attention_fused",
             Gather => "gather_rows",
+            Matmul(g) if g.coop => "matmul_coop",
             Matmul(g) if g.wide => "matmul_128",
             Matmul(_) => "matmul_tiled",
             MatmulSmallM => "matmul_small_m",
