@@ -22,9 +22,14 @@ pub(crate) const FEATURES: wgpu::Features =
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn unsupported(adapter: &wgpu::Adapter) -> Option<String> {
     let info = adapter.get_info();
-    let missing = FEATURES - adapter.features();
+    let have = adapter.features();
+    let missing: Vec<&str> = [(wgpu::Features::SHADER_F16, "f16 shaders (SHADER_F16)"), (wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX, "cooperative matrices (EXPERIMENTAL_COOPERATIVE_MATRIX)")]
+        .into_iter()
+        .filter(|(f, _)| !have.contains(*f))
+        .map(|(_, name)| name)
+        .collect();
     if !missing.is_empty() {
-        return Some(format!("the adapter lacks {missing:?}"));
+        return Some(format!("the adapter has no {}", missing.join(" and no ")));
     }
     let shape = adapter.cooperative_matrix_properties().iter().any(|p| {
         (p.m_size, p.n_size, p.k_size) == (16, 16, 16)

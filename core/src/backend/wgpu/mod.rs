@@ -93,7 +93,7 @@ impl WgpuBackend {
         be.coop_note = match coop_state {
             None if opts.precision == Precision::Mixed => ", plain kernels".into(),
             None => String::new(),
-            Some(Err(why)) => format!(", plain kernels (no cooperative matrices: {why})"),
+            Some(Err(why)) => format!(", plain kernels ({why})"),
             Some(Ok(())) => {
                 let checked = be.check_coop().await;
                 // Whatever the check left set (it may stop at an error halfway).
