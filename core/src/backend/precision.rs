@@ -16,16 +16,17 @@
 /// below 2⁻¹⁴ a multiple of 2⁻²⁴, f16's subnormals.
 #[inline]
 fn to_f16(x: f32) -> f32 {
-    if x.abs() < 1.0 / 16384.0 {
-        // x·2²⁴ < 2¹⁰ is exact; round_ties_even as f16 does.
-        return (x * 16777216.0).round_ties_even() * 5.9604645e-08;
-    }
     let b = x.to_bits();
     let r = f32::from_bits(b.wrapping_add(0xfff + ((b >> 13) & 1)) & 0xffff_e000);
-    if r.abs() > 65504.0 {
-        return f32::from_bits((b & 0x8000_0000) | 0x7f80_0000);
+    let normal = if r.abs() > 65504.0 { f32::from_bits((b & 0x8000_0000) | 0x7f80_0000) } else { r };
+    // x·2²⁴ < 2¹⁰ rounded to an integer, ties to even, by the add-and-subtract of 1.5·2²³ (f32
+    // sums round to nearest even); the sign kept for a result of 0, as f16's −0.
+    let tiny = ((x * 16777216.0 + 12582912.0) - 12582912.0).copysign(x) * 5.9604645e-08;
+    if x.abs() < 1.0 / 16384.0 {
+        tiny
+    } else {
+        normal
     }
-    r
 }
 
 /// f32 to the nearest bf16 (ties to even) and back: shaders/precision.wgsl's `rnd` for bf16.

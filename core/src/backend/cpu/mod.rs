@@ -13,8 +13,9 @@ mod norms;
 
 use crate::backend::{AttnShape, Backend, Precision, RowMap};
 use crate::{Error, HostTensor, Result};
-use std::cell::Cell;
-use std::sync::Arc;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
 
 #[derive(Clone, Debug)]
 pub struct CpuTensor(Arc<HostTensor>);
@@ -31,6 +32,28 @@ impl CpuTensor {
 pub struct CpuBackend {
     poison: Cell<bool>,
     precision: Precision,
+    /// At mixed precision, the rounded copies of uploaded tensors (weights) that products read.
+    rounded: RefCell<Rounded>,
+}
+
+/// Uploaded tensors by address (with a weak handle to tell a reused address from the same
+/// tensor), and the rounded copy of each one a product has read.
+#[derive(Default)]
+struct Rounded {
+    uploaded: HashMap<usize, Weak<HostTensor>>,
+    copies: HashMap<usize, CpuTensor>,
+}
+
+impl Rounded {
+    /// Drops the copies of tensors that are gone (at every upload: a copy may be large), and the
+    /// entries of uploads that are gone once they outnumber a model's weights many times.
+    fn prune(&mut self) {
+        let Rounded { uploaded, copies } = self;
+        copies.retain(|k, _| uploaded.get(k).is_some_and(|w| w.strong_count() > 0));
+        if uploaded.len() > 4096 {
+            uploaded.retain(|_, w| w.strong_count() > 0);
+        }
+    }
 }
 
 impl Default for CpuBackend {
@@ -46,15 +69,25 @@ impl CpuBackend {
 
     /// A backend whose matrix products round their inputs to `precision` (see `Precision`).
     pub fn with_precision(precision: Precision) -> Self {
-        CpuBackend { poison: Cell::new(false), precision }
+        CpuBackend { poison: Cell::new(false), precision, rounded: RefCell::new(Rounded::default()) }
     }
 
-    /// `t` as a matrix product reads it: itself at f32, else a rounded copy.
+    /// `t` as a matrix product reads it: itself at f32, else a rounded copy (made once for an
+    /// uploaded tensor: a weight is read by every forward).
     fn gemm_input(&self, t: &CpuTensor) -> CpuTensor {
-        match self.precision {
-            Precision::F32 => t.clone(),
-            p => CpuBackend::wrap(t.0.shape.clone(), p.round_all(&t.0.data)),
+        let p = self.precision;
+        if p == Precision::F32 {
+            return t.clone();
         }
+        let round = || CpuBackend::wrap(t.0.shape.clone(), p.round_all(&t.0.data));
+        let key = Arc::as_ptr(&t.0) as usize;
+        let mut c = self.rounded.borrow_mut();
+        let ours = c.uploaded.get(&key).is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(&t.0)) && w.strong_count() > 0);
+        if !ours {
+            c.copies.remove(&key);
+            return round();
+        }
+        c.copies.entry(key).or_insert_with(round).clone()
     }
 
     /// A fresh output buffer: NaN when poisoning, so any element an op does not write shows up.
@@ -99,7 +132,15 @@ impl Backend for CpuBackend {
         check(t.shape.iter().product::<usize>() == t.data.len(), "upload", || {
             format!("shape {:?} does not hold {} values", t.shape, t.data.len())
         })?;
-        Ok(CpuTensor(Arc::new(t.clone())))
+        let t = CpuTensor(Arc::new(t.clone()));
+        if self.precision != Precision::F32 {
+            let mut c = self.rounded.borrow_mut();
+            let key = Arc::as_ptr(&t.0) as usize;
+            c.copies.remove(&key); // an address freed and reused
+            c.uploaded.insert(key, Arc::downgrade(&t.0));
+            c.prune();
+        }
+        Ok(t)
     }
     fn shape(&self, t: &CpuTensor) -> Vec<usize> {
         t.0.shape.clone()
