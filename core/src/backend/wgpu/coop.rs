@@ -9,6 +9,7 @@
 use crate::backend::Precision;
 
 /// The kernel's workgroup memory: 2 × 2048 f16 + 4096 f32.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 const WORKGROUP_BYTES: u32 = 2 * 2048 * 2 + 4096 * 4;
 
 /// The features the kernel needs.
