@@ -108,7 +108,9 @@ fn pruned_equals_masked<B: Backend>(be: &B, name: &str) {
             let mean = dev.is_some();
             let p = prune(&src.config, &src.weights, &masks, &abl).unwrap();
             check_structure(name, case, &src, &p, &removed, mean);
-            let dir = scratch(&format!("{name}-{}-{}", case.replace(' ', "_"), mean));
+            // The backend in the name: the CPU and GPU tests of one model run at once in this process.
+            let backend = be.describe().split_whitespace().next().unwrap_or("backend").to_string();
+            let dir = scratch(&format!("{name}-{backend}-{}-{}", case.replace(' ', "_"), mean));
             write_dir(&dir, &p, &DirExtras { base_config: Some(&base), ..DirExtras::default() }).unwrap();
             let loaded = load_path(&dir).unwrap();
             assert_eq!(loaded.config.n_layers, p.layers.len());
