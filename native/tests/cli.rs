@@ -279,6 +279,12 @@ fn bench_matmul_compares_the_gemm_kernels() {
     assert!(out.contains("largest difference between the two kernels' outputs"), "{out}");
     let cpu = ok(&["bench", "matmul", "--m", "300", "--k", "70", "--n", "260", "--iters", "1", "--backend", "cpu"]);
     assert!(cpu.contains("GFLOP/s"), "{cpu}");
+    // Mixed precision: on an adapter without cooperative matrices the plain kernels, said so.
+    let mixed = ok(&["bench", "matmul", "--m", "300", "--k", "70", "--n", "260", "--iters", "1", "--precision", "mixed", "--backend", "gpu"]);
+    assert!(mixed.contains("mixed precision (f16 matmul inputs, f32 sums), plain kernels (the adapter has no"), "{mixed}");
+    assert!(mixed.contains("| chosen by size |"), "{mixed}");
+    let cpu = ok(&["bench", "matmul", "--m", "300", "--k", "70", "--n", "260", "--iters", "1", "--precision", "mixed-bf16", "--backend", "cpu"]);
+    assert!(cpu.contains("mixed precision (bf16 matmul inputs, f32 sums)"), "{cpu}");
 }
 
 #[test]
