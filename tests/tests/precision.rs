@@ -224,6 +224,9 @@ fn wgpu_cooperative_matrices_fall_back_to_the_plain_kernels() {
         let got = get(be, &be.matmul(&up(be, &x), &up(be, &w), None).unwrap());
         same("mixed matmul after the fallback", &got, &get(&plain, &plain.matmul(&up(&plain, &x), &up(&plain, &w), None).unwrap()));
     }
+    // The check itself, both sides on the plain kernel (the tile fixed): its products run and agree.
+    let mut plain64 = new_wgpu(WgpuOptions { precision: Precision::Mixed, gemm_tile: Some(64), ..WgpuOptions::default() });
+    assert_eq!(pollster::block_on(plain64.run_cooperative_matrix_check()), Ok(()));
     // f32 says nothing of them.
     assert!(!gpu().describe().contains("kernels"), "{}", gpu().describe());
 }

@@ -107,9 +107,11 @@ impl WgpuBackend {
         Ok(be)
     }
 
-    /// The cooperative-matrix GEMM against the plain one on a product with ragged edges, a bias,
-    /// and batched `[K, N]` weights added into the output (attention's p·v with ACCUMULATE), both
-    /// rounding the same inputs to f16: within `coop::CHECK_TOLERANCE`, or the reason it is not.
+    /// The cooperative-matrix GEMM against the plain one, both rounding the same inputs to f16, on
+    /// every variant a forward and a backward use: a product with ragged edges and a bias;
+    /// attention's batched products (causal tiles skipped, `[K, N]` weights); and its backward's
+    /// (`[K, M]` inputs, sums over the query heads of a kv head added into the output). Within
+    /// `coop::CHECK_TOLERANCE`, or the reason it is not.
     async fn check_coop(&mut self) -> std::result::Result<(), String> {
         let fill = |n: usize, seed: usize| -> HostTensor {
             let v: Vec<f32> = (0..n).map(|i| (((i * 7919 + seed * 104729) % 2001) as f32 / 1000.0 - 1.0) * 1.5).collect();
@@ -123,15 +125,19 @@ impl WgpuBackend {
         let q = shaped(fill(140 * 64, 4), vec![140, 64]);
         let k = shaped(fill(140 * 32, 5), vec![140, 32]);
         let v = shaped(fill(140 * 32, 6), vec![140, 32]);
+        let dp = shaped(fill(560 * 70, 7), vec![560, 70]);
         let mut outs = Vec::new();
         for coop in [false, true] {
             self.coop = coop;
             let run = || -> Result<Vec<GpuTensor>> {
                 let up = |t: &HostTensor| self.upload(t);
                 let y = self.matmul(&up(&x)?, &up(&w)?, Some(&up(&b)?))?;
-                let p = self.attn_scores(&up(&q)?, &up(&k)?, s)?;
-                let o = self.attn_apply(&p, &up(&v)?, s)?;
-                Ok(vec![y, o])
+                let (qd, kd, vd) = (up(&q)?, up(&k)?, up(&v)?);
+                let p = self.attn_scores(&qd, &kd, s)?;
+                let o = self.attn_apply(&p, &vd, s)?;
+                let (dq, dk) = self.attn_scores_backward(&qd, &kd, &p, &up(&dp)?, s)?;
+                let (dprobs, dv) = self.attn_apply_backward(&p, &vd, &qd, s)?;
+                Ok(vec![y, o, dq, dk, dprobs, dv])
             };
             let ts = run().map_err(|e| e.to_string())?;
             let mut host = Vec::new();
@@ -140,7 +146,8 @@ impl WgpuBackend {
             }
             outs.push(host);
         }
-        for (what, plain, coop) in [("matmul", &outs[0][0], &outs[1][0]), ("attention", &outs[0][1], &outs[1][1])] {
+        let names = ["matmul", "attention", "attention's dq", "attention's dk", "attention's dprobs", "attention's dv"];
+        for (what, (plain, coop)) in names.into_iter().zip(outs[0].iter().zip(&outs[1])) {
             let scale = plain.data.iter().fold(1f64, |m, v| m.max(v.abs() as f64));
             let err = plain.data.iter().zip(&coop.data).map(|(a, b)| (*a as f64 - *b as f64).abs()).fold(0.0, f64::max) / scale;
             if err.is_nan() || err > coop::CHECK_TOLERANCE {
@@ -148,6 +155,16 @@ impl WgpuBackend {
             }
         }
         Ok(())
+    }
+
+    /// Test aid: the cooperative-matrix check as run at start (with `gemm_tile` set both sides run
+    /// the plain kernel, which tests the check itself: its products and its comparison).
+    #[doc(hidden)]
+    pub async fn run_cooperative_matrix_check(&mut self) -> std::result::Result<(), String> {
+        let was = self.coop;
+        let r = self.check_coop().await;
+        self.coop = was;
+        r
     }
 
     /// Whether the tiled GEMMs run on cooperative matrices (`--precision mixed` on an adapter
