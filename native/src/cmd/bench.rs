@@ -191,11 +191,14 @@ pub fn run(b: Bench) -> Result<()> {
             let prep = a.task_args.prepare(Some(&a.task), None, tokenizer(&m)?, m.config.n_ctx)?;
             match crate::backend_pick::resolve(a.backend) {
                 BackendChoice::Gpu => {
-                    let opts = WgpuOptions { prefer_hardware: true, profile: true, ..WgpuOptions::default() };
+                    let opts = WgpuOptions { prefer_hardware: true, profile: true, precision: a.precision.into(), ..WgpuOptions::default() };
                     let be = pollster::block_on(WgpuBackend::new(opts)).context("starting the wgpu backend with kernel timing")?;
                     crate::cmd::bench_ops::run(&be, &m, &prep, a.batch, a.iters, a.method)
                 }
-                _ => crate::cmd::bench_ops::run(&Timed::new(CpuBackend::new()), &m, &prep, a.batch, a.iters, a.method),
+                _ => {
+                    let be = Timed::new(CpuBackend::with_precision(a.precision.into()));
+                    crate::cmd::bench_ops::run(&be, &m, &prep, a.batch, a.iters, a.method)
+                }
             }
         }
         Bench::Precision(a) => crate::cmd::bench_precision::run(a),

@@ -36,8 +36,8 @@ pub struct CpuBackend {
     rounded: RefCell<Rounded>,
 }
 
-/// Uploaded tensors by address (with a weak handle to tell a reused address from the same
-/// tensor), and the rounded copy of each one a product has read.
+/// Uploaded tensors by address, and the rounded copy of each one a product has read. The weak
+/// handle keeps the tensor's allocation, so no other tensor takes its address while it is listed.
 #[derive(Default)]
 struct Rounded {
     uploaded: HashMap<usize, Weak<HostTensor>>,
@@ -82,10 +82,8 @@ impl CpuBackend {
         let round = || CpuBackend::wrap(t.0.shape.clone(), p.round_all(&t.0.data));
         let key = Arc::as_ptr(&t.0) as usize;
         let mut c = self.rounded.borrow_mut();
-        let ours = c.uploaded.get(&key).is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(&t.0)) && w.strong_count() > 0);
-        if !ours {
-            c.copies.remove(&key);
-            return round();
+        if !c.uploaded.contains_key(&key) {
+            return round(); // an activation: read once
         }
         c.copies.entry(key).or_insert_with(round).clone()
     }
@@ -135,9 +133,7 @@ impl Backend for CpuBackend {
         let t = CpuTensor(Arc::new(t.clone()));
         if self.precision != Precision::F32 {
             let mut c = self.rounded.borrow_mut();
-            let key = Arc::as_ptr(&t.0) as usize;
-            c.copies.remove(&key); // an address freed and reused
-            c.uploaded.insert(key, Arc::downgrade(&t.0));
+            c.uploaded.insert(Arc::as_ptr(&t.0) as usize, Arc::downgrade(&t.0));
             c.prune();
         }
         Ok(t)

@@ -113,19 +113,15 @@ impl WgpuBackend {
     /// (`[K, M]` inputs, sums over the query heads of a kv head added into the output). Within
     /// `coop::CHECK_TOLERANCE`, or the reason it is not.
     async fn check_coop(&mut self) -> std::result::Result<(), String> {
-        let fill = |n: usize, seed: usize| -> HostTensor {
-            let v: Vec<f32> = (0..n).map(|i| (((i * 7919 + seed * 104729) % 2001) as f32 / 1000.0 - 1.0) * 1.5).collect();
-            HostTensor::new(vec![n], v)
+        let fill = |shape: &[usize], seed: usize| -> HostTensor {
+            let n = shape.iter().product();
+            let v = (0..n).map(|i| (((i * 7919 + seed * 104729) % 2001) as f32 / 1000.0 - 1.0) * 1.5).collect();
+            HostTensor::new(shape.to_vec(), v)
         };
-        let shaped = |t: HostTensor, shape: Vec<usize>| HostTensor::new(shape, t.data);
-        let x = shaped(fill(100 * 72, 1), vec![100, 72]);
-        let w = shaped(fill(40 * 72, 2), vec![40, 72]);
-        let b = fill(40, 3);
+        let (x, w, b) = (fill(&[100, 72], 1), fill(&[40, 72], 2), fill(&[40], 3));
         let s = AttnShape { batch: 2, seq: 70, n_heads: 4, n_kv_heads: 2, head_dim: 16, scale: 0.25 };
-        let q = shaped(fill(140 * 64, 4), vec![140, 64]);
-        let k = shaped(fill(140 * 32, 5), vec![140, 32]);
-        let v = shaped(fill(140 * 32, 6), vec![140, 32]);
-        let dp = shaped(fill(560 * 70, 7), vec![560, 70]);
+        let (q, k, v) = (fill(&[140, 64], 4), fill(&[140, 32], 5), fill(&[140, 32], 6));
+        let dp = fill(&[560, 70], 7);
         let mut outs = Vec::new();
         for coop in [false, true] {
             self.coop = coop;
