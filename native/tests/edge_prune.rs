@@ -50,6 +50,7 @@ fn edge_prune_run_directory_resume_and_eval() {
     assert_eq!(svg.matches("<path").count() as u64, kept, "one curve per kept edge");
     let rep = read_json(&a.join("report.json"));
     assert_eq!(rep["training"]["steps"], 30);
+    assert_eq!(cf["method"]["hyperparameters"]["hold"], "open", "the default hold");
     assert_eq!(rep["edges"]["kept"], kept);
     // The report gives the last step's expected sparsity against the target, and says so when
     // the gates ended short of it.
@@ -109,6 +110,16 @@ fn edge_prune_run_directory_resume_and_eval() {
     let o = carve(&ep_args(s(&m), s(&t), s(&c), &["--stop-after", "2"]));
     assert_eq!(o.status.code(), Some(130));
     fails(&ep_args(s(&m), s(&t), s(&c), &["--resume", s(&c), "--lr", "0.2"]), "other options");
+    fails(&ep_args(s(&m), s(&t), s(&c), &["--resume", s(&c), "--hold", "expected"]), "other options");
+    // A run that held the expected sparsity saves its options as runs from before --hold did
+    // (no `hold`), and resumes without being told.
+    let e = d.join("e");
+    let o = carve(&ep_args(s(&m), s(&t), s(&e), &["--hold", "expected", "--stop-after", "2"]));
+    assert_eq!(o.status.code(), Some(130), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(read_json(&e.join("state.json"))["edge_prune"]["options"].get("hold").is_none());
+    fails(&ep_args(s(&m), s(&t), s(&e), &["--resume", s(&e), "--hold", "open"]), "other options");
+    ok(&ep_args(s(&m), s(&t), s(&e), &["--resume", s(&e)]));
+    assert_eq!(read_json(&e.join("circuit.json"))["method"]["hyperparameters"]["hold"], "expected");
 
     // The standalone model refuses what needs the full model.
     fails(
@@ -151,6 +162,10 @@ fn edge_prune_bad_settings_and_circuit_files() {
     fails(
         &["extract", "--model", s(&m), "--task", s(&t), "--method", "node-prune", "--cut", "open", "--out", s(&o), "--backend", "cpu"],
         "--cut is edge-prune's",
+    );
+    fails(
+        &["extract", "--model", s(&m), "--task", s(&t), "--method", "node-prune", "--hold", "open", "--out", s(&o), "--backend", "cpu"],
+        "--hold is edge-prune's",
     );
     fails(
         &["extract", "--model", s(&m), "--task", s(&t), "--method", "node-prune", "--sparsity", "0.5", "--out", s(&o), "--backend", "cpu"],

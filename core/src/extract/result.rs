@@ -158,6 +158,7 @@ impl EdgePruneRun {
                     "kl_over": if opts.answer_vocab.is_some() { "answers" } else { "vocab" },
                     "answer_vocab": opts.answer_vocab,
                     "cut": opts.cut,
+                    "hold": opts.hold,
                     "final_loss": last.as_ref().map(|r| r.loss),
                     "final_expected_sparsity": last.as_ref().map(|r| r.sparsity),
                 }),

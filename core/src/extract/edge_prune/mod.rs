@@ -6,7 +6,9 @@
 //!
 //! at each prompt's last position, with ŝ the expected fraction of edges removed (1 − the mean of
 //! P(z ≠ 0)), λ1 and λ2 raised by gradient ascent and the target t ramped linearly from 0 over the
-//! first 70% of the steps. log α starts at N(`init_log_alpha`, 0.01) (every edge on: 3 by default,
+//! first 70% of the steps. Once the ramp is over, the multipliers are raised by the fraction of
+//! gates actually closed (test-time gate at most ½) against t instead of ŝ (`Hold::Open`): a closed
+//! gate still samples nonzero now and then, so holding ŝ at t leaves fewer gates open than t keeps. log α starts at N(`init_log_alpha`, 0.01) (every edge on: 3 by default,
 //! where a gate samples 1 with probability 0.8; the paper's 10 starves the gates of gradient over a
 //! short run); AdamW (weight decay 0.01, as the reference implementation's optimizer applies) on
 //! log α, warm-up then cosine decay.
@@ -62,6 +64,10 @@ pub struct EdgePruneOptions {
     /// None: over the whole vocabulary. The report's KL is always over the whole vocabulary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer_vocab: Option<Vec<u32>>,
+    /// What the multipliers hold at the target once the ramp has reached it (`Hold`). Runs saved
+    /// before it existed held the expected sparsity, and resume so.
+    #[serde(default = "Hold::saved_before", skip_serializing_if = "Hold::is_expected")]
+    pub hold: Hold,
     /// Which edges the finished gates keep. Not part of the training: not saved with the state,
     /// and a finished run resumed with another cut is cut again without a step trained.
     #[serde(skip)]
@@ -81,6 +87,31 @@ pub enum Cut {
     Open,
 }
 
+/// What λ1 and λ2 are raised by once the target's ramp is over (before it: the expected sparsity).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Hold {
+    /// The fraction of gates the training has closed (test-time gate at most ½): the circuit's
+    /// own sparsity, so the open gates end on the target. The gates are still pushed through the
+    /// expected L0 norm's gradient; only the multipliers read the open count.
+    #[default]
+    Open,
+    /// The expected fraction of edges removed, 1 − mean P(z ≠ 0), all along (the paper's). A closed
+    /// gate still samples nonzero now and then and counts for it, so the open gates end sparser
+    /// than the target.
+    Expected,
+}
+
+impl Hold {
+    fn saved_before() -> Hold {
+        Hold::Expected
+    }
+
+    fn is_expected(&self) -> bool {
+        *self == Hold::Expected
+    }
+}
+
 impl EdgePruneOptions {
     /// Target 0.95, 300 steps of batch 32, lr 0.3 with 10% warm-up, log α from N(3, 0.01), mean
     /// ablation. (The paper starts at N(10, 0.01) with lr 0.8 for 3000 steps; over a few hundred
@@ -98,6 +129,7 @@ impl EdgePruneOptions {
             ablation: AblationKind::Mean,
             init_log_alpha: 3.0,
             answer_vocab: None,
+            hold: Hold::Open,
             cut: Cut::Target,
         }
     }
@@ -343,10 +375,16 @@ async fn step<B: Backend>(model: &Model<B>, be: &B, ew: &EdgeWeights<B::Tensor>,
     let kl = (0..idx.len()).map(|r| read[0].data[4 * r] as f64).sum::<f64>() / idx.len() as f64;
 
     let step = st.step;
-    let target = opts.target_sparsity * ((step + 1) as f64 / (0.7 * opts.steps as f64).max(1.0)).min(1.0);
+    let ramp = (0.7 * opts.steps as f64).max(1.0);
+    let target = opts.target_sparsity * ((step + 1) as f64 / ramp).min(1.0);
     let sparsity = 1.0 - st.log_alpha.iter().map(|&a| hc::expected_l0(a)).sum::<f64>() / n as f64;
+    let closed = st.log_alpha.iter().filter(|&&a| a <= 0.0).count() as f64 / n as f64;
     let (l1, l2) = (st.lambda[0], st.lambda[1]);
-    let gap = sparsity - target;
+    let held = match opts.hold {
+        Hold::Open if (step + 1) as f64 >= ramp => closed,
+        _ => sparsity,
+    };
+    let gap = held - target;
     let lagrangian = l1 * gap + l2 * gap * gap;
     let push = (l1 + 2.0 * l2 * gap) / n as f64;
     let grads: Vec<f64> = (0..n)

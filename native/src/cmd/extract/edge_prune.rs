@@ -6,7 +6,7 @@ use super::ExtractJob;
 use anyhow::{bail, Context, Result};
 use carve_core::backend::Backend;
 use carve_core::circuit::ModelShape;
-use carve_core::extract::edge_prune::{edge_prune, Cut, EdgePruneData, EdgePruneOptions};
+use carve_core::extract::edge_prune::{edge_prune, Cut, EdgePruneData, EdgePruneOptions, Hold};
 use carve_core::extract::{AblationKind, MethodResult};
 use carve_core::model::edges::EdgeWeights;
 use carve_core::model::Model;
@@ -35,6 +35,18 @@ pub struct EdgePruneArgs {
     /// trained into). Resuming a finished run with another --cut cuts it again without training.
     #[arg(long, value_enum, default_value = "target")]
     pub cut: CutArg,
+    /// edge-prune: what the multipliers hold at the target once its ramp is over: `open`, the
+    /// fraction of gates the training closed, so the open gates end on the target (the default);
+    /// or `expected`, the expected fraction of edges removed, all along (the paper's: its open
+    /// gates end sparser than the target). A resumed run keeps its own unless one is given.
+    #[arg(long, value_enum)]
+    pub hold: Option<HoldArg>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum HoldArg {
+    Open,
+    Expected,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -77,6 +89,12 @@ impl EdgePruneArgs {
                 KlOver::Answers => Some(answers.context(
                     "--kl-over answers needs a task whose answers come from a closed set of tokens (greater-than); this one's do not",
                 )?),
+            },
+            hold: match (self.hold, saved) {
+                (Some(HoldArg::Open), _) => Hold::Open,
+                (Some(HoldArg::Expected), _) => Hold::Expected,
+                (None, Some(s)) => s.hold,
+                (None, None) => d.hold,
             },
             cut: match self.cut {
                 CutArg::Target => Cut::Target,

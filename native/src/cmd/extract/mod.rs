@@ -139,6 +139,9 @@ pub fn run(a: Args) -> Result<()> {
     if a.method != Method::EdgePrune && a.edge_prune.cut != edge_prune::CutArg::Target {
         bail!("--cut is edge-prune's (which of the finished gates' edges to keep)");
     }
+    if a.method != Method::EdgePrune && a.edge_prune.hold.is_some() {
+        bail!("--hold is edge-prune's (what its multipliers hold at the target)");
+    }
     match a.method {
         Method::Ablate => {
             let alpha = a.ablate.alpha.context("ablate needs --alpha: the KL threshold below which a component goes (nats)")?;
