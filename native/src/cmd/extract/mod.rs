@@ -415,14 +415,26 @@ fn corrupted_prompts(kind: AblationKind, discovery: &[carve_core::tasks::Example
     }
 }
 
-/// A learned method's steps, final loss and final expected sparsity against its target, for the
-/// report.
+/// A learned method's steps, final loss and final held sparsity against its target, for the report:
+/// the expected sparsity, or for edge-prune holding its open gates, the fraction closed after the
+/// last step.
 fn training_summary(r: &MethodResult) -> Option<report::Training> {
+    let hp = |k: &str| r.method.hyperparameters.get(k).and_then(|v| v.as_str());
+    let closed_gates = r.edge_training.is_some() && hp("hold") == Some("open");
     let node = r.training.as_ref().and_then(|h| h.last().map(|l| (h.len(), l.loss, l.kl, l.target.map(|t| (l.sparsity, t)))));
-    let edge = r.edge_training.as_ref().and_then(|h| h.last().map(|l| (h.len(), l.loss, l.kl, Some((l.sparsity, l.target)))));
-    let kl_over_answers = r.method.hyperparameters.get("kl_over").and_then(|v| v.as_str()) == Some("answers");
-    let cut_open = r.method.hyperparameters.get("cut").and_then(|v| v.as_str()) == Some("open");
-    node.or(edge).map(|(steps, final_loss, final_kl, reached)| report::Training { steps, final_loss, final_kl, reached, kl_over_answers, cut_open })
+    let edge = r.edge_training.as_ref().and_then(|h| {
+        h.last().map(|l| (h.len(), l.loss, l.kl, Some((if closed_gates { 1.0 - l.kept } else { l.sparsity }, l.target))))
+    });
+    let (kl_over_answers, cut_open) = (hp("kl_over") == Some("answers"), hp("cut") == Some("open"));
+    node.or(edge).map(|(steps, final_loss, final_kl, reached)| report::Training {
+        steps,
+        final_loss,
+        final_kl,
+        reached,
+        closed_gates,
+        kl_over_answers,
+        cut_open,
+    })
 }
 
 fn file_scores(s: &Scores) -> carve_core::circuit::file::Scores {
