@@ -36,9 +36,10 @@ pub struct EdgePruneArgs {
     #[arg(long, value_enum, default_value = "target")]
     pub cut: CutArg,
     /// edge-prune: what the multipliers hold at the target once its ramp is over: `open`, the
-    /// fraction of gates the training closed, so the open gates end on the target (the default);
-    /// or `expected`, the expected fraction of edges removed, all along (the paper's: its open
-    /// gates end sparser than the target). A resumed run keeps its own unless one is given.
+    /// fraction of gates the training closed, the circuit's own sparsity (the default); or
+    /// `expected`, the expected fraction of edges removed, all along (the paper's: a closed gate
+    /// still counts towards it, so fewer gates end open than the target keeps). A resumed run
+    /// keeps its own unless one is given.
     #[arg(long, value_enum)]
     pub hold: Option<HoldArg>,
     /// edge-prune: keep each gate's log α at most this after every step (default: unbounded). The
