@@ -68,11 +68,6 @@ pub struct EdgePruneOptions {
     /// before it existed held the expected sparsity, and resume so.
     #[serde(default = "Hold::saved_before", skip_serializing_if = "Hold::is_expected")]
     pub hold: Hold,
-    /// log α is kept at most this after each step (None: unbounded). The Lagrangian's push on a gate
-    /// is its price times dP(z ≠ 0)/d log α, which falls as e^(−log α): a gate the KL has pushed far
-    /// open needs an exponentially larger price to close.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_log_alpha: Option<f64>,
     /// Which edges the finished gates keep. Not part of the training: not saved with the state,
     /// and a finished run resumed with another cut is cut again without a step trained.
     #[serde(skip)]
@@ -135,7 +130,6 @@ impl EdgePruneOptions {
             init_log_alpha: 3.0,
             answer_vocab: None,
             hold: Hold::Open,
-            max_log_alpha: None,
             cut: Cut::Target,
         }
     }
@@ -176,11 +170,6 @@ impl EdgePruneOptions {
         }
         if !(self.init_log_alpha.is_finite() && self.init_log_alpha.abs() <= 50.0) {
             return bad(format!("the starting log α must be a finite number in [−50, 50], not {}", self.init_log_alpha));
-        }
-        if let Some(m) = self.max_log_alpha {
-            if !(m.is_finite() && m > 0.0 && m <= 50.0) {
-                return bad(format!("the largest log α must be a finite number in (0, 50], not {m}"));
-            }
         }
         if self.warmup > self.steps {
             return bad(format!("{} warm-up steps are more than the {} steps", self.warmup, self.steps));
@@ -410,9 +399,6 @@ async fn step<B: Backend>(model: &Model<B>, be: &B, ew: &EdgeWeights<B::Tensor>,
     }
     let lr = adamw::warmup_cosine(opts.lr, step, opts.warmup, opts.steps);
     AdamW { weight_decay: 0.01, ..AdamW::default() }.step(&mut st.log_alpha, &grads, &mut st.moments, lr);
-    if let Some(m) = opts.max_log_alpha {
-        st.log_alpha.iter_mut().for_each(|a| *a = a.min(m));
-    }
     let lr_lambda = adamw::warmup_cosine(opts.lambda_lr.unwrap_or(opts.lr), step, opts.warmup, opts.steps);
     AdamW::default().step(&mut st.lambda, &[-gap, -gap * gap], &mut st.lambda_moments, lr_lambda);
     st.rng = rng;

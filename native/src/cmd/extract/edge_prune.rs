@@ -42,11 +42,6 @@ pub struct EdgePruneArgs {
     /// keeps its own unless one is given.
     #[arg(long, value_enum)]
     pub hold: Option<HoldArg>,
-    /// edge-prune: keep each gate's log α at most this after every step (default: unbounded). The
-    /// Lagrangian's push on a gate falls as e^(−log α), so a gate the KL pushed far open takes an
-    /// exponentially larger price to close.
-    #[arg(long, allow_negative_numbers = true)]
-    pub max_log_alpha: Option<f64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -102,7 +97,6 @@ impl EdgePruneArgs {
                 (None, Some(s)) => s.hold,
                 (None, None) => d.hold,
             },
-            max_log_alpha: self.max_log_alpha,
             cut: match self.cut {
                 CutArg::Target => Cut::Target,
                 CutArg::Open => Cut::Open,
