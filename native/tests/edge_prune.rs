@@ -174,11 +174,7 @@ fn edge_prune_bad_settings_and_circuit_files() {
         &["extract", "--model", s(&m), "--task", s(&t), "--method", "node-prune", "--hold", "open", "--out", s(&o), "--backend", "cpu"],
         "--hold is edge-prune's",
     );
-    fails(
-        &["extract", "--model", s(&m), "--task", s(&t), "--method", "node-prune", "--max-log-alpha", "4", "--out", s(&o), "--backend", "cpu"],
-        "--max-log-alpha is edge-prune's",
-    );
-    fails(&ep_args(s(&m), s(&t), s(&o), &["--max-log-alpha", "-1"]), "largest log α");
+
     fails(
         &["extract", "--model", s(&m), "--task", s(&t), "--method", "node-prune", "--sparsity", "0.5", "--out", s(&o), "--backend", "cpu"],
         "--sparsity is edge-prune's",

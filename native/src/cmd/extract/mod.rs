@@ -142,9 +142,6 @@ pub fn run(a: Args) -> Result<()> {
     if a.method != Method::EdgePrune && a.edge_prune.hold.is_some() {
         bail!("--hold is edge-prune's (what its multipliers hold at the target)");
     }
-    if a.method != Method::EdgePrune && a.edge_prune.max_log_alpha.is_some() {
-        bail!("--max-log-alpha is edge-prune's (a bound on its gates' log α)");
-    }
     match a.method {
         Method::Ablate => {
             let alpha = a.ablate.alpha.context("ablate needs --alpha: the KL threshold below which a component goes (nats)")?;
