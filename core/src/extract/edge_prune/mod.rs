@@ -8,9 +8,9 @@
 //! P(z ≠ 0)), λ1 and λ2 raised by gradient ascent and the target t ramped linearly from 0 over the
 //! first 70% of the steps. Once the ramp is over, the multipliers are raised by the fraction of
 //! gates actually closed (test-time gate at most ½) against t instead of ŝ (`Hold::Open`): a closed
-//! gate still samples nonzero now and then, so holding ŝ at t leaves fewer gates open than t keeps. log α starts at N(`init_log_alpha`, 0.01) (every edge on: 3 by default,
-//! where a gate samples 1 with probability 0.8; the paper's 10 starves the gates of gradient over a
-//! short run); AdamW (weight decay 0.01, as the reference implementation's optimizer applies) on
+//! gate still samples nonzero now and then, so holding ŝ at t leaves fewer gates open than t keeps.
+//! log α starts at N(`init_log_alpha`, 0.01) (every edge on: 3 by default, where a gate samples 1
+//! with probability 0.8; the paper's 10 starves the gates of gradient over a short run); AdamW (weight decay 0.01, as the reference implementation's optimizer applies) on
 //! log α, warm-up then cosine decay.
 //!
 //! At the end the gates are ranked by log α and the top (1 − t)·edges are kept, so the kept edges
@@ -92,8 +92,8 @@ pub enum Cut {
 #[serde(rename_all = "kebab-case")]
 pub enum Hold {
     /// The fraction of gates the training has closed (test-time gate at most ½): the circuit's
-    /// own sparsity, so the open gates end on the target. The gates are still pushed through the
-    /// expected L0 norm's gradient; only the multipliers read the open count.
+    /// own sparsity. The gates are still pushed through the expected L0 norm's gradient; only the
+    /// multipliers read the count.
     #[default]
     Open,
     /// The expected fraction of edges removed, 1 − mean P(z ≠ 0), all along (the paper's). A closed
@@ -378,10 +378,9 @@ async fn step<B: Backend>(model: &Model<B>, be: &B, ew: &EdgeWeights<B::Tensor>,
     let ramp = (0.7 * opts.steps as f64).max(1.0);
     let target = opts.target_sparsity * ((step + 1) as f64 / ramp).min(1.0);
     let sparsity = 1.0 - st.log_alpha.iter().map(|&a| hc::expected_l0(a)).sum::<f64>() / n as f64;
-    let closed = st.log_alpha.iter().filter(|&&a| a <= 0.0).count() as f64 / n as f64;
     let (l1, l2) = (st.lambda[0], st.lambda[1]);
     let held = match opts.hold {
-        Hold::Open if (step + 1) as f64 >= ramp => closed,
+        Hold::Open if (step + 1) as f64 >= ramp => st.log_alpha.iter().filter(|&&a| a <= 0.0).count() as f64 / n as f64,
         _ => sparsity,
     };
     let gap = held - target;
