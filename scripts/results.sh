@@ -22,11 +22,12 @@ declare -A np_args=(
   [acronyms]="--target-sparsity 0.8 --sparsity-weight 0 --lr 0.5 --margin 1 --init-open 0.5 --steps 300"
   [greater-than]="--target-sparsity 0.5 --sparsity-weight 0 --lr 0.5 --margin 1 --init-open 0.5 --steps 300"
 )
-# edge-prune's settings per task (the fraction of edges to remove). The README's rows were trained
-# holding the expected sparsity, before --hold open became the default.
+# edge-prune's settings per task (the fraction of edges to remove). The README's greater-than row
+# was trained holding the expected sparsity on the cosine schedule, before --hold open and
+# --schedule flat became the defaults.
 declare -A ep_args=(
-  [ioi]="--sparsity 0.98 --steps 1500 --batch 16 --cut open --hold expected"
-  [greater-than]="--sparsity 0.95 --steps 3000 --batch 16 --hold expected"
+  [ioi]="--sparsity 0.98 --steps 1500 --batch 16 --cut open --hold expected --schedule cosine"
+  [greater-than]="--sparsity 0.95 --steps 3000 --batch 16 --hold expected --schedule cosine"
 )
 scripts/fetch-models.sh
 cargo build --release -p carve
@@ -93,7 +94,7 @@ if ep_tasks:
         s = f"sparsity {h['target_sparsity']}, lr {h['lr']}, λ-lr {h.get('lambda_lr') or h['lr']}, {h['steps']} steps of {h['batch']}"
         if h.get("cut") == "open":
             s += ", `--cut open`"
-        s += f", `--hold {h.get('hold', 'expected')}`"
+        s += f", `--hold {h.get('hold', 'expected')}`, `--schedule {h.get('schedule', 'cosine')}`"
         sel = f"{e['selected']}" + (f"; {e['closed']} closed" if e.get("closed") else "")
         print(f"| {t} | {s} | {scores(r)} | {e['kept']} ({sel}) / {e['total']} | {k['heads']}/{n['heads']} · {k['mlps']}/{n['mlps']} "
               f"| {speed(r)} | {r['extract_seconds']:.0f} s, {r['backend']} |")

@@ -51,6 +51,7 @@ fn edge_prune_run_directory_resume_and_eval() {
     let rep = read_json(&a.join("report.json"));
     assert_eq!(rep["training"]["steps"], 30);
     assert_eq!(cf["method"]["hyperparameters"]["hold"], "open", "the default hold");
+    assert_eq!(cf["method"]["hyperparameters"]["schedule"], "flat", "the default schedule");
     assert_eq!(rep["edges"]["kept"], kept);
     // The report gives the last step's held sparsity (the open hold's: the fraction of gates
     // closed) against the target, and says so when the gates ended short of it: by 0.02, or by a
@@ -115,15 +116,20 @@ fn edge_prune_run_directory_resume_and_eval() {
     assert_eq!(o.status.code(), Some(130));
     fails(&ep_args(s(&m), s(&t), s(&c), &["--resume", s(&c), "--lr", "0.2"]), "other options");
     fails(&ep_args(s(&m), s(&t), s(&c), &["--resume", s(&c), "--hold", "expected"]), "other options");
-    // A run that held the expected sparsity saves its options as runs from before --hold did
-    // (no `hold`), and resumes without being told.
+    fails(&ep_args(s(&m), s(&t), s(&c), &["--resume", s(&c), "--schedule", "cosine"]), "other options");
+    // A run that held the expected sparsity, or decayed by cosine, saves its options as runs from
+    // before --hold and --schedule did (without them), and resumes without being told.
+    for (name, key, old, new) in [("e", "hold", "expected", "open"), ("f", "schedule", "cosine", "flat")] {
+        let e = d.join(name);
+        let flag = format!("--{key}");
+        let o = carve(&ep_args(s(&m), s(&t), s(&e), &[&flag, old, "--stop-after", "2"]));
+        assert_eq!(o.status.code(), Some(130), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(read_json(&e.join("state.json"))["edge_prune"]["options"].get(key).is_none());
+        fails(&ep_args(s(&m), s(&t), s(&e), &["--resume", s(&e), &flag, new]), "other options");
+        ok(&ep_args(s(&m), s(&t), s(&e), &["--resume", s(&e)]));
+        assert_eq!(read_json(&e.join("circuit.json"))["method"]["hyperparameters"][key], old);
+    }
     let e = d.join("e");
-    let o = carve(&ep_args(s(&m), s(&t), s(&e), &["--hold", "expected", "--stop-after", "2"]));
-    assert_eq!(o.status.code(), Some(130), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(read_json(&e.join("state.json"))["edge_prune"]["options"].get("hold").is_none());
-    fails(&ep_args(s(&m), s(&t), s(&e), &["--resume", s(&e), "--hold", "open"]), "other options");
-    ok(&ep_args(s(&m), s(&t), s(&e), &["--resume", s(&e)]));
-    assert_eq!(read_json(&e.join("circuit.json"))["method"]["hyperparameters"]["hold"], "expected");
     let tr = &read_json(&e.join("report.json"))["training"];
     let last = read_json(&e.join("state.json"))["edge_prune"]["history"].as_array().unwrap().last().unwrap().clone();
     assert_eq!((&tr["final_sparsity"], &tr["final_sparsity_of"]), (&last["sparsity"], &"expected".into()));
@@ -173,6 +179,10 @@ fn edge_prune_bad_settings_and_circuit_files() {
     fails(
         &["extract", "--model", s(&m), "--task", s(&t), "--method", "node-prune", "--hold", "open", "--out", s(&o), "--backend", "cpu"],
         "--hold is edge-prune's",
+    );
+    fails(
+        &["extract", "--model", s(&m), "--task", s(&t), "--method", "ablate", "--alpha", "0.01", "--schedule", "flat", "--out", s(&o), "--backend", "cpu"],
+        "--schedule is edge-prune's",
     );
 
     fails(

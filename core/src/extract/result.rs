@@ -159,6 +159,7 @@ impl EdgePruneRun {
                     "answer_vocab": opts.answer_vocab,
                     "cut": opts.cut,
                     "hold": opts.hold,
+                    "schedule": opts.schedule,
                     "final_loss": last.as_ref().map(|r| r.loss),
                     "final_expected_sparsity": last.as_ref().map(|r| r.sparsity),
                 }),

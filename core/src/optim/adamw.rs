@@ -50,11 +50,22 @@ impl AdamW {
 /// The learning rate at `step` (0-based) of `total`: linear warm-up over `warmup` steps to `base`,
 /// then cosine decay to 0 at `total`: base·½(1 + cos(π·(step − warmup)/(total − warmup))).
 pub fn warmup_cosine(base: f64, step: u64, warmup: u64, total: u64) -> f64 {
+    warmup_flat_cosine(base, step, warmup, warmup, total)
+}
+
+/// The learning rate at `step` (0-based) of `total`: linear warm-up over `warmup` steps to `base`,
+/// `base` until step `decay`, then cosine decay to 0 at `total`:
+/// base·½(1 + cos(π·(step − d)/(total − d))) with d = max(decay, warmup).
+pub fn warmup_flat_cosine(base: f64, step: u64, warmup: u64, decay: u64, total: u64) -> f64 {
     if step < warmup {
         return base * (step + 1) as f64 / warmup as f64;
     }
-    let span = total.saturating_sub(warmup).max(1) as f64;
-    let done = ((step - warmup) as f64 / span).min(1.0);
+    let from = decay.max(warmup);
+    if step < from {
+        return base;
+    }
+    let span = total.saturating_sub(from).max(1) as f64;
+    let done = ((step - from) as f64 / span).min(1.0);
     base * 0.5 * (1.0 + (std::f64::consts::PI * done).cos())
 }
 
@@ -122,5 +133,15 @@ mod tests {
         assert!((warmup_cosine(1.0, 55, 10, 100) - 0.5).abs() < 1e-12);
         assert!(warmup_cosine(1.0, 100, 10, 100).abs() < 1e-12);
         assert_eq!(warmup_cosine(0.3, 5, 0, 0), 0.0, "no warm-up and no span: the rate is spent");
+    }
+
+    #[test]
+    fn the_flat_schedule_holds_the_peak_until_its_decay() {
+        assert!((warmup_flat_cosine(1.0, 0, 10, 90, 100) - 0.1).abs() < 1e-12);
+        assert_eq!(warmup_flat_cosine(1.0, 10, 10, 90, 100), 1.0);
+        assert_eq!(warmup_flat_cosine(1.0, 89, 10, 90, 100), 1.0);
+        assert!((warmup_flat_cosine(1.0, 95, 10, 90, 100) - 0.5).abs() < 1e-12);
+        assert!(warmup_flat_cosine(1.0, 100, 10, 90, 100).abs() < 1e-12);
+        assert!((warmup_flat_cosine(1.0, 7, 5, 2, 15) - warmup_cosine(1.0, 7, 5, 15)).abs() < 1e-12, "a decay inside the warm-up starts after it");
     }
 }

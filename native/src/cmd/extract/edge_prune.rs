@@ -6,7 +6,7 @@ use super::ExtractJob;
 use anyhow::{bail, Context, Result};
 use carve_core::backend::Backend;
 use carve_core::circuit::ModelShape;
-use carve_core::extract::edge_prune::{edge_prune, Cut, EdgePruneData, EdgePruneOptions, Hold};
+use carve_core::extract::edge_prune::{edge_prune, Cut, EdgePruneData, EdgePruneOptions, Hold, Schedule};
 use carve_core::extract::{AblationKind, MethodResult};
 use carve_core::model::edges::EdgeWeights;
 use carve_core::model::Model;
@@ -42,6 +42,18 @@ pub struct EdgePruneArgs {
     /// keeps its own unless one is given.
     #[arg(long, value_enum)]
     pub hold: Option<HoldArg>,
+    /// edge-prune: how the learning rates of the gates and of the multipliers fall after the
+    /// warm-up: `flat`, the peak until the last 10% of the steps, then cosine decay (the default);
+    /// or `cosine`, cosine decay from the warm-up on (below a fifth of the peak once the target is
+    /// reached). A resumed run keeps its own unless one is given.
+    #[arg(long, value_enum)]
+    pub schedule: Option<ScheduleArg>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScheduleArg {
+    Flat,
+    Cosine,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -97,6 +109,12 @@ impl EdgePruneArgs {
                 (None, Some(s)) => s.hold,
                 (None, None) => d.hold,
             },
+            schedule: match (self.schedule, saved) {
+                (Some(ScheduleArg::Flat), _) => Schedule::Flat,
+                (Some(ScheduleArg::Cosine), _) => Schedule::Cosine,
+                (None, Some(s)) => s.schedule,
+                (None, None) => d.schedule,
+            },
             cut: match self.cut {
                 CutArg::Target => Cut::Target,
                 CutArg::Open => Cut::Open,
@@ -129,7 +147,7 @@ pub(super) fn run<B: Backend>(job: &mut ExtractJob<'_>, be: &B, model: &Model<B>
         corrupted: super::corrupted_prompts(opts.ablation, &splits.discovery),
     };
     eprintln!(
-        "edge-prune: {} edges ({} writers, {} readers); keeping {} ({}% removed); {} steps, lr {}, λ learning rate {}; KL over {}",
+        "edge-prune: {} edges ({} writers, {} readers); keeping {} ({}% removed); {} steps, lr {}, λ learning rate {}, {} schedule, holding {}; KL over {}",
         lay.n_edges(),
         lay.writers.len(),
         lay.readers.len(),
@@ -138,6 +156,14 @@ pub(super) fn run<B: Backend>(job: &mut ExtractJob<'_>, be: &B, model: &Model<B>
         opts.steps,
         opts.lr,
         opts.lambda_lr.unwrap_or(opts.lr),
+        match opts.schedule {
+            Schedule::Flat => "flat",
+            Schedule::Cosine => "cosine",
+        },
+        match opts.hold {
+            Hold::Open => "the open gates",
+            Hold::Expected => "the expected sparsity",
+        },
         opts.answer_vocab.as_ref().map_or("the whole vocabulary".to_string(), |v| format!("the task's {} answer tokens", v.len()))
     );
     if let Some(s) = &resume {
