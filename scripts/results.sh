@@ -23,8 +23,8 @@ declare -A np_args=(
   [greater-than]="--target-sparsity 0.5 --sparsity-weight 0 --lr 0.5 --margin 1 --init-open 0.5 --steps 300"
 )
 # edge-prune's settings per task (the fraction of edges to remove). The README's greater-than row
-# was trained holding the expected sparsity on the cosine schedule, before --hold open and
-# --schedule flat became the defaults.
+# was trained holding the expected sparsity, before --hold open became the default, on the cosine
+# schedule (the default; named so that the row says it).
 declare -A ep_args=(
   [ioi]="--sparsity 0.98 --steps 1500 --batch 16 --cut open --hold expected --schedule cosine"
   [greater-than]="--sparsity 0.95 --steps 3000 --batch 16 --hold expected --schedule cosine"

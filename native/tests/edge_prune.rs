@@ -51,7 +51,7 @@ fn edge_prune_run_directory_resume_and_eval() {
     let rep = read_json(&a.join("report.json"));
     assert_eq!(rep["training"]["steps"], 30);
     assert_eq!(cf["method"]["hyperparameters"]["hold"], "open", "the default hold");
-    assert_eq!(cf["method"]["hyperparameters"]["schedule"], "flat", "the default schedule");
+    assert_eq!(cf["method"]["hyperparameters"]["schedule"], "cosine", "the default schedule");
     assert_eq!(rep["edges"]["kept"], kept);
     // The report gives the last step's held sparsity (the open hold's: the fraction of gates
     // closed) against the target, and says so when the gates ended short of it: by 0.02, or by a
@@ -116,9 +116,9 @@ fn edge_prune_run_directory_resume_and_eval() {
     assert_eq!(o.status.code(), Some(130));
     fails(&ep_args(s(&m), s(&t), s(&c), &["--resume", s(&c), "--lr", "0.2"]), "other options");
     fails(&ep_args(s(&m), s(&t), s(&c), &["--resume", s(&c), "--hold", "expected"]), "other options");
-    fails(&ep_args(s(&m), s(&t), s(&c), &["--resume", s(&c), "--schedule", "cosine"]), "other options");
-    // A run that held the expected sparsity, or decayed by cosine, saves its options as runs from
-    // before --hold and --schedule did (without them), and resumes without being told.
+    fails(&ep_args(s(&m), s(&t), s(&c), &["--resume", s(&c), "--schedule", "flat"]), "other options");
+    // A run that held the expected sparsity, or decayed by cosine (the default), saves its options
+    // as runs from before --hold and --schedule did (without them), and resumes without being told.
     for (name, key, old, new) in [("e", "hold", "expected", "open"), ("f", "schedule", "cosine", "flat")] {
         let e = d.join(name);
         let flag = format!("--{key}");

@@ -11,9 +11,9 @@
 //! gate still samples nonzero now and then, so holding ŝ at t leaves fewer gates open than t keeps.
 //! log α starts at N(`init_log_alpha`, 0.01) (every edge on: 3 by default, where a gate samples 1
 //! with probability 0.8; the paper's 10 starves the gates of gradient over a short run); AdamW
-//! (weight decay 0.01, as the reference implementation's optimizer applies) on log α, warm-up, then
-//! the peak rate until the last 10% of the steps and cosine decay over them (`Schedule::Flat`), so
-//! that the gates still move while the target is held.
+//! (weight decay 0.01, as the reference implementation's optimizer applies) on log α, warm-up then
+//! cosine decay (`Schedule::Cosine`), or the peak rate until the last 10% of the steps and cosine
+//! decay over them (`Schedule::Flat`), so that the gates still move while the target is held.
 //!
 //! At the end the gates are ranked by log α and the top (1 − t)·edges are kept, so the kept edges
 //! hit the target exactly, except those the training closed (test-time gate at most ½): when the
@@ -71,8 +71,8 @@ pub struct EdgePruneOptions {
     #[serde(default = "Hold::saved_before", skip_serializing_if = "Hold::is_expected")]
     pub hold: Hold,
     /// How the learning rates of log α and of λ1, λ2 fall after the warm-up (`Schedule`). Runs
-    /// saved before it existed decayed by cosine, and resume so.
-    #[serde(default = "Schedule::saved_before", skip_serializing_if = "Schedule::is_cosine")]
+    /// saved before it existed decayed by cosine, the default, and resume so.
+    #[serde(default, skip_serializing_if = "Schedule::is_cosine")]
     pub schedule: Schedule,
     /// Which edges the finished gates keep. Not part of the training: not saved with the state,
     /// and a finished run resumed with another cut is cut again without a step trained.
@@ -122,23 +122,19 @@ impl Hold {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Schedule {
-    /// The peak rate until the last `FLAT_DECAY` of the steps, then cosine decay to 0: the gates
-    /// and λ still move at full speed while the target is held, after its ramp.
-    #[default]
-    Flat,
     /// Cosine decay to 0 from the end of the warm-up: by the end of the target's ramp (70% of the
-    /// steps) the rate is below a fifth of its peak.
+    /// steps) the rate is below a fifth of its peak, so the gates move little while it is held.
+    #[default]
     Cosine,
+    /// The peak rate until the last `FLAT_DECAY` of the steps, then cosine decay to 0: the gates
+    /// and λ still move at full speed while the target is held, and can swing past it.
+    Flat,
 }
 
 /// The fraction of the steps, at the end, over which `Schedule::Flat` decays.
 pub const FLAT_DECAY: f64 = 0.1;
 
 impl Schedule {
-    fn saved_before() -> Schedule {
-        Schedule::Cosine
-    }
-
     fn is_cosine(&self) -> bool {
         *self == Schedule::Cosine
     }
@@ -173,7 +169,7 @@ impl EdgePruneOptions {
             init_log_alpha: 3.0,
             answer_vocab: None,
             hold: Hold::Open,
-            schedule: Schedule::Flat,
+            schedule: Schedule::Cosine,
             cut: Cut::Target,
         }
     }
@@ -423,8 +419,10 @@ async fn step<B: Backend>(model: &Model<B>, be: &B, ew: &EdgeWeights<B::Tensor>,
     let target = opts.target_sparsity * ((step + 1) as f64 / ramp).min(1.0);
     let sparsity = 1.0 - st.log_alpha.iter().map(|&a| hc::expected_l0(a)).sum::<f64>() / n as f64;
     let (l1, l2) = (st.lambda[0], st.lambda[1]);
-    let counted = opts.hold == Hold::Open && (step + 1) as f64 >= ramp;
-    let held = if counted { st.log_alpha.iter().filter(|&&a| a <= 0.0).count() as f64 / n as f64 } else { sparsity };
+    let held = match opts.hold {
+        Hold::Open if (step + 1) as f64 >= ramp => st.log_alpha.iter().filter(|&&a| a <= 0.0).count() as f64 / n as f64,
+        _ => sparsity,
+    };
     let gap = held - target;
     let lagrangian = l1 * gap + l2 * gap * gap;
     let push = (l1 + 2.0 * l2 * gap) / n as f64;
@@ -440,12 +438,6 @@ async fn step<B: Backend>(model: &Model<B>, be: &B, ew: &EdgeWeights<B::Tensor>,
     }
     let lr = opts.schedule.rate(opts.lr, step, opts.warmup, opts.steps);
     AdamW { weight_decay: 0.01, ..AdamW::default() }.step(&mut st.log_alpha, &grads, &mut st.moments, lr);
-    if counted && gap * st.lambda[0] < 0.0 {
-        // λ1 pushes away from the target: what it gathered while the ramp ran ahead of the gates
-        // (or before the count crossed the target) is let go, so it does not carry the gates past.
-        st.lambda[0] = 0.0;
-        st.lambda_moments.m[0] = 0.0;
-    }
     let lr_lambda = opts.schedule.rate(opts.lambda_lr.unwrap_or(opts.lr), step, opts.warmup, opts.steps);
     AdamW::default().step(&mut st.lambda, &[-gap, -gap * gap], &mut st.lambda_moments, lr_lambda);
     st.rng = rng;

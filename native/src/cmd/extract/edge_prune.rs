@@ -43,17 +43,18 @@ pub struct EdgePruneArgs {
     #[arg(long, value_enum)]
     pub hold: Option<HoldArg>,
     /// edge-prune: how the learning rates of the gates and of the multipliers fall after the
-    /// warm-up: `flat`, the peak until the last 10% of the steps, then cosine decay (the default);
-    /// or `cosine`, cosine decay from the warm-up on (below a fifth of the peak once the target is
-    /// reached). A resumed run keeps its own unless one is given.
+    /// warm-up: `cosine`, cosine decay from the warm-up on (below a fifth of the peak once the
+    /// target's ramp is over; the default); or `flat`, the peak until the last 10% of the steps,
+    /// then cosine decay, so the gates still move while the target is held (and can swing past it).
+    /// A resumed run keeps its own unless one is given.
     #[arg(long, value_enum)]
     pub schedule: Option<ScheduleArg>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ScheduleArg {
-    Flat,
     Cosine,
+    Flat,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
