@@ -180,18 +180,15 @@ fn a_kl_over_the_answers_is_the_kl_of_their_distribution() {
 /// default) lands the open gates on it; holding the expected sparsity (`Hold::Expected`, the
 /// paper's) leaves fewer open, since a closed gate still counts towards the expected L0 norm. On
 /// tiny-llama (82 edges, target 0.7: 25 kept, 300 steps) the expected hold ended with 14 open gates
-/// and the open hold with 23 at a lower KL (0.53 against 0.89 nats), both on the cosine schedule.
+/// and the open hold with 23 at a lower KL (0.53 against 0.89 nats), both on the default cosine schedule.
 #[test]
 fn holding_the_open_gates_lands_them_on_the_target() {
-    use carve_core::extract::edge_prune::{Hold, Schedule};
+    use carve_core::extract::edge_prune::Hold;
     let Tiny { be, model, ew, data, .. } = tiny();
     let n = ew.layout.n_edges();
     let want = (0.3 * n as f64).round() as i64;
     let miss = |hold: Hold| {
-        let o = EdgePruneOptions {
-            target_sparsity: 0.7, steps: 300, warmup: 5, batch: 6, lambda_lr: Some(20.0), hold, schedule: Schedule::Cosine,
-            ..EdgePruneOptions::defaults()
-        };
+        let o = EdgePruneOptions { target_sparsity: 0.7, steps: 300, warmup: 5, batch: 6, lambda_lr: Some(20.0), hold, ..EdgePruneOptions::defaults() };
         let r = pollster::block_on(edge_prune(&model, &be, &ew, &data, &o, None, &mut ())).unwrap();
         let open = r.state.log_alpha.iter().filter(|&&a| a > 0.0).count() as i64;
         assert_eq!(r.kept.iter().filter(|&&k| k).count() as i64 + r.closed as i64, want);
