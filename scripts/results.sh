@@ -24,9 +24,10 @@ declare -A np_args=(
 )
 # edge-prune's settings per task (the fraction of edges to remove). The README's greater-than row
 # was trained holding the expected sparsity, before --hold open became the default, on the cosine
-# schedule (the default; named so that the row says it).
+# schedule (the default; named so that the row says it); its IOI row on the flat schedule, which
+# keeps the gates moving while the target is held.
 declare -A ep_args=(
-  [ioi]="--sparsity 0.98 --steps 1500 --batch 16 --cut open --hold expected --schedule cosine"
+  [ioi]="--sparsity 0.98 --steps 1500 --batch 16 --hold open --schedule flat"
   [greater-than]="--sparsity 0.95 --steps 3000 --batch 16 --hold expected --schedule cosine"
 )
 scripts/fetch-models.sh
@@ -92,8 +93,8 @@ if ep_tasks:
         h = json.load(open(f"runs/{t}-ep/circuit.json"))["method"]["hyperparameters"]
         k, n, e = r["kept"], r["total"], r["edges"]
         s = f"sparsity {h['target_sparsity']}, lr {h['lr']}, λ-lr {h.get('lambda_lr') or h['lr']}, {h['steps']} steps of {h['batch']}"
-        if h.get("cut") == "open":
-            s += ", `--cut open`"
+        if h.get("cut", "target") != "target":
+            s += f", `--cut {h['cut']}`"
         s += f", `--hold {h.get('hold', 'expected')}`, `--schedule {h.get('schedule', 'cosine')}`"
         sel = f"{e['selected']}" + (f"; {e['closed']} closed" if e.get("closed") else "")
         print(f"| {t} | {s} | {scores(r)} | {e['kept']} ({sel}) / {e['total']} | {k['heads']}/{n['heads']} · {k['mlps']}/{n['mlps']} "

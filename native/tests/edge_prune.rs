@@ -108,6 +108,16 @@ fn edge_prune_run_directory_resume_and_eval() {
     assert_eq!((co["edges"]["selected"].as_u64(), co["edges"]["closed"].as_u64()), (Some(open), Some(0)), "{}", co["edges"]);
     assert_eq!(co["method"]["hyperparameters"]["cut"], "open");
     assert_eq!(read_json(&b.join("state.json"))["edge_prune"]["history"], hb["edge_prune"]["history"]);
+    // --cut exact: the target's count, closed gates reopened and counted in the report.
+    ok(&ep_args(s(&m), s(&t), s(&b), &["--resume", s(&b), "--cut", "exact"]));
+    let ce = read_json(&b.join("circuit.json"));
+    let total = ce["edges"]["total"].as_f64().unwrap();
+    let want = ((1.0 - ce["edges"]["target_sparsity"].as_f64().unwrap()) * total).round() as u64;
+    assert_eq!((ce["edges"]["selected"].as_u64(), ce["edges"]["closed"].as_u64()), (Some(want), Some(0)), "{}", ce["edges"]);
+    assert_eq!(ce["method"]["hyperparameters"]["cut"], "exact");
+    let reopened = ce["edges"]["kept"].as_array().unwrap().iter().filter(|k| k["gate"].as_f64().unwrap() <= 0.5).count();
+    let report = std::fs::read_to_string(b.join("report.md")).unwrap();
+    assert_eq!(report.contains("were reopened to hit the target"), reopened > 0, "{reopened} reopened\n{report}");
     ok(&ep_args(s(&m), s(&t), s(&b), &["--resume", s(&b), "--cut", "target"]));
     assert_eq!(read_json(&b.join("circuit.json"))["edges"], cb["edges"]);
     // A node-prune state does not resume an edge-prune run.
@@ -237,4 +247,28 @@ fn edge_prune_bad_settings_and_circuit_files() {
     fails(&["run", "--model", s(&mdir), "--prompt", "w3", "--backend", "cpu"], "no such file was found");
     std::fs::write(mdir.join("edges.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
     fails(&["run", "--model", s(&mdir), "--prompt", "w3", "--backend", "cpu"], "edges.safetensors");
+}
+
+/// Gates trained past the target (flat schedule, a fast λ) close edges the target keeps: the
+/// default cut leaves them out and counts them; `--cut exact` reopens them to the target's count
+/// and the report says how many of the kept edges were closed.
+#[test]
+fn cut_exact_reopens_what_the_training_closed() {
+    let d = scratch("ep-exact");
+    let (m, t) = (tiny_model(&d), task_file(&d));
+    let a = d.join("a");
+    let extra = ["--steps", "150", "--schedule", "flat", "--lambda-lr", "20"];
+    ok(&ep_args(s(&m), s(&t), s(&a), &extra));
+    let c = read_json(&a.join("circuit.json"));
+    let closed = c["edges"]["closed"].as_u64().unwrap();
+    assert!(closed > 0, "the gates did not end sparser than the target: {}", c["edges"]);
+    let mut resumed = extra.to_vec();
+    resumed.extend(["--resume", s(&a), "--cut", "exact"]);
+    ok(&ep_args(s(&m), s(&t), s(&a), &resumed));
+    let e = read_json(&a.join("circuit.json"))["edges"].clone();
+    assert_eq!((e["selected"].as_u64(), e["closed"].as_u64()), (Some(8), Some(0)), "{e}");
+    let reopened = e["kept"].as_array().unwrap().iter().filter(|k| k["gate"].as_f64().unwrap() <= 0.5).count();
+    assert!(reopened > 0, "{e}");
+    let report = std::fs::read_to_string(a.join("report.md")).unwrap();
+    assert!(report.contains(&format!("{reopened} of the kept edges had been closed by the training")), "{report}");
 }

@@ -58,6 +58,13 @@ fn the_cut_leaves_out_closed_gates() {
         assert_eq!(closed, 0);
         assert!(kept.iter().zip(&la).all(|(&k, &a)| k == (a > 0.0)), "target {t}");
     }
+    // --cut exact: the target's count, closed gates reopened.
+    for t in [0.0, 0.5, 0.9, 0.95, 1.0] {
+        let o = EdgePruneOptions { target_sparsity: t, cut: Cut::Exact, ..EdgePruneOptions::defaults() };
+        let (kept, closed) = o.cut_gates(&la);
+        assert_eq!((kept.clone(), closed), (top_edges(&la, t), 0), "target {t}");
+        assert_eq!(kept.iter().filter(|&&k| k).count(), ((1.0 - t) * 1000.0f64).round() as usize, "target {t}");
+    }
     // A gate at exactly log α = 0 is at ½: closed.
     assert_eq!(cut(&[0.0, 1e-9, -1.0, 2.0], 0.25), (vec![false, true, false, true], 1));
     assert_eq!(cut(&[0.0, 1e-9, -1.0, 2.0], 0.5), (vec![false, true, false, true], 0));

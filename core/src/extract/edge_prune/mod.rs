@@ -91,6 +91,9 @@ pub enum Cut {
     /// short of the target, the circuit they were trained into rather than a cut that removes
     /// edges they still use.
     Open,
+    /// Exactly the target's edges (`top_edges`), reopening any the training closed: the paper's
+    /// cut, at the count asked for whatever the gates did.
+    Exact,
 }
 
 /// What λ1 and λ2 are raised by once the target's ramp is over (before it: the expected sparsity).
@@ -180,6 +183,7 @@ impl EdgePruneOptions {
         match self.cut {
             Cut::Target => cut(log_alpha, self.target_sparsity),
             Cut::Open => (open_gates(log_alpha), 0),
+            Cut::Exact => (top_edges(log_alpha, self.target_sparsity), 0),
         }
     }
 

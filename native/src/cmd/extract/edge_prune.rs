@@ -32,7 +32,10 @@ pub struct EdgePruneArgs {
     /// edge-prune: the circuit the finished gates give: `target`, the top edges by gate to the
     /// target, less any the training closed; or `open`, exactly the edges the training left open
     /// (gate above ½), however many (when the gates end short of the target, the circuit they were
-    /// trained into). Resuming a finished run with another --cut cuts it again without training.
+    /// trained into); or `exact`, the top edges by gate to exactly the target, reopening any the
+    /// training closed (the paper's cut; reopened edges make the circuit less faithful, and the
+    /// report counts them). Resuming a finished run with another --cut cuts it again without
+    /// training.
     #[arg(long, value_enum, default_value = "target")]
     pub cut: CutArg,
     /// edge-prune: what the multipliers hold at the target once its ramp is over: `open`, the
@@ -67,6 +70,7 @@ pub enum HoldArg {
 pub enum CutArg {
     Target,
     Open,
+    Exact,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -119,6 +123,7 @@ impl EdgePruneArgs {
             cut: match self.cut {
                 CutArg::Target => Cut::Target,
                 CutArg::Open => Cut::Open,
+                CutArg::Exact => Cut::Exact,
             },
         };
         if o.ablation == AblationKind::MeanPerPosition {

@@ -213,6 +213,12 @@ pub fn markdown(r: &Inputs) -> String {
                 e.selected + e.closed
             );
         }
+        let reopened = e.kept.iter().filter(|k| k.gate <= 0.5).count();
+        if reopened > 0 && e.kept.len() < e.total {
+            s += &format!(
+                "- {reopened} of the kept edges had been closed by the training (gate at most ½) and were reopened to hit the target\n"
+            );
+        }
     }
     s += &format!("- model sha256: {}\n", c.model.sha256);
     s += &format!("- backend: {}\n", r.backend);
