@@ -127,6 +127,15 @@ fn edge_prune_run_directory_resume_and_eval() {
     fails(&ep_args(s(&m), s(&t), s(&c), &["--resume", s(&c), "--lr", "0.2"]), "other options");
     fails(&ep_args(s(&m), s(&t), s(&c), &["--resume", s(&c), "--hold", "expected"]), "other options");
     fails(&ep_args(s(&m), s(&t), s(&c), &["--resume", s(&c), "--schedule", "flat"]), "other options");
+    fails(&ep_args(s(&m), s(&t), s(&c), &["--resume", s(&c), "--lambda2-scale", "10"]), "other options");
+    // A run with a faster λ2 saves it, resumes with it untold, and records it in circuit.json.
+    let g = d.join("g");
+    let o = carve(&ep_args(s(&m), s(&t), s(&g), &["--lambda2-scale", "10", "--stop-after", "2"]));
+    assert_eq!(o.status.code(), Some(130), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(read_json(&g.join("state.json"))["edge_prune"]["options"]["lambda2_scale"], 10.0);
+    fails(&ep_args(s(&m), s(&t), s(&g), &["--resume", s(&g), "--lambda2-scale", "1"]), "other options");
+    ok(&ep_args(s(&m), s(&t), s(&g), &["--resume", s(&g)]));
+    assert_eq!(read_json(&g.join("circuit.json"))["method"]["hyperparameters"]["lambda2_scale"], 10.0);
     // A run that held the expected sparsity, or decayed by cosine (the default), saves its options
     // as runs from before --hold and --schedule did (without them), and resumes without being told.
     for (name, key, old, new) in [("e", "hold", "expected", "open"), ("f", "schedule", "cosine", "flat")] {
@@ -174,6 +183,9 @@ fn edge_prune_bad_settings_and_circuit_files() {
     fails(&ep_args(s(&m), s(&t), s(&o), &["--sparsity", "NaN"]), "target sparsity must be in [0, 1]");
     fails(&ep_args(s(&m), s(&t), s(&o), &["--lr", "0"]), "learning rate");
     fails(&ep_args(s(&m), s(&t), s(&o), &["--init-log-alpha", "inf"]), "starting log α");
+    for bad in ["0", "-1", "NaN", "1e9"] {
+        fails(&ep_args(s(&m), s(&t), s(&o), &["--lambda2-scale", bad]), "λ2 scale must be a finite number in (0, 1000]");
+    }
     fails(&ep_args(s(&m), s(&t), s(&o), &["--ablation", "mean-per-position"]), "zero, mean or resample");
     fails(&ep_args(s(&m), s(&t), s(&o), &["--alpha", "0.1"]), "ablate's settings");
     // A task of open answers (a user's file) has no answer tokens to take a KL over.
@@ -193,6 +205,10 @@ fn edge_prune_bad_settings_and_circuit_files() {
     fails(
         &["extract", "--model", s(&m), "--task", s(&t), "--method", "ablate", "--alpha", "0.01", "--schedule", "flat", "--out", s(&o), "--backend", "cpu"],
         "--schedule is edge-prune's",
+    );
+    fails(
+        &["extract", "--model", s(&m), "--task", s(&t), "--method", "node-prune", "--lambda2-scale", "10", "--out", s(&o), "--backend", "cpu"],
+        "--lambda2-scale is edge-prune's",
     );
 
     fails(

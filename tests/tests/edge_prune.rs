@@ -250,6 +250,40 @@ fn a_state_saved_before_hold_and_schedule_resumes_as_trained() {
     }
     let old = EdgePruneState::from_json(&v.to_string()).unwrap();
     assert_eq!((old.options.hold, old.options.schedule), (Hold::Expected, Schedule::Cosine));
+    assert_eq!(old.options.lambda2_scale, 1.0, "a state without the λ2 scale moved λ2 as λ1");
     let o = serde_json::to_value(EdgePruneOptions { hold: Hold::Expected, schedule: Schedule::Cosine, ..EdgePruneOptions::defaults() }).unwrap();
-    assert!(o.get("hold").is_none() && o.get("schedule").is_none(), "{o}");
+    assert!(o.get("hold").is_none() && o.get("schedule").is_none() && o.get("lambda2_scale").is_none(), "{o}");
+}
+
+/// A λ2 that moves faster than λ1 (`lambda2_scale`) holds the gates closer to the target on the
+/// flat schedule: its push, 2λ2(ŝ − t), turns round as soon as the gates cross the target, where
+/// λ1 has first to unwind what it gathered while the ramp ran ahead of them. On tiny-llama at 300
+/// steps, λ-lr 5 (targets 0.6, 0.7, 0.9: 33, 25 and 8 kept), the open gates stayed within
+/// [31, 34], [23, 25] and [5, 7] after the ramp with λ2 ×10, against [24, 35], [16, 33] and [4, 11]
+/// with ×1. (With λ-lr 20 the ×10 gain is too much for 82 edges: the gates swing wider.)
+#[test]
+fn a_faster_lambda2_holds_the_gates_closer_to_the_target() {
+    use carve_core::extract::edge_prune::Schedule;
+    let Tiny { be, model, ew, data, .. } = tiny();
+    let n = ew.layout.n_edges();
+    assert_eq!(EdgePruneOptions::defaults().lambda2_scale, 1.0, "the paper's");
+    for t in [0.6, 0.7, 0.9] {
+        let want = ((1.0 - t) * n as f64).round() as i64;
+        // The open gates' lowest and highest count after the ramp, and at the end.
+        let run = |lambda2_scale: f64| {
+            let o = EdgePruneOptions {
+                target_sparsity: t, steps: 300, warmup: 15, batch: 6, lambda_lr: Some(5.0), schedule: Schedule::Flat, lambda2_scale,
+                ..EdgePruneOptions::defaults()
+            };
+            let r = pollster::block_on(edge_prune(&model, &be, &ew, &data, &o, None, &mut ())).unwrap();
+            let ramp = (0.7 * o.steps as f64) as usize;
+            let open: Vec<i64> = r.state.history[ramp..].iter().map(|h| (h.kept * n as f64).round() as i64).collect();
+            let end = r.state.log_alpha.iter().filter(|&&a| a > 0.0).count() as i64;
+            (*open.iter().min().unwrap(), *open.iter().max().unwrap(), end)
+        };
+        let (one, ten) = (run(1.0), run(10.0));
+        eprintln!("target {t}, {want} to keep of {n}: open after the ramp {one:?} (λ2 ×1), {ten:?} (×10)");
+        assert!(ten.1 - ten.0 < one.1 - one.0, "λ2 ×10 held the gates within {ten:?}, ×1 within {one:?}");
+        assert!((ten.2 - want).abs() <= 2, "λ2 ×10 ended with {} gates open for the target's {want}", ten.2);
+    }
 }

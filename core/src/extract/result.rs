@@ -160,6 +160,7 @@ impl EdgePruneRun {
                     "cut": opts.cut,
                     "hold": opts.hold,
                     "schedule": opts.schedule,
+                    "lambda2_scale": opts.lambda2_scale,
                     "final_loss": last.as_ref().map(|r| r.loss),
                     "final_expected_sparsity": last.as_ref().map(|r| r.sparsity),
                 }),

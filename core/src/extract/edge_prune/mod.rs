@@ -14,6 +14,8 @@
 //! (weight decay 0.01, as the reference implementation's optimizer applies) on log α, warm-up then
 //! cosine decay (`Schedule::Cosine`), or the peak rate until the last 10% of the steps and cosine
 //! decay over them (`Schedule::Flat`), so that the gates still move while the target is held.
+//! λ2 may move faster than λ1 (`lambda2_scale`): its push is proportional to the gap, and damps the
+//! gates' swing past the target that λ1, the gap summed, drives.
 //!
 //! At the end the gates are ranked by log α and the top (1 − t)·edges are kept, so the kept edges
 //! hit the target exactly, except those the training closed (test-time gate at most ½): when the
@@ -74,6 +76,13 @@ pub struct EdgePruneOptions {
     /// saved before it existed decayed by cosine, the default, and resume so.
     #[serde(default, skip_serializing_if = "Schedule::is_cosine")]
     pub schedule: Schedule,
+    /// How many times as far λ2 moves each step as λ1 (both under the λ learning rate): 1 is the
+    /// paper's. λ2(ŝ − t)² pushes the gates in proportion to the gap, 2λ2(ŝ − t), where λ1 pushes
+    /// by what the gap has summed to; a larger λ2 turns the push round as soon as the gates cross
+    /// the target, before λ1 has unwound, and so damps their swing past it. Runs saved before it
+    /// existed moved λ2 as λ1, and resume so.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub lambda2_scale: f64,
     /// Which edges the finished gates keep. Not part of the training: not saved with the state,
     /// and a finished run resumed with another cut is cut again without a step trained.
     #[serde(skip)]
@@ -134,6 +143,14 @@ pub enum Schedule {
     Flat,
 }
 
+fn one() -> f64 {
+    1.0
+}
+
+fn is_one(x: &f64) -> bool {
+    *x == 1.0
+}
+
 /// The fraction of the steps, at the end, over which `Schedule::Flat` decays.
 pub const FLAT_DECAY: f64 = 0.1;
 
@@ -173,6 +190,7 @@ impl EdgePruneOptions {
             answer_vocab: None,
             hold: Hold::Open,
             schedule: Schedule::Cosine,
+            lambda2_scale: 1.0,
             cut: Cut::Target,
         }
     }
@@ -211,6 +229,9 @@ impl EdgePruneOptions {
                     return bad(format!("the {name} must be a finite number in (0, 100], not {v}"));
                 }
             }
+        }
+        if !(self.lambda2_scale.is_finite() && self.lambda2_scale > 0.0 && self.lambda2_scale <= 1000.0) {
+            return bad(format!("the λ2 scale must be a finite number in (0, 1000], not {}", self.lambda2_scale));
         }
         if !(self.init_log_alpha.is_finite() && self.init_log_alpha.abs() <= 50.0) {
             return bad(format!("the starting log α must be a finite number in [−50, 50], not {}", self.init_log_alpha));
@@ -444,6 +465,10 @@ async fn step<B: Backend>(model: &Model<B>, be: &B, ew: &EdgeWeights<B::Tensor>,
     AdamW { weight_decay: 0.01, ..AdamW::default() }.step(&mut st.log_alpha, &grads, &mut st.moments, lr);
     let lr_lambda = opts.schedule.rate(opts.lambda_lr.unwrap_or(opts.lr), step, opts.warmup, opts.steps);
     AdamW::default().step(&mut st.lambda, &[-gap, -gap * gap], &mut st.lambda_moments, lr_lambda);
+    if opts.lambda2_scale != 1.0 {
+        // λ2 moves `lambda2_scale` times as far as Adam's step at λ1's rate (no weight decay).
+        st.lambda[1] = l2 + opts.lambda2_scale * (st.lambda[1] - l2);
+    }
     st.rng = rng;
     st.step += 1;
     let kept = st.log_alpha.iter().filter(|&&a| hc::deterministic(a) > 0.5).count() as f64 / n as f64;

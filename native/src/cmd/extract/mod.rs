@@ -142,6 +142,9 @@ pub fn run(a: Args) -> Result<()> {
     if a.method != Method::EdgePrune && a.edge_prune.hold.is_some() {
         bail!("--hold is edge-prune's (what its multipliers hold at the target)");
     }
+    if a.method != Method::EdgePrune && a.edge_prune.lambda2_scale.is_some() {
+        bail!("--lambda2-scale is edge-prune's (how fast its quadratic multiplier moves)");
+    }
     if a.method != Method::EdgePrune && a.edge_prune.schedule.is_some() {
         bail!("--schedule is edge-prune's (how its learning rates fall after the warm-up)");
     }
