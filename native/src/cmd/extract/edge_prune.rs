@@ -55,7 +55,7 @@ pub struct EdgePruneArgs {
     /// edge-prune: how many times as far the quadratic multiplier λ2 moves each step as λ1 (1, the
     /// paper's, by default). Its push on the gates is proportional to their distance from the
     /// target, so a larger one damps their swing past it (10 with --schedule flat on SmolLM2's
-    /// greater-than: the swing went from 9.8 to 3.3 points of the edges); on a model of few edges
+    /// greater-than: the swing went from 9.9 to 3.3 points of the edges); on a model of few edges
     /// with a fast λ (--lambda-lr) it overdoes it and the gates swing wider. A resumed run keeps
     /// its own unless one is given.
     #[arg(long, allow_negative_numbers = true)]
