@@ -288,3 +288,29 @@ fn cut_exact_reopens_what_the_training_closed() {
     let report = std::fs::read_to_string(a.join("report.md")).unwrap();
     assert!(report.contains(&format!("{reopened} of the kept edges had been closed by the training")), "{report}");
 }
+
+/// `--hold exact`: the settings under which the open hold closed gates past the target (above) end
+/// with exactly the target's gates open, so the cut keeps them all and reopens none; the hold is
+/// recorded, and a resumed run keeps it.
+#[test]
+fn hold_exact_ends_on_the_target() {
+    let d = scratch("ep-hold-exact");
+    let (m, t) = (tiny_model(&d), task_file(&d));
+    let a = d.join("a");
+    let extra = ["--steps", "150", "--schedule", "flat", "--lambda-lr", "20", "--hold", "exact", "--stop-after", "120"];
+    let o = carve(&ep_args(s(&m), s(&t), s(&a), &extra));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("holding exactly the target's count") && err.contains("--resume"), "{err}");
+    let resumed = ["--steps", "150", "--schedule", "flat", "--lambda-lr", "20", "--resume", s(&a)];
+    ok(&ep_args(s(&m), s(&t), s(&a), &resumed));
+    let c = read_json(&a.join("circuit.json"));
+    assert_eq!(c["method"]["hyperparameters"]["hold"], "exact");
+    let e = &c["edges"];
+    assert_eq!((e["selected"].as_u64(), e["closed"].as_u64()), (Some(8), Some(0)), "{e}");
+    assert!(e["kept"].as_array().unwrap().iter().all(|k| k["gate"].as_f64().unwrap() > 0.5), "{e}");
+    let tr = &read_json(&a.join("report.json"))["training"];
+    assert_eq!((tr["steps"].as_u64(), tr["final_sparsity_of"].as_str()), (Some(150), Some("closed gates")), "{tr}");
+    assert!((tr["final_sparsity"].as_f64().unwrap() - (1.0 - 8.0 / 82.0)).abs() < 1e-12, "{tr}");
+    let report = std::fs::read_to_string(a.join("report.md")).unwrap();
+    assert!(!report.contains("closed by the training"), "{report}");
+}

@@ -287,3 +287,64 @@ fn a_faster_lambda2_holds_the_gates_closer_to_the_target() {
         assert!((ten.2 - want).abs() <= 2, "λ2 ×10 ended with {} gates open for the target's {want}", ten.2);
     }
 }
+
+/// `hold_count` shifts every log α by one amount: exactly the target's count ends open (log α > 0),
+/// the ranking and so the target's edges are unchanged; a target of nothing or of everything
+/// closes or opens every gate.
+#[test]
+fn holding_the_count_shifts_the_gates_to_exactly_the_target() {
+    use carve_core::extract::edge_prune::hold_count;
+    let la: Vec<f64> = (0..1000).map(|i| ((i * 7919) % 1013) as f64 / 100.0 - 8.0).collect();
+    for t in [0.0, 0.5, 0.9, 0.95, 0.987, 1.0] {
+        let mut h = la.clone();
+        hold_count(&mut h, t);
+        let want = ((1.0 - t) * 1000.0f64).round() as usize;
+        assert_eq!(h.iter().filter(|&&a| a > 0.0).count(), want, "target {t}");
+        let d = h[0] - la[0];
+        assert!(h.iter().zip(&la).all(|(a, b)| ((a - b) - d).abs() < 1e-9), "target {t}: not one shift");
+        assert_eq!(top_edges(&h, t), top_edges(&la, t), "target {t}");
+        assert_eq!(cut(&h, t), (top_edges(&la, t), 0), "target {t}: the cut reopens nothing");
+    }
+    let mut empty: Vec<f64> = vec![];
+    hold_count(&mut empty, 0.5);
+}
+
+/// Holding the count (`Hold::Exact`) from the end of the ramp on: after every held step exactly
+/// the target's count of gates is open, the multipliers rest, the cut keeps every one of them and
+/// closes none, and a run stopped while held resumes to the same gates.
+#[test]
+fn holding_the_count_keeps_exactly_the_target_open() {
+    use carve_core::extract::edge_prune::{Hold, Schedule};
+    let Tiny { be, model, ew, data, .. } = tiny();
+    let n = ew.layout.n_edges();
+    for (t, schedule) in [(0.6, Schedule::Flat), (0.7, Schedule::Cosine), (0.9, Schedule::Flat)] {
+        let want = ((1.0 - t) * n as f64).round() as usize;
+        let o = EdgePruneOptions {
+            target_sparsity: t, steps: 100, warmup: 5, batch: 6, lambda_lr: Some(5.0), hold: Hold::Exact, schedule,
+            ..EdgePruneOptions::defaults()
+        };
+        let ramp = (0.7 * o.steps as f64) as u64;
+        let mut lambdas = vec![];
+        let mut hook = |rec: &EdgeStepRecord, st: &EdgePruneState| {
+            lambdas.push((rec.step, st.lambda.clone()));
+            Flow::Continue
+        };
+        let r = pollster::block_on(edge_prune(&model, &be, &ew, &data, &o, None, &mut hook)).unwrap();
+        for h in &r.state.history[ramp as usize - 1..] {
+            assert_eq!((h.kept * n as f64).round() as usize, want, "target {t}: step {} ended with {} open", h.step, h.kept * n as f64);
+        }
+        assert!(r.state.history[..ramp as usize - 1].iter().any(|h| (h.kept * n as f64).round() as usize != want), "target {t}: the ramp already held the count");
+        let held: Vec<&Vec<f64>> = lambdas.iter().filter(|(s, _)| *s >= ramp).map(|(_, l)| l).collect();
+        assert!(held.windows(2).all(|w| w[0] == w[1]), "target {t}: λ moved while the count was held");
+        assert_eq!(r.state.log_alpha.iter().filter(|&&a| a > 0.0).count(), want);
+        assert_eq!((r.kept.iter().filter(|&&k| k).count(), r.closed), (want, 0), "target {t}");
+        assert_eq!(r.kept, top_edges(&r.state.log_alpha, t));
+        eprintln!("target {t} ({schedule:?}): {want} of {n} kept, discovery KL {:.4}", r.discovery_kl);
+
+        let mut stop = |rec: &EdgeStepRecord, _: &EdgePruneState| if rec.step == ramp + 10 { Flow::Stop } else { Flow::Continue };
+        let stopped = pollster::block_on(edge_prune(&model, &be, &ew, &data, &o, None, &mut stop)).unwrap();
+        let st = EdgePruneState::from_json(&stopped.state.to_json()).unwrap();
+        let resumed = pollster::block_on(edge_prune(&model, &be, &ew, &data, &o, Some(st), &mut ())).unwrap();
+        assert_eq!((&resumed.state.log_alpha, &resumed.state.history), (&r.state.log_alpha, &r.state.history), "target {t}");
+    }
+}

@@ -105,7 +105,8 @@ pub enum Cut {
     Exact,
 }
 
-/// What λ1 and λ2 are raised by once the target's ramp is over (before it: the expected sparsity).
+/// What λ1 and λ2 are raised by once the target's ramp is over (before it: the expected sparsity),
+/// or what holds the gates at the target instead of them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Hold {
@@ -118,6 +119,12 @@ pub enum Hold {
     /// gate still samples nonzero now and then and counts for it, so the open gates end sparser
     /// than the target.
     Expected,
+    /// Exactly the target's count of open gates: after each step once the ramp is over, log α
+    /// is shifted by the one amount that leaves the top `round((1 − t)·edges)` gates open
+    /// (`hold_count`), and the multipliers rest. The gates are then trained on the KL alone at
+    /// the circuit's final size, and the cut keeps them all: the target, hit exactly, with no
+    /// edge reopened that the training had closed.
+    Exact,
 }
 
 impl Hold {
@@ -444,13 +451,15 @@ async fn step<B: Backend>(model: &Model<B>, be: &B, ew: &EdgeWeights<B::Tensor>,
     let target = opts.target_sparsity * ((step + 1) as f64 / ramp).min(1.0);
     let sparsity = 1.0 - st.log_alpha.iter().map(|&a| hc::expected_l0(a)).sum::<f64>() / n as f64;
     let (l1, l2) = (st.lambda[0], st.lambda[1]);
+    let exact = opts.hold == Hold::Exact && (step + 1) as f64 >= ramp;
     let held = match opts.hold {
-        Hold::Open if (step + 1) as f64 >= ramp => st.log_alpha.iter().filter(|&&a| a <= 0.0).count() as f64 / n as f64,
+        Hold::Open | Hold::Exact if (step + 1) as f64 >= ramp => st.log_alpha.iter().filter(|&&a| a <= 0.0).count() as f64 / n as f64,
         _ => sparsity,
     };
-    let gap = held - target;
+    // Holding the count exactly, the multipliers rest and push nothing.
+    let gap = if exact { 0.0 } else { held - target };
     let lagrangian = l1 * gap + l2 * gap * gap;
-    let push = (l1 + 2.0 * l2 * gap) / n as f64;
+    let push = (l1 + 2.0 * l2 * gap) * if exact { 0.0 } else { 1.0 } / n as f64;
     let grads: Vec<f64> = (0..n)
         .map(|i| gz[i] as f64 * hc::sample_grad(st.log_alpha[i], u[i]) - push * hc::expected_l0_grad(st.log_alpha[i]))
         .collect();
@@ -463,11 +472,15 @@ async fn step<B: Backend>(model: &Model<B>, be: &B, ew: &EdgeWeights<B::Tensor>,
     }
     let lr = opts.schedule.rate(opts.lr, step, opts.warmup, opts.steps);
     AdamW { weight_decay: 0.01, ..AdamW::default() }.step(&mut st.log_alpha, &grads, &mut st.moments, lr);
-    let lr_lambda = opts.schedule.rate(opts.lambda_lr.unwrap_or(opts.lr), step, opts.warmup, opts.steps);
-    AdamW::default().step(&mut st.lambda, &[-gap, -gap * gap], &mut st.lambda_moments, lr_lambda);
-    if opts.lambda2_scale != 1.0 {
-        // λ2 moves `lambda2_scale` times as far as Adam's step at λ1's rate (no weight decay).
-        st.lambda[1] = l2 + opts.lambda2_scale * (st.lambda[1] - l2);
+    if exact {
+        hold_count(&mut st.log_alpha, opts.target_sparsity);
+    } else {
+        let lr_lambda = opts.schedule.rate(opts.lambda_lr.unwrap_or(opts.lr), step, opts.warmup, opts.steps);
+        AdamW::default().step(&mut st.lambda, &[-gap, -gap * gap], &mut st.lambda_moments, lr_lambda);
+        if opts.lambda2_scale != 1.0 {
+            // λ2 moves `lambda2_scale` times as far as Adam's step at λ1's rate (no weight decay).
+            st.lambda[1] = l2 + opts.lambda2_scale * (st.lambda[1] - l2);
+        }
     }
     st.rng = rng;
     st.step += 1;
@@ -475,6 +488,28 @@ async fn step<B: Backend>(model: &Model<B>, be: &B, ew: &EdgeWeights<B::Tensor>,
     let record = EdgeStepRecord { step: st.step, loss, kl, lr, sparsity, target, kept };
     st.history.push(record.clone());
     Ok(record)
+}
+
+/// Shifts every log α by the one amount that leaves exactly the top `k = round((1 − t)·n)` gates
+/// open (log α > 0): the midpoint between the k-th and (k+1)-th largest goes to 0 (k = 0: the
+/// largest to −½; k = n: the smallest to +½). The ranking, and so `top_edges`, is unchanged. Gates
+/// tied across the k-th place stay tied, on the same side.
+pub fn hold_count(log_alpha: &mut [f64], target: f64) {
+    let n = log_alpha.len();
+    if n == 0 {
+        return;
+    }
+    let k = ((1.0 - target) * n as f64).round() as usize;
+    let mut sorted = log_alpha.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let boundary = match k {
+        0 => sorted[0] + 0.5,
+        k if k >= n => sorted[n - 1] - 0.5,
+        k => 0.5 * (sorted[k - 1] + sorted[k]),
+    };
+    for a in log_alpha.iter_mut() {
+        *a -= boundary;
+    }
 }
 
 /// The top `round((1 − t)·n)` edges by log α (ties: the lower number first): exactly the target.

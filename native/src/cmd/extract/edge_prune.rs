@@ -41,8 +41,10 @@ pub struct EdgePruneArgs {
     /// edge-prune: what the multipliers hold at the target once its ramp is over: `open`, the
     /// fraction of gates the training closed, the circuit's own sparsity (the default); or
     /// `expected`, the expected fraction of edges removed, all along (the paper's: a closed gate
-    /// still counts towards it, so fewer gates end open than the target keeps). A resumed run
-    /// keeps its own unless one is given.
+    /// still counts towards it, so fewer gates end open than the target keeps); or `exact`, exactly
+    /// the target's count of open gates after each step (log α shifted, the multipliers at rest),
+    /// so the gates train on the KL alone at the circuit's final size and the cut reopens nothing.
+    /// A resumed run keeps its own unless one is given.
     #[arg(long, value_enum)]
     pub hold: Option<HoldArg>,
     /// edge-prune: how the learning rates of the gates and of the multipliers fall after the
@@ -72,6 +74,7 @@ pub enum ScheduleArg {
 pub enum HoldArg {
     Open,
     Expected,
+    Exact,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -119,6 +122,7 @@ impl EdgePruneArgs {
             hold: match (self.hold, saved) {
                 (Some(HoldArg::Open), _) => Hold::Open,
                 (Some(HoldArg::Expected), _) => Hold::Expected,
+                (Some(HoldArg::Exact), _) => Hold::Exact,
                 (None, Some(s)) => s.hold,
                 (None, None) => d.hold,
             },
@@ -179,6 +183,7 @@ pub(super) fn run<B: Backend>(job: &mut ExtractJob<'_>, be: &B, model: &Model<B>
         match opts.hold {
             Hold::Open => "the open gates",
             Hold::Expected => "the expected sparsity",
+            Hold::Exact => "exactly the target's count",
         },
         opts.answer_vocab.as_ref().map_or("the whole vocabulary".to_string(), |v| format!("the task's {} answer tokens", v.len()))
     );

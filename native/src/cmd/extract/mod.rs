@@ -422,11 +422,11 @@ fn corrupted_prompts(kind: AblationKind, discovery: &[carve_core::tasks::Example
 }
 
 /// A learned method's steps, final loss and final held sparsity against its target, for the report:
-/// the expected sparsity, or for edge-prune holding its open gates, the fraction closed after the
+/// the expected sparsity, or for edge-prune holding its open gates (or their exact count), the fraction closed after the
 /// last step.
 fn training_summary(r: &MethodResult) -> Option<report::Training> {
     let hp = |k: &str| r.method.hyperparameters.get(k).and_then(|v| v.as_str());
-    let closed_gates = r.edge_training.is_some() && hp("hold") == Some("open");
+    let closed_gates = r.edge_training.is_some() && matches!(hp("hold"), Some("open" | "exact"));
     let node = r.training.as_ref().and_then(|h| h.last().map(|l| (h.len(), l.loss, l.kl, l.target.map(|t| (l.sparsity, t)))));
     let edge = r.edge_training.as_ref().and_then(|h| {
         h.last().map(|l| (h.len(), l.loss, l.kl, Some((if closed_gates { 1.0 - l.kept } else { l.sparsity }, l.target))))
