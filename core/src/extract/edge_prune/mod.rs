@@ -9,6 +9,8 @@
 //! first 70% of the steps. Once the ramp is over, the multipliers are raised by the fraction of
 //! gates actually closed (test-time gate at most ½) against t instead of ŝ (`Hold::Open`): a closed
 //! gate still samples nonzero now and then, so holding ŝ at t leaves fewer gates open than t keeps.
+//! `Hold::Exact` holds the count itself instead: after each held step log α is shifted so exactly
+//! the target's gates are open (`hold_count`), and the multipliers rest.
 //! log α starts at N(`init_log_alpha`, 0.01) (every edge on: 3 by default, where a gate samples 1
 //! with probability 0.8; the paper's 10 starves the gates of gradient over a short run); AdamW
 //! (weight decay 0.01, as the reference implementation's optimizer applies) on log α, warm-up then
