@@ -461,7 +461,7 @@ async fn step<B: Backend>(model: &Model<B>, be: &B, ew: &EdgeWeights<B::Tensor>,
     // Holding the count exactly, the multipliers rest and push nothing.
     let gap = if exact { 0.0 } else { held - target };
     let lagrangian = l1 * gap + l2 * gap * gap;
-    let push = (l1 + 2.0 * l2 * gap) * if exact { 0.0 } else { 1.0 } / n as f64;
+    let push = if exact { 0.0 } else { (l1 + 2.0 * l2 * gap) / n as f64 };
     let grads: Vec<f64> = (0..n)
         .map(|i| gz[i] as f64 * hc::sample_grad(st.log_alpha[i], u[i]) - push * hc::expected_l0_grad(st.log_alpha[i]))
         .collect();
