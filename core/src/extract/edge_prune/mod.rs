@@ -453,9 +453,10 @@ async fn step<B: Backend>(model: &Model<B>, be: &B, ew: &EdgeWeights<B::Tensor>,
     let target = opts.target_sparsity * ((step + 1) as f64 / ramp).min(1.0);
     let sparsity = 1.0 - st.log_alpha.iter().map(|&a| hc::expected_l0(a)).sum::<f64>() / n as f64;
     let (l1, l2) = (st.lambda[0], st.lambda[1]);
-    let exact = opts.hold == Hold::Exact && (step + 1) as f64 >= ramp;
+    let past_ramp = (step + 1) as f64 >= ramp;
+    let exact = opts.hold == Hold::Exact && past_ramp;
     let held = match opts.hold {
-        Hold::Open | Hold::Exact if (step + 1) as f64 >= ramp => st.log_alpha.iter().filter(|&&a| a <= 0.0).count() as f64 / n as f64,
+        Hold::Open if past_ramp => st.log_alpha.iter().filter(|&&a| a <= 0.0).count() as f64 / n as f64,
         _ => sparsity,
     };
     // Holding the count exactly, the multipliers rest and push nothing.
@@ -492,6 +493,11 @@ async fn step<B: Backend>(model: &Model<B>, be: &B, ew: &EdgeWeights<B::Tensor>,
     Ok(record)
 }
 
+/// The edges target sparsity `t` keeps of `n`: round((1 − t)·n).
+fn target_count(n: usize, target: f64) -> usize {
+    ((1.0 - target) * n as f64).round() as usize
+}
+
 /// Shifts every log α by the one amount that leaves exactly the top `k = round((1 − t)·n)` gates
 /// open (log α > 0): the midpoint between the k-th and (k+1)-th largest goes to 0 (k = 0: the
 /// largest to −½; k = n: the smallest to +½). The ranking, and so `top_edges`, is unchanged. Gates
@@ -501,7 +507,7 @@ pub fn hold_count(log_alpha: &mut [f64], target: f64) {
     if n == 0 {
         return;
     }
-    let k = ((1.0 - target) * n as f64).round() as usize;
+    let k = target_count(n, target);
     let mut sorted = log_alpha.to_vec();
     sorted.sort_by(|a, b| b.total_cmp(a));
     let boundary = match k {
@@ -517,7 +523,7 @@ pub fn hold_count(log_alpha: &mut [f64], target: f64) {
 /// The top `round((1 − t)·n)` edges by log α (ties: the lower number first): exactly the target.
 pub fn top_edges(log_alpha: &[f64], target: f64) -> Vec<bool> {
     let n = log_alpha.len();
-    let k = ((1.0 - target) * n as f64).round() as usize;
+    let k = target_count(n, target);
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|&a, &b| log_alpha[b].total_cmp(&log_alpha[a]).then(a.cmp(&b)));
     let mut kept = vec![false; n];
