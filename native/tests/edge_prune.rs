@@ -311,6 +311,10 @@ fn hold_exact_ends_on_the_target() {
     let tr = &read_json(&a.join("report.json"))["training"];
     assert_eq!((tr["steps"].as_u64(), tr["final_sparsity_of"].as_str()), (Some(150), Some("closed gates")), "{tr}");
     assert!((tr["final_sparsity"].as_f64().unwrap() - (1.0 - 8.0 / 82.0)).abs() < 1e-12, "{tr}");
+    // Held from a step past the ramp (105) and at the latest from 90% of the run (135).
+    let from = c["method"]["hyperparameters"]["count_held_from"].as_u64().unwrap();
+    assert!((105..=135).contains(&from) && tr["count_held_from"].as_u64() == Some(from), "held from {from}; {tr}");
     let report = std::fs::read_to_string(a.join("report.md")).unwrap();
     assert!(!report.contains("closed by the training"), "{report}");
+    assert!(report.contains(&format!("held at the target from step {from} on")), "{report}");
 }

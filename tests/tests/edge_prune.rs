@@ -253,6 +253,17 @@ fn a_state_saved_before_hold_and_schedule_resumes_as_trained() {
     assert_eq!(old.options.lambda2_scale, 1.0, "a state without the λ2 scale moved λ2 as λ1");
     let o = serde_json::to_value(EdgePruneOptions { hold: Hold::Expected, schedule: Schedule::Cosine, ..EdgePruneOptions::defaults() }).unwrap();
     assert!(o.get("hold").is_none() && o.get("schedule").is_none() && o.get("lambda2_scale").is_none(), "{o}");
+
+    // `held_from` is written once the count is held, and only for a run that holds it, at a step done.
+    assert!(v.get("held_from").is_none(), "{v}");
+    v["held_from"] = 1.into();
+    let e = EdgePruneState::from_json(&v.to_string()).unwrap_err().to_string();
+    assert!(e.contains("`held_from` 1 needs hold \"exact\""), "{e}");
+    let exact = EdgePruneState::new(EdgePruneOptions { hold: Hold::Exact, ..EdgePruneOptions::defaults() }, "f".into(), 5);
+    let mut v: serde_json::Value = serde_json::from_str(&exact.to_json()).unwrap();
+    v["held_from"] = 1.into();
+    let e = EdgePruneState::from_json(&v.to_string()).unwrap_err().to_string();
+    assert!(e.contains("a step from 1 to the state's 0"), "{e}");
 }
 
 /// A λ2 that moves faster than λ1 (`lambda2_scale`) holds the gates closer to the target on the
@@ -309,42 +320,65 @@ fn holding_the_count_shifts_the_gates_to_exactly_the_target() {
     hold_count(&mut empty, 0.5);
 }
 
-/// Holding the count (`Hold::Exact`) from the end of the ramp on: after every held step exactly
-/// the target's count of gates is open, the multipliers rest, the cut keeps every one of them and
-/// closes none, and a run stopped while held resumes to the same gates.
+/// Holding the count (`Hold::Exact`): the open hold until the ramp is over and the open gates are
+/// down to the target's count (at the latest `HOLD_BY` of the run), then after every step exactly
+/// the target's count of gates open; the multipliers rest, the cut keeps every one of them and
+/// closes none, and a run stopped while held resumes to the same gates. The settings cover the
+/// three starts: at the ramp's end (the gates already there), later (the push brings them down),
+/// and at `HOLD_BY` (a learning rate too small for the gates to close).
 #[test]
 fn holding_the_count_keeps_exactly_the_target_open() {
-    use carve_core::extract::edge_prune::{Hold, Schedule};
+    use carve_core::extract::edge_prune::{Hold, Schedule, HOLD_BY};
     let Tiny { be, model, ew, data, .. } = tiny();
     let n = ew.layout.n_edges();
-    for (t, schedule) in [(0.6, Schedule::Flat), (0.7, Schedule::Cosine), (0.9, Schedule::Flat)] {
+    let open = |h: &EdgeStepRecord| (h.kept * n as f64).round() as usize;
+    let mut starts = vec![];
+    for (t, schedule, lr, lambda_lr) in
+        [(0.5, Schedule::Flat, 0.3, 5.0), (0.6, Schedule::Flat, 0.3, 20.0), (0.7, Schedule::Cosine, 0.3, 20.0), (0.8, Schedule::Flat, 1e-4, 5.0)]
+    {
         let want = ((1.0 - t) * n as f64).round() as usize;
         let o = EdgePruneOptions {
-            target_sparsity: t, steps: 100, warmup: 5, batch: 6, lambda_lr: Some(5.0), hold: Hold::Exact, schedule,
+            target_sparsity: t, steps: 100, warmup: 5, batch: 6, lr, lambda_lr: Some(lambda_lr), hold: Hold::Exact, schedule,
             ..EdgePruneOptions::defaults()
         };
         let ramp = (0.7 * o.steps as f64) as u64;
+        let by = (HOLD_BY * o.steps as f64).ceil() as u64;
         let mut lambdas = vec![];
         let mut hook = |rec: &EdgeStepRecord, st: &EdgePruneState| {
             lambdas.push((rec.step, st.lambda.clone()));
             Flow::Continue
         };
         let r = pollster::block_on(edge_prune(&model, &be, &ew, &data, &o, None, &mut hook)).unwrap();
-        for h in &r.state.history[ramp as usize - 1..] {
-            assert_eq!((h.kept * n as f64).round() as usize, want, "target {t}: step {} ended with {} open", h.step, h.kept * n as f64);
+        let h = &r.state.history;
+        // Update u reads the gates after update u − 1 (h[u − 2]).
+        let from = r.state.held_from.expect("the count was never held");
+        assert!((ramp..=by).contains(&from), "target {t}: held from step {from}, not between {ramp} and {by}");
+        for u in ramp..from {
+            assert!(open(&h[u as usize - 2]) > want, "target {t}: the gates were down to the count before step {u}, held only from {from}");
         }
-        assert!(r.state.history[..ramp as usize - 1].iter().any(|h| (h.kept * n as f64).round() as usize != want), "target {t}: the ramp already held the count");
-        let held: Vec<&Vec<f64>> = lambdas.iter().filter(|(s, _)| *s >= ramp).map(|(_, l)| l).collect();
+        assert!(from == by || open(&h[from as usize - 2]) <= want, "target {t}: held from {from} with the gates above the count");
+        for h in &h[from as usize - 1..] {
+            assert_eq!(open(h), want, "target {t}: step {} ended with {} open", h.step, open(h));
+        }
+        let held: Vec<&Vec<f64>> = lambdas.iter().filter(|(s, _)| *s >= from).map(|(_, l)| l).collect();
         assert!(held.windows(2).all(|w| w[0] == w[1]), "target {t}: λ moved while the count was held");
         assert_eq!(r.state.log_alpha.iter().filter(|&&a| a > 0.0).count(), want);
         assert_eq!((r.kept.iter().filter(|&&k| k).count(), r.closed), (want, 0), "target {t}");
         assert_eq!(r.kept, top_edges(&r.state.log_alpha, t));
-        eprintln!("target {t} ({schedule:?}): {want} of {n} kept, discovery KL {:.4}", r.discovery_kl);
+        eprintln!("target {t} ({schedule:?}, lr {lr}): {want} of {n} kept, held from step {from}, discovery KL {:.4}", r.discovery_kl);
+        starts.push(if from == ramp { "ramp" } else if from == by { "by" } else { "crossed" });
 
-        let mut stop = |rec: &EdgeStepRecord, _: &EdgePruneState| if rec.step == ramp + 10 { Flow::Stop } else { Flow::Continue };
-        let stopped = pollster::block_on(edge_prune(&model, &be, &ew, &data, &o, None, &mut stop)).unwrap();
-        let st = EdgePruneState::from_json(&stopped.state.to_json()).unwrap();
-        let resumed = pollster::block_on(edge_prune(&model, &be, &ew, &data, &o, Some(st), &mut ())).unwrap();
-        assert_eq!((&resumed.state.log_alpha, &resumed.state.history), (&r.state.log_alpha, &r.state.history), "target {t}");
+        // Stopped just before the hold and 10 steps into it, through JSON, resumed.
+        for at in [from - 1, from + 10] {
+            let mut stop = |rec: &EdgeStepRecord, _: &EdgePruneState| if rec.step == at { Flow::Stop } else { Flow::Continue };
+            let stopped = pollster::block_on(edge_prune(&model, &be, &ew, &data, &o, None, &mut stop)).unwrap();
+            let st = EdgePruneState::from_json(&stopped.state.to_json()).unwrap();
+            let resumed = pollster::block_on(edge_prune(&model, &be, &ew, &data, &o, Some(st), &mut ())).unwrap();
+            assert_eq!((&resumed.state.log_alpha, &resumed.state.history), (&r.state.log_alpha, &r.state.history), "target {t}, stopped at {at}");
+            assert_eq!(resumed.state.held_from, Some(from), "target {t}, stopped at {at}");
+        }
+    }
+    for s in ["ramp", "crossed", "by"] {
+        assert!(starts.contains(&s), "no setting started the hold at `{s}`: {starts:?}");
     }
 }

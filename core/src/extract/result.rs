@@ -163,6 +163,7 @@ impl EdgePruneRun {
                     "lambda2_scale": opts.lambda2_scale,
                     "final_loss": last.as_ref().map(|r| r.loss),
                     "final_expected_sparsity": last.as_ref().map(|r| r.sparsity),
+                    "count_held_from": self.state.held_from,
                 }),
                 discovery_kl: self.discovery_kl,
             },

@@ -42,6 +42,10 @@ pub struct EdgePruneState {
     pub lambda_moments: Moments,
     pub rng: SplitMix64,
     pub history: Vec<EdgeStepRecord>,
+    /// `Hold::Exact`: the step after which the count has been held (the first held step's number),
+    /// once the open gates have come down to the target's count; before that, none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_from: Option<u64>,
 }
 
 impl EdgePruneState {
@@ -67,6 +71,7 @@ impl EdgePruneState {
             lambda_moments: Moments::new(2),
             rng,
             history: Vec::new(),
+            held_from: None,
         }
     }
 
@@ -115,6 +120,11 @@ impl EdgePruneState {
                 self.moments.t,
                 self.history.len()
             ));
+        }
+        if let Some(h) = self.held_from {
+            if h == 0 || h > self.step || self.options.hold != super::Hold::Exact {
+                return bad(format!("`held_from` {h} needs hold \"exact\" and a step from 1 to the state's {}", self.step));
+            }
         }
         Ok(())
     }

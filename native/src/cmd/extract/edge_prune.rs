@@ -41,9 +41,11 @@ pub struct EdgePruneArgs {
     /// edge-prune: what the multipliers hold at the target once its ramp is over: `open`, the
     /// fraction of gates the training closed, the circuit's own sparsity (the default); or
     /// `expected`, the expected fraction of edges removed, all along (the paper's: a closed gate
-    /// still counts towards it, so fewer gates end open than the target keeps); or `exact`, exactly
-    /// the target's count of open gates after each step (log α shifted, the multipliers at rest),
-    /// so the gates train on the KL alone at the circuit's final size and the cut reopens nothing.
+    /// still counts towards it, so fewer gates end open than the target keeps); or `exact`, once
+    /// the open gates are down to the target's count (the open hold until then, at the latest from
+    /// 90% of the steps), exactly that count after each step (log α shifted, the multipliers at
+    /// rest), so the gates train on the KL alone at the circuit's final size and the cut reopens
+    /// nothing.
     /// A resumed run keeps its own unless one is given.
     #[arg(long, value_enum)]
     pub hold: Option<HoldArg>,

@@ -47,6 +47,8 @@ pub struct Training {
     pub kl_over_answers: bool,
     /// The circuit is the gates left open, not a cut to the target (edge-prune's `--cut open`).
     pub cut_open: bool,
+    /// The step whose update first held the count of open gates exactly (edge-prune's `--hold exact`).
+    pub count_held_from: Option<u64>,
 }
 
 impl Training {
@@ -136,6 +138,7 @@ pub fn json(r: &Inputs) -> Value {
             "final_sparsity_of": h.reached.map(|_| if h.closed_gates { "closed gates" } else { "expected" }),
             "target_sparsity": h.reached.map(|r| r.1),
             "short_of_target": h.shortfall().is_some(),
+            "count_held_from": h.count_held_from,
             "plot": "training.svg",
         });
     }
@@ -267,6 +270,9 @@ pub fn markdown(r: &Inputs) -> String {
             h.final_kl,
             if h.kl_over_answers { " over the task's answer tokens" } else { "" }
         );
+        if let Some(from) = h.count_held_from {
+            s += &format!("The count of open gates was held at the target from step {from} on.\n");
+        }
         if let Some(w) = h.shortfall() {
             s += &format!("\n**{w}**\n");
         }
