@@ -1,7 +1,11 @@
 //! The edge forward against the plain forward: with every gate at 1 it is the same model, and with
 //! every edge out of one writer at 0 it is that writer ablated as a node with the same values. On
 //! tiny-gpt2 and tiny-llama, prompts of different lengths in one batch, both backends.
-//! Tolerance: max |edge − plain| ≤ 2e-5 · max(1, max |plain|) over every logit of every row.
+//! Tolerance: max |edge − plain| over every logit of every row, against max(1, max |plain|):
+//! 1e-6 with every gate 1 (measured 5.0e-7 to 6.9e-7 over both models and both backends), 2e-6
+//! with mean values in the sum (they are subtracted and added back; measured up to 8.4e-7). The
+//! edge forward adds the writers' outputs in another order than the residual stream does, so the
+//! f32 rounding differs by a few ulps a layer.
 
 use carve_core::backend::Backend;
 use carve_core::mask::{AblationValues, Masks, Writer};
@@ -12,13 +16,16 @@ use carve_core::model::{Batch, ForwardArgs, LogitsAt, Model};
 use carve_core::HostTensor;
 use carve_tests::*;
 
-const TOL: f64 = 2e-5;
+/// Every gate 1, no values: the plain forward.
+const TOL: f64 = 1e-6;
+/// With mean values subtracted and added back.
+const TOL_VALUES: f64 = 2e-6;
 
-fn close(what: &str, got: &HostTensor, want: &HostTensor) {
+fn close(what: &str, got: &HostTensor, want: &HostTensor, tol: f64) {
     assert_eq!(got.shape, want.shape, "{what}: shape");
     let scale = want.data.iter().fold(1.0f64, |m, &v| m.max(v.abs() as f64));
     let worst = got.data.iter().zip(&want.data).map(|(&a, &b)| (a as f64 - b as f64).abs()).fold(0.0, f64::max);
-    assert!(worst <= TOL * scale, "{what}: max error {worst:e} over {scale}");
+    assert!(worst <= tol * scale, "{what}: max error {worst:e} over {scale}");
 }
 
 fn prompts(vocab: u32) -> Vec<Vec<u32>> {
@@ -43,7 +50,7 @@ fn check<B: Backend>(be: &B, name: &str) {
     // Every gate 1, zero ablation: the plain forward.
     let ones = vec![1.0; lay.n_edges()];
     let out = m.edge_forward(be, &ew, &batch, &ones, None, &all_rows, true).unwrap();
-    close(&format!("{name}: every gate 1"), &read(&out.logits), &plain(be, &m, &batch, None, None));
+    close(&format!("{name}: every gate 1"), &read(&out.logits), &plain(be, &m, &batch, None, None), TOL);
 
     // Writer means over a patching batch, as the edge forward measures them, and the node means.
     let patching = Batch::new(&prompts(host.config.vocab as u32 - 7).iter().rev().cloned().collect::<Vec<_>>(), &host.config).unwrap();
@@ -55,7 +62,7 @@ fn check<B: Backend>(be: &B, name: &str) {
 
     // Every gate 1 with mean values: still the plain forward (the values cancel).
     let out = m.edge_forward(be, &ew, &batch, &ones, Some(&means), &all_rows, false).unwrap();
-    close(&format!("{name}: every gate 1, mean values"), &read(&out.logits), &plain(be, &m, &batch, None, None));
+    close(&format!("{name}: every gate 1, mean values"), &read(&out.logits), &plain(be, &m, &batch, None, None), TOL_VALUES);
 
     // Every edge out of one writer at 0 with mean values: that writer ablated as a node.
     let layers = host.weights.layers.len();
@@ -75,7 +82,7 @@ fn check<B: Backend>(be: &B, name: &str) {
             _ => unreachable!(),
         }
         let out = m.edge_forward(be, &ew, &batch, &gates, Some(&means), &all_rows, false).unwrap();
-        close(&format!("{name}: {writer} cut off"), &read(&out.logits), &plain(be, &m, &batch, Some(&masks), Some(&node_dev)));
+        close(&format!("{name}: {writer} cut off"), &read(&out.logits), &plain(be, &m, &batch, Some(&masks), Some(&node_dev)), TOL_VALUES);
     }
 }
 
