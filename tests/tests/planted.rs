@@ -54,6 +54,30 @@ fn set(t: &mut HostTensor, r: usize, c: usize, v: f32) {
     let cols = t.shape[1];
     t.data[r * cols + c] = v;
 }
+/// A GPT-2 of 4 heads a layer from its parts (vocabulary and width from `wte`, context from
+/// `wpe`); the final LayerNorm is the identity.
+fn gpt2_model(layers: Vec<LayerWeights<HostTensor>>, wte: HostTensor, wpe: HostTensor, lm_head: HostTensor, head_dim: usize,
+    d_ff: usize) -> (ModelConfig, ModelWeights<HostTensor>) {
+    let (vocab, d) = (wte.shape[0], wte.shape[1]);
+    let cfg = ModelConfig {
+        arch: Arch::Gpt2, n_layers: layers.len(), n_heads: 4, n_kv_heads: 4, head_dim, d_model: d, d_ff, vocab,
+        n_ctx: wpe.shape[0], norm_eps: 1e-5, rope_theta: 10000.0, tied_embeddings: false, bos_token_id: None, eos_token_id: None,
+    };
+    let ln_f_b = Some(HostTensor::zeros(vec![d]));
+    (cfg, ModelWeights { wte, wpe: Some(wpe), layers, ln_f_w: ones(d), ln_f_b, lm_head: Some(lm_head) })
+}
+
+/// Asserts that `model` answers every prompt of `data` (the construction works).
+fn answers_all<B: Backend>(be: &B, what: &str, model: &Model<B>, data: &[(Vec<u32>, u32)]) {
+    let prompts: Vec<Vec<u32>> = data.iter().map(|d| d.0.clone()).collect();
+    let batch = Batch::new(&prompts, &model.config).unwrap();
+    let args = ForwardArgs { logits: LogitsAt::Last, ..ForwardArgs::default() };
+    let logits = pollster::block_on(be.read(model.forward(be, &batch, &args).unwrap().logits.as_ref().unwrap())).unwrap();
+    for (i, (p, answer)) in data.iter().enumerate() {
+        assert_eq!(argmax(logits.row(i)) as u32, *answer, "{what}: the planted model gets prompt {p:?} wrong");
+    }
+}
+
 // ---------- GPT-2: previous-token head → induction head ----------
 const GV: usize = 20; // vocabulary
 const GCTX: usize = 16;
@@ -149,12 +173,7 @@ fn gpt2_planted() -> (ModelConfig, ModelWeights<HostTensor>) {
     (0..GCTX).for_each(|p| { set(&mut wpe, p, pos(p), 1.0); set(&mut wpe, p, GF + pos(p), -1.0) });
     let mut lm_head = zeros(GV, GD);
     (0..GV).for_each(|t| set(&mut lm_head, t, out(t), u));
-    let cfg = ModelConfig {
-        arch: Arch::Gpt2, n_layers: 2, n_heads: 4, n_kv_heads: 4, head_dim: GHD, d_model: GD, d_ff: GFF, vocab: GV,
-        n_ctx: GCTX, norm_eps: 1e-5, rope_theta: 10000.0, tied_embeddings: false, bos_token_id: None, eos_token_id: None,
-    };
-    let ln_f_b = Some(HostTensor::zeros(vec![GD]));
-    (cfg, ModelWeights { wte, wpe: Some(wpe), layers: vec![l0, l1], ln_f_w: ones(GD), ln_f_b, lm_head: Some(lm_head) })
+    gpt2_model(vec![l0, l1], wte, wpe, lm_head, GHD, GFF)
 }
 
 /// Distinct random tokens, then an earlier one again: the answer is the token that followed it.
@@ -348,12 +367,7 @@ fn frac_prevs_planted() -> (ModelConfig, ModelWeights<HostTensor>) {
         row(&mut lm_head, t, FFRAC, sign * u / 2.0);
         row(&mut lm_head, t, FONE, -sign * u / (4.0 * big));
     }
-    let cfg = ModelConfig {
-        arch: Arch::Gpt2, n_layers: 2, n_heads: 4, n_kv_heads: 4, head_dim: FHD, d_model: FD, d_ff: FFF, vocab: FV,
-        n_ctx: FCTX, norm_eps: 1e-5, rope_theta: 10000.0, tied_embeddings: false, bos_token_id: None, eos_token_id: None,
-    };
-    let ln_f_b = Some(HostTensor::zeros(vec![FD]));
-    (cfg, ModelWeights { wte, wpe: Some(wpe), layers: vec![l0, l1], ln_f_w: ones(FD), ln_f_b, lm_head: Some(lm_head) })
+    gpt2_model(vec![l0, l1], wte, wpe, lm_head, FHD, FFF)
 }
 
 /// Tokens 0..6 with "x" about half of them; the answer says whether more than half are "x" (prompts
@@ -378,13 +392,8 @@ fn frac_prevs_prompts(n: usize, g: &mut Lcg) -> Vec<(Vec<u32>, u32)> {
 /// ~0 (everything removed was irrelevant), and it prunes to one head per layer and no MLP.
 fn recovers<B: Backend>(be: &B, what: &str, (cfg, w): (ModelConfig, ModelWeights<HostTensor>), data: Vec<(Vec<u32>, u32)>, planted: [Component; 2]) {
     let model = Model::upload(be, cfg.clone(), &w).unwrap();
+    answers_all(be, what, &model, &data);
     let prompts: Vec<Vec<u32>> = data.iter().map(|d| d.0.clone()).collect();
-    let batch = Batch::new(&prompts, &cfg).unwrap();
-    let args = ForwardArgs { logits: LogitsAt::Last, ..ForwardArgs::default() };
-    let logits = pollster::block_on(be.read(model.forward(be, &batch, &args).unwrap().logits.as_ref().unwrap())).unwrap();
-    for (i, (p, answer)) in data.iter().enumerate() {
-        assert_eq!(argmax(logits.row(i)) as u32, *answer, "{what}: the planted model gets prompt {p:?} wrong");
-    }
     let d = AblateData { discovery: prompts, ..AblateData::default() };
     for mlps in [false, true] {
         for implementation in [Implementation::Fast, Implementation::Reference] {
@@ -529,13 +538,8 @@ fn node_prune_recovers_the_planted_neurons() {
             (p, answer)
         })
         .collect();
+    answers_all(&be, "the neurons model", &model, &data);
     let prompts: Vec<Vec<u32>> = data.iter().map(|d| d.0.clone()).collect();
-    let batch = Batch::new(&prompts, &cfg).unwrap();
-    let args = ForwardArgs { logits: LogitsAt::Last, ..ForwardArgs::default() };
-    let logits = pollster::block_on(be.read(model.forward(&be, &batch, &args).unwrap().logits.as_ref().unwrap())).unwrap();
-    for (i, (p, answer)) in data.iter().enumerate() {
-        assert_eq!(argmax(logits.row(i)) as u32, *answer, "the planted model gets {p:?} wrong");
-    }
     let d = NodePruneData { pairs: vec![None; prompts.len()], discovery: prompts, ..NodePruneData::default() };
     let o = NodePruneOptions {
         granularity: Granularity { attn: false, mlps: false, heads: true, neurons: true },
@@ -555,6 +559,54 @@ fn node_prune_recovers_the_planted_neurons() {
     assert!(r.discovery_kl < 1e-6, "the circuit's KL {} should be ~0", r.discovery_kl);
 }
 
+// ---------- edge-prune ----------
+
+use carve_core::extract::edge_prune::{edge_list, edge_prune, EdgePruneData, EdgePruneOptions, EdgePruneRun};
+use carve_core::mask::{Edge, EdgeLayout};
+use carve_core::model::edges::EdgeWeights;
+
+fn edges(v: &[&str]) -> Vec<Edge> {
+    v.iter().map(|s| Edge::parse(s).unwrap()).collect()
+}
+
+/// edge-prune on a planted model with mean ablation over `patching`, 300 steps of 8 (the defaults
+/// otherwise), asked to keep `keep` edges; checks that every kept edge reaches the logits.
+fn train_edges<B: Backend>(be: &B, model: &Model<B>, ew: &EdgeWeights<B::Tensor>, data: &[(Vec<u32>, u32)], patching: Vec<Vec<u32>>,
+    keep: usize) -> EdgePruneRun {
+    let d = EdgePruneData { discovery: data.iter().map(|d| d.0.clone()).collect(), patching, ..EdgePruneData::default() };
+    let o = EdgePruneOptions {
+        target_sparsity: 1.0 - keep as f64 / ew.layout.n_edges() as f64,
+        warmup: 10,
+        batch: 8,
+        ablation: AblationKind::Mean,
+        ..EdgePruneOptions::defaults()
+    };
+    let r = pollster::block_on(edge_prune(model, be, ew, &d, &o, None, &mut ())).unwrap();
+    assert_eq!(r.effective, r.kept, "every kept edge reaches the logits");
+    r
+}
+
+/// The `top` edges by log α, one a line: what a failed check shows.
+fn ranking(lay: &EdgeLayout, log_alpha: &[f64], top: usize) -> String {
+    let mut ranked: Vec<(f64, String)> = (0..log_alpha.len()).map(|i| (log_alpha[i], lay.edge(i).unwrap().to_string())).collect();
+    ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
+    ranked.iter().take(top).map(|(a, e)| format!("{e}: log α {a:.3}")).collect::<Vec<_>>().join("\n")
+}
+
+/// Asserts that the circuit of `r`'s effective edges, with its mean values, answers every prompt of
+/// `data` as the full model does.
+fn circuit_answers<B: Backend>(be: &B, model: &Model<B>, ew: &EdgeWeights<B::Tensor>, r: &EdgePruneRun, data: &[(Vec<u32>, u32)]) {
+    let prompts: Vec<Vec<u32>> = data.iter().map(|d| d.0.clone()).collect();
+    let batch = Batch::new(&prompts, &model.config).unwrap();
+    let gates: Vec<f32> = r.effective.iter().map(|&k| k as u8 as f32).collect();
+    let means: Vec<B::Tensor> = r.values.as_ref().unwrap().iter().map(|t| be.upload(t).unwrap()).collect();
+    let out = model.edge_forward(be, ew, &batch, &gates, Some(&means), &batch.last_rows(), false).unwrap();
+    let logits = pollster::block_on(be.read(&out.logits)).unwrap();
+    for (i, (_, answer)) in data.iter().enumerate() {
+        assert_eq!(argmax(logits.row(i)) as u32, *answer, "the circuit gets prompt {i} wrong; ranking:\n{}", ranking(&ew.layout, &r.state.log_alpha, 16));
+    }
+}
+
 /// edge-prune on the planted Llama copy model, mean ablation (zero ablation would hide the layer-0
 /// readers, which read only the embedding: RMSNorm(z·x) does not depend on z > 0, so their gates get
 /// no gradient): every writer but the embedding, the
@@ -566,69 +618,30 @@ fn node_prune_recovers_the_planted_neurons() {
 /// L0H2 into the other layer-1 readers and the logits) those the training left open; the rest of the
 /// 12 are reported as closed. Every kept edge is effective, and the circuit keeps the answers.
 fn edge_prune_recovers<B: Backend>(be: &B) {
-    use carve_core::extract::edge_prune::{edge_list, edge_prune, EdgePruneData, EdgePruneOptions};
-    use carve_core::mask::Edge;
-    use carve_core::model::edges::EdgeWeights;
     let (cfg, w) = llama_planted();
-    let model = Model::upload(be, cfg.clone(), &w).unwrap();
+    let model = Model::upload(be, cfg, &w).unwrap();
     let ew = EdgeWeights::new(be, &model, &w).unwrap();
-    let n = ew.layout.n_edges();
     let data = copy_prompts(16, &mut Lcg(5));
-    let prompts: Vec<Vec<u32>> = data.iter().map(|d| d.0.clone()).collect();
     let patching: Vec<Vec<u32>> = copy_prompts(32, &mut Lcg(9)).into_iter().map(|d| d.0).collect();
-    let d = EdgePruneData { discovery: prompts.clone(), patching, ..EdgePruneData::default() };
-    let want: Vec<Edge> = [
+    let want = edges(&[
         "emb -> L0H2.q", "emb -> L0KV1.k", "emb -> L0KV1.v",
         "emb -> L1H1.q", "L0H2 -> L1H1.q", "emb -> L1KV0.k", "L0H2 -> L1KV0.k", "emb -> L1KV0.v", "L0H2 -> L1KV0.v",
         "emb -> logits", "L0H2 -> logits", "L1H1 -> logits",
-    ]
-    .iter()
-    .map(|s| Edge::parse(s).unwrap())
-    .collect();
-    let o = EdgePruneOptions {
-        target_sparsity: 1.0 - want.len() as f64 / n as f64,
-        warmup: 10,
-        batch: 8,
-        ablation: AblationKind::Mean,
-        ..EdgePruneOptions::defaults()
-    };
-    let r = pollster::block_on(edge_prune(&model, be, &ew, &d, &o, None, &mut ())).unwrap();
+    ]);
+    let r = train_edges(be, &model, &ew, &data, patching, want.len());
     let mut kept = edge_list(&ew.layout, &r.kept);
     kept.sort();
-    let names = |v: &[Edge]| v.iter().map(|e| e.to_string()).collect::<Vec<_>>();
-    if kept.len() + r.closed != want.len() || !kept.iter().all(|e| want.contains(e)) {
-        for e in &want {
-            let i = ew.layout.index(*e).unwrap();
-            eprintln!("{e}: log α {:.3}", r.state.log_alpha[i]);
-        }
-        let mut others: Vec<f64> = (0..n).filter(|i| !want.iter().any(|e| ew.layout.index(*e).unwrap() == *i)).map(|i| r.state.log_alpha[i]).collect();
-        others.sort_by(f64::total_cmp);
-        eprintln!("others: {:?}", others.iter().map(|v| format!("{v:.3}")).collect::<Vec<_>>());
-        let h = &r.state.history;
-        for rec in h.iter().step_by(20) {
-            eprintln!("{rec:?}");
-        }
-    }
-    let path: Vec<Edge> = ["emb -> L0H2.q", "emb -> L0KV1.k", "emb -> L0KV1.v", "L0H2 -> L1KV0.v", "emb -> L1H1.q", "emb -> L1KV0.k", "L1H1 -> logits"]
-        .iter()
-        .map(|s| Edge::parse(s).unwrap())
-        .collect();
+    let show = || format!("kept {:?}, {} closed; ranking:\n{}", kept.iter().map(|e| e.to_string()).collect::<Vec<_>>(), r.closed,
+        ranking(&ew.layout, &r.state.log_alpha, 16));
+    let path = edges(&["emb -> L0H2.q", "emb -> L0KV1.k", "emb -> L0KV1.v", "L0H2 -> L1KV0.v", "emb -> L1H1.q", "emb -> L1KV0.k", "L1H1 -> logits"]);
     for e in &path {
-        assert!(kept.contains(e), "the path's {e} was not kept: kept {:?}", names(&kept));
+        assert!(kept.contains(e), "the path's {e} was not kept: {}", show());
     }
     for e in &kept {
-        assert!(want.contains(e), "{e} was kept but is not among the 12: kept {:?}", names(&kept));
+        assert!(want.contains(e), "{e} was kept but is not among the 12: {}", show());
     }
-    assert_eq!(kept.len() + r.closed, want.len(), "kept {:?}, {} closed", names(&kept), r.closed);
-    assert_eq!(r.effective, r.kept, "every kept edge reaches the logits");
-    // The circuit answers as the full model does.
-    let gates: Vec<f32> = r.effective.iter().map(|&k| k as u8 as f32).collect();
-    let batch = Batch::new(&prompts, &cfg).unwrap();
-    let out = model.edge_forward(be, &ew, &batch, &gates, None, &batch.last_rows(), false).unwrap();
-    let logits = pollster::block_on(be.read(&out.logits)).unwrap();
-    for (i, (_, answer)) in data.iter().enumerate() {
-        assert_eq!(argmax(logits.row(i)), *answer as usize, "prompt {i}");
-    }
+    assert_eq!(kept.len() + r.closed, want.len(), "{}", show());
+    circuit_answers(be, &model, &ew, &r, &data);
 }
 
 /// edge-prune on the planted GPT-2 induction model, mean ablation: the previous-token head L0H0
@@ -643,9 +656,6 @@ fn edge_prune_recovers<B: Backend>(be: &B) {
 /// edge of the path, the key path's among them, and no edge without an effect (of the 16, those
 /// the training closed are left out and counted); the circuit keeps the answers.
 fn edge_prune_recovers_key_path<B: Backend>(be: &B) {
-    use carve_core::extract::edge_prune::{edge_list, edge_prune, EdgePruneData, EdgePruneOptions};
-    use carve_core::mask::Edge;
-    use carve_core::model::edges::EdgeWeights;
     let (cfg, mut w) = gpt2_planted();
     // The writers along the all-ones direction write exactly 0 here: in f32 a LayerNorm removes
     // them only up to rounding, and Adam would turn those tiny gradients into full steps.
@@ -653,37 +663,22 @@ fn edge_prune_recovers_key_path<B: Backend>(be: &B) {
         (0..GD).for_each(|r| (h * GHD..(h + 1) * GHD).for_each(|k| set(&mut w.layers[l].wo, r, k, 0.0)));
     }
     w.layers[0].w_down.data.fill(0.0);
-    let model = Model::upload(be, cfg.clone(), &w).unwrap();
+    let model = Model::upload(be, cfg, &w).unwrap();
     let ew = EdgeWeights::new(be, &model, &w).unwrap();
-    let n = ew.layout.n_edges();
     let data = induction_prompts(16, &mut Lcg(3));
-    let prompts: Vec<Vec<u32>> = data.iter().map(|d| d.0.clone()).collect();
     let patching: Vec<Vec<u32>> = induction_prompts(32, &mut Lcg(13)).into_iter().map(|d| d.0).collect();
-    let d = EdgePruneData { discovery: prompts.clone(), patching, ..EdgePruneData::default() };
-    let parse = |v: &[&str]| v.iter().map(|s| Edge::parse(s).unwrap()).collect::<Vec<Edge>>();
-    let path = parse(&["pos -> L0H0.q", "pos -> L0KV0.k", "emb -> L0KV0.v", "L0H0 -> L1KV0.k", "emb -> L1H0.q", "emb -> L1KV0.v", "L1H0 -> logits"]);
+    let path = edges(&["pos -> L0H0.q", "pos -> L0KV0.k", "emb -> L0KV0.v", "L0H0 -> L1KV0.k", "emb -> L1H0.q", "emb -> L1KV0.v", "L1H0 -> logits"]);
     let mut effect = path.clone();
-    effect.extend(parse(&[
+    effect.extend(edges(&[
         "emb -> L0H0.q", "emb -> L0KV0.k", "pos -> L0KV0.v",
         "pos -> L1H0.q", "L0H0 -> L1H0.q", "emb -> L1KV0.k", "pos -> L1KV0.k", "pos -> L1KV0.v", "L0H0 -> L1KV0.v",
         "emb -> logits", "pos -> logits", "L0H0 -> logits",
     ]));
-    assert_eq!((n, effect.len()), (137, 19));
+    assert_eq!((ew.layout.n_edges(), effect.len()), (137, 19));
     let keep = 16;
-    let o = EdgePruneOptions {
-        target_sparsity: 1.0 - keep as f64 / n as f64,
-        warmup: 10,
-        batch: 8,
-        ablation: AblationKind::Mean,
-        ..EdgePruneOptions::defaults()
-    };
-    let r = pollster::block_on(edge_prune(&model, be, &ew, &d, &o, None, &mut ())).unwrap();
+    let r = train_edges(be, &model, &ew, &data, patching, keep);
     let kept = edge_list(&ew.layout, &r.kept);
-    let show = || {
-        let mut ranked: Vec<(f64, String)> = (0..n).map(|i| (r.state.log_alpha[i], ew.layout.edge(i).unwrap().to_string())).collect();
-        ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
-        ranked.iter().take(24).map(|(a, e)| format!("{e}: log α {a:.3}")).collect::<Vec<_>>().join("\n")
-    };
+    let show = || ranking(&ew.layout, &r.state.log_alpha, 24);
     assert_eq!(kept.len() + r.closed, keep);
     for e in &path {
         assert!(kept.contains(e), "the path's {e} was not kept; ranking:\n{}", show());
@@ -691,15 +686,7 @@ fn edge_prune_recovers_key_path<B: Backend>(be: &B) {
     for e in &kept {
         assert!(effect.contains(e), "{e} has no effect but was kept; ranking:\n{}", show());
     }
-    assert_eq!(r.effective, r.kept, "every kept edge reaches the logits");
-    let gates: Vec<f32> = r.effective.iter().map(|&k| k as u8 as f32).collect();
-    let batch = Batch::new(&prompts, &cfg).unwrap();
-    let means: Vec<B::Tensor> = r.values.as_ref().unwrap().iter().map(|t| be.upload(t).unwrap()).collect();
-    let out = model.edge_forward(be, &ew, &batch, &gates, Some(&means), &batch.last_rows(), false).unwrap();
-    let logits = pollster::block_on(be.read(&out.logits)).unwrap();
-    for (i, (_, answer)) in data.iter().enumerate() {
-        assert_eq!(argmax(logits.row(i)), *answer as usize, "prompt {i}");
-    }
+    circuit_answers(be, &model, &ew, &r, &data);
 }
 
 #[test]
@@ -724,55 +711,24 @@ fn edge_prune_copy_llama_gpu() {
 /// write anything, and L1H0's query and key are 0, so the edges with an effect are the 3 of the
 /// program (emb → L0MLP: the token into the is-x map; L0MLP → L1KV0.v: is-x into the average;
 /// L1H0 → logits: the fraction out) and 6 that the LayerNorms couple in (pos → L0MLP; emb, pos →
-/// L1KV0.v; emb, pos, L0MLP → logits), which change a reader's scale by about 1% or less. Asked for 3 of the 137
-/// edges, edge-prune keeps exactly the program's 3, none closed, and the circuit answers as the
-/// full model does.
+/// L1KV0.v; emb, pos, L0MLP → logits), which change a reader's scale by about 1% or less. Asked
+/// for 3 of the 137 edges, edge-prune keeps exactly the program's 3, none closed, and the circuit
+/// answers as the full model does.
 fn edge_prune_recovers_frac_prevs<B: Backend>(be: &B) {
-    use carve_core::extract::edge_prune::{edge_list, edge_prune, EdgePruneData, EdgePruneOptions};
-    use carve_core::mask::Edge;
-    use carve_core::model::edges::EdgeWeights;
     let (cfg, w) = frac_prevs_planted();
-    let model = Model::upload(be, cfg.clone(), &w).unwrap();
+    let model = Model::upload(be, cfg, &w).unwrap();
     let ew = EdgeWeights::new(be, &model, &w).unwrap();
-    let n = ew.layout.n_edges();
+    assert_eq!(ew.layout.n_edges(), 137);
     let data = frac_prevs_prompts(16, &mut Lcg(31));
-    let prompts: Vec<Vec<u32>> = data.iter().map(|d| d.0.clone()).collect();
-    let batch = Batch::new(&prompts, &cfg).unwrap();
-    let args = ForwardArgs { logits: LogitsAt::Last, ..ForwardArgs::default() };
-    let logits = pollster::block_on(be.read(model.forward(be, &batch, &args).unwrap().logits.as_ref().unwrap())).unwrap();
-    for (i, (p, answer)) in data.iter().enumerate() {
-        assert_eq!(argmax(logits.row(i)) as u32, *answer, "the planted model gets {p:?} wrong");
-    }
+    answers_all(be, "frac_prevs", &model, &data);
     let patching: Vec<Vec<u32>> = frac_prevs_prompts(32, &mut Lcg(37)).into_iter().map(|d| d.0).collect();
-    let d = EdgePruneData { discovery: prompts.clone(), patching, ..EdgePruneData::default() };
-    let parse = |v: &[&str]| v.iter().map(|s| Edge::parse(s).unwrap()).collect::<Vec<Edge>>();
-    let mut path = parse(&["emb -> L0MLP", "L0MLP -> L1KV0.v", "L1H0 -> logits"]);
+    let mut path = edges(&["emb -> L0MLP", "L0MLP -> L1KV0.v", "L1H0 -> logits"]);
     path.sort();
-    assert_eq!(n, 137);
-    let o = EdgePruneOptions {
-        target_sparsity: 1.0 - path.len() as f64 / n as f64,
-        warmup: 10,
-        batch: 8,
-        ablation: AblationKind::Mean,
-        ..EdgePruneOptions::defaults()
-    };
-    let r = pollster::block_on(edge_prune(&model, be, &ew, &d, &o, None, &mut ())).unwrap();
+    let r = train_edges(be, &model, &ew, &data, patching, path.len());
     let mut kept = edge_list(&ew.layout, &r.kept);
     kept.sort();
-    let show = || {
-        let mut ranked: Vec<(f64, String)> = (0..n).map(|i| (r.state.log_alpha[i], ew.layout.edge(i).unwrap().to_string())).collect();
-        ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
-        ranked.iter().take(12).map(|(a, e)| format!("{e}: log α {a:.3}")).collect::<Vec<_>>().join("\n")
-    };
-    assert_eq!((&kept, r.closed), (&path, 0), "ranking:\n{}", show());
-    assert_eq!(r.effective, r.kept, "every kept edge reaches the logits");
-    let gates: Vec<f32> = r.effective.iter().map(|&k| k as u8 as f32).collect();
-    let means: Vec<B::Tensor> = r.values.as_ref().unwrap().iter().map(|t| be.upload(t).unwrap()).collect();
-    let out = model.edge_forward(be, &ew, &batch, &gates, Some(&means), &batch.last_rows(), false).unwrap();
-    let logits = pollster::block_on(be.read(&out.logits)).unwrap();
-    for (i, (_, answer)) in data.iter().enumerate() {
-        assert_eq!(argmax(logits.row(i)) as u32, *answer, "the circuit gets prompt {i} wrong; ranking:\n{}", show());
-    }
+    assert_eq!((&kept, r.closed), (&path, 0), "ranking:\n{}", ranking(&ew.layout, &r.state.log_alpha, 12));
+    circuit_answers(be, &model, &ew, &r, &data);
 }
 
 /// On the CPU only: the GPU backend runs the same training on the other planted models, and on
