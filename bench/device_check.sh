@@ -53,6 +53,10 @@ step 120 "carve node-prune step ($CG)" "$BIN" bench train --model "$M" --task io
 step 60 "PyTorch node-prune step ($TD)" "$PY" bench/torch_train_step.py --model "$M" --batch 32 --seq 20 --device "$TD"
 step 180 "carve edge-prune step ($CG)" "$BIN" bench train --model "$M" --task ioi --batch 32 --iters 3 --method edge-prune --backend "$CG"
 step 90 "PyTorch edge-prune step ($TD)" "$PY" bench/torch_edge_step.py --model "$M" --batch 32 --seq 20 --device "$TD" --check
+# ablate's sweep: carve's reference and fast implementations, then the same sweep as the paper's
+# code runs it (a full forward per candidate) in PyTorch, which also checks carve's decisions.
+step 150 "carve ablate sweep, ioi, 16 prompts, heads and MLPs ($CG)" "$BIN" bench extract --model "$M" --task ioi --alpha 0.005 --mlps --discovery 16 --all-batchings --backend "$CG" --save-sweep "$OUT/sweep.json"
+step 120 "PyTorch ablate sweep, paper-style loop ($TD)" "$PY" bench/torch_ablate.py --model "$M" --inputs "$OUT/sweep.json" --device "$TD"
 # Where a step's time goes on the GPU: each kernel's device time from timestamp queries.
 step 90 "carve ops, node-prune step ($CG)" "$BIN" bench ops --model "$M" --task ioi --batch 32 --iters 2 --method node-prune --backend "$CG"
 step 120 "carve ops, edge-prune step ($CG)" "$BIN" bench ops --model "$M" --task ioi --batch 32 --iters 2 --method edge-prune --backend "$CG"

@@ -264,6 +264,57 @@ fn bench_extract_reports_the_same_decisions() {
     assert_eq!(out.lines().filter(|l| l.starts_with("fast") || l.starts_with("reference")).count(), 4, "{out}");
 }
 
+/// `--save-sweep` writes what `bench/torch_ablate.py` runs: the options, the prompts' token ids
+/// and the reference's decisions in sweep order (layers from the last, heads then the MLP). It
+/// replaces a sweep file it wrote, and refuses, before the sweep runs, a file it did not write and
+/// a folder that is not there.
+#[test]
+fn bench_extract_saves_the_sweep_for_the_pytorch_loop() {
+    let d = scratch("sweep");
+    let (model, task) = (tiny_model(&d), task_file(&d));
+    let sweep = d.join("sweep.json");
+    let args = |path: &Path| -> Vec<String> {
+        ["bench", "extract", "--model", s(&model), "--task", s(&task), "--patching", "20", "--discovery", "12", "--test", "16", "--alpha", "0.15", "--mlps", "--backend", "cpu", "--save-sweep", s(path)]
+            .map(String::from)
+            .to_vec()
+    };
+    let run = |path: &Path| ok(&args(path).iter().map(String::as_str).collect::<Vec<_>>());
+    let out = run(&sweep);
+    assert!(out.contains("sweep written to"), "{out}");
+    let v = read_json(&sweep);
+    assert_eq!(v["format"], "carve-ablate-sweep");
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["options"]["alpha"], 0.15);
+    assert_eq!(v["options"]["ablation"], "mean");
+    assert_eq!(v["options"]["mlps"], true);
+    let ids = |k: &str| v[k].as_array().unwrap().iter().map(|p| p.as_array().unwrap().len()).collect::<Vec<_>>();
+    assert_eq!(ids("discovery").len(), 12);
+    assert_eq!(ids("patching").len(), 20);
+    assert!(ids("discovery").iter().chain(&ids("patching")).all(|&n| n > 0));
+    // Every discovery prompt's corrupted version, of its length (the task file has them).
+    assert_eq!(ids("corrupted"), ids("discovery"));
+    let cfg = read_json(&model.join("config.json"));
+    let (layers, heads) = (cfg["num_hidden_layers"].as_u64().unwrap() as usize, cfg["num_attention_heads"].as_u64().unwrap() as usize);
+    let order: Vec<String> = (0..layers).rev().flat_map(|l| (0..heads).map(move |h| format!("L{l}H{h}")).chain([format!("L{l}MLP")])).collect();
+    let decisions = v["decisions"].as_array().unwrap();
+    let names: Vec<&str> = decisions.iter().map(|d| d["component"].as_str().unwrap()).collect();
+    assert_eq!(names, order);
+    let removed = decisions.iter().filter(|d| d["accepted"] == true).count();
+    assert!(out.lines().any(|l| l.starts_with("reference") && l.split_whitespace().nth(4) == Some(&removed.to_string())), "{removed} removed:
+{out}");
+    assert!(decisions.iter().all(|d| d["kl"].as_f64().is_some_and(|k| k.is_finite() && k >= -1e-9)));
+    // Its own file is replaced, with the same sweep.
+    run(&sweep);
+    assert_eq!(read_json(&sweep)["decisions"], v["decisions"]);
+    // Not its file, not a folder: refused before the sweep, the file left as it was.
+    let other = d.join("notes.json");
+    std::fs::write(&other, "{\"mine\": true}").unwrap();
+    let refused = |path: &Path, needle: &str| fails(&args(path).iter().map(String::as_str).collect::<Vec<_>>(), needle);
+    refused(&other, "is not a sweep carve wrote");
+    assert_eq!(std::fs::read_to_string(&other).unwrap(), "{\"mine\": true}");
+    refused(&d.join("missing/sweep.json"), "does not exist");
+}
+
 /// On a GPU (llvmpipe here) `bench matmul` puts both tiled GEMM kernels side by side, each timed
 /// on the device, and checks that they agree.
 #[test]

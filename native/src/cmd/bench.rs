@@ -85,6 +85,10 @@ pub struct ExtractBenchArgs {
     /// Also time the fast implementation with one candidate per forward and with whole layers.
     #[arg(long)]
     all_batchings: bool,
+    /// Write the sweep (options, token ids of the prompts, the reference's decisions) to this JSON
+    /// file, for `bench/torch_ablate.py`: the same sweep as a PyTorch loop in the paper's style.
+    #[arg(long)]
+    save_sweep: Option<std::path::PathBuf>,
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendChoice,
 }
@@ -204,6 +208,9 @@ pub fn run(b: Bench) -> Result<()> {
         Bench::Precision(a) => crate::cmd::bench_precision::run(a),
         Bench::Extract(a) => {
             a.task_args.check(Some(&a.task), None)?;
+            if let Some(p) = &a.save_sweep {
+                crate::cmd::bench_sweep::check_writable(p)?;
+            }
             let m = source::load(&a.model)?;
             let prep = a.task_args.prepare(Some(&a.task), None, tokenizer(&m)?, m.config.n_ctx)?;
             dispatch(a.backend, ExtractBench { m: &m, a: &a, prep: &prep })
@@ -266,6 +273,10 @@ impl Job for ExtractBench<'_> {
         println!("same decisions as the reference: {}", if same { "yes" } else { "NO" });
         if !same {
             anyhow::bail!("the implementations disagree: this is a bug");
+        }
+        if let (Some(path), Some((_, decisions))) = (&a.save_sweep, &first) {
+            crate::cmd::bench_sweep::save(path, &self.prep.task.name, &opts, &data, decisions)?;
+            println!("sweep written to {} (bench/torch_ablate.py --inputs runs it as a PyTorch loop)", path.display());
         }
         Ok(())
     }

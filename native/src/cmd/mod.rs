@@ -2,6 +2,7 @@ pub mod attribute;
 pub mod bench;
 pub mod bench_ops;
 pub mod bench_precision;
+pub mod bench_sweep;
 pub mod bench_train;
 pub mod bench_train_edges;
 pub mod eval;
