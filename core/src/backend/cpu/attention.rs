@@ -3,6 +3,7 @@
 //! the matmuls around attention dominate the time.
 
 use super::dot::dot;
+use super::vector::{self, simd};
 use super::{check, CpuBackend, CpuTensor};
 use crate::backend::AttnShape;
 use crate::Result;
@@ -28,7 +29,7 @@ pub(super) fn scores(be: &CpuBackend, q: &CpuTensor, k: &CpuTensor, s: AttnShape
     let (t, d) = (s.seq, s.head_dim);
     let (qc, kc) = (s.n_heads * d, s.n_kv_heads * d);
     let mut out = be.out(s.batch * s.n_heads * t * t);
-    out.par_chunks_mut((t * t).max(1)).enumerate().for_each(|(bh, p)| {
+    out.par_chunks_mut((t * t).max(1)).enumerate().for_each(|(bh, p)| simd(|| {
         let (b, h) = (bh / s.n_heads, bh % s.n_heads);
         let kh = h / g;
         for i in 0..t {
@@ -41,15 +42,15 @@ pub(super) fn scores(be: &CpuBackend, q: &CpuTensor, k: &CpuTensor, s: AttnShape
                 max = max.max(row[j]);
             }
             for v in &mut row[..=i] {
-                *v = (*v - max).exp();
+                *v = vector::exp(*v - max);
             }
-            let inv = 1.0 / row[..=i].iter().sum::<f32>();
+            let inv = 1.0 / vector::sum(&row[..=i]);
             for v in &mut row[..=i] {
                 *v *= inv;
             }
             row[i + 1..].fill(0.0);
         }
-    });
+    }));
     Ok(CpuBackend::wrap(vec![s.batch * s.n_heads * t, t], out))
 }
 

@@ -2,8 +2,10 @@
 //! Row reductions accumulate in f32 like their forwards; the mask gradient, a sum over every row,
 //! accumulates in f64.
 
+use super::dot::dot;
 use super::elementwise::zip;
 use super::norms::rowwise_with;
+use super::vector::{self, simd};
 use super::{check, rows_per_task, CpuBackend, CpuTensor};
 use crate::backend::{AttnShape, RowMap};
 use crate::Result;
@@ -18,8 +20,11 @@ pub(super) fn layer_norm_backward(be: &CpuBackend, x: &CpuTensor, w: &CpuTensor,
     let w = &w.0.data;
     Ok(rowwise_with(be, x, dy, |xr, g, o| {
         let n = c as f32;
-        let mean = xr.iter().sum::<f32>() / n;
-        let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+        let mean = vector::sum(xr) / n;
+        for j in 0..c {
+            o[j] = xr[j] - mean;
+        }
+        let var = dot(o, o) / n;
         let r = 1.0 / (var + eps).sqrt();
         let (mut mg, mut mgx) = (0.0f32, 0.0f32);
         for j in 0..c {
@@ -43,8 +48,8 @@ pub(super) fn rms_norm_backward(be: &CpuBackend, x: &CpuTensor, w: &CpuTensor, d
     let w = &w.0.data;
     Ok(rowwise_with(be, x, dy, |xr, g, o| {
         let n = c as f32;
-        let r = 1.0 / (xr.iter().map(|v| v * v).sum::<f32>() / n + eps).sqrt();
-        let mgx = (0..c).map(|j| g[j] * w[j] * xr[j]).sum::<f32>() / n;
+        let r = 1.0 / (dot(xr, xr) / n + eps).sqrt();
+        let mgx = vector::dot3(g, w, xr) / n;
         for j in 0..c {
             o[j] = r * g[j] * w[j] - xr[j] * r * r * r * mgx;
         }
@@ -54,21 +59,30 @@ pub(super) fn rms_norm_backward(be: &CpuBackend, x: &CpuTensor, w: &CpuTensor, d
 pub(super) fn gelu_new_backward(be: &CpuBackend, x: &CpuTensor, dy: &CpuTensor) -> Result<CpuTensor> {
     const C: f32 = 0.797_884_6; // sqrt(2/π)
     zip(be, "gelu_new_backward", x, dy, |x, g| {
-        let t = (C * (x + 0.044715 * x * x * x)).tanh();
+        let t = vector::tanh(C * (x + 0.044715 * x * x * x));
         g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * C * (1.0 + 3.0 * 0.044715 * x * x))
     })
 }
 
+/// With s = σ(gate): dgate = dy·s·(1 + gate·(1 − s))·up, dup = dy·gate·s, in one pass.
 pub(super) fn silu_mul_backward(be: &CpuBackend, gate: &CpuTensor, up: &CpuTensor, dy: &CpuTensor)
     -> Result<(CpuTensor, CpuTensor)> {
-    check(up.0.shape == gate.0.shape, "silu_mul_backward", || format!("gate {:?}, up {:?}", gate.0.shape, up.0.shape))?;
-    let dgate_pre = zip(be, "silu_mul_backward", gate, dy, |g, d| {
-        let s = 1.0 / (1.0 + (-g).exp());
-        d * s * (1.0 + g * (1.0 - s))
+    check(up.0.shape == gate.0.shape && dy.0.shape == gate.0.shape, "silu_mul_backward", || {
+        format!("gate {:?}, up {:?}, dy {:?}", gate.0.shape, up.0.shape, dy.0.shape)
     })?;
-    let dgate = zip(be, "silu_mul_backward", &dgate_pre, up, |a, u| a * u)?;
-    let dup = zip(be, "silu_mul_backward", gate, dy, |g, d| d * g / (1.0 + (-g).exp()))?;
-    Ok((dgate, dup))
+    let n = gate.0.data.len();
+    let (mut dgate, mut dup) = (be.out(n), be.out(n));
+    let inputs = gate.0.data.par_chunks(16384).zip(up.0.data.par_chunks(16384)).zip(dy.0.data.par_chunks(16384));
+    dgate.par_chunks_mut(16384).zip(dup.par_chunks_mut(16384)).zip(inputs).for_each(|((dg, du), ((g, u), d))| {
+        simd(|| {
+            for ((((dg, du), &g), &u), &d) in dg.iter_mut().zip(du.iter_mut()).zip(g).zip(u).zip(d) {
+                let s = 1.0 / (1.0 + vector::exp(-g));
+                *dg = d * s * (1.0 + g * (1.0 - s)) * u;
+                *du = d * g * s;
+            }
+        })
+    });
+    Ok((CpuBackend::wrap(gate.0.shape.clone(), dgate), CpuBackend::wrap(gate.0.shape.clone(), dup)))
 }
 
 pub(super) fn attn_scores_backward(be: &CpuBackend, q: &CpuTensor, k: &CpuTensor, p: &CpuTensor, dp: &CpuTensor,
@@ -184,7 +198,7 @@ pub(super) fn mix_backward(be: &CpuBackend, x: &CpuTensor, mask: &CpuTensor, mro
     })?;
     let mut dx = be.out(x.0.data.len());
     let per = rows_per_task(c);
-    dx.par_chunks_mut(per * c.max(1)).enumerate().for_each(|(task, o)| {
+    dx.par_chunks_mut(per * c.max(1)).enumerate().for_each(|(task, o)| simd(|| {
         for (i, orow) in o.chunks_mut(c.max(1)).enumerate() {
             let row = task * per + i;
             let m = mask.0.row(mrows.index(row, mr));
@@ -192,19 +206,27 @@ pub(super) fn mix_backward(be: &CpuBackend, x: &CpuTensor, mask: &CpuTensor, mro
                 *o = m * g;
             }
         }
-    });
-    // The mask gradient: columns in parallel, every row summed in f64.
+    }));
+    // The mask gradient: blocks of columns in parallel, every row summed in f64 in row order,
+    // a block's columns side by side (so the sums vectorize across columns).
+    const BLOCK: usize = 32;
     let mut dmask = be.out(mr * c);
     for k in 0..mr {
         let rows: Vec<usize> = (0..r).filter(|&row| mrows.index(row, mr) == k).collect();
-        dmask[k * c..(k + 1) * c].par_iter_mut().enumerate().for_each(|(j, o)| {
-            let mut sum = 0f64;
+        dmask[k * c..(k + 1) * c].par_chunks_mut(BLOCK).enumerate().for_each(|(b, o)| simd(|| {
+            let (j0, w) = (b * BLOCK, o.len());
+            let mut sum = [0f64; BLOCK];
             for &row in &rows {
-                let a = abl.0.data[arows.index(row, ar) * c + j];
-                sum += dy.0.data[row * c + j] as f64 * (x.0.data[row * c + j] - a) as f64;
+                let a = &abl.0.data[arows.index(row, ar) * c + j0..][..w];
+                let (g, xr) = (&dy.0.data[row * c + j0..][..w], &x.0.data[row * c + j0..][..w]);
+                for (((s, &g), &xv), &a) in sum.iter_mut().zip(g).zip(xr).zip(a) {
+                    *s += g as f64 * (xv - a) as f64;
+                }
             }
-            *o = sum as f32;
-        });
+            for (o, s) in o.iter_mut().zip(sum) {
+                *o = s as f32;
+            }
+        }));
     }
     Ok((CpuBackend::wrap(x.0.shape.clone(), dx), CpuBackend::wrap(mask.0.shape.clone(), dmask)))
 }

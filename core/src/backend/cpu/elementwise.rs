@@ -1,5 +1,6 @@
 //! Elementwise and row-local ops: add, activations, the masked mix, rotary embeddings.
 
+use super::vector::{self, simd};
 use super::{check, rows_per_task, CpuBackend, CpuTensor};
 use crate::backend::RowMap;
 use crate::Result;
@@ -8,9 +9,11 @@ use rayon::prelude::*;
 pub(super) fn map(be: &CpuBackend, x: &CpuTensor, f: impl Fn(f32) -> f32 + Sync) -> CpuTensor {
     let mut out = be.out(x.0.data.len());
     out.par_chunks_mut(16384).zip(x.0.data.par_chunks(16384)).for_each(|(o, i)| {
-        for (o, &v) in o.iter_mut().zip(i) {
-            *o = f(v);
-        }
+        simd(|| {
+            for (o, &v) in o.iter_mut().zip(i) {
+                *o = f(v);
+            }
+        })
     });
     CpuBackend::wrap(x.0.shape.clone(), out)
 }
@@ -22,16 +25,18 @@ pub(super) fn zip(be: &CpuBackend, op: &str, a: &CpuTensor, b: &CpuTensor, f: im
     out.par_chunks_mut(16384)
         .zip(a.0.data.par_chunks(16384).zip(b.0.data.par_chunks(16384)))
         .for_each(|(o, (x, y))| {
-            for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
-                *o = f(x, y);
-            }
+            simd(|| {
+                for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
+                    *o = f(x, y);
+                }
+            })
         });
     Ok(CpuBackend::wrap(a.0.shape.clone(), out))
 }
 
 pub(super) fn gelu_new(x: f32) -> f32 {
     const C: f32 = 0.797_884_6; // sqrt(2/π)
-    0.5 * x * (1.0 + (C * (x + 0.044715 * x * x * x)).tanh())
+    0.5 * x * (1.0 + vector::tanh(C * (x + 0.044715 * x * x * x)))
 }
 
 pub(super) fn mix(be: &CpuBackend, x: &CpuTensor, mask: &CpuTensor, mrows: RowMap, abl: &CpuTensor, arows: RowMap)
@@ -44,17 +49,17 @@ pub(super) fn mix(be: &CpuBackend, x: &CpuTensor, mask: &CpuTensor, mrows: RowMa
     })?;
     let mut out = be.out(x.0.data.len());
     let per = rows_per_task(c);
-    out.par_chunks_mut(per * c).enumerate().for_each(|(task, o)| {
+    out.par_chunks_mut(per * c).enumerate().for_each(|(task, o)| simd(|| {
         for (i, orow) in o.chunks_mut(c).enumerate() {
             let r = task * per + i;
             let xr = x.0.row(r);
             let m = mask.0.row(mrows.index(r, mr));
             let a = abl.0.row(arows.index(r, ar));
-            for j in 0..c {
-                orow[j] = m[j] * xr[j] + (1.0 - m[j]) * a[j];
+            for (((o, &x), &m), &a) in orow.iter_mut().zip(xr).zip(m).zip(a) {
+                *o = m * x + (1.0 - m) * a;
             }
         }
-    });
+    }));
     Ok(CpuBackend::wrap(x.0.shape.clone(), out))
 }
 

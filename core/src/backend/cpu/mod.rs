@@ -10,6 +10,7 @@ mod gated_sum;
 mod loss;
 mod matmul;
 mod norms;
+mod vector;
 
 use crate::backend::{AttnShape, Backend, Precision, RowMap};
 use crate::{Error, HostTensor, Result};
@@ -175,7 +176,7 @@ impl Backend for CpuBackend {
         Ok(elementwise::map(self, x, elementwise::gelu_new))
     }
     fn silu_mul(&self, gate: &CpuTensor, up: &CpuTensor) -> Result<CpuTensor> {
-        elementwise::zip(self, "silu_mul", gate, up, |g, u| g / (1.0 + (-g).exp()) * u)
+        elementwise::zip(self, "silu_mul", gate, up, |g, u| g / (1.0 + vector::exp(-g)) * u)
     }
     fn rope(&self, x: &CpuTensor, seq: usize, n_heads: usize, head_dim: usize, theta: f32) -> Result<CpuTensor> {
         elementwise::rope(self, x, seq, n_heads, head_dim, theta, 1.0)
