@@ -26,15 +26,11 @@ pub(super) fn layer_norm_backward(be: &CpuBackend, x: &CpuTensor, w: &CpuTensor,
         }
         let var = dot(o, o) / n;
         let r = 1.0 / (var + eps).sqrt();
-        let (mut mg, mut mgx) = (0.0f32, 0.0f32);
+        // o holds x − mean until the last loop overwrites it.
+        let mg = dot(g, w) / n;
+        let mgx = vector::dot3(g, w, o) * r / n;
         for j in 0..c {
-            let gj = g[j] * w[j];
-            mg += gj;
-            mgx += gj * (xr[j] - mean) * r;
-        }
-        let (mg, mgx) = (mg / n, mgx / n);
-        for j in 0..c {
-            o[j] = r * (g[j] * w[j] - mg - (xr[j] - mean) * r * mgx);
+            o[j] = r * (g[j] * w[j] - mg - o[j] * r * mgx);
         }
     }))
 }
