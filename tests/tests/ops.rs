@@ -534,6 +534,56 @@ fn wgpu_split_weights() {
     assert!(matches!(small.matmul(&up(&small, &rand_t(&mut r, &[3, 20], 1.0)), &st, None), Err(Error::Backend(_))));
 }
 
+/// Small uploads (masks, ablation values, gates) are staged for the coming submit and copied by a
+/// recorded kernel into a pooled buffer. Checked: values arrive bit for bit (NaN payloads, −0,
+/// subnormals, ±∞), also past the staging size and for an empty tensor; an upload into the buffer of
+/// a tensor that a pending op still reads lands after that op; and a loop of uploads and ops
+/// creates no device buffers once the pool holds them.
+#[test]
+fn wgpu_small_uploads() {
+    let mut r = rng("wgpu_small_uploads");
+    let b = new_wgpu(WgpuOptions::default());
+    b.set_poison(true);
+    let odd = [f32::from_bits(0x7fc0_1234), -0.0, f32::from_bits(1), f32::INFINITY, f32::NEG_INFINITY, f32::MIN_POSITIVE / 3.0];
+    for n in [1, 6, 255, 257, 16 * 1024, 16 * 1024 + 1, 70_000] {
+        let mut t = rand_t(&mut r, &[n], 1.0);
+        for (v, o) in t.data.iter_mut().zip(odd) {
+            *v = o;
+        }
+        let back = get(&b, &up(&b, &t));
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&back.data), bits(&t.data), "upload of {n} values, bit for bit");
+        assert_eq!(back.shape, vec![n]);
+    }
+    assert_eq!(get(&b, &up(&b, &HostTensor::zeros(vec![0, 5]))).shape, vec![0, 5], "empty upload");
+
+    // y = x + x is recorded; x is dropped, so its buffer returns to the pool while the add still
+    // has to read it, and the next upload of the same size is given that buffer.
+    let (x, z) = (rand_t(&mut r, &[16, 32], 1.0), rand_t(&mut r, &[16, 32], 1.0));
+    let xt = up(&b, &x);
+    let y = b.add(&xt, &xt).unwrap();
+    drop(xt);
+    let zt = up(&b, &z);
+    let want: Vec<f32> = x.data.iter().map(|v| v + v).collect();
+    assert_eq!(get(&b, &y).data, want, "the add read x, not the upload that reused its buffer");
+    assert_eq!(get(&b, &zt).data, z.data);
+
+    let step = |i: usize| {
+        let m = up(&b, &HostTensor::new(vec![1, 32], vec![0.25 * i as f32; 32]));
+        let a = up(&b, &HostTensor::zeros(vec![1, 32]));
+        let out = b.mix(&up(&b, &x), &m, RowMap::SHARED, &a, RowMap::SHARED).unwrap();
+        get(&b, &out)
+    };
+    step(0);
+    let before = b.buffers_created().expect("wgpu counts its buffers");
+    for i in 1..6 {
+        let got = step(i);
+        let want: Vec<f32> = x.data.iter().map(|v| v * 0.25 * i as f32).collect();
+        assert_eq!(got.data, want, "mix with the uploaded mask, step {i}");
+    }
+    assert_eq!(b.buffers_created(), Some(before), "a steady loop of small uploads created buffers");
+}
+
 #[test]
 fn wgpu_read_after_device_loss_is_an_error() {
     let b = new_wgpu(WgpuOptions::default());
@@ -571,7 +621,7 @@ fn wgpu_kernel_timestamps() {
     assert!(times.values().map(|t| t.time).sum::<std::time::Duration>() > std::time::Duration::ZERO, "{times:?}");
     assert!(prof.take_kernel_times().unwrap().is_empty(), "a second take starts afresh");
 
-    // 2,100 dispatches in one submit: two query sets.
+    // 2,101 dispatches in one submit (the small upload is one): two query sets.
     let one = up(&prof, &HostTensor::new(vec![4, 8], vec![1.0; 32]));
     let mut y = prof.add(&one, &one).unwrap();
     for _ in 1..2100 {
@@ -579,8 +629,9 @@ fn wgpu_kernel_timestamps() {
     }
     assert_eq!(get(&prof, &y).data, vec![2101.0; 32]);
     let spans = prof.take_kernel_spans().unwrap();
-    assert_eq!(spans.len(), 2100);
-    assert!(spans.iter().all(|s| s.kernel == "add"), "{:?}", &spans[..3]);
+    assert_eq!(spans.len(), 2101);
+    assert_eq!(spans[0].kernel, "upload");
+    assert!(spans[1..].iter().all(|s| s.kernel == "add"), "{:?}", &spans[..3]);
     // Each add reads the one before: on llvmpipe they run one after another, each taking time,
     // so the spans of both sets come back in order and non-empty.
     for (i, s) in spans.iter().enumerate() {

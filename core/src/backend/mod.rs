@@ -55,6 +55,12 @@ pub trait Backend {
     /// `usize::MAX`). Larger weights must be split by the backend or refused with a clear error.
     fn max_tensor_bytes(&self) -> usize;
 
+    /// Device buffers created so far, where the backend allocates device memory itself (wgpu);
+    /// None where tensors live in host memory. For benchmarks: a steady loop should add none.
+    fn buffers_created(&self) -> Option<u64> {
+        None
+    }
+
     /// Test aid: when on, every freshly allocated output is filled with NaN before the op writes
     /// it, so an element an op forgets to write shows up in the comparison.
     fn set_poison(&self, on: bool);

@@ -12,6 +12,7 @@ use crate::mask::{Masks, Site};
 use crate::model::ablation::DeviceAblation;
 use crate::model::batch::Batch;
 use crate::model::forward::Model;
+use crate::model::zeros::Zeros;
 use crate::model::{Arch, LayerWeights};
 use crate::{Error, HostTensor, Result};
 
@@ -55,20 +56,6 @@ pub struct Tape<B: Backend> {
     masks: Masks,
 }
 
-/// Zero ablation values by width, made once per forward.
-struct Zeros<B: Backend>(Vec<(usize, B::Tensor)>);
-
-impl<B: Backend> Zeros<B> {
-    fn get(&mut self, be: &B, width: usize) -> Result<B::Tensor> {
-        if let Some((_, t)) = self.0.iter().find(|(w, _)| *w == width) {
-            return Ok(t.clone());
-        }
-        let t = be.upload(&HostTensor::zeros(vec![1, width]))?;
-        self.0.push((width, t.clone()));
-        Ok(t)
-    }
-}
-
 /// Masks on a backend as the mixes take them: `[1, width]`, each mask repeated over its columns.
 fn mask_cols<B: Backend>(be: &B, masks: &[f32], group: usize) -> Result<B::Tensor> {
     let data: Vec<f32> = masks.iter().flat_map(|&m| std::iter::repeat_n(m, group)).collect();
@@ -104,7 +91,7 @@ impl<B: Backend> Model<B> {
         if let Some(wpe) = &w.wpe {
             x = be.add(&x, &be.gather_rows(wpe, &batch.positions())?)?;
         }
-        let mut zeros = Zeros(Vec::new());
+        let mut zeros = Zeros::new();
         let mut layers = Vec::with_capacity(w.layers.len());
         for l in 0..w.layers.len() {
             let (x2, tape) = self.layer_forward(be, batch, l, x, masks, ablation, &mut zeros)?;

@@ -9,6 +9,7 @@ use crate::backend::{AttnShape, Backend, RowMap};
 use crate::mask::{Masks, Site};
 use crate::model::ablation::DeviceAblation;
 use crate::model::batch::Batch;
+use crate::model::zeros::Zeros;
 use crate::model::{Arch, LayerWeights, ModelConfig, ModelWeights};
 use crate::{Error, HostTensor, Result};
 
@@ -212,12 +213,13 @@ impl<B: Backend> Model<B> {
             return Err(Error::Input(format!("layer {start} is past the model's {n} layers")));
         }
         let mut cap = Captured::new(n);
+        let mut zeros = Zeros::new();
         let mut x = resid;
         for l in start..n {
             if args.capture.resid {
                 cap.resid[l] = Some(x.clone());
             }
-            x = self.layer(be, batch, l, x, args, sel, &mut cap)?;
+            x = self.layer(be, batch, l, x, args, sel, &mut cap, &mut zeros)?;
         }
         if args.capture.resid {
             cap.resid[n] = Some(x.clone());
@@ -246,20 +248,20 @@ impl<B: Backend> Model<B> {
 
     #[allow(clippy::too_many_arguments)]
     fn layer(&self, be: &B, batch: &Batch, l: usize, x: B::Tensor, args: &ForwardArgs<B>, sel: Sel,
-        cap: &mut Captured<B::Tensor>) -> Result<B::Tensor> {
+        cap: &mut Captured<B::Tensor>, zeros: &mut Zeros<B>) -> Result<B::Tensor> {
         let lw = &self.weights.layers[l];
         let masks = sel.list();
         let abl = |site: Site| args.ablation.and_then(|a| a.get(site, l));
 
         // A block with no heads (or no neurons) left but a bias, as in a pruned model, adds its bias.
         let mut attn = if lw.n_heads == 0 {
-            lw.bo.as_ref().map(|b| bias_rows(be, &x, b)).transpose()?
+            lw.bo.as_ref().map(|b| bias_rows(be, &x, b, zeros)).transpose()?
         } else {
             let h = self.norm(be, &x, &lw.ln1_w, lw.ln1_b.as_ref())?;
             let (z, p) = self.attention(be, batch, lw, &h, args.capture.pattern)?;
             let z = if masks.iter().any(|m| !m.heads_all_on(l)) {
                 let rows: Vec<&[f32]> = masks.iter().map(|m| &m.heads[l][..]).collect();
-                mix_cols(be, &z, &rows, self.config.head_dim, sel.row_map(), abl(Site::Z))?
+                mix_cols(be, &z, &rows, self.config.head_dim, sel.row_map(), abl(Site::Z), zeros)?
             } else {
                 z
             };
@@ -270,7 +272,7 @@ impl<B: Backend> Model<B> {
             Some(be.matmul(&z, &lw.wo, lw.bo.as_ref())?)
         };
         let m: Vec<f32> = masks.iter().map(|m| m.attn_block(l)).collect();
-        attn = self.mix_block(be, attn, &m, sel.row_map(), abl(Site::AttnOut))?;
+        attn = self.mix_block(be, attn, &m, sel.row_map(), abl(Site::AttnOut), zeros)?;
         let x = match &attn {
             Some(a) => be.add(&x, a)?,
             None => x,
@@ -281,7 +283,7 @@ impl<B: Backend> Model<B> {
 
         let d_ff = be.shape(&lw.w_up)[0];
         let mut mlp = if d_ff == 0 {
-            lw.b_down.as_ref().map(|b| bias_rows(be, &x, b)).transpose()?
+            lw.b_down.as_ref().map(|b| bias_rows(be, &x, b, zeros)).transpose()?
         } else {
             let h = self.norm(be, &x, &lw.ln2_w, lw.ln2_b.as_ref())?;
             let up = be.matmul(&h, &lw.w_up, lw.b_up.as_ref())?;
@@ -291,7 +293,7 @@ impl<B: Backend> Model<B> {
             };
             let hidden = if masks.iter().any(|m| !m.neurons_all_on(l)) {
                 let rows: Vec<&[f32]> = masks.iter().map(|m| &m.neurons[l][..]).collect();
-                mix_cols(be, &hidden, &rows, 1, sel.row_map(), abl(Site::Hidden))?
+                mix_cols(be, &hidden, &rows, 1, sel.row_map(), abl(Site::Hidden), zeros)?
             } else {
                 hidden
             };
@@ -299,7 +301,7 @@ impl<B: Backend> Model<B> {
             Some(be.matmul(&hidden, &lw.w_down, lw.b_down.as_ref())?)
         };
         let m: Vec<f32> = masks.iter().map(|m| m.mlp_block(l)).collect();
-        mlp = self.mix_block(be, mlp, &m, sel.row_map(), abl(Site::MlpOut))?;
+        mlp = self.mix_block(be, mlp, &m, sel.row_map(), abl(Site::MlpOut), zeros)?;
         let x = match &mlp {
             Some(m) => be.add(&x, m)?,
             None => x,
@@ -339,14 +341,14 @@ impl<B: Backend> Model<B> {
 
     /// A block's output mixed with its ablation value; `m` holds one mask per group of rows, and
     /// all at 1 leaves the block untouched.
-    fn mix_block(&self, be: &B, out: Option<B::Tensor>, m: &[f32], rows: RowMap, a: Option<&B::Tensor>)
-        -> Result<Option<B::Tensor>> {
+    fn mix_block(&self, be: &B, out: Option<B::Tensor>, m: &[f32], rows: RowMap, a: Option<&B::Tensor>,
+        zeros: &mut Zeros<B>) -> Result<Option<B::Tensor>> {
         match out {
             Some(o) if m.iter().any(|&m| m != 1.0) => {
                 let d = be.shape(&o)[1];
                 let full: Vec<Vec<f32>> = m.iter().map(|&m| vec![m; d]).collect();
                 let rows_ref: Vec<&[f32]> = full.iter().map(|r| &r[..]).collect();
-                Ok(Some(mix_cols(be, &o, &rows_ref, 1, rows, a)?))
+                Ok(Some(mix_cols(be, &o, &rows_ref, 1, rows, a, zeros)?))
             }
             o => Ok(o),
         }
@@ -370,27 +372,23 @@ impl<B: Backend> Model<B> {
 /// Mixes `x` column-wise with masks given per group of `group` columns (a head's `head_dim`, or 1
 /// per neuron); `mask` has one row per mask set, picked for each row of x by `rows`. Zero
 /// ablation when `abl` is None.
-fn mix_cols<B: Backend>(be: &B, x: &B::Tensor, mask: &[&[f32]], group: usize, rows: RowMap, abl: Option<&B::Tensor>)
-    -> Result<B::Tensor> {
+#[allow(clippy::too_many_arguments)]
+fn mix_cols<B: Backend>(be: &B, x: &B::Tensor, mask: &[&[f32]], group: usize, rows: RowMap, abl: Option<&B::Tensor>,
+    zeros: &mut Zeros<B>) -> Result<B::Tensor> {
     let cols = mask[0].len() * group;
     let expanded: Vec<f32> = mask.iter().flat_map(|r| r.iter().flat_map(|&m| std::iter::repeat_n(m, group))).collect();
     let mask_t = be.upload(&HostTensor::new(vec![mask.len(), cols], expanded))?;
-    let zeros;
     let a = match abl {
-        Some(a) => a,
-        None => {
-            zeros = be.upload(&HostTensor::zeros(vec![1, cols]))?;
-            &zeros
-        }
+        Some(a) => a.clone(),
+        None => zeros.get(be, cols)?,
     };
-    be.mix(x, &mask_t, rows, a, RowMap::SHARED)
+    be.mix(x, &mask_t, rows, &a, RowMap::SHARED)
 }
 
 /// `bias` on every row of x's shape: a mix with mask 0 (exactly `bias`, for finite x).
-fn bias_rows<B: Backend>(be: &B, x: &B::Tensor, bias: &B::Tensor) -> Result<B::Tensor> {
+fn bias_rows<B: Backend>(be: &B, x: &B::Tensor, bias: &B::Tensor, zeros: &mut Zeros<B>) -> Result<B::Tensor> {
     let d = be.shape(bias).iter().product();
-    let zeros = be.upload(&HostTensor::zeros(vec![1, d]))?;
-    be.mix(x, &zeros, RowMap::SHARED, bias, RowMap::SHARED)
+    be.mix(x, &zeros.get(be, d)?, RowMap::SHARED, bias, RowMap::SHARED)
 }
 
 fn keep<T>(on: bool, slot: &mut Option<T>, t: T) {

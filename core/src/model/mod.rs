@@ -10,6 +10,7 @@ pub mod load;
 pub mod non_finite;
 pub mod tokenizer;
 pub mod weights;
+mod zeros;
 
 pub use backward::Tape;
 pub use batch::Batch;

@@ -246,25 +246,35 @@ impl Job for ExtractBench<'_> {
             opts.ablation,
             if opts.mlps { "heads and MLPs" } else { "heads" }
         );
-        println!("{:<18} {:>10} {:>12} {:>9} {:>8} {:>10} {:>9}", "implementation", "time (s)", "evaluations", "forwards", "removed", "KL", "speedup");
+        // On a GPU, the buffers each sweep created beyond what the pool held (a sweep's candidates
+        // should take theirs from the pool).
+        let buffers = |n: Option<u64>| n.map_or(String::new(), |n| format!(" {n:>11}"));
+        println!(
+            "{:<18} {:>10} {:>12} {:>9} {:>8} {:>10} {:>9}{}",
+            "implementation", "time (s)", "evaluations", "forwards", "removed", "KL", "speedup",
+            if be.buffers_created().is_some() { " new buffers" } else { "" }
+        );
         let mut first: Option<(f64, Vec<carve_core::extract::Decision>)> = None;
         let mut same = true;
         for (name, run) in variants {
+            let created = be.buffers_created();
             let t = Instant::now();
             let r = pollster::block_on(ablate(&model, be, &data, &opts, &run, None, &mut ()))?;
             let secs = t.elapsed().as_secs_f64();
+            let created = created.zip(be.buffers_created()).map(|(a, z)| z - a);
             let decisions: Vec<_> = r.state.decisions.iter().map(|d| (d.component, d.accepted)).collect();
             let speedup = first.as_ref().map_or(1.0, |(t0, _)| t0 / secs);
             if let Some((_, d0)) = &first {
                 same &= d0.iter().map(|d| (d.component, d.accepted)).eq(decisions.iter().copied());
             }
             println!(
-                "{name:<18} {secs:>10.2} {:>12} {:>9} {:>8} {:>10.5} {:>8.2}×",
+                "{name:<18} {secs:>10.2} {:>12} {:>9} {:>8} {:>10.5} {:>8.2}×{}",
                 r.stats.evaluations,
                 r.stats.forwards,
                 r.removed.len(),
                 r.state.kl_cur(),
-                speedup
+                speedup,
+                buffers(created)
             );
             if first.is_none() {
                 first = Some((secs, r.state.decisions.clone()));

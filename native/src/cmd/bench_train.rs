@@ -37,6 +37,14 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// Device buffers the timed steps created, per step (wgpu: a step should take every buffer from
+/// the pool once the warm-up has filled it); nothing on the CPU.
+pub fn print_buffers_created<B: Backend>(be: &B, before: Option<u64>, rounds: usize) {
+    if let (Some(a), Some(z)) = (before, be.buffers_created()) {
+        println!("device buffers created during the {rounds} timed rounds: {} (the warm-up round filled the pool)", z - a);
+    }
+}
+
 /// Masks at fractional values on every head and neuron, as sampled gates are: every mix runs.
 pub fn fractional_masks(m: &LoadedModel) -> Masks {
     let shape = ModelShape::of(&m.weights.layers, |t| t.shape[0]);
@@ -58,7 +66,11 @@ impl Job for TrainBench<'_> {
         let masks = fractional_masks(m);
         let rss_before = peak_rss_mib();
         let (mut plain, mut fwd, mut bwd) = (Vec::new(), Vec::new(), Vec::new());
+        let mut created = None;
         for i in 0..=self.iters {
+            if i == 1 {
+                created = be.buffers_created();
+            }
             let t = Instant::now();
             let out = model.forward(be, &batch, &ForwardArgs { logits: LogitsAt::Last, ..ForwardArgs::default() })?;
             let full = pollster::block_on(be.read(out.logits.as_ref().context("no logits")?))?;
@@ -87,6 +99,7 @@ impl Job for TrainBench<'_> {
             println!("| {name} | {:.1} | {:.2} | {:.1} | {:.2} |", t * 1e3, fl / 1e9, fl / t / 1e9, t / p);
         }
         println!("\nbackward / masked forward: {:.2}×", b / f);
+        print_buffers_created(be, created, self.iters);
         if let (Some(a), Some(z)) = (rss_before, peak_rss_mib()) {
             println!("peak resident memory: {z:.0} MiB ({:+.0} MiB during the steps; the model's weights are loaded before)", z - a);
         }

@@ -65,7 +65,11 @@ impl Job for EdgeTrainBench<'_> {
         let rss_before = crate::cmd::bench_train::peak_rss_mib();
         let (mut plain, mut fwd, mut bwd) = (Vec::new(), [Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
         let rows = batch.last_rows();
+        let mut created = None;
         for i in 0..=self.iters {
+            if i == 1 {
+                created = be.buffers_created();
+            }
             let t = Instant::now();
             let out = model.forward(be, &batch, &ForwardArgs { logits: LogitsAt::Last, ..ForwardArgs::default() })?;
             let full = pollster::block_on(be.read(out.logits.as_ref().context("no logits")?))?;
@@ -125,6 +129,7 @@ impl Job for EdgeTrainBench<'_> {
         if let (Some(a), Some(z)) = (rss_before, crate::cmd::bench_train::peak_rss_mib()) {
             println!("peak resident memory: {z:.0} MiB ({:+.0} MiB during the steps; the model's weights are loaded before)", z - a);
         }
+        crate::cmd::bench_train::print_buffers_created(be, created, self.iters);
         Ok(())
     }
 }

@@ -277,6 +277,10 @@ impl Backend for WgpuBackend {
         usize::try_from(self.limit()).unwrap_or(usize::MAX)
     }
 
+    fn buffers_created(&self) -> Option<u64> {
+        Some(self.pool.created())
+    }
+
     fn set_poison(&self, on: bool) {
         self.poison.store(on, Ordering::Relaxed);
     }

@@ -22,6 +22,7 @@ pub(crate) enum Shader {
     AttentionFused,
     Elementwise,
     Embedding,
+    Upload,
     Reductions,
     BackwardElementwise,
     BackwardMix,
@@ -56,6 +57,7 @@ impl Shader {
             ),
             Shader::Elementwise => include_str!("../../../../shaders/elementwise.wgsl"),
             Shader::Embedding => include_str!("../../../../shaders/embedding.wgsl"),
+            Shader::Upload => include_str!("../../../../shaders/upload.wgsl"),
             Shader::Reductions => include_str!("../../../../shaders/reductions.wgsl"),
             Shader::BackwardElementwise => include_str!("../../../../shaders/backward_elementwise.wgsl"),
             Shader::BackwardMix => include_str!("../../../../shaders/backward_mix.wgsl"),
@@ -96,6 +98,8 @@ pub(crate) enum Kernel {
     /// `head_dim` ≤ `FUSED_MAX_HEAD_DIM`, a multiple of 4.
     AttentionFused { head_dim: u32 },
     Gather,
+    /// A small upload: the host's values staged in the arena, copied into a pooled buffer.
+    Upload,
     /// The register-blocked GEMM: 64×64 tiles, or 128×128 (`Gemm::wide`).
     Matmul(Gemm),
     /// M ≤ 8 rows: the matrix–vector style kernel.
@@ -185,6 +189,7 @@ impl Kernel {
             CausalSoftmax => Shader::Attention,
             AttentionFused { .. } => Shader::AttentionFused,
             Gather => Shader::Embedding,
+            Upload => Shader::Upload,
             Matmul(g) if g.coop => Shader::MatmulCoop,
             Matmul(g) if g.wide => Shader::Matmul128,
             Matmul(_) | MatmulSmallM => Shader::Matmul,
@@ -215,6 +220,7 @@ impl Kernel {
             CausalSoftmax => "causal_softmax",
             AttentionFused { .. } => "attention_fused",
             Gather => "gather_rows",
+            Upload => "upload",
             Matmul(g) if g.coop => "matmul_coop",
             Matmul(g) if g.wide => "matmul_128",
             Matmul(_) => "matmul_tiled",
@@ -242,7 +248,7 @@ impl Kernel {
         use Kernel::*;
         match self {
             Fill | CausalSoftmax | CausalZero => 0,
-            Gelu | LogSoftmax | DgatesSum => 1,
+            Gelu | LogSoftmax | DgatesSum | Upload => 1,
             Add | SiluMul | Rope | RmsNorm | Gather | DgatesPart => 2,
             GeluBackward | SiluMulBackwardUp | MixBackwardX | SoftmaxBackward | ScatterRows => 2,
             Mix | LayerNorm | Matmul(_) | MatmulSmallM | GatedSum | AttentionFused { .. } => 3,

@@ -9,6 +9,7 @@
 //! ever written by GPU commands or, for uploads, freshly created `mapped_at_creation`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub(crate) const STORAGE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
@@ -38,13 +39,15 @@ pub(crate) struct Pool {
     device: wgpu::Device,
     max_buffer: u64,
     free: Mutex<Free>,
+    /// Buffers created so far (taken fresh or uploaded): what the pool did not have.
+    created: AtomicU64,
 }
 
 impl Pool {
     // In the browser wgpu handles are not Send/Sync, and nothing is shared across threads there.
     #[cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
     pub fn new(device: wgpu::Device, max_buffer: u64) -> Arc<Pool> {
-        Arc::new(Pool { device, max_buffer, free: Mutex::new(Free::default()) })
+        Arc::new(Pool { device, max_buffer, free: Mutex::new(Free::default()), created: AtomicU64::new(0) })
     }
 
     /// The size actually allocated for `bytes`: its class, unless that is over the device's buffer
@@ -68,6 +71,7 @@ impl Pool {
             Some(b)
         });
         let buf = reused.unwrap_or_else(|| {
+            self.created.fetch_add(1, Ordering::Relaxed);
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("carve pooled"),
                 size,
@@ -83,6 +87,7 @@ impl Pool {
     pub fn upload(self: &Arc<Self>, data: &[u8]) -> crate::Result<PooledBuffer> {
         let bytes = data.len() as u64;
         let size = self.alloc_size(bytes);
+        self.created.fetch_add(1, Ordering::Relaxed);
         let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("carve upload"),
             size,
@@ -97,6 +102,11 @@ impl Pool {
         }
         buf.unmap();
         Ok(PooledBuffer { buf, bytes, pool: self.clone() })
+    }
+
+    /// Buffers created since the pool began (for diagnostics: a steady loop should create none).
+    pub fn created(&self) -> u64 {
+        self.created.load(Ordering::Relaxed)
     }
 
     /// Bytes held by free buffers (for diagnostics).

@@ -1,17 +1,31 @@
 //! Host ↔ device transfers: `upload` (split into row-chunks above the binding limit) and `read`
 //! (the one submit: copy to MAP_READ staging, map, copy out).
 
+use super::pipelines::Kernel;
 use super::pool::STAGING_USAGE;
 use super::recorder::{lock_err, oneshot};
 use super::tensor::{rows_cols, rows_per_chunk, Chunk, GpuTensor};
 use super::WgpuBackend;
 use crate::{Error, HostTensor, Result};
 
+/// The largest upload staged through the arena (bytes); larger ones get a buffer of their own.
+pub(super) const SMALL_UPLOAD: usize = 64 * 1024;
+
 impl WgpuBackend {
+    /// A large upload (weights) gets a new buffer written while mapped; a small one (masks,
+    /// ablation values, a step's gates: at most `SMALL_UPLOAD` bytes) is staged in the recorder's
+    /// arena and copied by the `upload` kernel into a pooled buffer, so a training step or an
+    /// ablate sweep creates no buffers once the pool holds what it needs.
     pub(super) fn upload_host(&self, t: &HostTensor) -> Result<GpuTensor> {
         let n: usize = t.shape.iter().product();
         if n != t.data.len() {
             return Err(Error::Backend(format!("upload: shape {:?} vs {} values", t.shape, t.data.len())));
+        }
+        if n > 0 && n * 4 <= SMALL_UPLOAD && n as u64 * 4 <= self.limit() {
+            let out = self.output("upload", t.shape.clone())?;
+            let ob = out.single("upload", "out", self.limit())?;
+            self.run(Kernel::Upload, ob, &[], Some(bytemuck::cast_slice(&t.data)), &[n as u32, 0, 0, 0], self.groups_for(n)?)?;
+            return Ok(out);
         }
         let (rows, cols) = rows_cols(&t.shape);
         let bytes = n as u64 * 4;
