@@ -2,8 +2,7 @@
 //! Sequences here are short (tens of tokens), so plain loops parallel over (prompt, head) suffice;
 //! the matmuls around attention dominate the time.
 
-use super::dot::dot;
-use super::vector::{self, simd};
+use super::vector::{self, dot, simd};
 use super::{check, CpuBackend, CpuTensor};
 use crate::backend::AttnShape;
 use crate::Result;
@@ -64,7 +63,7 @@ pub(super) fn apply(be: &CpuBackend, p: &CpuTensor, v: &CpuTensor, s: AttnShape)
     let (oc, vc) = (s.n_heads * d, s.n_kv_heads * d);
     let mut out = be.out(s.batch * t * oc);
     // One task per output row (prompt b, position i): every head of that row.
-    out.par_chunks_mut(oc.max(1)).enumerate().for_each(|(bi, orow)| {
+    out.par_chunks_mut(oc.max(1)).enumerate().for_each(|(bi, orow)| simd(|| {
         let (b, i) = (bi / t.max(1), bi % t.max(1));
         for h in 0..s.n_heads {
             let prow = &p.0.data[((b * s.n_heads + h) * t + i) * t..][..t];
@@ -77,6 +76,6 @@ pub(super) fn apply(be: &CpuBackend, p: &CpuTensor, v: &CpuTensor, s: AttnShape)
                 }
             }
         }
-    });
+    }));
     Ok(CpuBackend::wrap(vec![s.batch * t, oc], out))
 }

@@ -2,10 +2,9 @@
 //! Row reductions accumulate in f32 like their forwards; the mask gradient, a sum over every row,
 //! accumulates in f64.
 
-use super::dot::dot;
 use super::elementwise::zip;
 use super::norms::rowwise_with;
-use super::vector::{self, simd};
+use super::vector::{self, dot, simd};
 use super::{check, rows_per_task, CpuBackend, CpuTensor};
 use crate::backend::{AttnShape, RowMap};
 use crate::Result;
@@ -108,7 +107,7 @@ pub(super) fn attn_scores_backward(be: &CpuBackend, q: &CpuTensor, k: &CpuTensor
     });
     // dq: one task per (prompt, position) row, every head.
     let mut dq = be.out(s.batch * t * qc);
-    dq.par_chunks_mut(qc.max(1)).enumerate().for_each(|(bi, orow)| {
+    dq.par_chunks_mut(qc.max(1)).enumerate().for_each(|(bi, orow)| simd(|| {
         let (b, i) = (bi / t.max(1), bi % t.max(1));
         for h in 0..s.n_heads {
             let o = &mut orow[h * d..(h + 1) * d];
@@ -121,10 +120,10 @@ pub(super) fn attn_scores_backward(be: &CpuBackend, q: &CpuTensor, k: &CpuTensor
                 }
             }
         }
-    });
+    }));
     // dk: one task per (prompt, position) row, every kv head, summed over its query heads.
     let mut dk = be.out(s.batch * t * kc);
-    dk.par_chunks_mut(kc.max(1)).enumerate().for_each(|(bj, orow)| {
+    dk.par_chunks_mut(kc.max(1)).enumerate().for_each(|(bj, orow)| simd(|| {
         let (b, j) = (bj / t.max(1), bj % t.max(1));
         orow.fill(0.0);
         for h in 0..s.n_heads {
@@ -137,7 +136,7 @@ pub(super) fn attn_scores_backward(be: &CpuBackend, q: &CpuTensor, k: &CpuTensor
                 }
             }
         }
-    });
+    }));
     Ok((CpuBackend::wrap(q.0.shape.clone(), dq), CpuBackend::wrap(k.0.shape.clone(), dk)))
 }
 
@@ -157,17 +156,12 @@ pub(super) fn attn_apply_backward(be: &CpuBackend, p: &CpuTensor, v: &CpuTensor,
         for i in 0..t {
             let doi = &dout.0.data[(b * t + i) * oc + h * d..][..d];
             for j in 0..t {
-                dpb[i * t + j] = if j <= i {
-                    let vj = &v.0.data[(b * t + j) * vc + (h / g) * d..][..d];
-                    doi.iter().zip(vj).map(|(a, b)| a * b).sum()
-                } else {
-                    0.0
-                };
+                dpb[i * t + j] = if j <= i { dot(doi, &v.0.data[(b * t + j) * vc + (h / g) * d..][..d]) } else { 0.0 };
             }
         }
     });
     let mut dv = be.out(s.batch * t * vc);
-    dv.par_chunks_mut(vc.max(1)).enumerate().for_each(|(bj, orow)| {
+    dv.par_chunks_mut(vc.max(1)).enumerate().for_each(|(bj, orow)| simd(|| {
         let (b, j) = (bj / t.max(1), bj % t.max(1));
         orow.fill(0.0);
         for h in 0..s.n_heads {
@@ -180,7 +174,7 @@ pub(super) fn attn_apply_backward(be: &CpuBackend, p: &CpuTensor, v: &CpuTensor,
                 }
             }
         }
-    });
+    }));
     Ok((CpuBackend::wrap(vec![s.batch * s.n_heads * t, t], dp), CpuBackend::wrap(v.0.shape.clone(), dv)))
 }
 

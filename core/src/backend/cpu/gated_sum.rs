@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use super::dot::dot;
 use super::matmul::{gemm_on, Rhs};
+use super::vector::dot;
 use super::{check, CpuBackend, CpuTensor};
 use crate::backend::gated_groups;
 use crate::Result;

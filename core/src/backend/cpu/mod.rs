@@ -4,7 +4,6 @@
 
 mod attention;
 mod backward;
-mod dot;
 mod elementwise;
 mod gated_sum;
 mod loss;

@@ -1,8 +1,7 @@
 //! Row reductions: LayerNorm, RMSNorm, log-softmax. Sums in f32 as PyTorch does on CPU, over 16
 //! lanes (as its vectorized sums do), enough for rows of a few thousand.
 
-use super::dot::dot;
-use super::vector::{self, simd};
+use super::vector::{self, dot, simd};
 use super::{check, rows_per_task, CpuBackend, CpuTensor};
 use crate::Result;
 use rayon::prelude::*;

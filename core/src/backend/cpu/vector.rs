@@ -1,7 +1,9 @@
 //! What lets the compiler vectorize the CPU backend's elementwise and row loops: `exp` and `tanh`
-//! without a library call (a call per element keeps a loop scalar), and `simd`, which runs a loop
-//! compiled for AVX2 and FMA where the CPU has them (256-bit registers; the build's baseline is
-//! SSE2's 128).
+//! without a library call (a call per element keeps a loop scalar), sums and dot products over
+//! lanes (a plain f32 sum adds in order and stays scalar), and `simd`, which runs a loop compiled
+//! for AVX2 and FMA where the CPU has them (256-bit registers; the build's baseline is SSE2's 128).
+//! `dot` is the inner product where a GEMM does not pay (one row against one row: attention
+//! scores, the gates' gradients).
 
 /// eˣ in f32, within 1 ulp of the exact value over the whole range (checked against f64 in the
 /// tests): x = n·ln 2 + r with |r| ≤ ln 2 / 2, eʳ by Cephes' degree-6 polynomial, then 2ⁿ applied
@@ -59,7 +61,22 @@ pub(super) fn sum(x: &[f32]) -> f32 {
             lanes[l] += v[l];
         }
     }
-    lanes.iter().sum::<f32>() + tail
+    hsum(lanes) + tail
+}
+
+/// The sum of a block of lanes, halving it pair by pair (lane i + lane i + N/2, ...) so that each
+/// step is one vector add; adding the lanes in order would be N − 1 dependent scalar adds, which
+/// for a row of 64 costs more than its products.
+#[inline(always)]
+pub(super) fn hsum<const N: usize>(mut lanes: [f32; N]) -> f32 {
+    let mut n = N;
+    while n > 1 {
+        n /= 2;
+        for i in 0..n {
+            lanes[i] += lanes[i + n];
+        }
+    }
+    lanes[0]
 }
 
 /// Σ a_i·b_i·c_i over 16 lanes, then the rest.
@@ -73,7 +90,45 @@ pub(super) fn dot3(a: &[f32], b: &[f32], c: &[f32]) -> f32 {
             lanes[l] += x[l] * y[l] * z[l];
         }
     }
-    lanes.iter().sum::<f32>() + tail
+    hsum(lanes) + tail
+}
+
+/// Σ a_i·b_i over 16 lanes (which the compiler keeps in vector registers), then the rest; on an
+/// x86-64 CPU with AVX2 and FMA, the same sum with fused multiply-adds in 256-bit registers.
+pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has both features, checked just above.
+        return unsafe { dot_avx2(a, b) };
+    }
+    dot_lanes(a, b)
+}
+
+/// `dot_lanes` with `mul_add`, one instruction here (and a slow library call where FMA is off).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 32];
+    let (ca, cb) = (a.chunks_exact(32), b.chunks_exact(32));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..32 {
+            lanes[l] = x[l].mul_add(y[l], lanes[l]);
+        }
+    }
+    hsum(lanes) + tail
+}
+
+fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..16 {
+            lanes[l] += x[l] * y[l];
+        }
+    }
+    hsum(lanes) + tail
 }
 
 /// Runs `f`, compiled for AVX2 and FMA on an x86-64 CPU that has them: the loops inlined into it
