@@ -37,8 +37,8 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-/// Device buffers the timed steps created, per step (wgpu: a step should take every buffer from
-/// the pool once the warm-up has filled it); nothing on the CPU.
+/// Device buffers the timed rounds created (wgpu: a step should take every buffer from the pool
+/// once the warm-up round has filled it); nothing on the CPU.
 pub fn print_buffers_created<B: Backend>(be: &B, before: Option<u64>, rounds: usize) {
     if let (Some(a), Some(z)) = (before, be.buffers_created()) {
         println!("device buffers created during the {rounds} timed rounds: {} (the warm-up round filled the pool)", z - a);

@@ -6,7 +6,8 @@
 //! inserts the barriers, so a buffer freed after op A read it and handed to op B as output is
 //! written after A read it. What is NOT safe is `queue.write_buffer` into a recycled buffer: that
 //! write lands at the next submit, before every recorded command. So pooled buffers are only
-//! ever written by GPU commands or, for uploads, freshly created `mapped_at_creation`.
+//! ever written by GPU commands (a small upload is one: the `upload` kernel copies the staged
+//! values) or, for large uploads, freshly created `mapped_at_creation`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
