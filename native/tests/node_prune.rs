@@ -48,6 +48,17 @@ fn node_prune_run_directory_and_resume() {
     assert_eq!(ha["node_prune"]["history"], hb["node_prune"]["history"]);
     assert_eq!(ha["node_prune"]["log_alpha"], hb["node_prune"]["log_alpha"]);
 
+    // Trained too briefly to reach the target: the report says so, with advice node-prune can take
+    // (`--cut` is edge-prune's).
+    let e = d.join("e");
+    let mut short = np_args(s(&m), s(&t), s(&e), &[]);
+    let at = short.iter().position(|&a| a == "--steps").unwrap() + 1;
+    short[at] = "2";
+    ok(&short);
+    assert_eq!(read_json(&e.join("report.json"))["training"]["short_of_target"], true);
+    let md = std::fs::read_to_string(e.join("report.md")).unwrap();
+    assert!(md.contains("had not reached the target") && md.contains("--steps") && md.contains("--target-sparsity") && !md.contains("--cut"), "{md}");
+
     // Resuming with other options is refused.
     let c = d.join("c");
     let o = carve(&np_args(s(&m), s(&t), s(&c), &["--stop-after", "3"]));

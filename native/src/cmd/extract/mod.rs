@@ -440,6 +440,7 @@ fn training_summary(r: &MethodResult) -> Option<report::Training> {
         closed_gates,
         kl_over_answers,
         cut_open,
+        edges: r.edge_training.is_some(),
         count_held_from: r.method.hyperparameters.get("count_held_from").and_then(|v| v.as_u64()),
     })
 }

@@ -47,6 +47,8 @@ pub struct Training {
     pub kl_over_answers: bool,
     /// The circuit is the gates left open, not a cut to the target (edge-prune's `--cut open`).
     pub cut_open: bool,
+    /// The gates are edge-prune's (`--cut` applies), not node-prune's.
+    pub edges: bool,
     /// The step whose update first held the count of open gates exactly (edge-prune's `--hold exact`).
     pub count_held_from: Option<u64>,
 }
@@ -63,12 +65,18 @@ impl Training {
                     "The gates had not reached the target when training ended: {what} {got:.3} against {target:.3}. \
                      The circuit is the edges they left open (--cut open), so it is denser than the target."
                 )
-            } else {
+            } else if self.edges {
                 format!(
                     "The gates had not reached the target when training ended: {what} {got:.3} against {target:.3}. \
                      Cutting to the target removed what training still used, so expect the circuit to be less faithful; \
                      train longer (--steps), aim lower, or keep the edges the training left open (--cut open; a finished \
                      run resumed with it is cut again without training)."
+                )
+            } else {
+                format!(
+                    "The gates had not reached the target when training ended: {what} {got:.3} against {target:.3}. \
+                     Cutting to the target removed what training still used, so expect the circuit to be less faithful; \
+                     train longer (--steps) or aim lower (--target-sparsity)."
                 )
             }
         })
