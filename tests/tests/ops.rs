@@ -600,7 +600,8 @@ fn wgpu_read_after_device_loss_is_an_error() {
 #[test]
 fn wgpu_kernel_timestamps() {
     let mut r = rng("wgpu_kernel_timestamps");
-    let prof = new_wgpu(WgpuOptions { profile: true, ..WgpuOptions::default() });
+    // Submits only at reads, at first: the long chain below then fills two query sets.
+    let prof = new_wgpu(WgpuOptions { profile: true, submit_every: 0, ..WgpuOptions::default() });
     assert!(prof.profiling() && !gpu().profiling());
     let (x, w, bias) = (rand_t(&mut r, &[33, 40], 1.0), rand_t(&mut r, &[50, 40], 1.0), rand_t(&mut r, &[50], 1.0));
     let chain = |b: &WgpuBackend| {
@@ -621,23 +622,29 @@ fn wgpu_kernel_timestamps() {
     assert!(times.values().map(|t| t.time).sum::<std::time::Duration>() > std::time::Duration::ZERO, "{times:?}");
     assert!(prof.take_kernel_times().unwrap().is_empty(), "a second take starts afresh");
 
-    // 2,101 dispatches in one submit (the small upload is one): two query sets.
-    let one = up(&prof, &HostTensor::new(vec![4, 8], vec![1.0; 32]));
-    let mut y = prof.add(&one, &one).unwrap();
-    for _ in 1..2100 {
-        y = prof.add(&y, &one).unwrap();
-    }
-    assert_eq!(get(&prof, &y).data, vec![2101.0; 32]);
-    let spans = prof.take_kernel_spans().unwrap();
-    assert_eq!(spans.len(), 2101);
-    assert_eq!(spans[0].kernel, "upload");
-    assert!(spans[1..].iter().all(|s| s.kernel == "add"), "{:?}", &spans[..3]);
-    // Each add reads the one before: on llvmpipe they run one after another, each taking time,
-    // so the spans of both sets come back in order and non-empty.
-    for (i, s) in spans.iter().enumerate() {
-        assert!(s.end_ns > s.start_ns, "dispatch {i}: {s:?}");
-        if i > 0 {
-            assert!(s.start_ns >= spans[i - 1].end_ns, "dispatch {i} starts before {} ends: {s:?} {:?}", i - 1, spans[i - 1]);
+    // 2,101 dispatches in one submit (the small upload is one): two query sets. Then the same
+    // chain submitted every 300 dispatches: 8 submits, each resolving its own timestamps.
+    for every in [0, 300] {
+        assert!(prof.set_submit_every(every));
+        let submits = prof.submits();
+        let one = up(&prof, &HostTensor::new(vec![4, 8], vec![1.0; 32]));
+        let mut y = prof.add(&one, &one).unwrap();
+        for _ in 1..2100 {
+            y = prof.add(&y, &one).unwrap();
+        }
+        assert_eq!(get(&prof, &y).data, vec![2101.0; 32]);
+        assert_eq!(prof.submits() - submits, if every == 0 { 1 } else { 8 });
+        let spans = prof.take_kernel_spans().unwrap();
+        assert_eq!(spans.len(), 2101);
+        assert_eq!(spans[0].kernel, "upload");
+        assert!(spans[1..].iter().all(|s| s.kernel == "add"), "{:?}", &spans[..3]);
+        // Each add reads the one before: on llvmpipe they run one after another, each taking
+        // time, so the spans of both sets (and of every submit) come back in order and non-empty.
+        for (i, s) in spans.iter().enumerate() {
+            assert!(s.end_ns > s.start_ns, "submit every {every}, dispatch {i}: {s:?}");
+            if i > 0 {
+                assert!(s.start_ns >= spans[i - 1].end_ns, "submit every {every}: dispatch {i} starts before {} ends: {s:?} {:?}", i - 1, spans[i - 1]);
+            }
         }
     }
 

@@ -3,7 +3,8 @@
 //! Tensors are row-major f32. Most ops view a tensor as a matrix `[rows, cols]` whose columns are
 //! the last dimension. Weights are stored in the HF `[out, in]` layout, so `matmul` computes
 //! `x · wᵀ`. Ops are recorded, not necessarily run: a GPU backend batches everything up to the next
-//! `read` into one submit. Only `read` returns data to the host.
+//! `read` into one submit (or several, see `set_submit_every`, none of which waits). Only `read`
+//! returns data to the host and waits for the device.
 
 pub mod cpu;
 mod precision;
@@ -59,6 +60,13 @@ pub trait Backend {
     /// None where tensors live in host memory. For benchmarks: a steady loop should add none.
     fn buffers_created(&self) -> Option<u64> {
         None
+    }
+
+    /// Where work is recorded and submitted to a device queue (wgpu): also submit it every
+    /// `dispatches` dispatches (0: only at reads, the default), and return true. False elsewhere.
+    /// For benchmarks that put the two side by side.
+    fn set_submit_every(&self, _dispatches: usize) -> bool {
+        false
     }
 
     /// Test aid: when on, every freshly allocated output is filled with NaN before the op writes

@@ -9,7 +9,7 @@ use crate::source;
 use crate::timed::Timed;
 use anyhow::{Context, Result};
 use carve_core::backend::cpu::CpuBackend;
-use carve_core::backend::wgpu::{WgpuBackend, WgpuOptions};
+use carve_core::backend::wgpu::{WgpuBackend, WgpuOptions, OVERLAP_DISPATCHES};
 use carve_core::backend::Backend;
 use carve_core::model::load::LoadedModel;
 use carve_core::model::{Batch, ForwardArgs, LogitsAt};
@@ -457,14 +457,19 @@ impl Job for ForwardBench<'_> {
         // "time": the forward with its logits left where they are, finished by reading one row
         // (as PyTorch's timing ends with a device sync); "read back": the same, then every logit
         // copied to the host.
-        println!("{:<16} {:>10} {:>12} {:>10} {:>15}", "logits", "time (s)", "tokens/s", "GFLOP/s", "read back (s)");
+        // On a device queue, "overlapped": the time with a submit every OVERLAP_DISPATCHES
+        // dispatches as well as at the read (the default), timed in alternate runs.
+        let queue = be.set_submit_every(0);
+        let overlapped_head = if queue { format!(" {:>15}", "overlapped (s)") } else { String::new() };
+        println!("{:<16} {:>10} {:>12} {:>10} {:>15}{overlapped_head}", "logits", "time (s)", "tokens/s", "GFLOP/s", "read back (s)");
         for (name, at) in [("all positions", LogitsAt::All), ("last position", LogitsAt::Last)] {
             let out_bytes = if at == LogitsAt::All { batch.rows() } else { batch.size() } * c.vocab * 4;
             if out_bytes > be.max_tensor_bytes() {
                 println!("{name:<16} skipped: {} MiB of logits exceed the backend's binding limit", out_bytes >> 20);
                 continue;
             }
-            let time_one = |read_all: bool| -> Result<f64> {
+            let time_one = |read_all: bool, every: usize| -> Result<f64> {
+                be.set_submit_every(every);
                 let t = Instant::now();
                 let out = model.forward(be, &batch, &ForwardArgs { logits: at, ..ForwardArgs::default() })?;
                 let logits = out.logits.as_ref().expect("logits were asked for");
@@ -475,14 +480,23 @@ impl Job for ForwardBench<'_> {
                 }
                 Ok(t.elapsed().as_secs_f64())
             };
-            let median = |read_all: bool| -> Result<f64> {
-                time_one(read_all)?; // warm-up: pipelines, buffer pools, page faults
-                let times = (0..a.iters.max(1)).map(|_| time_one(read_all)).collect::<Result<Vec<_>>>()?;
-                Ok(crate::measure::median(times))
-            };
-            let (t, t_read) = (median(false)?, median(true)?);
+            // Warm-up first: pipelines, buffer pools, page faults.
+            let modes: &[(bool, usize)] = if queue { &[(false, 0), (false, OVERLAP_DISPATCHES), (true, 0)] } else { &[(false, 0), (true, 0)] };
+            let mut times = vec![Vec::new(); modes.len()];
+            for run in 0..=a.iters.max(1) {
+                for (&(read_all, every), ts) in modes.iter().zip(&mut times) {
+                    let t = time_one(read_all, every)?;
+                    if run > 0 {
+                        ts.push(t);
+                    }
+                }
+            }
+            be.set_submit_every(0);
+            let m: Vec<f64> = times.into_iter().map(crate::measure::median).collect();
+            let (t, t_read) = (m[0], m[m.len() - 1]);
             let flops = forward_flops(c, &self.m.weights, &batch, at == LogitsAt::Last);
-            println!("{:<16} {:>10.3} {:>12.0} {:>10.1} {:>15.3}", name, t, batch.rows() as f64 / t, flops / t / 1e9, t_read);
+            let overlapped = if queue { format!(" {:>15.3}", m[1]) } else { String::new() };
+            println!("{:<16} {:>10.3} {:>12.0} {:>10.1} {:>15.3}{overlapped}", name, t, batch.rows() as f64 / t, flops / t / 1e9, t_read);
         }
         Ok(())
     }

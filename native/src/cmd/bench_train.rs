@@ -6,6 +6,7 @@ use crate::backend_pick::Job;
 use crate::cmd::tasks::Prepared;
 use crate::measure::{forward_flops, median};
 use anyhow::{Context, Result};
+use carve_core::backend::wgpu::OVERLAP_DISPATCHES;
 use carve_core::backend::Backend;
 use carve_core::circuit::{Masks, ModelShape};
 use carve_core::metrics::loss::kl_mean;
@@ -45,6 +46,15 @@ pub fn print_buffers_created<B: Backend>(be: &B, before: Option<u64>, rounds: us
     }
 }
 
+/// The same parts timed with one submit per read (the default) and with a submit every
+/// `OVERLAP_DISPATCHES` dispatches too (the device starts while the host records), in turn.
+pub fn print_submit_comparison(parts: &[(&str, f64, f64)]) {
+    println!("\n| part | ms, a submit per read | ms, a submit every {OVERLAP_DISPATCHES} dispatches | speedup |\n|---|---:|---:|---:|");
+    for (name, reads, every) in parts {
+        println!("| {name} | {:.1} | {:.1} | {:.2}× |", reads * 1e3, every * 1e3, reads / every);
+    }
+}
+
 /// Masks at fractional values on every head and neuron, as sampled gates are: every mix runs.
 pub fn fractional_masks(m: &LoadedModel) -> Masks {
     let shape = ModelShape::of(&m.weights.layers, |t| t.shape[0]);
@@ -65,31 +75,38 @@ impl Job for TrainBench<'_> {
         let batch = Batch::new(&prompts, &m.config)?;
         let masks = fractional_masks(m);
         let rss_before = peak_rss_mib();
-        let (mut plain, mut fwd, mut bwd) = (Vec::new(), Vec::new(), Vec::new());
+        // On a device queue, the same parts again with a submit every OVERLAP_DISPATCHES, in turn.
+        let modes: &[usize] = if be.set_submit_every(0) { &[0, OVERLAP_DISPATCHES] } else { &[0] };
+        let mut times = vec![(Vec::new(), Vec::new(), Vec::new()); modes.len()];
         let mut created = None;
         for i in 0..=self.iters {
             if i == 1 {
                 created = be.buffers_created();
             }
-            let t = Instant::now();
-            let out = model.forward(be, &batch, &ForwardArgs { logits: LogitsAt::Last, ..ForwardArgs::default() })?;
-            let full = pollster::block_on(be.read(out.logits.as_ref().context("no logits")?))?;
-            let t_plain = t.elapsed().as_secs_f64();
-            let t = Instant::now();
-            let tape = model.forward_tape(be, &batch, &masks, None)?;
-            let logits = pollster::block_on(be.read(&tape.logits))?;
-            let t_fwd = t.elapsed().as_secs_f64();
-            let t = Instant::now();
-            let lg = kl_mean(&full, &logits)?;
-            pollster::block_on(model.backward(be, &batch, tape, &lg.dlogits_tensor(&logits.shape)))?;
-            let t_bwd = t.elapsed().as_secs_f64();
-            if i > 0 {
-                plain.push(t_plain);
-                fwd.push(t_fwd);
-                bwd.push(t_bwd);
+            for (&every, (plain, fwd, bwd)) in modes.iter().zip(&mut times) {
+                be.set_submit_every(every);
+                let t = Instant::now();
+                let out = model.forward(be, &batch, &ForwardArgs { logits: LogitsAt::Last, ..ForwardArgs::default() })?;
+                let full = pollster::block_on(be.read(out.logits.as_ref().context("no logits")?))?;
+                let t_plain = t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                let tape = model.forward_tape(be, &batch, &masks, None)?;
+                let logits = pollster::block_on(be.read(&tape.logits))?;
+                let t_fwd = t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                let lg = kl_mean(&full, &logits)?;
+                pollster::block_on(model.backward(be, &batch, tape, &lg.dlogits_tensor(&logits.shape)))?;
+                let t_bwd = t.elapsed().as_secs_f64();
+                if i > 0 {
+                    plain.push(t_plain);
+                    fwd.push(t_fwd);
+                    bwd.push(t_bwd);
+                }
             }
         }
-        let (p, f, b) = (median(plain), median(fwd), median(bwd));
+        be.set_submit_every(0);
+        let mut medians = times.into_iter().map(|(p, f, b)| (median(p), median(f), median(b)));
+        let (p, f, b) = medians.next().expect("one mode at least");
         let ff = forward_flops(&m.config, &m.weights, &batch, true);
         let bf = backward_flops(&m.config, &m.weights, &batch);
         println!("backend: {}", be.describe());
@@ -99,6 +116,9 @@ impl Job for TrainBench<'_> {
             println!("| {name} | {:.1} | {:.2} | {:.1} | {:.2} |", t * 1e3, fl / 1e9, fl / t / 1e9, t / p);
         }
         println!("\nbackward / masked forward: {:.2}×", b / f);
+        if let Some((p1, f1, b1)) = medians.next() {
+            print_submit_comparison(&[("plain forward", p, p1), ("masked forward with tape", f, f1), ("backward to the masks", b, b1), ("training step", f + b, f1 + b1)]);
+        }
         print_buffers_created(be, created, self.iters);
         if let (Some(a), Some(z)) = (rss_before, peak_rss_mib()) {
             println!("peak resident memory: {z:.0} MiB ({:+.0} MiB during the steps; the model's weights are loaded before)", z - a);

@@ -35,6 +35,10 @@ pub struct WgpuOptions {
     /// must fail there, and mixed precision fall back to the plain kernels).
     #[doc(hidden)]
     pub check_cooperative_matrices_anyway: bool,
+    /// Also submit the recorded work every this many dispatches, so the device starts on a step
+    /// while the host is still recording it. 0 (the default): one submit per read, as a forward
+    /// has always been. `carve bench forward` and `bench train` time both (`OVERLAP_DISPATCHES`).
+    pub submit_every: usize,
 }
 
 impl Default for WgpuOptions {
@@ -47,6 +51,7 @@ impl Default for WgpuOptions {
             precision: Precision::F32,
             cooperative_matrices: true,
             check_cooperative_matrices_anyway: false,
+            submit_every: 0,
         }
     }
 }

@@ -32,6 +32,7 @@ pub use context::{is_software, WgpuOptions};
 #[cfg(not(target_arch = "wasm32"))]
 pub use context::list_adapters;
 pub use profile::{KernelSpan, KernelTime};
+pub use recorder::OVERLAP_DISPATCHES;
 pub use tensor::GpuTensor;
 
 use super::{AttnShape, Backend, Precision, RowMap};
@@ -70,7 +71,7 @@ impl WgpuBackend {
         let ctx = Context::new(&opts).await?;
         let pool = Pool::new(ctx.device.clone(), ctx.limits.max_buffer_size);
         let pipes = Pipelines::new(&ctx.device, opts.precision);
-        let rec = Mutex::new(Recorder::new(&ctx.limits, opts.profile));
+        let rec = Mutex::new(Recorder::new(&ctx.limits, opts.profile, opts.submit_every));
         let dummy = ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("carve dummy"),
             size: 16,
@@ -182,9 +183,14 @@ impl WgpuBackend {
         self.rec.lock().map(|r| r.dispatches).unwrap_or(0)
     }
 
-    /// Command buffers submitted so far (each read submits what was recorded before it).
+    /// Command buffers submitted so far (at each read, and every `submit_every` dispatches if set).
     pub fn submits(&self) -> u64 {
         self.rec.lock().map(|r| r.submits).unwrap_or(0)
+    }
+
+    /// Reads so far: the times the host waited for the device.
+    pub fn reads(&self) -> u64 {
+        self.rec.lock().map(|r| r.reads).unwrap_or(0)
     }
 
     /// Bytes held by free pooled buffers, and a way to release them.
@@ -225,7 +231,7 @@ impl WgpuBackend {
             all.push(Binding { buf, offset: *offset, size });
         }
         debug_assert_eq!(all.len(), k.inputs());
-        rec.dispatch(&self.ctx.device, k, &pipe, self.pipes.bind_group_layout(k), out, &all, params, groups);
+        rec.dispatch(&self.ctx.device, &self.ctx.queue, k, &pipe, self.pipes.bind_group_layout(k), out, &all, params, groups);
         Ok(())
     }
 
@@ -279,6 +285,16 @@ impl Backend for WgpuBackend {
 
     fn buffers_created(&self) -> Option<u64> {
         Some(self.pool.created())
+    }
+
+    fn set_submit_every(&self, dispatches: usize) -> bool {
+        match self.rec.lock() {
+            Ok(mut r) => {
+                r.submit_every = dispatches;
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     fn set_poison(&self, on: bool) {

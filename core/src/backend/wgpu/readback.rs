@@ -65,6 +65,7 @@ impl WgpuBackend {
             for (c, s) in chunks.iter().zip(&stagings) {
                 rec.copy(&ctx.device, &c.buf.buf, &s.buf, 0, c.buf.bytes);
             }
+            rec.reads += 1;
             rec.submit(&ctx.device, &ctx.queue)
         };
         let mut receivers = Vec::new();

@@ -1,9 +1,12 @@
 //! The pending command encoder that every op records into, and the arena that holds the small
 //! per-dispatch data (uniform params, gather index lists) until the next submit.
 //!
-//! Everything up to a `read` becomes one command buffer and one submit. Dispatches share one open
-//! compute pass: WebGPU orders dispatches within a pass (each is its own usage scope), so a pass
-//! only has to end for the copies a `read` records.
+//! Everything up to a `read` becomes one command buffer and one submit, unless `submit_every` is
+//! set: then the work is also submitted every that many dispatches, so that the device can start
+//! on a step while the host records the rest. A submit does not wait for the device: the queue
+//! keeps submits in order, so a pooled buffer reused across a submit is still written after its
+//! earlier readers. Dispatches share one open compute pass: WebGPU orders dispatches within a pass
+//! (each is its own usage scope), so a pass only has to end for the copies a `read` records.
 
 use super::pipelines::Kernel;
 use super::profile::Profiler;
@@ -88,27 +91,37 @@ impl Arena {
     }
 }
 
+/// The `submit_every` that benchmarks put beside the default (0: a submit per read): a forward of
+/// SmolLM2 is about 450 dispatches, a node-prune step about 2,000.
+pub const OVERLAP_DISPATCHES: usize = 256;
+
 pub(crate) struct Recorder {
     encoder: Option<wgpu::CommandEncoder>,
     pass: Option<wgpu::ComputePass<'static>>,
     arena: Arena,
     /// Dispatches recorded since the last submit.
     pub dispatches: usize,
+    /// Submit once this many dispatches are recorded (0: only at reads).
+    pub submit_every: usize,
     /// Command buffers submitted so far.
     pub submits: u64,
+    /// Reads so far (each submits what was recorded before it).
+    pub reads: u64,
     /// Timestamps around every dispatch, when profiling.
     pub profiler: Option<Profiler>,
 }
 
 impl Recorder {
-    pub fn new(limits: &wgpu::Limits, profile: bool) -> Recorder {
+    pub fn new(limits: &wgpu::Limits, profile: bool, submit_every: usize) -> Recorder {
         let align = limits.min_uniform_buffer_offset_alignment.max(limits.min_storage_buffer_offset_alignment).max(16);
         Recorder {
             encoder: None,
             pass: None,
             arena: Arena { chunks: Vec::new(), cur: 0, align: align as u64 },
             dispatches: 0,
+            submit_every,
             submits: 0,
+            reads: 0,
             profiler: profile.then(Profiler::new),
         }
     }
@@ -136,10 +149,12 @@ impl Recorder {
     }
 
     /// Records one dispatch of kernel `k`. `params` are the kernel's uniform words (f32s as bits).
+    /// Submits what is recorded when this makes `submit_every` dispatches.
     #[allow(clippy::too_many_arguments)]
     pub fn dispatch(
         &mut self,
         device: &wgpu::Device,
+        queue: &wgpu::Queue,
         k: Kernel,
         pipeline: &wgpu::ComputePipeline,
         layout: &wgpu::BindGroupLayout,
@@ -170,12 +185,15 @@ impl Recorder {
             pass.set_pipeline(pipeline);
             pass.set_bind_group(0, &bg, &[]);
             pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
-            return;
+        } else {
+            let pass = self.pass(device);
+            pass.set_pipeline(pipeline);
+            pass.set_bind_group(0, &bg, &[]);
+            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
         }
-        let pass = self.pass(device);
-        pass.set_pipeline(pipeline);
-        pass.set_bind_group(0, &bg, &[]);
-        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        if self.submit_every > 0 && self.dispatches >= self.submit_every {
+            self.submit(device, queue);
+        }
     }
 
     /// Ends the pass and records `src → dst` copies after everything recorded so far.
