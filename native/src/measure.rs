@@ -8,19 +8,24 @@ use carve_core::HostTensor;
 use std::time::Instant;
 
 /// Multiply-adds ×2 of the matmuls and attention of one forward (per layer, from the weights, so a
-/// pruned model counts what it has).
+/// pruned model counts what it has), over the batch's real tokens: padding is not work the forward
+/// needs (the CPU skips it in the matmuls; see `Backend::packs_rows`).
 pub fn forward_flops(c: &ModelConfig, w: &ModelWeights<HostTensor>, b: &Batch, last_only: bool) -> f64 {
-    let rows = b.rows() as f64;
+    let rows = b.lens.iter().sum::<usize>() as f64;
     let mut f = 0.0;
     for l in &w.layers {
         let mats = [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_up, &l.w_down].iter().map(|t| t.len()).sum::<usize>()
             + l.w_gate.as_ref().map_or(0, |t| t.len());
         f += 2.0 * rows * mats as f64;
-        let t = b.seq as f64;
-        f += 4.0 * b.size() as f64 * l.n_heads as f64 * c.head_dim as f64 * t * (t + 1.0) / 2.0;
+        f += 4.0 * l.n_heads as f64 * c.head_dim as f64 * causal_pairs(b);
     }
     let head_rows = if last_only { b.size() as f64 } else { rows };
     f + 2.0 * head_rows * (c.vocab * c.d_model) as f64
+}
+
+/// (query, key) pairs of causal attention over the batch's prompts: t(t+1)/2 for a prompt of t tokens.
+pub fn causal_pairs(b: &Batch) -> f64 {
+    b.lens.iter().map(|&t| (t * (t + 1) / 2) as f64).sum()
 }
 
 /// FLOPs a standalone edge model adds to `forward_flops`: each reader's input mixed from the

@@ -58,6 +58,15 @@ impl<B: Backend> Backend for Timed<B> {
     fn set_poison(&self, on: bool) {
         self.inner.set_poison(on)
     }
+    fn buffers_created(&self) -> Option<u64> {
+        self.inner.buffers_created()
+    }
+    fn set_submit_every(&self, dispatches: usize) -> bool {
+        self.inner.set_submit_every(dispatches)
+    }
+    fn packs_rows(&self) -> bool {
+        self.inner.packs_rows()
+    }
     fn upload(&self, t: &HostTensor) -> Result<T<B>> {
         self.time("upload", || self.inner.upload(t))
     }

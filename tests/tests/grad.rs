@@ -156,30 +156,48 @@ fn mask_gradients_match_finite_differences_llama_mean() {
     check_model("tiny-llama", true);
 }
 
-/// Prompts of different lengths in one batch give the mean of the prompts run one by one.
+/// Prompts of different lengths in one batch give the mean of the prompts run one by one, on both
+/// backends and with mean ablation values (per position) too. The CPU runs the batch's matrix
+/// products on its real rows only (`Backend::packs_rows`), wgpu on every row and, asked to, on
+/// the real rows; the one-by-one runs have no padding.
 #[test]
 fn batched_gradient_equals_one_by_one() {
+    use carve_core::backend::wgpu::{WgpuBackend, WgpuOptions};
+    assert!(cpu().packs_rows() && !gpu().packs_rows());
+    batched_vs_one_by_one(&cpu(), "cpu");
+    batched_vs_one_by_one(gpu(), "gpu");
+    let packed = pollster::block_on(WgpuBackend::new(WgpuOptions { pack_rows: true, ..WgpuOptions::default() })).expect("a wgpu adapter");
+    assert!(packed.packs_rows());
+    batched_vs_one_by_one(&packed, "gpu, rows packed");
+}
+
+fn batched_vs_one_by_one<B: Backend>(be: &B, which: &str) {
     let mut r = rng("batched");
     for name in ["tiny-gpt2", "tiny-llama"] {
         let m = load_path(&fixture(name)).unwrap();
         let prompts = prompts(&mut r, m.config.vocab);
         let masks = random_masks(&mut r, &m);
-        let be = cpu();
-        let (loss, g) = carve_grad(&be, &m, &prompts, &masks, None);
-        let mut sum = 0.0;
-        let mut acc: Option<Masks> = None;
-        for p in &prompts {
-            let (l1, g1) = carve_grad(&be, &m, std::slice::from_ref(p), &masks, None);
-            sum += l1 / prompts.len() as f64;
-            let n = prompts.len() as f32;
-            acc = Some(match acc {
-                None => scale(&g1, 1.0 / n),
-                Some(a) => add(&a, &scale(&g1, 1.0 / n)),
-            });
+        let model = Model::upload(be, m.config.clone(), &m.weights).unwrap();
+        let other: Vec<Vec<u32>> = (0..3).map(|i| (0..5 + i).map(|_| r.random_range(0..m.config.vocab as u32)).collect()).collect();
+        let means = pollster::block_on(mean_values(&model, be, &Batch::new(&other, &m.config).unwrap(), false)).unwrap();
+        for abl in [None, Some(&means)] {
+            let what = format!("{which} {name} {}", if abl.is_some() { "mean" } else { "zero" });
+            let (loss, g) = carve_grad(be, &m, &prompts, &masks, abl);
+            let mut sum = 0.0;
+            let mut acc: Option<Masks> = None;
+            for p in &prompts {
+                let (l1, g1) = carve_grad(be, &m, std::slice::from_ref(p), &masks, abl);
+                sum += l1 / prompts.len() as f64;
+                let n = prompts.len() as f32;
+                acc = Some(match acc {
+                    None => scale(&g1, 1.0 / n),
+                    Some(a) => add(&a, &scale(&g1, 1.0 / n)),
+                });
+            }
+            let acc = acc.unwrap();
+            assert!((loss - sum).abs() <= 1e-6 * sum.abs().max(1e-6), "{what}: batched loss {loss} vs one by one {sum}");
+            assert_close(&format!("{what} batched grad"), &flat(&g), &flat(&acc), 1e-4);
         }
-        let acc = acc.unwrap();
-        assert!((loss - sum).abs() <= 1e-6 * sum.abs().max(1e-6), "{name}: batched loss {loss} vs one by one {sum}");
-        assert_close(&format!("{name} batched grad"), &flat(&g), &flat(&acc), 1e-4);
     }
 }
 

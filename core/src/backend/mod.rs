@@ -73,6 +73,14 @@ pub trait Backend {
     /// it, so an element an op forgets to write shows up in the comparison.
     fn set_poison(&self, on: bool);
 
+    /// Whether the model runs its matrix products on a padded batch's real rows only, gathered
+    /// before each product and scattered back after it (`model/pack.rs`). It pays where a product
+    /// costs far more than the copies around it (the CPU); on wgpu each copy is a dispatch of its
+    /// own, so it is off there unless `WgpuOptions::pack_rows` asks for it.
+    fn packs_rows(&self) -> bool {
+        false
+    }
+
     fn upload(&self, t: &HostTensor) -> Result<Self::Tensor>;
     fn shape(&self, t: &Self::Tensor) -> Vec<usize>;
     /// Runs whatever is recorded and copies `t` back.

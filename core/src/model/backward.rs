@@ -12,11 +12,14 @@ use crate::mask::{Masks, Site};
 use crate::model::ablation::DeviceAblation;
 use crate::model::batch::Batch;
 use crate::model::forward::Model;
+use crate::model::pack::Pack;
 use crate::model::zeros::Zeros;
 use crate::model::{Arch, LayerWeights};
 use crate::{Error, HostTensor, Result};
 
-/// What one layer's backward reads from its forward.
+/// What one layer's backward reads from its forward. The matrix products run on the batch's
+/// real rows (`Pack`): `x0` and `x1` are the norms' inputs at those rows, as are `up` and `gate`;
+/// the rest is on every row.
 struct LayerTape<T> {
     x0: T,
     h1: Option<T>,
@@ -92,9 +95,10 @@ impl<B: Backend> Model<B> {
             x = be.add(&x, &be.gather_rows(wpe, &batch.positions())?)?;
         }
         let mut zeros = Zeros::new();
+        let pack = Pack::new(be, batch);
         let mut layers = Vec::with_capacity(w.layers.len());
         for l in 0..w.layers.len() {
-            let (x2, tape) = self.layer_forward(be, batch, l, x, masks, ablation, &mut zeros)?;
+            let (x2, tape) = self.layer_forward(be, batch, &pack, l, x, masks, ablation, &mut zeros)?;
             layers.push(tape);
             x = x2;
         }
@@ -129,9 +133,10 @@ impl<B: Backend> Model<B> {
         let dhf = be.matmul_backward(dlogits, w.lm_head.as_ref().unwrap_or(&w.wte))?;
         let dlast = self.norm_bwd(be, &last, &w.ln_f_w, &dhf)?;
         let mut dx = be.scatter_rows(&dlast, &rows, batch.rows())?;
+        let pack = Pack::new(be, batch);
         let mut grads: Vec<LayerGrads<B::Tensor>> = Vec::with_capacity(layers.len());
         for (l, t) in layers.iter().enumerate().rev() {
-            let (dx0, g) = self.layer_backward(be, batch, l, t, dx)?;
+            let (dx0, g) = self.layer_backward(be, batch, &pack, l, t, dx)?;
             grads.push(g);
             dx = dx0;
         }
@@ -196,7 +201,7 @@ impl<B: Backend> Model<B> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn layer_forward(&self, be: &B, batch: &Batch, l: usize, x0: B::Tensor, masks: &Masks,
+    fn layer_forward(&self, be: &B, batch: &Batch, pack: &Pack, l: usize, x0: B::Tensor, masks: &Masks,
         abl: Option<&DeviceAblation<B>>, zeros: &mut Zeros<B>) -> Result<(B::Tensor, LayerTape<B::Tensor>)> {
         let c = &self.config;
         let lw = &self.weights.layers[l];
@@ -215,10 +220,11 @@ impl<B: Backend> Model<B> {
             lw.bo.as_ref().map(|b| be.mix(&x0, &zeros.get(be, d_model)?, RowMap::SHARED, b, RowMap::SHARED)).transpose()?
         } else {
             let s = self.attn_shape(batch, lw);
-            let h1 = self.norm_fwd(be, &x0, &lw.ln1_w, lw.ln1_b.as_ref())?;
-            let mut q = be.matmul(&h1, &lw.wq, lw.bq.as_ref())?;
-            let mut k = be.matmul(&h1, &lw.wk, lw.bk.as_ref())?;
-            let v = be.matmul(&h1, &lw.wv, lw.bv.as_ref())?;
+            let x0r = pack.gather(be, &x0)?;
+            let h1 = self.norm_fwd(be, &x0r, &lw.ln1_w, lw.ln1_b.as_ref())?;
+            let mut q = pack.scatter(be, &be.matmul(&h1, &lw.wq, lw.bq.as_ref())?)?;
+            let mut k = pack.scatter(be, &be.matmul(&h1, &lw.wk, lw.bk.as_ref())?)?;
+            let v = pack.scatter(be, &be.matmul(&h1, &lw.wv, lw.bv.as_ref())?)?;
             if c.arch == Arch::Llama {
                 q = be.rope(&q, batch.seq, lw.n_heads, c.head_dim, c.rope_theta)?;
                 k = be.rope(&k, batch.seq, lw.n_kv_heads, c.head_dim, c.rope_theta)?;
@@ -228,7 +234,8 @@ impl<B: Backend> Model<B> {
             let m = mask_cols(be, &masks.heads[l], c.head_dim)?;
             let a = value(zeros, abl.and_then(|a| a.get(Site::Z, l)), lw.n_heads * c.head_dim)?;
             let zm = be.mix(&z, &m, RowMap::SHARED, &a, RowMap::SHARED)?;
-            let o = be.matmul(&zm, &lw.wo, lw.bo.as_ref())?;
+            let o = pack.scatter(be, &be.matmul(&pack.gather(be, &zm)?, &lw.wo, lw.bo.as_ref())?)?;
+            t.x0 = x0r;
             (t.h1, t.q, t.k, t.v, t.p, t.z) = (Some(h1), Some(q), Some(k), Some(v), Some(p), Some(z));
             (t.m_heads, t.a_heads) = (Some(m), Some(a));
             Some(o)
@@ -251,7 +258,8 @@ impl<B: Backend> Model<B> {
         let d = if d_ff == 0 {
             lw.b_down.as_ref().map(|b| be.mix(&x1, &zeros.get(be, d_model)?, RowMap::SHARED, b, RowMap::SHARED)).transpose()?
         } else {
-            let h2 = self.norm_fwd(be, &x1, &lw.ln2_w, lw.ln2_b.as_ref())?;
+            let x1r = pack.gather(be, &x1)?;
+            let h2 = self.norm_fwd(be, &x1r, &lw.ln2_w, lw.ln2_b.as_ref())?;
             let up = be.matmul(&h2, &lw.w_up, lw.b_up.as_ref())?;
             let (act, gate) = match &lw.w_gate {
                 Some(g) => {
@@ -260,10 +268,13 @@ impl<B: Backend> Model<B> {
                 }
                 None => (be.gelu_new(&up)?, None),
             };
+            // The mix on every row (its ablation values may be per position).
+            let act = pack.scatter(be, &act)?;
             let m = mask_cols(be, &masks.neurons[l], 1)?;
             let a = value(zeros, abl.and_then(|a| a.get(Site::Hidden, l)), d_ff)?;
             let actm = be.mix(&act, &m, RowMap::SHARED, &a, RowMap::SHARED)?;
-            let d = be.matmul(&actm, &lw.w_down, lw.b_down.as_ref())?;
+            let d = pack.scatter(be, &be.matmul(&pack.gather(be, &actm)?, &lw.w_down, lw.b_down.as_ref())?)?;
+            t.x1 = x1r;
             (t.h2, t.up, t.gate, t.act) = (Some(h2), Some(up), gate, Some(act));
             (t.m_neurons, t.a_neurons) = (Some(m), Some(a));
             Some(d)
@@ -284,7 +295,7 @@ impl<B: Backend> Model<B> {
 
     /// `layer_forward` read bottom-up: from `dx2` to `dx0`, collecting the mask gradients.
     #[allow(clippy::too_many_arguments)]
-    fn layer_backward(&self, be: &B, batch: &Batch, l: usize, t: &LayerTape<B::Tensor>, dx2: B::Tensor)
+    fn layer_backward(&self, be: &B, batch: &Batch, pack: &Pack, l: usize, t: &LayerTape<B::Tensor>, dx2: B::Tensor)
         -> Result<(B::Tensor, LayerGrads<B::Tensor>)> {
         let c = &self.config;
         let lw = &self.weights.layers[l];
@@ -296,9 +307,10 @@ impl<B: Backend> Model<B> {
             let (dd, gm) = be.mix_backward(d, m, RowMap::SHARED, a, RowMap::SHARED, &dx2)?;
             g.mlp = Some(gm);
             if let (Some(act), Some(m), Some(a), Some(up)) = (&t.act, &t.m_neurons, &t.a_neurons, &t.up) {
-                let dactm = be.matmul_backward(&dd, &lw.w_down)?;
+                let dactm = pack.scatter(be, &be.matmul_backward(&pack.gather(be, &dd)?, &lw.w_down)?)?;
                 let (dact, gn) = be.mix_backward(act, m, RowMap::SHARED, a, RowMap::SHARED, &dactm)?;
                 g.neurons = Some(gn);
+                let dact = pack.gather(be, &dact)?;
                 let dh2 = match (&t.gate, &lw.w_gate) {
                     (Some(gate), Some(wg)) => {
                         let (dgate, dup) = be.silu_mul_backward(gate, up, &dact)?;
@@ -306,7 +318,7 @@ impl<B: Backend> Model<B> {
                     }
                     _ => be.matmul_backward(&be.gelu_new_backward(up, &dact)?, &lw.w_up)?,
                 };
-                dx1 = be.add(&dx1, &self.norm_bwd(be, &t.x1, &lw.ln2_w, &dh2)?)?;
+                dx1 = be.add(&dx1, &pack.scatter(be, &self.norm_bwd(be, &t.x1, &lw.ln2_w, &dh2)?)?)?;
             }
         }
 
@@ -318,7 +330,7 @@ impl<B: Backend> Model<B> {
             if let (Some(z), Some(m), Some(a), Some(p), Some(q), Some(k), Some(v)) =
                 (&t.z, &t.m_heads, &t.a_heads, &t.p, &t.q, &t.k, &t.v) {
                 let s = self.attn_shape(batch, lw);
-                let dzm = be.matmul_backward(&do_, &lw.wo)?;
+                let dzm = pack.scatter(be, &be.matmul_backward(&pack.gather(be, &do_)?, &lw.wo)?)?;
                 let (dz, gh) = be.mix_backward(z, m, RowMap::SHARED, a, RowMap::SHARED, &dzm)?;
                 g.heads = Some(gh);
                 let (dp, dv) = be.attn_apply_backward(p, v, &dz, s)?;
@@ -327,11 +339,12 @@ impl<B: Backend> Model<B> {
                     dq = be.rope_backward(&dq, batch.seq, lw.n_heads, c.head_dim, c.rope_theta)?;
                     dk = be.rope_backward(&dk, batch.seq, lw.n_kv_heads, c.head_dim, c.rope_theta)?;
                 }
+                let (dq, dk, dv) = (pack.gather(be, &dq)?, pack.gather(be, &dk)?, pack.gather(be, &dv)?);
                 let dh1 = be.add(
                     &be.add(&be.matmul_backward(&dq, &lw.wq)?, &be.matmul_backward(&dk, &lw.wk)?)?,
                     &be.matmul_backward(&dv, &lw.wv)?,
                 )?;
-                dx0 = be.add(&dx0, &self.norm_bwd(be, &t.x0, &lw.ln1_w, &dh1)?)?;
+                dx0 = be.add(&dx0, &pack.scatter(be, &self.norm_bwd(be, &t.x0, &lw.ln1_w, &dh1)?)?)?;
             }
         }
         Ok((dx0, g))

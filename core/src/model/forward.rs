@@ -9,6 +9,7 @@ use crate::backend::{AttnShape, Backend, RowMap};
 use crate::mask::{Masks, Site};
 use crate::model::ablation::DeviceAblation;
 use crate::model::batch::Batch;
+use crate::model::pack::Pack;
 use crate::model::zeros::Zeros;
 use crate::model::{Arch, LayerWeights, ModelConfig, ModelWeights};
 use crate::{Error, HostTensor, Result};
@@ -214,12 +215,13 @@ impl<B: Backend> Model<B> {
         }
         let mut cap = Captured::new(n);
         let mut zeros = Zeros::new();
+        let pack = Pack::new(be, batch);
         let mut x = resid;
         for l in start..n {
             if args.capture.resid {
                 cap.resid[l] = Some(x.clone());
             }
-            x = self.layer(be, batch, l, x, args, sel, &mut cap, &mut zeros)?;
+            x = self.layer(be, batch, &pack, l, x, args, sel, &mut cap, &mut zeros)?;
         }
         if args.capture.resid {
             cap.resid[n] = Some(x.clone());
@@ -247,7 +249,7 @@ impl<B: Backend> Model<B> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn layer(&self, be: &B, batch: &Batch, l: usize, x: B::Tensor, args: &ForwardArgs<B>, sel: Sel,
+    fn layer(&self, be: &B, batch: &Batch, pack: &Pack, l: usize, x: B::Tensor, args: &ForwardArgs<B>, sel: Sel,
         cap: &mut Captured<B::Tensor>, zeros: &mut Zeros<B>) -> Result<B::Tensor> {
         let lw = &self.weights.layers[l];
         let masks = sel.list();
@@ -257,8 +259,8 @@ impl<B: Backend> Model<B> {
         let mut attn = if lw.n_heads == 0 {
             lw.bo.as_ref().map(|b| bias_rows(be, &x, b, zeros)).transpose()?
         } else {
-            let h = self.norm(be, &x, &lw.ln1_w, lw.ln1_b.as_ref())?;
-            let (z, p) = self.attention(be, batch, lw, &h, args.capture.pattern)?;
+            let h = self.norm(be, &pack.gather(be, &x)?, &lw.ln1_w, lw.ln1_b.as_ref())?;
+            let (z, p) = self.attention(be, batch, pack, lw, &h, args.capture.pattern)?;
             let z = if masks.iter().any(|m| !m.heads_all_on(l)) {
                 let rows: Vec<&[f32]> = masks.iter().map(|m| &m.heads[l][..]).collect();
                 mix_cols(be, &z, &rows, self.config.head_dim, sel.row_map(), abl(Site::Z), zeros)?
@@ -269,7 +271,7 @@ impl<B: Backend> Model<B> {
                 cap.pattern[l] = Some(p);
             }
             keep(args.capture.z, &mut cap.z[l], z.clone());
-            Some(be.matmul(&z, &lw.wo, lw.bo.as_ref())?)
+            Some(pack.scatter(be, &be.matmul(&pack.gather(be, &z)?, &lw.wo, lw.bo.as_ref())?)?)
         };
         let m: Vec<f32> = masks.iter().map(|m| m.attn_block(l)).collect();
         attn = self.mix_block(be, attn, &m, sel.row_map(), abl(Site::AttnOut), zeros)?;
@@ -285,7 +287,9 @@ impl<B: Backend> Model<B> {
         let mut mlp = if d_ff == 0 {
             lw.b_down.as_ref().map(|b| bias_rows(be, &x, b, zeros)).transpose()?
         } else {
-            let h = self.norm(be, &x, &lw.ln2_w, lw.ln2_b.as_ref())?;
+            // Packed rows from the norm to the down projection; the mix, which may index its
+            // ablation values by position, runs on the padded rows.
+            let h = self.norm(be, &pack.gather(be, &x)?, &lw.ln2_w, lw.ln2_b.as_ref())?;
             let up = be.matmul(&h, &lw.w_up, lw.b_up.as_ref())?;
             let hidden = match &lw.w_gate {
                 Some(g) => be.silu_mul(&be.matmul(&h, g, None)?, &up)?,
@@ -293,12 +297,16 @@ impl<B: Backend> Model<B> {
             };
             let hidden = if masks.iter().any(|m| !m.neurons_all_on(l)) {
                 let rows: Vec<&[f32]> = masks.iter().map(|m| &m.neurons[l][..]).collect();
-                mix_cols(be, &hidden, &rows, 1, sel.row_map(), abl(Site::Hidden), zeros)?
+                let mixed = mix_cols(be, &pack.scatter(be, &hidden)?, &rows, 1, sel.row_map(), abl(Site::Hidden), zeros)?;
+                keep(args.capture.hidden, &mut cap.hidden[l], mixed.clone());
+                pack.gather(be, &mixed)?
             } else {
+                if args.capture.hidden {
+                    cap.hidden[l] = Some(pack.scatter(be, &hidden)?);
+                }
                 hidden
             };
-            keep(args.capture.hidden, &mut cap.hidden[l], hidden.clone());
-            Some(be.matmul(&hidden, &lw.w_down, lw.b_down.as_ref())?)
+            Some(pack.scatter(be, &be.matmul(&hidden, &lw.w_down, lw.b_down.as_ref())?)?)
         };
         let m: Vec<f32> = masks.iter().map(|m| m.mlp_block(l)).collect();
         mlp = self.mix_block(be, mlp, &m, sel.row_map(), abl(Site::MlpOut), zeros)?;
@@ -312,9 +320,10 @@ impl<B: Backend> Model<B> {
         Ok(x)
     }
 
-    /// Causal self-attention up to z (before W_O); returns z, and the probabilities when asked
-    /// (else the backend may fuse the two products and never form them).
-    fn attention(&self, be: &B, batch: &Batch, lw: &LayerWeights<B::Tensor>, h: &B::Tensor, probs: bool)
+    /// Causal self-attention up to z (before W_O) from the normed real rows `h`; returns z (padded
+    /// rows), and the probabilities when asked (else the backend may fuse the two products and
+    /// never form them).
+    fn attention(&self, be: &B, batch: &Batch, pack: &Pack, lw: &LayerWeights<B::Tensor>, h: &B::Tensor, probs: bool)
         -> Result<(B::Tensor, Option<B::Tensor>)> {
         let c = &self.config;
         let s = AttnShape {
@@ -325,9 +334,9 @@ impl<B: Backend> Model<B> {
             head_dim: c.head_dim,
             scale: 1.0 / (c.head_dim as f32).sqrt(),
         };
-        let mut q = be.matmul(h, &lw.wq, lw.bq.as_ref())?;
-        let mut k = be.matmul(h, &lw.wk, lw.bk.as_ref())?;
-        let v = be.matmul(h, &lw.wv, lw.bv.as_ref())?;
+        let mut q = pack.scatter(be, &be.matmul(h, &lw.wq, lw.bq.as_ref())?)?;
+        let mut k = pack.scatter(be, &be.matmul(h, &lw.wk, lw.bk.as_ref())?)?;
+        let v = pack.scatter(be, &be.matmul(h, &lw.wv, lw.bv.as_ref())?)?;
         if c.arch == Arch::Llama {
             q = be.rope(&q, batch.seq, lw.n_heads, c.head_dim, c.rope_theta)?;
             k = be.rope(&k, batch.seq, lw.n_kv_heads, c.head_dim, c.rope_theta)?;

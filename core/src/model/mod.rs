@@ -8,6 +8,7 @@ pub mod edges;
 pub mod forward;
 pub mod load;
 pub mod non_finite;
+mod pack;
 pub mod tokenizer;
 pub mod weights;
 mod zeros;

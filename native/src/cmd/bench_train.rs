@@ -4,7 +4,7 @@
 
 use crate::backend_pick::Job;
 use crate::cmd::tasks::Prepared;
-use crate::measure::{forward_flops, median};
+use crate::measure::{causal_pairs, forward_flops, median};
 use anyhow::{Context, Result};
 use carve_core::backend::wgpu::OVERLAP_DISPATCHES;
 use carve_core::backend::Backend;
@@ -25,8 +25,7 @@ pub struct TrainBench<'a> {
 /// FLOPs of the backward to the activations: every matmul's input gradient (as many as the
 /// forward's matmuls) and twice the forward's attention products (dq, dk, dprobs, dv).
 fn backward_flops(c: &ModelConfig, w: &ModelWeights<HostTensor>, b: &Batch) -> f64 {
-    let t = b.seq as f64;
-    let attn: f64 = w.layers.iter().map(|l| 4.0 * b.size() as f64 * l.n_heads as f64 * c.head_dim as f64 * t * (t + 1.0) / 2.0).sum();
+    let attn: f64 = w.layers.iter().map(|l| 4.0 * l.n_heads as f64 * c.head_dim as f64 * causal_pairs(b)).sum();
     forward_flops(c, w, b, true) + attn
 }
 
@@ -53,6 +52,21 @@ pub fn print_submit_comparison(parts: &[(&str, f64, f64)]) {
     for (name, reads, every) in parts {
         println!("| {name} | {:.1} | {:.1} | {:.2}× |", reads * 1e3, every * 1e3, reads / every);
     }
+}
+
+/// How much of a padded batch is padding, and whether the step's matrix products skip it
+/// (`packed`: the backend packs rows and the method's forward uses it).
+pub fn padding_note(batch: &Batch, packed: bool) -> String {
+    let real: usize = batch.lens.iter().sum();
+    let share = 1.0 - real as f64 / batch.rows() as f64;
+    let skip = if share == 0.0 {
+        ""
+    } else if packed {
+        ", which the matrix products skip"
+    } else {
+        ", which the matrix products run over too"
+    };
+    format!("tokens: {real} real of {} ({:.1}% padding{skip}); the GFLOP count the real ones", batch.rows(), 100.0 * share)
 }
 
 /// Masks at fractional values on every head and neuron, as sampled gates are: every mix runs.
@@ -111,6 +125,7 @@ impl Job for TrainBench<'_> {
         let bf = backward_flops(&m.config, &m.weights, &batch);
         println!("backend: {}", be.describe());
         println!("batch: {} prompts padded to {} tokens; masks fractional on every head and neuron; {} timed steps after 1 warm-up (medians)", batch.size(), batch.seq, self.iters);
+        println!("{}", padding_note(&batch, be.packs_rows()));
         println!("\n| part | ms | GFLOP | GFLOP/s | × plain forward |\n|---|---:|---:|---:|---:|");
         for (name, t, fl) in [("plain forward", p, ff), ("masked forward with tape", f, ff), ("backward to the masks", b, bf), ("training step (tape + backward)", f + b, ff + bf)] {
             println!("| {name} | {:.1} | {:.2} | {:.1} | {:.2} |", t * 1e3, fl / 1e9, fl / t / 1e9, t / p);

@@ -117,6 +117,8 @@ impl Job for EdgeTrainBench<'_> {
             batch.seq,
             self.iters
         );
+        // The edge forward runs its products over every row (it does not pack them).
+        println!("{}", crate::cmd::bench_train::padding_note(&batch, false));
         println!(
             "gates: fractional on every edge (every product runs), and sampled as at a run's start (log α 3: {:.0}% strictly between 0 and 1, the only ones whose gradient a step needs)",
             100.0 * frac

@@ -228,6 +228,25 @@ pub(super) fn scatter_rows(be: &CpuBackend, src: &CpuTensor, ids: &[u32], rows: 
         return Err(crate::Error::Backend(format!("scatter_rows: id {bad} out of range for {rows} rows")));
     }
     let mut out = be.out(rows * c);
+    if ids.windows(2).all(|w| w[0] < w[1]) {
+        // Each row written once (a batch's real rows put back among its padding): row by row in
+        // parallel, a copy or zeros. `0.0 + v` would turn −0 into +0; a copy keeps it.
+        let mut from = vec![u32::MAX; rows];
+        for (i, &id) in ids.iter().enumerate() {
+            from[id as usize] = i as u32;
+        }
+        let per = rows_per_task(c);
+        out.par_chunks_mut(per * c.max(1)).zip(from.par_chunks(per)).for_each(|(o, from)| {
+            for (o, &i) in o.chunks_mut(c.max(1)).zip(from) {
+                if i == u32::MAX {
+                    o.fill(0.0);
+                } else {
+                    o.copy_from_slice(src.0.row(i as usize));
+                }
+            }
+        });
+        return Ok(CpuBackend::wrap(vec![rows, c], out));
+    }
     out.fill(0.0);
     for (i, &id) in ids.iter().enumerate() {
         for (o, &v) in out[id as usize * c..(id as usize + 1) * c].iter_mut().zip(src.0.row(i)) {

@@ -13,6 +13,7 @@ mod vector;
 
 use crate::backend::{AttnShape, Backend, Precision, RowMap};
 use crate::{Error, HostTensor, Result};
+use rayon::prelude::*;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -123,6 +124,10 @@ impl Backend for CpuBackend {
     fn max_tensor_bytes(&self) -> usize {
         usize::MAX
     }
+    fn packs_rows(&self) -> bool {
+        true
+    }
+
     fn set_poison(&self, on: bool) {
         self.poison.set(on);
     }
@@ -154,9 +159,12 @@ impl Backend for CpuBackend {
             return Err(Error::Backend(format!("gather_rows: id {bad} out of range for a table of {rows} rows")));
         }
         let mut out = self.out(ids.len() * cols);
-        for (o, &i) in out.chunks_mut(cols.max(1)).zip(ids) {
-            o.copy_from_slice(table.0.row(i as usize));
-        }
+        let per = rows_per_task(cols);
+        out.par_chunks_mut(per * cols.max(1)).zip(ids.par_chunks(per)).for_each(|(o, ids)| {
+            for (o, &i) in o.chunks_mut(cols.max(1)).zip(ids) {
+                o.copy_from_slice(table.0.row(i as usize));
+            }
+        });
         Ok(Self::wrap(vec![ids.len(), cols], out))
     }
     fn matmul(&self, x: &CpuTensor, w: &CpuTensor, bias: Option<&CpuTensor>) -> Result<CpuTensor> {

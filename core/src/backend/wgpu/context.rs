@@ -39,6 +39,9 @@ pub struct WgpuOptions {
     /// while the host is still recording it. 0 (the default): one submit per read, as a forward
     /// has always been. `carve bench forward` and `bench train` time both (`OVERLAP_DISPATCHES`).
     pub submit_every: usize,
+    /// Run the matrix products on a padded batch's real rows only (`Backend::packs_rows`). Off by
+    /// default: on wgpu every gather and scatter around a product is two more dispatches.
+    pub pack_rows: bool,
 }
 
 impl Default for WgpuOptions {
@@ -52,6 +55,7 @@ impl Default for WgpuOptions {
             cooperative_matrices: true,
             check_cooperative_matrices_anyway: false,
             submit_every: 0,
+            pack_rows: false,
         }
     }
 }

@@ -59,6 +59,8 @@ pub struct WgpuBackend {
     coop: bool,
     /// What `describe()` says of them at mixed precision: on them, or why not.
     coop_note: String,
+    /// `WgpuOptions::pack_rows`.
+    pack_rows: bool,
 }
 
 impl WgpuBackend {
@@ -90,6 +92,7 @@ impl WgpuBackend {
             gemm_tile: opts.gemm_tile,
             coop: false,
             coop_note: String::new(),
+            pack_rows: opts.pack_rows,
         };
         be.coop_note = match coop_state {
             None if opts.precision == Precision::Mixed => ", plain kernels".into(),
@@ -285,6 +288,10 @@ impl Backend for WgpuBackend {
 
     fn buffers_created(&self) -> Option<u64> {
         Some(self.pool.created())
+    }
+
+    fn packs_rows(&self) -> bool {
+        self.pack_rows
     }
 
     fn set_submit_every(&self, dispatches: usize) -> bool {
