@@ -61,7 +61,7 @@ impl<T> Captured<T> {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum LogitsAt {
-    /// `[batch*seq, vocab]`
+    /// `[batch*seq, vocab]`; a padding row (past its prompt's length) holds no prompt's output.
     #[default]
     All,
     /// `[batch, vocab]`, each prompt's last real position: what most methods need.
