@@ -7,7 +7,7 @@ pub mod reference_model;
 
 use carve_core::HostTensor;
 use safetensors::SafeTensors;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// `tests/fixtures/<name>`.
 pub fn fixture(name: &str) -> PathBuf {
@@ -101,4 +101,39 @@ pub fn gpu() -> &'static carve_core::backend::wgpu::WgpuBackend {
             list_adapters().iter().map(|a| format!("{} ({:?})", a.name, a.backend)).collect::<Vec<_>>()
         ),
     })
+}
+
+/// A fresh folder for one test under the system's temporary folder, removed when the test
+/// passes and kept when it panics, to look at. Derefs to its path.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    /// `<tmp>/<prefix>-<pid>-<name>`, emptied first.
+    pub fn new(prefix: &str, name: &str) -> Scratch {
+        let d = std::env::temp_dir().join(format!("{prefix}-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Scratch(d)
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }

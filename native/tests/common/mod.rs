@@ -10,11 +10,36 @@ pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
 }
 
-pub fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("carve-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh folder for one test, removed when the test passes and kept when it panics (to look
+/// at). Derefs to its path.
+pub struct Scratch(Option<tempfile::TempDir>);
+
+pub fn scratch(name: &str) -> Scratch {
+    let d = tempfile::Builder::new().prefix(&format!("carve-cli-{name}-")).tempdir().unwrap();
+    Scratch(Some(d))
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        self.0.as_ref().expect("held until drop").path()
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        self
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take() {
+            if std::thread::panicking() {
+                let _ = d.keep();
+            }
+        }
+    }
 }
 
 /// tiny-llama's weights with the word-level tokenizer of `fixtures/word-tokenizer` (`w3` … `w511`).
