@@ -38,14 +38,11 @@ fn plain<B: Backend>(be: &B, m: &Model<B>, batch: &Batch, masks: Option<&Masks>,
     let args = ForwardArgs { masks, ablation: abl, logits: LogitsAt::All, ..ForwardArgs::default() };
     let out = m.forward(be, batch, &args).unwrap();
     let all = pollster::block_on(be.read(out.logits.as_ref().unwrap())).unwrap();
-    let rows = real_rows(batch);
+    let rows = batch.real_rows();
     let v = all.shape[1];
     HostTensor::new(vec![rows.len(), v], rows.iter().flat_map(|&r| all.row(r as usize).to_vec()).collect())
 }
 
-fn real_rows(batch: &Batch) -> Vec<u32> {
-    batch.lens.iter().enumerate().flat_map(|(b, &l)| (0..l).map(move |t| (b * batch.seq + t) as u32)).collect()
-}
 
 fn check<B: Backend>(be: &B, name: &str) {
     let host = load_path(&fixture(name)).unwrap();
@@ -53,7 +50,7 @@ fn check<B: Backend>(be: &B, name: &str) {
     let ew = EdgeWeights::new(be, &m, &host.weights).unwrap();
     let lay = &ew.layout;
     let batch = Batch::new(&prompts(host.config.vocab as u32), &host.config).unwrap();
-    let rows = real_rows(&batch);
+    let rows = batch.real_rows();
     let read = |t: &B::Tensor| pollster::block_on(be.read(t)).unwrap();
 
     // Every gate 1, zero ablation: the plain forward.

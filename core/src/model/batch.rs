@@ -56,6 +56,10 @@ impl Batch {
     pub fn last_rows(&self) -> Vec<u32> {
         self.lens.iter().enumerate().map(|(b, &l)| (b * self.seq + l - 1) as u32).collect()
     }
+    /// Row index of every real (unpadded) token, in order.
+    pub fn real_rows(&self) -> Vec<u32> {
+        self.lens.iter().enumerate().flat_map(|(b, &l)| (b * self.seq..b * self.seq + l).map(|r| r as u32)).collect()
+    }
     /// Position of every row (`r % seq`), for learned position embeddings.
     pub fn positions(&self) -> Vec<u32> {
         (0..self.rows()).map(|r| (r % self.seq) as u32).collect()

@@ -20,12 +20,7 @@ impl Pack {
     /// The real rows of `batch` where it has padding and the backend packs rows; else the identity.
     pub(crate) fn new<B: Backend>(be: &B, batch: &Batch) -> Pack {
         let padded = be.packs_rows() && batch.lens.iter().any(|&l| l < batch.seq);
-        let rows = if padded {
-            batch.lens.iter().enumerate().flat_map(|(b, &l)| (b * batch.seq..b * batch.seq + l).map(|r| r as u32)).collect()
-        } else {
-            Vec::new()
-        };
-        Pack { rows, total: batch.rows() }
+        Pack { rows: if padded { batch.real_rows() } else { Vec::new() }, total: batch.rows() }
     }
 
     /// `[rows, C]` → the real rows `[real, C]`.
