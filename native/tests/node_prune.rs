@@ -58,6 +58,8 @@ fn node_prune_run_directory_and_resume() {
     assert_eq!(read_json(&e.join("report.json"))["training"]["short_of_target"], true);
     let md = std::fs::read_to_string(e.join("report.md")).unwrap();
     assert!(md.contains("had not reached the target") && md.contains("--steps") && md.contains("--target-sparsity") && !md.contains("--cut"), "{md}");
+    // node-prune keeps the gates left open: it cuts nothing to the target.
+    assert!(md.contains("whose gates ended open") && !md.contains("Cutting to the target"), "{md}");
 
     // Resuming with other options is refused.
     let c = d.join("c");

@@ -54,8 +54,9 @@ pub struct Training {
 }
 
 impl Training {
-    /// What to say when the gates ended short of the target: the cut to the target then removes
-    /// components or edges that training still used.
+    /// What to say when the gates ended short of the target: edge-prune's cut to the target then
+    /// removes edges that training still used; node-prune's circuit (the gates left open) and
+    /// edge-prune's `--cut open` are denser than the target.
     pub fn shortfall(&self) -> Option<String> {
         let (got, target) = self.reached?;
         let what = if self.closed_gates { "gates closed" } else { "expected sparsity" };
@@ -70,7 +71,11 @@ impl Training {
                      finished run resumed with it is cut again without training)."
                 )
             } else {
-                format!("{short} {cut} train longer (--steps) or aim lower (--target-sparsity).")
+                // node-prune keeps every gate above 0.5; it never cuts to the target.
+                format!(
+                    "{short} The circuit is the components whose gates ended open, so it is denser than the target; \
+                     train longer (--steps) or aim lower (--target-sparsity)."
+                )
             }
         })
     }
