@@ -185,3 +185,109 @@ fn edge_gradients_match_finite_differences() {
         assert!(worst <= 1e-4 * scale, "{name}: wgpu and cpu gradients differ by {worst:e} over {scale}");
     }
 }
+
+/// Prompts of different lengths in one batch give what the prompts give run one by one: the
+/// logits at each prompt's last row, and the gate gradient of L = Σ dy·logits (the batch's is the
+/// sum of the prompts'), at fractional gates, with no values, a shared row per writer, a row per
+/// position and a row per row of the batch (a corrupted run's). The CPU mixes and multiplies the
+/// real rows only (`Backend::packs_rows`), wgpu every row and, asked to, the real rows; a prompt run
+/// alone has no padding. Tolerance: 1e-5 of the largest logit, 1e-4 of the largest gradient.
+#[test]
+fn edge_batched_equals_one_by_one() {
+    use carve_core::backend::wgpu::{WgpuBackend, WgpuOptions};
+    batched_vs_alone(&cpu(), "cpu");
+    batched_vs_alone(gpu(), "gpu");
+    let packed = pollster::block_on(WgpuBackend::new(WgpuOptions { pack_rows: true, ..WgpuOptions::default() })).expect("a wgpu adapter");
+    batched_vs_alone(&packed, "gpu, rows packed");
+}
+
+fn batched_vs_alone<B: Backend>(be: &B, which: &str) {
+    for name in ["tiny-gpt2", "tiny-llama"] {
+        let host = load_path(&fixture(name)).unwrap();
+        let cfg = &host.config;
+        let m = Model::upload(be, cfg.clone(), &host.weights).unwrap();
+        let ew = EdgeWeights::new(be, &m, &host.weights).unwrap();
+        let lay = &ew.layout;
+        let ps = prompts(cfg.vocab as u32);
+        let batch = Batch::new(&ps, cfg).unwrap();
+        assert!(ps.iter().any(|p| p.len() < batch.seq), "the batch has padding");
+        let read = |t: &B::Tensor| pollster::block_on(be.read(t)).unwrap();
+        let (v, d, seq) = (cfg.vocab, cfg.d_model, batch.seq);
+        // Writer outputs of another batch of the same shape, as a corrupted run's rows.
+        let other: Vec<Vec<u32>> = ps.iter().map(|p| p.iter().map(|&t| (t * 7 + 3) % v as u32).collect()).collect();
+        let ob = Batch::new(&other, cfg).unwrap();
+        let ones = vec![1.0; lay.n_edges()];
+        let outs: Vec<HostTensor> = m.edge_forward(be, &ew, &ob, &ones, None, &[0], true).unwrap().writers.iter().map(read).collect();
+        let shared: Vec<HostTensor> = outs.iter().map(|h| mean_rows(h, &ob, false)).collect();
+        let per_pos: Vec<HostTensor> = outs.iter().map(|h| mean_rows(h, &ob, true)).collect();
+        assert_eq!(per_pos[0].shape, [seq, d]);
+        let gates: Vec<f32> = (0..lay.n_edges()).map(|i| 0.2 + 0.75 * (((i * 7919) % 101) as f32 / 100.0)).collect();
+        let dy: Vec<f32> = (0..ps.len() * v).map(|i| (((i * 2654435761usize) % 1000) as f32 / 500.0) - 1.0).collect();
+        // Logits and gradient of a batch with `values` (host tensors, uploaded).
+        let run = |b: &Batch, values: Option<Vec<HostTensor>>, dy: &[f32]| -> (HostTensor, Vec<f32>) {
+            let dev: Option<Vec<B::Tensor>> = values.map(|vs| vs.iter().map(|t| be.upload(t).unwrap()).collect());
+            let tape = m.edge_forward(be, &ew, b, &gates, dev.as_deref(), &b.last_rows(), false).unwrap();
+            let logits = read(&tape.logits);
+            let dl = be.upload(&HostTensor::new(vec![b.size(), v], dy.to_vec())).unwrap();
+            let (grad, _) = pollster::block_on(m.edge_backward(be, &ew, b, tape, &gates, false, &dl, &[])).unwrap();
+            (logits, grad)
+        };
+        let rows_of = |t: &HostTensor, r0: usize, n: usize| HostTensor::new(vec![n, d], t.data[r0 * d..(r0 + n) * d].to_vec());
+        for kind in ["zero", "shared", "per position", "per row"] {
+            let values = |b: Option<usize>| -> Option<Vec<HostTensor>> {
+                // `b`: prompt b alone (its positions, its rows); None: the batch.
+                let len = b.map_or(seq, |b| ps[b].len());
+                match kind {
+                    "zero" => None,
+                    "shared" => Some(shared.clone()),
+                    "per position" => Some(per_pos.iter().map(|t| rows_of(t, 0, len)).collect()),
+                    _ => Some(outs.iter().map(|t| match b {
+                        None => t.clone(),
+                        Some(b) => rows_of(t, b * seq, len),
+                    }).collect()),
+                }
+            };
+            let what = format!("{which} {name}, {kind} values");
+            let (logits, grad) = run(&batch, values(None), &dy);
+            let mut sum = vec![0f64; grad.len()];
+            for (b, p) in ps.iter().enumerate() {
+                let alone = Batch::new(std::slice::from_ref(p), cfg).unwrap();
+                let (l1, g1) = run(&alone, values(Some(b)), &dy[b * v..(b + 1) * v]);
+                close(&format!("{what}: prompt {b}'s logits"), &HostTensor::new(vec![1, v], logits.row(b).to_vec()), &l1, 1e-5);
+                sum.iter_mut().zip(&g1).for_each(|(s, &g)| *s += g as f64);
+            }
+            let sum: Vec<f32> = sum.iter().map(|&s| s as f32).collect();
+            let scale = sum.iter().fold(1e-12f32, |a, &x| a.max(x.abs()));
+            let worst = grad.iter().zip(&sum).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            assert!(worst <= 1e-4 * scale, "{what}: batched gate gradient vs one by one: {worst:e} over {scale}");
+        }
+    }
+}
+
+/// Logits asked for at every row, padding included: the real rows' equal those asked for alone;
+/// where the backend packs rows, the padding rows (which it leaves out) hold zeros.
+#[test]
+fn edge_logits_at_padding_rows() {
+    let be = cpu();
+    let host = load_path(&fixture("tiny-llama")).unwrap();
+    let m = Model::upload(&be, host.config.clone(), &host.weights).unwrap();
+    let ew = EdgeWeights::new(&be, &m, &host.weights).unwrap();
+    let batch = Batch::new(&prompts(host.config.vocab as u32), &host.config).unwrap();
+    let ones = vec![1.0; ew.layout.n_edges()];
+    let read = |t: &<carve_core::backend::cpu::CpuBackend as Backend>::Tensor| pollster::block_on(be.read(t)).unwrap();
+    let all: Vec<u32> = (0..batch.rows() as u32).collect();
+    let every = read(&m.edge_forward(&be, &ew, &batch, &ones, None, &all, false).unwrap().logits);
+    let real = read(&m.edge_forward(&be, &ew, &batch, &ones, None, &batch.real_rows(), false).unwrap().logits);
+    assert_eq!(every.shape, [batch.rows(), host.config.vocab]);
+    let real_rows = batch.real_rows();
+    let mut k = 0;
+    for r in 0..batch.rows() {
+        if real_rows.contains(&(r as u32)) {
+            assert_eq!(every.row(r), real.row(k), "real row {r}");
+            k += 1;
+        } else {
+            assert!(every.row(r).iter().all(|&x| x == 0.0), "padding row {r} is not zero");
+        }
+    }
+    assert!(k < batch.rows(), "the batch has padding");
+}

@@ -105,7 +105,9 @@ impl Job for EdgeTrainBench<'_> {
         let (fwd, bwd): (Vec<f64>, Vec<f64>) = (fwd.into_iter().map(median).collect(), bwd.into_iter().map(median).collect());
         let (f, fs, b, bs) = (fwd[0], fwd[1], bwd[0], bwd[1]);
         let ff = forward_flops(&m.config, &m.weights, &batch, true);
-        let outbox = (lay.writers.len() * batch.rows() * m.config.d_model * 4) as f64 / (1u64 << 20) as f64;
+        // The writers' outputs hold the real rows only where the backend packs rows.
+        let out_rows = if be.packs_rows() { batch.lens.iter().sum() } else { batch.rows() };
+        let outbox = (lay.writers.len() * out_rows * m.config.d_model * 4) as f64 / (1u64 << 20) as f64;
         let frac = sampled.iter().filter(|&&z| z > 0.0 && z < 1.0).count() as f64 / sampled.len() as f64;
         println!("backend: {}", be.describe());
         println!(
@@ -117,8 +119,7 @@ impl Job for EdgeTrainBench<'_> {
             batch.seq,
             self.iters
         );
-        // The edge forward runs its products over every row (it does not pack them).
-        println!("{}", crate::cmd::bench_train::padding_note(&batch, false));
+        println!("{}", crate::cmd::bench_train::padding_note(&batch, be.packs_rows()));
         println!(
             "gates: fractional on every edge (every product runs), and sampled as at a run's start (log α 3: {:.0}% strictly between 0 and 1, the only ones whose gradient a step needs)",
             100.0 * frac
@@ -143,7 +144,7 @@ impl Job for EdgeTrainBench<'_> {
             ]);
         }
         println!("\nplain forward: {:.2} GFLOP ({:.1} GFLOP/s)", ff / 1e9, ff / p / 1e9);
-        println!("outbox: {outbox:.0} MiB (every writer's output, {} × {} rows × {} f32)", lay.writers.len(), batch.rows(), m.config.d_model);
+        println!("outbox: {outbox:.0} MiB (every writer's output, {} × {} rows × {} f32)", lay.writers.len(), out_rows, m.config.d_model);
         if let (Some(a), Some(z)) = (rss_before, crate::cmd::bench_train::peak_rss_mib()) {
             println!("peak resident memory: {z:.0} MiB ({:+.0} MiB during the steps; the model's weights are loaded before)", z - a);
         }

@@ -57,9 +57,12 @@ impl<B: Backend> Model<B> {
         gates: &[f32], sampled: bool, dlogits: &B::Tensor, also: &[&B::Tensor]) -> Result<(Vec<f32>, Vec<HostTensor>)> {
         let lay = &ew.layout;
         let (c, w) = (&self.config, &self.weights);
-        let (n_rows, d) = (batch.rows(), be.shape(&w.wte)[1]);
-        if be.shape(dlogits) != [tape.rows.len(), c.vocab] {
-            return Err(Error::Input(format!("logit gradient {:?} for {} rows of {} logits", be.shape(dlogits), tape.rows.len(), c.vocab)));
+        let (pack, d) = (&tape.pack, be.shape(&w.wte)[1]);
+        // Rows of the residual stream's parts, as in the forward.
+        let n_rows = pack.len();
+        let asked = tape.asked.as_ref().map_or(tape.at.len(), Vec::len);
+        if be.shape(dlogits) != [asked, c.vocab] {
+            return Err(Error::Input(format!("logit gradient {:?} for {asked} rows of {} logits", be.shape(dlogits), c.vocab)));
         }
         if gates.len() != lay.n_edges() {
             return Err(Error::Input(format!("{} edge gates for a model of {} edges", gates.len(), lay.n_edges())));
@@ -68,10 +71,14 @@ impl<B: Backend> Model<B> {
         let mut g = Grads { stacks: (0..groups.len()).map(|_| None).collect(), blocks: Vec::new(), sampled };
         let flat = |t: &B::Tensor, n: usize| be.concat(&[t], vec![n, n_rows * d]);
 
-        // The logits reader: logits = norm_f(x[rows])·W_U.
+        // The logits reader: logits = norm_f(x[rows])·W_U (padding rows left out hold zeros).
+        let dlogits = match &tape.asked {
+            Some(places) => &be.gather_rows(dlogits, places)?,
+            None => dlogits,
+        };
         let dhf = be.matmul_backward(dlogits, w.lm_head.as_ref().unwrap_or(&w.wte))?;
         let dlast = self.norm_bwd(be, &tape.last, &w.ln_f_w, &dhf)?;
-        let dx = be.scatter_rows(&dlast, &tape.rows, n_rows)?;
+        let dx = be.scatter_rows(&dlast, &tape.at, n_rows)?;
         g.reader(be, lay, groups, gates, tape.logits_reader, 1, &flat(&dx, 1)?)?;
 
         let s = head_shape(self, batch);
@@ -95,11 +102,13 @@ impl<B: Backend> Model<B> {
             if let Some(t) = &tape.attn[l] {
                 let el = &ew.layers[l];
                 let (nq, nkv) = (lw.n_heads, lw.n_kv_heads);
+                // The forward's `rope`, read the other way: to the packed rows of a q or k.
                 let rope_bwd = |dt: B::Tensor| -> Result<B::Tensor> {
-                    match c.arch {
-                        Arch::Llama => be.rope_backward(&dt, batch.seq, 1, c.head_dim, c.rope_theta),
-                        Arch::Gpt2 => Ok(dt),
-                    }
+                    let dt = match c.arch {
+                        Arch::Llama => be.rope_backward(&dt, batch.seq, 1, c.head_dim, c.rope_theta)?,
+                        Arch::Gpt2 => dt,
+                    };
+                    pack.gather(be, &dt)
                 };
                 let add = |acc: Option<B::Tensor>, t: B::Tensor| -> Result<B::Tensor> {
                     acc.map_or(Ok(t.clone()), |a| be.add(&a, &t))
@@ -110,7 +119,7 @@ impl<B: Backend> Model<B> {
                 for hq in 0..nq {
                     let kv = kv_of(hq, nq, nkv);
                     let dout = g.writer(be, t.group, hq, n_rows, d)?;
-                    let dz = be.matmul_backward(&dout, &el.wo[hq])?;
+                    let dz = pack.scatter(be, &be.matmul_backward(&dout, &el.wo[hq])?)?;
                     let (dp, dvh) = be.attn_apply_backward(&t.p[hq], &t.v[kv], &dz, s)?;
                     let (dq, dkh) = be.attn_scores_backward(&t.q[hq], &t.k[kv], &t.p[hq], &dp, s)?;
                     dins.push(be.matmul_backward(&rope_bwd(dq)?, &el.wq[hq])?);
@@ -122,7 +131,7 @@ impl<B: Backend> Model<B> {
                     dins.push(be.matmul_backward(&rope_bwd(dkg.ok_or_else(none)?)?, &el.wk[kv])?);
                 }
                 for (kv, dvg) in dv.into_iter().enumerate() {
-                    dins.push(be.matmul_backward(&dvg.ok_or_else(none)?, &el.wv[kv])?);
+                    dins.push(be.matmul_backward(&pack.gather(be, &dvg.ok_or_else(none)?)?, &el.wv[kv])?);
                 }
                 let n = dins.len();
                 let refs: Vec<&B::Tensor> = dins.iter().collect();

@@ -1,12 +1,18 @@
 //! The edge forward, keeping what its backward reads (see the module doc for the formula). Per
 //! layer: `x_att → h → q, k, v → p → z → o` for the heads (each reader of the layer normalises its
 //! own rows of `x_att`), then `x_mlp → h2 → up (gate) → act → out` for the MLP.
+//!
+//! Where the backend packs rows (`model::pack`), the residual stream's parts (the writers' outputs,
+//! their stacks, the readers' inputs) hold a padded batch's real rows only, so the mixing and the
+//! products skip the padding; q, k and v are scattered to the padded layout for rope and attention,
+//! and z gathered back.
 
 use super::EdgeWeights;
 use crate::backend::{AttnShape, Backend, RowMap};
 use crate::mask::{EdgeLayout, Reader};
 use crate::model::batch::Batch;
 use crate::model::forward::Model;
+use crate::model::pack::Pack;
 use crate::model::Arch;
 use crate::{Error, HostTensor, Result};
 
@@ -46,11 +52,16 @@ pub(super) struct MlpTape<T> {
 }
 
 /// An edge forward kept for its backward: the logits at the rows asked for, with `capture` every
-/// writer's output `[rows, d]` in writer order (for measuring means), and the tape.
+/// writer's output `[rows, d]` in writer order (for measuring means; zero on padding rows where
+/// the backend packs rows), and the tape.
 pub struct EdgeTape<T> {
     pub logits: T,
     pub writers: Vec<T>,
-    pub(super) rows: Vec<u32>,
+    pub(super) pack: Pack,
+    /// The rows asked for in the packed layout, and where some were padding rows (which packing
+    /// leaves out; their logits are zero), the places of the others among the rows asked for.
+    pub(super) at: Vec<u32>,
+    pub(super) asked: Option<Vec<u32>>,
     pub(super) groups: Vec<Group<T>>,
     pub(super) attn: Vec<Option<AttnTape<T>>>,
     pub(super) mlp: Vec<Option<MlpTape<T>>>,
@@ -67,8 +78,8 @@ struct Consts<T> {
 
 impl<B: Backend> Model<B> {
     /// The edge forward of `batch` with one gate per edge (`gates[i]` for edge i of
-    /// `ew.layout`), ablation values per writer (`[1, d]` or `[rows, d]`; None: zero), logits at
-    /// `rows` of the batch.
+    /// `ew.layout`), ablation values per writer (`[1, d]`, `[seq, d]` per position or `[rows, d]`;
+    /// None: zero), logits at `rows` of the batch (a padding row's hold no prompt's output).
     #[allow(clippy::too_many_arguments)]
     pub fn edge_forward(&self, be: &B, ew: &EdgeWeights<B::Tensor>, batch: &Batch, gates: &[f32], values: Option<&[B::Tensor]>,
         rows: &[u32], capture: bool) -> Result<EdgeTape<B::Tensor>> {
@@ -94,24 +105,30 @@ impl<B: Backend> Model<B> {
         if let Some(&r) = rows.iter().find(|&&r| r as usize >= batch.rows()) {
             return Err(Error::Input(format!("row {r} is past the batch's {} rows", batch.rows())));
         }
-        let (n_rows, d) = (batch.rows(), be.shape(&w.wte)[1]);
+        let d = be.shape(&w.wte)[1];
+        let pack = Pack::new(be, batch);
+        // Rows of the residual stream's parts: the real rows where they are packed.
+        let n_rows = pack.len();
         let k = Consts {
             zero: be.upload(&HostTensor::zeros(vec![1, d]))?,
             minus: be.upload(&HostTensor::new(vec![1, d], vec![-1.0; d]))?,
         };
-        let value = |i: usize| values.map(|v| &v[i]);
+        let values = values.map(|v| v.iter().map(|a| pack.gather_cyclic(be, a)).collect::<Result<Vec<_>>>()).transpose()?;
+        let value = |i: usize| values.as_ref().map(|v| &v[i]);
         let mut groups: Vec<Group<B::Tensor>> = Vec::new();
         let mut captured = Vec::new();
         let (mut attn_tapes, mut mlp_tapes) = (Vec::new(), Vec::new());
 
         // The embeddings: one group of emb (and pos).
-        let mut emb = vec![be.gather_rows(&w.wte, &batch.ids)?];
+        let mut emb = vec![be.gather_rows(&w.wte, &pack.select(&batch.ids))?];
         if let Some(wpe) = &w.wpe {
-            emb.push(be.gather_rows(wpe, &batch.positions())?);
+            emb.push(be.gather_rows(wpe, &pack.select(&batch.positions()))?);
         }
         groups.push(group(be, &k, 0, &emb, value, n_rows, d)?);
         if capture {
-            captured.extend(emb);
+            for h in emb {
+                captured.push(pack.scatter(be, &h)?);
+            }
         }
 
         let mut reader = 0;
@@ -127,7 +144,9 @@ impl<B: Backend> Model<B> {
                 let h = self.norm_fwd(be, &x, &lw.ln1_w, lw.ln1_b.as_ref())?;
                 let input = |i: usize| be.gather_rows(&h, &block(i, n_rows));
                 let s = head_shape(self, batch);
+                // A head's q, k or v in the padded layout, roped.
                 let rope = |t: B::Tensor| -> Result<B::Tensor> {
+                    let t = pack.scatter(be, &t)?;
                     match c.arch {
                         Arch::Llama => be.rope(&t, batch.seq, 1, c.head_dim, c.rope_theta),
                         Arch::Gpt2 => Ok(t),
@@ -136,7 +155,7 @@ impl<B: Backend> Model<B> {
                 let (mut ks, mut vs) = (Vec::with_capacity(nkv), Vec::with_capacity(nkv));
                 for g in 0..nkv {
                     ks.push(rope(be.matmul(&input(nq + g)?, &el.wk[g], el.bk[g].as_ref())?)?);
-                    vs.push(be.matmul(&input(nq + nkv + g)?, &el.wv[g], el.bv[g].as_ref())?);
+                    vs.push(pack.scatter(be, &be.matmul(&input(nq + nkv + g)?, &el.wv[g], el.bv[g].as_ref())?)?);
                 }
                 let (mut qs, mut ps, mut outs) = (Vec::with_capacity(nq), Vec::with_capacity(nq), Vec::with_capacity(nq));
                 for hq in 0..nq {
@@ -144,14 +163,16 @@ impl<B: Backend> Model<B> {
                     let g = kv_of(hq, nq, nkv);
                     let p = be.attn_scores(&q, &ks[g], s)?;
                     let z = be.attn_apply(&p, &vs[g], s)?;
-                    outs.push(be.matmul(&z, &el.wo[hq], el.bo.as_ref())?);
+                    outs.push(be.matmul(&pack.gather(be, &z)?, &el.wo[hq], el.bo.as_ref())?);
                     qs.push(q);
                     ps.push(p);
                 }
                 let first = groups.last().map_or(0, |g| g.first + g.n);
                 groups.push(group(be, &k, first, &outs, value, n_rows, d)?);
                 if capture {
-                    captured.extend(outs);
+                    for h in outs {
+                        captured.push(pack.scatter(be, &h)?);
+                    }
                 }
                 attn_tapes[l] = Some(AttnTape { r0: reader, x, q: qs, k: ks, v: vs, p: ps, group: groups.len() - 1 });
                 reader += n;
@@ -171,7 +192,7 @@ impl<B: Backend> Model<B> {
                 let first = groups.last().map_or(0, |g| g.first + g.n);
                 groups.push(group(be, &k, first, std::slice::from_ref(&out), value, n_rows, d)?);
                 if capture {
-                    captured.push(out);
+                    captured.push(pack.scatter(be, &out)?);
                 }
                 mlp_tapes[l] = Some(MlpTape { r: reader, x, up, gate, group: groups.len() - 1 });
                 reader += 1;
@@ -181,13 +202,20 @@ impl<B: Backend> Model<B> {
             return Err(Error::Input("the edge layout does not match the model's layers".into()));
         }
         let x = reader_inputs(be, ew, bias, &k, &groups, gates, reader, 1, n_rows, d)?;
-        let last = be.gather_rows(&x, rows)?;
+        let (at, asked) = locate(&pack, rows);
+        let last = be.gather_rows(&x, &at)?;
         let hf = self.norm_fwd(be, &last, &w.ln_f_w, w.ln_f_b.as_ref())?;
         let logits = be.matmul(&hf, w.lm_head.as_ref().unwrap_or(&w.wte), None)?;
+        let logits = match &asked {
+            Some(places) => be.scatter_rows(&logits, places, rows.len())?,
+            None => logits,
+        };
         Ok(EdgeTape {
             logits,
             writers: captured,
-            rows: rows.to_vec(),
+            pack,
+            at,
+            asked,
             groups,
             attn: attn_tapes,
             mlp: mlp_tapes,
@@ -195,6 +223,21 @@ impl<B: Backend> Model<B> {
             last,
         })
     }
+}
+
+/// `rows` of the batch in the packed layout: the positions of those that are in it, and where some
+/// are not (padding rows that packing left out), the places of the others among `rows`.
+fn locate(pack: &Pack, rows: &[u32]) -> (Vec<u32>, Option<Vec<u32>>) {
+    let mut at = Vec::with_capacity(rows.len());
+    let mut places = Vec::with_capacity(rows.len());
+    for (i, &r) in rows.iter().enumerate() {
+        if let Some(p) = pack.position(r) {
+            at.push(p);
+            places.push(i as u32);
+        }
+    }
+    let all = places.len() == rows.len();
+    (at, (!all).then_some(places))
 }
 
 /// One head at a time: attention calls take a single query head and its KV head.
