@@ -1,9 +1,10 @@
 //! The edge forward's mixing on the CPU, fused: `out [n, C] = Σ_g gates_g · stacks_g` and its
-//! backward. The columns go in blocks, in parallel: each block packs the rows of every stack
-//! (`[W, w]`, W the rows of all groups) and runs one `gemm` against all the gates at once, so a
-//! layer reads its writers' outbox once, where a product per group would write and re-add a
-//! full-size sum per group. Rows whose gates are all 0 (a standalone edge model's cut edges) are
-//! not packed, and mostly-zero gates are summed sparsely. The backward reads each stack's block
+//! backward. The columns go in blocks, in parallel, so a layer reads its writers' outbox once,
+//! where a product per group over every column would write and re-add a full-size sum per group:
+//! in each block a `gemm` per group reads the stack where it lies and adds into the output's
+//! block, which stays in cache. Where some rows' gates are all 0 (a standalone edge model's cut
+//! edges, or gates sampled shut) the block packs the other rows (`[W, w]`) and runs one `gemm`
+//! against all the gates at once; mostly-zero gates are summed sparsely. The backward reads each stack's block
 //! where it lies, without packing: dgates per group as one `gemm` (`dy · stackᵀ`) when most of its
 //! entries are needed, else one dot product per entry needed (for sampled gates only those
 //! strictly between 0 and 1, since a clamped sample has no gradient); dstacks per group as one
@@ -34,6 +35,12 @@ unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
 
 impl Out {
+    /// The buffer's element `at`.
+    /// SAFETY: `at` lies inside the buffer.
+    unsafe fn at(self, at: usize) -> *mut f32 {
+        self.0.add(at)
+    }
+
     /// Writes `src` at `dst[at..at + src.len()]`.
     /// SAFETY: the caller keeps `at + src.len()` inside the buffer and no two writers overlap.
     unsafe fn put(self, at: usize, src: &[f32]) {
@@ -106,6 +113,21 @@ pub fn gated_sum(be: &CpuBackend, gates: &[&CpuTensor], stacks: &[&CpuTensor]) -
     let dst = Out(out.as_mut_ptr());
     if z.iter().filter(|&&v| v != 0.0).count() * SPARSE < z.len() {
         sparse_sum(dst, stacks, &rows, &z, n, c);
+        return Ok(CpuBackend::wrap(vec![n, c], out));
+    }
+    let ks: Vec<usize> = stacks.iter().map(|s| s.rows_cols().0).collect();
+    if IN_PLACE && w_all == ks.iter().sum::<usize>() {
+        // Every row has a gate: a product per group reading its stack where it lies, summed into
+        // the output's block (which stays in cache across the groups), with no packed copy.
+        (0..c.div_ceil(BLOCK)).into_par_iter().for_each(|b| {
+            let (c0, c1) = (b * BLOCK, ((b + 1) * BLOCK).min(c));
+            for (g, (zg, &k)) in gates.iter().zip(&ks).enumerate() {
+                let rhs = if k == 0 { &[][..] } else { &stacks[g].0.data[c0..] };
+                // SAFETY: rows i < n of the [n, c] output, this block's columns c0..c1 (blocks own
+                // disjoint columns); an empty group writes 0 where it comes first.
+                unsafe { gemm_raw(dst.at(c0), c, g > 0, &zg.0.data, k, rhs, c, 1, n, c1 - c0, k) };
+            }
+        });
         return Ok(CpuBackend::wrap(vec![n, c], out));
     }
     (0..c.div_ceil(BLOCK)).into_par_iter().for_each(|b| {
