@@ -22,12 +22,13 @@ struct Grads<T> {
 }
 
 impl<T: Clone> Grads<T> {
-    /// Readers `r0..r0 + n` with input gradient `dx [n, rows·d]`.
+    /// Readers `r0..r0 + n` with input gradient `dx [n, rows·d]`, on the groups they read that
+    /// `pick` picks (by index).
     #[allow(clippy::too_many_arguments)]
     fn reader<B: Backend<Tensor = T>>(&mut self, be: &B, lay: &EdgeLayout, groups: &[Group<T>], gates: &[f32], r0: usize,
-        n: usize, dx: &T) -> Result<()> {
+        n: usize, dx: &T, pick: impl Fn(usize) -> bool) -> Result<()> {
         let sampled = self.sampled;
-        let read: Vec<(usize, &Group<T>)> = groups_read(groups, lay.reads[r0]).collect();
+        let read: Vec<(usize, &Group<T>)> = groups_read(groups, lay.reads[r0]).filter(|(gi, _)| pick(*gi)).collect();
         let zt = read.iter().map(|(_, g)| be.upload(&gate_block(lay, g, gates, r0, n, true))).collect::<Result<Vec<_>>>()?;
         let zt_refs: Vec<&T> = zt.iter().collect();
         let stacks: Vec<&T> = read.iter().map(|(_, g)| &g.stack).collect();
@@ -79,11 +80,14 @@ impl<B: Backend> Model<B> {
         let dhf = be.matmul_backward(dlogits, w.lm_head.as_ref().unwrap_or(&w.wte))?;
         let dlast = self.norm_bwd(be, &tape.last, &w.ln_f_w, &dhf)?;
         let dx = be.scatter_rows(&dlast, &tape.at, n_rows)?;
-        g.reader(be, lay, groups, gates, tape.logits_reader, 1, &flat(&dx, 1)?)?;
+        g.reader(be, lay, groups, gates, tape.logits_reader, 1, &flat(&dx, 1)?, |_| true)?;
 
         let s = head_shape(self, batch);
+        // A fused MLP reader's input gradient, mixed back with its layer's heads' readers'.
+        let mut mlp_dx: Option<B::Tensor> = None;
         for l in (0..w.layers.len()).rev() {
             let lw = &w.layers[l];
+            let fused = tape.attn[l].as_ref().filter(|t| t.fused).map(|t| t.group);
             // MLP, bottom-up: out = act(norm2(x)·W_up)·W_down.
             if let Some(t) = &tape.mlp[l] {
                 let dout = g.writer(be, t.group, 0, n_rows, d)?;
@@ -95,8 +99,15 @@ impl<B: Backend> Model<B> {
                     }
                     _ => be.matmul_backward(&be.gelu_new_backward(&t.up, &dact)?, &lw.w_up)?,
                 };
-                let dx = self.norm_bwd(be, &t.x, &lw.ln2_w, &dh2)?;
-                g.reader(be, lay, groups, gates, t.r, 1, &flat(&dx, 1)?)?;
+                let dx = flat(&self.norm_bwd(be, &t.x, &lw.ln2_w, &dh2)?, 1)?;
+                match fused {
+                    // The heads' group now; the groups before it with the heads' readers.
+                    Some(heads) => {
+                        g.reader(be, lay, groups, gates, t.r, 1, &dx, |gi| gi == heads)?;
+                        mlp_dx = Some(dx);
+                    }
+                    None => g.reader(be, lay, groups, gates, t.r, 1, &dx, |_| true)?,
+                }
             }
             // Heads, bottom-up: o_h = attention(q_h, k_g, v_g)·W_O_hᵀ.
             if let Some(t) = &tape.attn[l] {
@@ -137,7 +148,11 @@ impl<B: Backend> Model<B> {
                 let refs: Vec<&B::Tensor> = dins.iter().collect();
                 let dh = be.concat(&refs, vec![n * n_rows, d])?;
                 let dx = self.norm_bwd(be, &t.x, &lw.ln1_w, &dh)?;
-                g.reader(be, lay, groups, gates, t.r0, n, &flat(&dx, n)?)?;
+                let dx = match mlp_dx.take() {
+                    Some(m) => be.concat(&[&dx, &m], vec![n + 1, n_rows * d])?,
+                    None => flat(&dx, n)?,
+                };
+                g.reader(be, lay, groups, gates, t.r0, be.shape(&dx)[0], &dx, |_| true)?;
             }
         }
 

@@ -31,9 +31,11 @@ impl<T> Group<T> {
 }
 
 /// A layer's attention readers and heads: readers `r0..r0 + nq + 2·nkv` (q per head, then k and v
-/// per KV head), their inputs `x [n·rows, d]`, and per head q, p (per KV head k, v).
+/// per KV head), their inputs `x [n·rows, d]`, and per head q, p (per KV head k, v). `fused`: the
+/// layer's MLP reader (`r0 + n`) took its share of the groups before the heads' in the same mix.
 pub(super) struct AttnTape<T> {
     pub r0: usize,
+    pub fused: bool,
     pub x: T,
     pub q: Vec<T>,
     pub k: Vec<T>,
@@ -132,6 +134,8 @@ impl<B: Backend> Model<B> {
         }
 
         let mut reader = 0;
+        // The MLP reader's input from the groups before its layer's heads (see `fused` below).
+        let mut mlp_part: Option<B::Tensor> = None;
         for (l, el) in ew.layers.iter().enumerate() {
             let lw = &w.layers[l];
             let (nq, nkv) = (lw.n_heads, lw.n_kv_heads);
@@ -140,7 +144,16 @@ impl<B: Backend> Model<B> {
             if nq > 0 {
                 // The layer's q, k and v readers: each normalises its own input.
                 let n = nq + 2 * nkv;
-                let x = reader_inputs(be, ew, bias, &k, &groups, gates, reader, n, n_rows, d)?;
+                // The layer's MLP reader reads the same groups and then the heads': its share of
+                // the groups read here comes from the same pass over their stacks.
+                let fused = lay.readers.get(reader + n) == Some(&Reader::Mlp { layer: l });
+                let xs = reader_inputs(be, ew, bias, &k, &groups, gates, reader, n + fused as usize, n_rows, d)?;
+                let x = if fused {
+                    mlp_part = Some(be.gather_rows(&xs, &block(n, n_rows))?);
+                    be.gather_rows(&xs, &(0..(n * n_rows) as u32).collect::<Vec<_>>())?
+                } else {
+                    xs
+                };
                 let h = self.norm_fwd(be, &x, &lw.ln1_w, lw.ln1_b.as_ref())?;
                 let input = |i: usize| be.gather_rows(&h, &block(i, n_rows));
                 let s = head_shape(self, batch);
@@ -174,11 +187,20 @@ impl<B: Backend> Model<B> {
                         captured.push(pack.scatter(be, &h)?);
                     }
                 }
-                attn_tapes[l] = Some(AttnTape { r0: reader, x, q: qs, k: ks, v: vs, p: ps, group: groups.len() - 1 });
+                attn_tapes[l] = Some(AttnTape { r0: reader, fused, x, q: qs, k: ks, v: vs, p: ps, group: groups.len() - 1 });
                 reader += n;
             }
             if lay.readers.get(reader) == Some(&Reader::Mlp { layer: l }) {
-                let x = reader_inputs(be, ew, bias, &k, &groups, gates, reader, 1, n_rows, d)?;
+                let x = match mlp_part.take() {
+                    // What the heads' group adds to the share mixed with the heads' readers.
+                    Some(part) => {
+                        let heads = groups.last().expect("the heads' group");
+                        let z = be.upload(&gate_block(lay, heads, gates, reader, 1, false))?;
+                        let add = be.gated_sum(&[&z], &[&heads.stack])?;
+                        be.add(&part, &be.concat(&[&add], vec![n_rows, d])?)?
+                    }
+                    None => reader_inputs(be, ew, bias, &k, &groups, gates, reader, 1, n_rows, d)?,
+                };
                 let h2 = self.norm_fwd(be, &x, &lw.ln2_w, lw.ln2_b.as_ref())?;
                 let up = be.matmul(&h2, &lw.w_up, lw.b_up.as_ref())?;
                 let (act, gate) = match &lw.w_gate {
