@@ -14,7 +14,10 @@
 //!
 //! The mixing is matrix products: writers come in groups (the embeddings; a layer's heads; a layer's
 //! MLP), each group a stack `[n, rows·d]` of its h_w − a_w plus one row of its Σ a_w, and the
-//! readers of a layer take `gates [readers, n + 1] · stack` summed over the groups they read.
+//! readers of a layer take `gates [readers, n + 1] · stack` summed over the groups they read. A
+//! layer's MLP reader reads what its heads' readers read and then the heads' group, so it joins
+//! their product with one more row of gates and adds the heads' group after (`AttnTape::fused`):
+//! each layer streams the stacks once, in the forward and in the backward.
 
 mod backward;
 mod forward;
