@@ -191,7 +191,10 @@ fn edge_gradients_match_finite_differences() {
 /// sum of the prompts'), at fractional gates, with no values, a shared row per writer, a row per
 /// position and a row per row of the batch (a corrupted run's). The CPU mixes and multiplies the
 /// real rows only (`Backend::packs_rows`), wgpu every row and, asked to, the real rows; a prompt run
-/// alone has no padding. Tolerance: 1e-5 of the largest logit, 1e-4 of the largest gradient.
+/// alone has no padding. On tiny-gpt2, tiny-llama, and tiny-llama pruned to a layer of heads
+/// without its MLP and a layer with its MLP and no heads (where the MLP reader mixes on its own
+/// rather than with its layer's heads' readers). Tolerance: 1e-5 of the largest logit, 1e-4 of
+/// the largest gradient.
 #[test]
 fn edge_batched_equals_one_by_one() {
     use carve_core::backend::wgpu::{WgpuBackend, WgpuOptions};
@@ -201,12 +204,27 @@ fn edge_batched_equals_one_by_one() {
     batched_vs_alone(&packed, "gpu, rows packed");
 }
 
+/// tiny-gpt2, tiny-llama, and tiny-llama without layer 0's MLP and layer 1's heads.
+fn edge_models() -> Vec<(&'static str, carve_core::model::ModelConfig, carve_core::model::ModelWeights<HostTensor>)> {
+    let (g, l) = (load_path(&fixture("tiny-gpt2")).unwrap(), load_path(&fixture("tiny-llama")).unwrap());
+    let shape = carve_core::mask::ModelShape::of(&l.weights.layers, |t| t.shape[0]);
+    let mut masks = Masks::ones(&shape.n_heads, &shape.d_ff);
+    masks.mlp[0] = 0.0;
+    masks.heads[1].iter_mut().for_each(|h| *h = 0.0);
+    let p = carve_core::prune::prune(&l.config, &l.weights, &masks, &carve_core::mask::Ablation::Zero).unwrap();
+    assert_eq!((p.weights.layers.len(), p.layers[0].d_ff, p.layers[1].n_heads), (2, 0, 0), "the pruned layers");
+    vec![("tiny-gpt2", g.config, g.weights), ("tiny-llama", l.config, l.weights), ("pruned tiny-llama", p.config, p.weights)]
+}
+
 fn batched_vs_alone<B: Backend>(be: &B, which: &str) {
-    for name in ["tiny-gpt2", "tiny-llama"] {
-        let host = load_path(&fixture(name)).unwrap();
-        let cfg = &host.config;
-        let m = Model::upload(be, cfg.clone(), &host.weights).unwrap();
-        let ew = EdgeWeights::new(be, &m, &host.weights).unwrap();
+    for (name, cfg, weights) in edge_models() {
+        let cfg = &cfg;
+        let m = Model::upload(be, cfg.clone(), &weights).unwrap();
+        let ew = EdgeWeights::new(be, &m, &weights).unwrap();
+        if name.starts_with("pruned") {
+            use carve_core::mask::Reader;
+            assert!(!ew.layout.readers.contains(&Reader::Mlp { layer: 0 }) && ew.layout.readers.contains(&Reader::Mlp { layer: 1 }));
+        }
         let lay = &ew.layout;
         let ps = prompts(cfg.vocab as u32);
         let batch = Batch::new(&ps, cfg).unwrap();
