@@ -36,7 +36,9 @@ cp .dev/tokenizer.json "$M/"
 
 # Forwards: 100×20 and 32×256, all and last position. carve's forward and training benches also
 # time each part with a submit every 256 dispatches beside the default submit per read (whether
-# overlapping the host's recording with the device pays: if so, make it the default).
+# overlapping the host's recording with the device pays: if so, make it the default), and the
+# training benches with the matrix products on the real rows only beside every row (whether
+# packing pays on a GPU: if so, turn `WgpuOptions::pack_rows` on by default).
 step 60 "PyTorch forward 100×20 ($TD)" "$PY" bench/torch_forward.py --model "$M" --device "$TD" --batch 100 --seq 20
 step 90 "carve forward 100×20 ($CG)" "$BIN" bench forward --model "$M" --batch 100 --seq 20 --backend "$CG"
 step 60 "PyTorch forward 32×256 ($TD)" "$PY" bench/torch_forward.py --model "$M" --device "$TD" --batch 32 --seq 256

@@ -67,6 +67,9 @@ impl<B: Backend> Backend for Timed<B> {
     fn packs_rows(&self) -> bool {
         self.inner.packs_rows()
     }
+    fn set_pack_rows(&self, on: bool) -> bool {
+        self.inner.set_pack_rows(on)
+    }
     fn upload(&self, t: &HostTensor) -> Result<T<B>> {
         self.time("upload", || self.inner.upload(t))
     }

@@ -200,7 +200,9 @@ fn edge_batched_equals_one_by_one() {
     use carve_core::backend::wgpu::{WgpuBackend, WgpuOptions};
     batched_vs_alone(&cpu(), "cpu");
     batched_vs_alone(gpu(), "gpu");
-    let packed = pollster::block_on(WgpuBackend::new(WgpuOptions { pack_rows: true, ..WgpuOptions::default() })).expect("a wgpu adapter");
+    // Packing turned on after the backend is made, as `bench train` does.
+    let packed = pollster::block_on(WgpuBackend::new(WgpuOptions::default())).expect("a wgpu adapter");
+    assert!(!packed.packs_rows() && packed.set_pack_rows(true) && packed.packs_rows());
     batched_vs_alone(&packed, "gpu, rows packed");
 }
 

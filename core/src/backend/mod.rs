@@ -81,6 +81,12 @@ pub trait Backend {
         false
     }
 
+    /// Where packing is a choice (wgpu): turn it on or off from the next forward on, and return
+    /// true. False elsewhere. For benchmarks that put the two side by side.
+    fn set_pack_rows(&self, _on: bool) -> bool {
+        false
+    }
+
     fn upload(&self, t: &HostTensor) -> Result<Self::Tensor>;
     fn shape(&self, t: &Self::Tensor) -> Vec<usize>;
     /// Runs whatever is recorded and copies `t` back.

@@ -45,6 +45,60 @@ pub fn print_buffers_created<B: Backend>(be: &B, before: Option<u64>, rounds: us
     }
 }
 
+/// A way of running a step that the training benches time beside the backend's own, in turn: a
+/// submit every `every` dispatches (0: one per read), the matrix products on the real rows or not.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Mode {
+    pub every: usize,
+    pub pack: bool,
+}
+
+impl Mode {
+    /// The backend's own mode first, then where it can change them (wgpu), a submit every
+    /// `OVERLAP_DISPATCHES` dispatches and packing the other way.
+    pub fn all<B: Backend>(be: &B) -> Vec<Mode> {
+        let pack = be.packs_rows();
+        let mut modes = vec![Mode { every: 0, pack }];
+        if be.set_submit_every(0) {
+            modes.push(Mode { every: OVERLAP_DISPATCHES, pack });
+        }
+        if be.set_pack_rows(pack) {
+            modes.push(Mode { every: 0, pack: !pack });
+        }
+        modes
+    }
+
+    pub fn set<B: Backend>(self, be: &B) {
+        be.set_submit_every(self.every);
+        be.set_pack_rows(self.pack);
+    }
+
+    /// Each mode's table against the backend's own (`own`), from `parts` (name, time per mode).
+    pub fn print_comparisons(modes: &[Mode], parts: &[(&str, Vec<f64>)]) {
+        let own = modes[0];
+        for (k, m) in modes.iter().enumerate().skip(1) {
+            let pick: Vec<(&str, f64, f64)> = parts.iter().map(|(name, t)| (*name, t[0], t[k])).collect();
+            if m.every != own.every {
+                print_submit_comparison(&pick);
+            } else if m.pack != own.pack {
+                // Every row first, then the real rows only.
+                let ordered: Vec<(&str, f64, f64)> = pick.iter().map(|&(n, a, b)| if own.pack { (n, b, a) } else { (n, a, b) }).collect();
+                print_pack_comparison(&ordered);
+            }
+        }
+    }
+}
+
+/// The same parts timed on every row of a padded batch and with the matrix products on its real
+/// rows only (`Backend::packs_rows`), in turn.
+pub fn print_pack_comparison(parts: &[(&str, f64, f64)]) {
+    println!("
+| part | ms, every row | ms, the real rows only | speedup |\n|---|---:|---:|---:|");
+    for (name, every, real) in parts {
+        println!("| {name} | {:.1} | {:.1} | {:.2}× |", every * 1e3, real * 1e3, every / real);
+    }
+}
+
 /// The same parts timed with one submit per read (the default) and with a submit every
 /// `OVERLAP_DISPATCHES` dispatches too (the device starts while the host records), in turn.
 pub fn print_submit_comparison(parts: &[(&str, f64, f64)]) {
@@ -89,16 +143,17 @@ impl Job for TrainBench<'_> {
         let batch = Batch::new(&prompts, &m.config)?;
         let masks = fractional_masks(m);
         let rss_before = peak_rss_mib();
-        // On a device queue, the same parts again with a submit every OVERLAP_DISPATCHES, in turn.
-        let modes: &[usize] = if be.set_submit_every(0) { &[0, OVERLAP_DISPATCHES] } else { &[0] };
+        // On a device queue, the same parts again with a submit every OVERLAP_DISPATCHES and with
+        // packing the other way, in turn.
+        let modes = Mode::all(be);
         let mut times = vec![(Vec::new(), Vec::new(), Vec::new()); modes.len()];
         let mut created = None;
         for i in 0..=self.iters {
             if i == 1 {
                 created = be.buffers_created();
             }
-            for (&every, (plain, fwd, bwd)) in modes.iter().zip(&mut times) {
-                be.set_submit_every(every);
+            for (&mode, (plain, fwd, bwd)) in modes.iter().zip(&mut times) {
+                mode.set(be);
                 let t = Instant::now();
                 let out = model.forward(be, &batch, &ForwardArgs { logits: LogitsAt::Last, ..ForwardArgs::default() })?;
                 let full = pollster::block_on(be.read(out.logits.as_ref().context("no logits")?))?;
@@ -118,9 +173,9 @@ impl Job for TrainBench<'_> {
                 }
             }
         }
-        be.set_submit_every(0);
-        let mut medians = times.into_iter().map(|(p, f, b)| (median(p), median(f), median(b)));
-        let (p, f, b) = medians.next().expect("one mode at least");
+        modes[0].set(be);
+        let medians: Vec<(f64, f64, f64)> = times.into_iter().map(|(p, f, b)| (median(p), median(f), median(b))).collect();
+        let (p, f, b) = medians[0];
         let ff = forward_flops(&m.config, &m.weights, &batch, true);
         let bf = backward_flops(&m.config, &m.weights, &batch);
         println!("backend: {}", be.describe());
@@ -131,9 +186,13 @@ impl Job for TrainBench<'_> {
             println!("| {name} | {:.1} | {:.2} | {:.1} | {:.2} |", t * 1e3, fl / 1e9, fl / t / 1e9, t / p);
         }
         println!("\nbackward / masked forward: {:.2}×", b / f);
-        if let Some((p1, f1, b1)) = medians.next() {
-            print_submit_comparison(&[("plain forward", p, p1), ("masked forward with tape", f, f1), ("backward to the masks", b, b1), ("training step", f + b, f1 + b1)]);
-        }
+        let each = |g: fn(&(f64, f64, f64)) -> f64| medians.iter().map(g).collect::<Vec<f64>>();
+        Mode::print_comparisons(&modes, &[
+            ("plain forward", each(|m| m.0)),
+            ("masked forward with tape", each(|m| m.1)),
+            ("backward to the masks", each(|m| m.2)),
+            ("training step", each(|m| m.1 + m.2)),
+        ]);
         print_buffers_created(be, created, self.iters);
         if let (Some(a), Some(z)) = (rss_before, peak_rss_mib()) {
             println!("peak resident memory: {z:.0} MiB ({:+.0} MiB during the steps; the model's weights are loaded before)", z - a);

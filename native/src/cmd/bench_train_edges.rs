@@ -7,7 +7,7 @@ use crate::backend_pick::Job;
 use crate::cmd::tasks::Prepared;
 use crate::measure::{forward_flops, median};
 use anyhow::{Context, Result};
-use carve_core::backend::wgpu::OVERLAP_DISPATCHES;
+use crate::cmd::bench_train::Mode;
 use carve_core::backend::Backend;
 use carve_core::extract::edge_prune::writer_means;
 use carve_core::metrics::loss::kl_mean;
@@ -64,12 +64,11 @@ impl Job for EdgeTrainBench<'_> {
         let fractional = fractional_gates(lay.n_edges());
         let sampled = sampled_gates(lay.n_edges(), 3.0);
         let rss_before = crate::cmd::bench_train::peak_rss_mib();
-        // The sampled step a third time, on a device queue, with a submit every OVERLAP_DISPATCHES.
-        let queue = be.set_submit_every(0);
-        let mut runs = vec![(&fractional, 0), (&sampled, 0)];
-        if queue {
-            runs.push((&sampled, OVERLAP_DISPATCHES));
-        }
+        // On a device queue, the sampled step again with a submit every OVERLAP_DISPATCHES and with
+        // packing the other way, in turn.
+        let modes = Mode::all(be);
+        let mut runs = vec![(&fractional, modes[0])];
+        runs.extend(modes.iter().map(|&m| (&sampled, m)));
         let (mut plain, mut fwd, mut bwd) = (Vec::new(), vec![Vec::new(); runs.len()], vec![Vec::new(); runs.len()]);
         let rows = batch.last_rows();
         let mut created = None;
@@ -84,8 +83,8 @@ impl Job for EdgeTrainBench<'_> {
             if i > 0 {
                 plain.push(t_plain);
             }
-            for (k, &(gates, every)) in runs.iter().enumerate() {
-                be.set_submit_every(every);
+            for (k, &(gates, mode)) in runs.iter().enumerate() {
+                mode.set(be);
                 let t = Instant::now();
                 let tape = model.edge_forward(be, &ew, &batch, gates, Some(&values), &rows, false)?;
                 let logits = pollster::block_on(be.read(&tape.logits))?;
@@ -100,7 +99,7 @@ impl Job for EdgeTrainBench<'_> {
                 }
             }
         }
-        be.set_submit_every(0);
+        modes[0].set(be);
         let p = median(plain);
         let (fwd, bwd): (Vec<f64>, Vec<f64>) = (fwd.into_iter().map(median).collect(), bwd.into_iter().map(median).collect());
         let (f, fs, b, bs) = (fwd[0], fwd[1], bwd[0], bwd[1]);
@@ -136,13 +135,13 @@ impl Job for EdgeTrainBench<'_> {
         ] {
             println!("| {name} | {:.1} | {:.2} |", t * 1e3, t / p);
         }
-        if queue {
-            crate::cmd::bench_train::print_submit_comparison(&[
-                ("edge forward, gates sampled", fs, fwd[2]),
-                ("edge backward, gates sampled", bs, bwd[2]),
-                ("training step, gates sampled", fs + bs, fwd[2] + bwd[2]),
-            ]);
-        }
+        // The sampled runs, one per mode.
+        let (sf, sb) = (&fwd[1..], &bwd[1..]);
+        Mode::print_comparisons(&modes, &[
+            ("edge forward, gates sampled", sf.to_vec()),
+            ("edge backward, gates sampled", sb.to_vec()),
+            ("training step, gates sampled", sf.iter().zip(sb).map(|(f, b)| f + b).collect()),
+        ]);
         println!("\nplain forward: {:.2} GFLOP ({:.1} GFLOP/s)", ff / 1e9, ff / p / 1e9);
         println!("outbox: {outbox:.0} MiB (every writer's output, {} × {} rows × {} f32)", lay.writers.len(), out_rows, m.config.d_model);
         if let (Some(a), Some(z)) = (rss_before, crate::cmd::bench_train::peak_rss_mib()) {

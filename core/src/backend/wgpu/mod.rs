@@ -59,8 +59,8 @@ pub struct WgpuBackend {
     coop: bool,
     /// What `describe()` says of them at mixed precision: on them, or why not.
     coop_note: String,
-    /// `WgpuOptions::pack_rows`.
-    pack_rows: bool,
+    /// `WgpuOptions::pack_rows`, or as `set_pack_rows` left it.
+    pack_rows: AtomicBool,
 }
 
 impl WgpuBackend {
@@ -92,7 +92,7 @@ impl WgpuBackend {
             gemm_tile: opts.gemm_tile,
             coop: false,
             coop_note: String::new(),
-            pack_rows: opts.pack_rows,
+            pack_rows: AtomicBool::new(opts.pack_rows),
         };
         be.coop_note = match coop_state {
             None if opts.precision == Precision::Mixed => ", plain kernels".into(),
@@ -291,7 +291,12 @@ impl Backend for WgpuBackend {
     }
 
     fn packs_rows(&self) -> bool {
-        self.pack_rows
+        self.pack_rows.load(Ordering::Relaxed)
+    }
+
+    fn set_pack_rows(&self, on: bool) -> bool {
+        self.pack_rows.store(on, Ordering::Relaxed);
+        true
     }
 
     fn set_submit_every(&self, dispatches: usize) -> bool {
