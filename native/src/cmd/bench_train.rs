@@ -73,38 +73,25 @@ impl Mode {
         be.set_pack_rows(self.pack);
     }
 
-    /// Each mode's table against the backend's own (`own`), from `parts` (name, time per mode).
+    /// Each mode's table against the backend's own, from `parts` (name, time per mode): with a
+    /// submit per read (the default) against a submit every `OVERLAP_DISPATCHES` dispatches (the
+    /// device starts while the host records), and on every row of the padded batch against its
+    /// real rows only (`Backend::packs_rows`).
     pub fn print_comparisons(modes: &[Mode], parts: &[(&str, Vec<f64>)]) {
         let own = modes[0];
         for (k, m) in modes.iter().enumerate().skip(1) {
-            let pick: Vec<(&str, f64, f64)> = parts.iter().map(|(name, t)| (*name, t[0], t[k])).collect();
-            if m.every != own.every {
-                print_submit_comparison(&pick);
-            } else if m.pack != own.pack {
+            let (cols, swap) = if m.every != own.every {
+                (["a submit per read".to_string(), format!("a submit every {OVERLAP_DISPATCHES} dispatches")], false)
+            } else {
                 // Every row first, then the real rows only.
-                let ordered: Vec<(&str, f64, f64)> = pick.iter().map(|&(n, a, b)| if own.pack { (n, b, a) } else { (n, a, b) }).collect();
-                print_pack_comparison(&ordered);
+                (["every row".to_string(), "the real rows only".to_string()], own.pack)
+            };
+            println!("\n| part | ms, {} | ms, {} | speedup |\n|---|---:|---:|---:|", cols[0], cols[1]);
+            for (name, t) in parts {
+                let (a, b) = if swap { (t[k], t[0]) } else { (t[0], t[k]) };
+                println!("| {name} | {:.1} | {:.1} | {:.2}× |", a * 1e3, b * 1e3, a / b);
             }
         }
-    }
-}
-
-/// The same parts timed on every row of a padded batch and with the matrix products on its real
-/// rows only (`Backend::packs_rows`), in turn.
-pub fn print_pack_comparison(parts: &[(&str, f64, f64)]) {
-    println!("
-| part | ms, every row | ms, the real rows only | speedup |\n|---|---:|---:|---:|");
-    for (name, every, real) in parts {
-        println!("| {name} | {:.1} | {:.1} | {:.2}× |", every * 1e3, real * 1e3, every / real);
-    }
-}
-
-/// The same parts timed with one submit per read (the default) and with a submit every
-/// `OVERLAP_DISPATCHES` dispatches too (the device starts while the host records), in turn.
-pub fn print_submit_comparison(parts: &[(&str, f64, f64)]) {
-    println!("\n| part | ms, a submit per read | ms, a submit every {OVERLAP_DISPATCHES} dispatches | speedup |\n|---|---:|---:|---:|");
-    for (name, reads, every) in parts {
-        println!("| {name} | {:.1} | {:.1} | {:.2}× |", reads * 1e3, every * 1e3, reads / every);
     }
 }
 

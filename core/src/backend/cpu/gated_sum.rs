@@ -4,13 +4,13 @@
 //! in each block a `gemm` per group reads the stack where it lies and adds into the output's
 //! block, which stays in cache. Where some rows' gates are all 0 (a standalone edge model's cut
 //! edges, or gates sampled shut) the block packs the other rows (`[W, w]`) and runs one `gemm`
-//! against all the gates at once; mostly-zero gates are summed sparsely. The backward reads each stack's block
-//! where it lies, without packing: dgates per group as one `gemm` (`dy · stackᵀ`) when most of its
-//! entries are needed, else one dot product per entry needed (for sampled gates only those
-//! strictly between 0 and 1, since a clamped sample has no gradient); dstacks per group as one
-//! `gemm` (`gatesᵀ · dy`) written straight into the stacks' gradients, added to the ones gathered
-//! so far in place (when no one else holds them), where a fresh buffer and a sum would touch every
-//! page twice more. In the browser (no SIMD gemm kernels) the backward keeps the dot products and
+//! against all the gates at once; mostly-zero gates are summed sparsely. The backward reads each
+//! stack's block where it lies, without packing: dgates per group as one `gemm` (`dy · stackᵀ`)
+//! when most of its entries are needed, else one dot product per entry needed (for sampled gates
+//! only those strictly between 0 and 1, since a clamped sample has no gradient); dstacks per group
+//! as one `gemm` (`gatesᵀ · dy`) written straight into the stacks' gradients, added to the ones
+//! gathered so far in place (when no one else holds them), where a fresh buffer and a sum would
+//! touch every page twice more. In the browser (no SIMD gemm kernels) the backward keeps the dot products and
 //! one packed gemm over the rows with a nonzero gate.
 
 use std::sync::Arc;

@@ -62,12 +62,12 @@ impl Training {
         let what = if self.closed_gates { "gates closed" } else { "expected sparsity" };
         (got < target - SHORT_BY.min(0.1 * (1.0 - target))).then(|| {
             let short = format!("The gates had not reached the target when training ended: {what} {got:.3} against {target:.3}.");
-            let cut = "Cutting to the target removed what training still used, so expect the circuit to be less faithful;";
             if self.cut_open {
                 format!("{short} The circuit is the edges they left open (--cut open), so it is denser than the target.")
             } else if self.edges {
                 format!(
-                    "{short} {cut} train longer (--steps), aim lower, or keep the edges the training left open (--cut open; a \
+                    "{short} Cutting to the target removed what training still used, so expect the circuit to be less \
+                     faithful; train longer (--steps), aim lower, or keep the edges the training left open (--cut open; a \
                      finished run resumed with it is cut again without training)."
                 )
             } else {
