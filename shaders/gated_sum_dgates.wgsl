@@ -4,11 +4,13 @@
 //   dgates_part: part[q, i, j] = Σ_{c in chunk q} dy[i, c] · s[j, c], a 4×4 block of (i, j) per
 //                workgroup (its y, from `tile0`), each invocation striding over the chunk's columns,
 //                then a tree sum over the workgroup;
-//   dgates_sum:  dz[e] = Σ_q part[q, e], one invocation per entry.
+//   dgates_sum:  dz[i, j] = Σ_q part[q, i, j], one invocation per entry, into columns
+//                out_off.. of a dz whose rows are out_row apart (one dgates for all groups).
 // Bindings: dgates_part: @0 part [parts, n, k], @1 params, @2 dy, @3 s.
-//           dgates_sum:  @0 dz [n, k], @1 params, @2 part.
+//           dgates_sum:  @0 dz [n, K], @1 params, @2 part.
 
-struct Params { n: u32, k: u32, cols: u32, chunk: u32, tiles_k: u32, tile0: u32, parts: u32, _p7: u32 }
+struct Params { n: u32, k: u32, cols: u32, chunk: u32, tiles_k: u32, tile0: u32, parts: u32, out_off: u32,
+                out_row: u32, _p9: u32, _p10: u32, _p11: u32 }
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 @group(0) @binding(1) var<uniform> p: Params;
@@ -72,5 +74,5 @@ fn dgates_sum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
     if (e >= nk) { return; }
     var t = 0.0;
     for (var q = 0u; q < p.parts; q++) { t += a[q * nk + e]; }
-    out[e] = t;
+    out[(e / p.k) * p.out_row + p.out_off + e % p.k] = t;
 }

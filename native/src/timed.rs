@@ -3,7 +3,7 @@
 //! costs. A GPU backend only records its ops there (their time is spent on the device later): on a
 //! GPU `bench ops` reads the kernels' timestamps instead (`WgpuBackend::take_kernel_times`).
 
-use carve_core::backend::{AttnShape, Backend, RowMap};
+use carve_core::backend::{AttnShape, Backend, Gates, RowMap};
 use carve_core::{HostTensor, Result};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -127,15 +127,15 @@ impl<B: Backend> Backend for Timed<B> {
     fn log_softmax(&self, x: &T<B>) -> Result<T<B>> {
         self.time("log_softmax", || self.inner.log_softmax(x))
     }
-    fn gated_sum(&self, gates: &[&T<B>], stacks: &[&T<B>]) -> Result<T<B>> {
+    fn gated_sum(&self, gates: Gates<'_, T<B>>, stacks: &[&T<B>]) -> Result<T<B>> {
         self.time("gated_sum", || self.inner.gated_sum(gates, stacks))
     }
     fn matmul_backward(&self, dy: &T<B>, w: &T<B>) -> Result<T<B>> {
         self.time("matmul_backward", || self.inner.matmul_backward(dy, w))
     }
-    fn gated_sum_backward(&self, gates_t: &[&T<B>], stacks: &[&T<B>], dy: &T<B>, acc: Vec<Option<T<B>>>, sampled: bool)
-        -> Result<(Vec<T<B>>, Vec<T<B>>)> {
-        self.time("gated_sum_backward", || self.inner.gated_sum_backward(gates_t, stacks, dy, acc, sampled))
+    fn gated_sum_backward(&self, gates: Gates<'_, T<B>>, stacks: &[&T<B>], dy: &T<B>, acc: Vec<Option<T<B>>>, sampled: bool)
+        -> Result<(T<B>, Vec<T<B>>)> {
+        self.time("gated_sum_backward", || self.inner.gated_sum_backward(gates, stacks, dy, acc, sampled))
     }
     fn layer_norm_backward(&self, x: &T<B>, w: &T<B>, dy: &T<B>, eps: f32) -> Result<T<B>> {
         self.time("layer_norm_backward", || self.inner.layer_norm_backward(x, w, dy, eps))

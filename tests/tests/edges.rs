@@ -152,7 +152,7 @@ fn grad_check<B: Backend>(be: &B, name: &str) -> Vec<f32> {
         assert!(worst <= 1e-4 * scale, "{name}: prompt {b}: edge forward vs f64 reference {worst:e} over {scale}");
     }
     let dl = be.upload(&HostTensor::new(vec![ps.len(), v], dy.clone())).unwrap();
-    let (grad, _) = pollster::block_on(m.edge_backward(be, &ew, &batch, tape, &gates, false, &dl, &[])).unwrap();
+    let (grad, _) = pollster::block_on(m.edge_backward(be, &ew, &batch, tape, false, &dl, &[])).unwrap();
     let scale = grad.iter().fold(0.0f64, |a, &x| a.max(x.abs() as f64));
     assert!(scale > 0.0, "{name}: every gradient is 0");
     // Edges into every reader, from several writers each.
@@ -249,7 +249,7 @@ fn batched_vs_alone<B: Backend>(be: &B, which: &str) {
             let tape = m.edge_forward(be, &ew, b, &gates, dev.as_deref(), &b.last_rows(), false).unwrap();
             let logits = read(&tape.logits);
             let dl = be.upload(&HostTensor::new(vec![b.size(), v], dy.to_vec())).unwrap();
-            let (grad, _) = pollster::block_on(m.edge_backward(be, &ew, b, tape, &gates, false, &dl, &[])).unwrap();
+            let (grad, _) = pollster::block_on(m.edge_backward(be, &ew, b, tape, false, &dl, &[])).unwrap();
             (logits, grad)
         };
         let rows_of = |t: &HostTensor, r0: usize, n: usize| HostTensor::new(vec![n, d], t.data[r0 * d..(r0 + n) * d].to_vec());

@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use carve_core::backend::wgpu::{list_adapters, WgpuBackend, WgpuOptions};
-use carve_core::backend::{AttnShape, Backend, RowMap};
+use carve_core::backend::{AttnShape, Backend, Gates, RowMap};
 use carve_core::{Error, HostTensor};
 use carve_tests::op_check::*;
 use rand::rngs::StdRng;
@@ -286,10 +286,39 @@ fn t_concat<B: Backend>(b: &B, r: &mut StdRng) {
     }
 }
 
+/// The groups' gate blocks (`[n, k_g]`) side by side in a larger table, NaN around them so that a
+/// read outside the view shows: rows K + 3 apart from element 2·(K + 3) + 1. Returns the table,
+/// the view's offset and stride, and where each group's columns start.
+fn gate_table(blocks: &[HostTensor], n: usize) -> (HostTensor, usize, usize, Vec<usize>) {
+    let ks: Vec<usize> = blocks.iter().map(|z| z.shape[1]).collect();
+    let width: usize = ks.iter().sum();
+    let stride = width + 3;
+    let offset = 2 * stride + 1;
+    let mut t = vec![f32::NAN; offset + n * stride + 5];
+    let mut starts = Vec::new();
+    let mut at = 0;
+    for (z, &k) in blocks.iter().zip(&ks) {
+        starts.push(at);
+        for i in 0..n {
+            t[offset + i * stride + at..offset + i * stride + at + k].copy_from_slice(&z.data[i * k..(i + 1) * k]);
+        }
+        at += k;
+    }
+    let len = t.len();
+    (HostTensor::new(vec![len], t), offset, stride, starts)
+}
+
+/// Columns `at..at + k` of an `[n, width]` tensor's data.
+fn cols_of(t: &HostTensor, at: usize, k: usize) -> HostTensor {
+    let (n, width) = (t.shape[0], t.shape[1]);
+    HostTensor::new(vec![n, k], (0..n).flat_map(|i| t.data[i * width + at..i * width + at + k].iter().copied()).collect())
+}
+
 /// gated_sum and its backward (the edge forward's mixing): groups of 3, 1 and 5 rows over 2,500
 /// columns (blocks of columns and a remainder), gates with exact zeros among them, against f64
 /// references: out = Σ_g z_g·s_g, dz_g = dy·s_gᵀ, ds_g = acc_g + z_gᵀ·dy (one group with a
-/// gradient so far). Mismatched groups are refused.
+/// gradient so far), the gates read where they lie in a larger table (`gate_table`). Views that
+/// overlap or run past their table, and stacks of other widths, are refused.
 fn t_gated_sum<B: Backend>(b: &B, r: &mut StdRng) {
     let (n, c, ks) = (4, 2500, [3usize, 1, 5]);
     let stacks: Vec<HostTensor> = ks.iter().map(|&k| rand_t(r, &[k, c], 1.0)).collect();
@@ -301,10 +330,6 @@ fn t_gated_sum<B: Backend>(b: &B, r: &mut StdRng) {
             z
         })
         .collect();
-    let transpose = |t: &HostTensor| {
-        let (rr, cc) = (t.shape[0], t.shape[1]);
-        HostTensor::new(vec![cc, rr], (0..cc).flat_map(|j| (0..rr).map(move |i| (i, j))).map(|(i, j)| t.data[i * cc + j]).collect())
-    };
     let (sd, zd): (Vec<Vec<f64>>, Vec<Vec<f64>>) = (stacks.iter().map(d).collect(), gates.iter().map(d).collect());
     let mut want = vec![0.0f64; n * c];
     for (g, &k) in ks.iter().enumerate() {
@@ -317,11 +342,11 @@ fn t_gated_sum<B: Backend>(b: &B, r: &mut StdRng) {
         }
     }
     let su: Vec<B::Tensor> = stacks.iter().map(|t| up(b, t)).collect();
-    let zu: Vec<B::Tensor> = gates.iter().map(|t| up(b, t)).collect();
-    let ztu: Vec<B::Tensor> = gates.iter().map(|t| up(b, &transpose(t))).collect();
-    let (s_refs, z_refs, zt_refs): (Vec<&B::Tensor>, Vec<&B::Tensor>, Vec<&B::Tensor>) =
-        (su.iter().collect(), zu.iter().collect(), ztu.iter().collect());
-    close("gated_sum", &get(b, &b.gated_sum(&z_refs, &s_refs).unwrap()), &[n, c], &want, 1e-5);
+    let s_refs: Vec<&B::Tensor> = su.iter().collect();
+    let (table, offset, stride, starts) = gate_table(&gates, n);
+    let tu = up(b, &table);
+    let z = Gates { table: &tu, offset, stride, rows: n };
+    close("gated_sum", &get(b, &b.gated_sum(z, &s_refs).unwrap()), &[n, c], &want, 1e-5);
     // 16 readers with mostly-zero gates, some exactly 1 (a standalone edge model's): the CPU's
     // sparse path.
     let ns = 16;
@@ -348,19 +373,22 @@ fn t_gated_sum<B: Backend>(b: &B, r: &mut StdRng) {
             }
         }
     }
-    let sparse_up: Vec<B::Tensor> = sparse.iter().map(|t| up(b, t)).collect();
-    let sparse_refs: Vec<&B::Tensor> = sparse_up.iter().collect();
-    close("gated_sum (sparse gates)", &get(b, &b.gated_sum(&sparse_refs, &s_refs).unwrap()), &[ns, c], &want_sparse, 1e-5);
+    let (st, so, ss, _) = gate_table(&sparse, ns);
+    let stu = up(b, &st);
+    let zs = Gates { table: &stu, offset: so, stride: ss, rows: ns };
+    close("gated_sum (sparse gates)", &get(b, &b.gated_sum(zs, &s_refs).unwrap()), &[ns, c], &want_sparse, 1e-5);
 
     let dy = rand_t(r, &[n, c], 1.0);
     let dyd = d(&dy);
     // Group 1's gradient so far is added to (the others start from 0).
     let prior = rand_t(r, &[ks[1], c], 1.0);
     let acc = vec![None, Some(up(b, &prior)), None];
-    let (dz, ds) = b.gated_sum_backward(&zt_refs, &s_refs, &up(b, &dy), acc, false).unwrap();
+    let (dz, ds) = b.gated_sum_backward(z, &s_refs, &up(b, &dy), acc, false).unwrap();
+    let dz = get(b, &dz);
+    assert_eq!(dz.shape, [n, ks.iter().sum::<usize>()]);
     for (g, &k) in ks.iter().enumerate() {
         let want_dz: Vec<f64> = (0..n).flat_map(|i| (0..k).map(move |j| (i, j))).map(|(i, j)| dot(&dyd[i * c..(i + 1) * c], &sd[g][j * c..(j + 1) * c])).collect();
-        close(&format!("gated_sum_backward dgates {g}"), &get(b, &dz[g]), &[n, k], &want_dz, 1e-5);
+        close(&format!("gated_sum_backward dgates {g}"), &cols_of(&dz, starts[g], k), &[n, k], &want_dz, 1e-5);
         let base = |j: usize, col: usize| if g == 1 { prior.data[j * c + col] as f64 } else { 0.0 };
         let want_ds: Vec<f64> = (0..k)
             .flat_map(|j| (0..c).map(move |col| (j, col)))
@@ -383,13 +411,14 @@ fn t_gated_sum<B: Backend>(b: &B, r: &mut StdRng) {
             HostTensor::new(z.shape.clone(), data.collect())
         })
         .collect();
-    let sampled_t: Vec<B::Tensor> = samples.iter().map(|t| up(b, &transpose(t))).collect();
-    let st_refs: Vec<&B::Tensor> = sampled_t.iter().collect();
+    let (pt, po, ps, _) = gate_table(&samples, n);
+    let ptu = up(b, &pt);
     let acc = vec![None, Some(up(b, &prior)), None];
-    let (dz, ds) = b.gated_sum_backward(&st_refs, &s_refs, &up(b, &dy), acc, true).unwrap();
+    let (dz, ds) = b.gated_sum_backward(Gates { table: &ptu, offset: po, stride: ps, rows: n }, &s_refs, &up(b, &dy), acc, true).unwrap();
+    let dz = get(b, &dz);
     for (g, &k) in ks.iter().enumerate() {
         let zs: Vec<f64> = samples[g].data.iter().map(|&v| v as f64).collect();
-        let got = get(b, &dz[g]);
+        let got = cols_of(&dz, starts[g], k);
         for i in 0..n {
             for j in 0..k {
                 let z = zs[i * k + j];
@@ -407,10 +436,14 @@ fn t_gated_sum<B: Backend>(b: &B, r: &mut StdRng) {
             .collect();
         close(&format!("sampled gated_sum_backward dstacks {g}"), &get(b, &ds[g]), &[k, c], &want_ds, 1e-5);
     }
-    let bad = b.gated_sum(&z_refs[..2], &s_refs);
-    assert!(bad.is_err(), "two gate blocks for three stacks");
-    let bad = b.gated_sum(&[z_refs[1], z_refs[0], z_refs[2]], &s_refs);
-    assert!(bad.is_err(), "gate blocks of the wrong widths");
+    let refused = |r: carve_core::Result<B::Tensor>, what: &str, says: &str| match r {
+        Err(Error::Backend(m)) => assert!(m.contains("gated_sum") && m.contains(says), "{what}: {m}"),
+        other => panic!("{what}: {:?}", other.map(|_| ())),
+    };
+    refused(b.gated_sum(Gates { offset: offset + 9, ..z }, &s_refs), "a view past its table", "run past");
+    refused(b.gated_sum(Gates { stride: 8, ..z }, &s_refs), "rows that overlap", "overlap");
+    let narrow = up(b, &rand_t(r, &[2, c - 1], 1.0));
+    refused(b.gated_sum(z, &[s_refs[0], &narrow, s_refs[2]]), "a stack of another width", "group 1");
 }
 
 /// gated_sum and its backward at the sizes the GPU kernels split: 20 readers (blocks of 16), groups
@@ -431,22 +464,20 @@ fn t_gated_sum_wide<B: Backend>(b: &B, r: &mut StdRng) {
         }
     }
     let su: Vec<B::Tensor> = stacks.iter().map(|t| up(b, t)).collect();
-    let zu: Vec<B::Tensor> = gates.iter().map(|t| up(b, t)).collect();
-    let zt: Vec<B::Tensor> = gates
-        .iter()
-        .zip(ks)
-        .map(|(z, k)| up(b, &HostTensor::new(vec![k, n], (0..k).flat_map(|j| (0..n).map(move |i| z.data[i * k + j])).collect())))
-        .collect();
-    let (s_refs, z_refs, zt_refs): (Vec<&B::Tensor>, Vec<&B::Tensor>, Vec<&B::Tensor>) = (su.iter().collect(), zu.iter().collect(), zt.iter().collect());
-    close("wide gated_sum", &get(b, &b.gated_sum(&z_refs, &s_refs).unwrap()), &[n, c], &want, 1e-5);
+    let s_refs: Vec<&B::Tensor> = su.iter().collect();
+    let (table, offset, stride, starts) = gate_table(&gates, n);
+    let tu = up(b, &table);
+    let z = Gates { table: &tu, offset, stride, rows: n };
+    close("wide gated_sum", &get(b, &b.gated_sum(z, &s_refs).unwrap()), &[n, c], &want, 1e-5);
     let dy = rand_t(r, &[n, c], 1.0);
     let dyd = d(&dy);
     let prior = rand_t(r, &[ks[0], c], 1.0);
     let acc = vec![Some(up(b, &prior)), None, None];
-    let (dz, ds) = b.gated_sum_backward(&zt_refs, &s_refs, &up(b, &dy), acc, false).unwrap();
+    let (dz, ds) = b.gated_sum_backward(z, &s_refs, &up(b, &dy), acc, false).unwrap();
+    let dz = get(b, &dz);
     for (g, &k) in ks.iter().enumerate() {
         let want_dz: Vec<f64> = (0..n).flat_map(|i| (0..k).map(move |j| (i, j))).map(|(i, j)| dot(&dyd[i * c..(i + 1) * c], &sd[g][j * c..(j + 1) * c])).collect();
-        close(&format!("wide gated_sum_backward dgates {g}"), &get(b, &dz[g]), &[n, k], &want_dz, 1e-5);
+        close(&format!("wide gated_sum_backward dgates {g}"), &cols_of(&dz, starts[g], k), &[n, k], &want_dz, 1e-5);
         let base = |j: usize, col: usize| if g == 0 { prior.data[j * c + col] as f64 } else { 0.0 };
         let want_ds: Vec<f64> = (0..k)
             .flat_map(|j| (0..c).map(move |col| (j, col)))
@@ -454,7 +485,7 @@ fn t_gated_sum_wide<B: Backend>(b: &B, r: &mut StdRng) {
             .collect();
         close(&format!("wide gated_sum_backward dstacks {g}"), &get(b, &ds[g]), &[k, c], &want_ds, 1e-5);
     }
-    let bad = b.gated_sum_backward(&zt_refs, &s_refs, &up(b, &rand_t(r, &[n, c - 1], 1.0)), vec![None, None, None], false);
+    let bad = b.gated_sum_backward(z, &s_refs, &up(b, &rand_t(r, &[n, c - 1], 1.0)), vec![None, None, None], false);
     assert!(bad.is_err(), "dy of the wrong width");
 }
 

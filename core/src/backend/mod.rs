@@ -7,12 +7,15 @@
 //! returns data to the host and waits for the device.
 
 pub mod cpu;
+mod gates;
 mod precision;
 pub mod wgpu;
 
+pub use gates::Gates;
+pub(crate) use gates::{gated_shapes, GatedShapes};
 pub use precision::Precision;
 
-use crate::{Error, HostTensor, Result};
+use crate::{HostTensor, Result};
 
 /// How `mix` picks the mask or ablation row used for row `r` of `x`: `(r / div) % rows_of_that_tensor`.
 /// `div = 1` and one row: the same row for all (position-independent); `div = 1`, `T` rows: per
@@ -135,23 +138,11 @@ pub trait Backend {
     fn concat(&self, parts: &[&Self::Tensor], shape: Vec<usize>) -> Result<Self::Tensor>;
     /// Row-wise `log_softmax`, numerically stable (max subtracted).
     fn log_softmax(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
-    /// The edge forward's mixing: `out [n, C] = Σ_g gates_g · stacks_g` with `gates_g [n, k_g]`,
-    /// `stacks_g [k_g, C]` (readers' inputs from groups of writers). This default composes
-    /// `matmul_backward` and `add`; a backend may fuse it (the CPU's streams each stack once).
-    fn gated_sum(&self, gates: &[&Self::Tensor], stacks: &[&Self::Tensor]) -> Result<Self::Tensor> {
-        if gates.len() != stacks.len() || gates.is_empty() {
-            return Err(Error::Input(format!("gated_sum: {} gate blocks for {} stacks", gates.len(), stacks.len())));
-        }
-        let mut out: Option<Self::Tensor> = None;
-        for (z, s) in gates.iter().zip(stacks) {
-            let part = self.matmul_backward(z, s)?;
-            out = Some(match out {
-                None => part,
-                Some(o) => self.add(&o, &part)?,
-            });
-        }
-        out.ok_or_else(|| Error::Input("gated_sum of nothing".into()))
-    }
+    /// The edge forward's mixing: `out [n, C] = Σ_g Z_g · stacks_g` with `stacks_g [k_g, C]` (a
+    /// group of writers' outputs) and `Z_g [n, k_g]` their readers' gates, group g's columns of the
+    /// view `gates` (`Z = gates`, `[n, Σ_g k_g]`): `Z` times the stacks joined as rows, never
+    /// joined.
+    fn gated_sum(&self, gates: Gates<'_, Self::Tensor>, stacks: &[&Self::Tensor]) -> Result<Self::Tensor>;
 
     // Backward ops: gradients with respect to activations only (weights are frozen). Each takes
     // what its forward took plus `dy`, the gradient of the loss with respect to the forward's
@@ -159,35 +150,15 @@ pub trait Backend {
 
     /// Input gradient of `matmul(x, w, _)`: `dx [M, K] = dy [M, N] · w [N, K]`.
     fn matmul_backward(&self, dy: &Self::Tensor, w: &Self::Tensor) -> Result<Self::Tensor>;
-    /// `gated_sum` backward, given each gate block transposed (`gates_t_g [k_g, n]`): per group
-    /// `dgates_g [n, k_g] = dy · stacks_gᵀ` and `dstacks_g [k_g, C] = acc_g + gates_gᵀ · dy`, `acc_g`
-    /// a gradient gathered so far (None: 0), which a backend may update in place. With `sampled`
-    /// the gates are hard-concrete samples, which have no gradient where they are exactly 0 or 1:
-    /// there `dgates` is not needed, and a backend may return 0 (the CPU skips those products).
+    /// `gated_sum` backward: `dgates [n, K] = dy · [stacks]ᵀ` (one tensor, the view's columns:
+    /// group g's `dy · stacks_gᵀ` from column `Σ_{g' < g} k_g'`) and per group
+    /// `dstacks_g [k_g, C] = acc_g + Z_gᵀ · dy`, `acc_g` a gradient gathered so far (None: 0),
+    /// which a backend may update in place. With `sampled` the gates are hard-concrete samples,
+    /// which have no gradient where they are exactly 0 or 1: there `dgates` is not needed, and a
+    /// backend may return 0 (the CPU skips those products).
     #[allow(clippy::type_complexity)]
-    fn gated_sum_backward(&self, gates_t: &[&Self::Tensor], stacks: &[&Self::Tensor], dy: &Self::Tensor,
-        acc: Vec<Option<Self::Tensor>>, sampled: bool) -> Result<(Vec<Self::Tensor>, Vec<Self::Tensor>)> {
-        let _ = sampled;
-        if gates_t.len() != stacks.len() || acc.len() != stacks.len() {
-            return Err(Error::Input(format!(
-                "gated_sum_backward: {} gate blocks and {} gradients for {} stacks",
-                gates_t.len(),
-                acc.len(),
-                stacks.len()
-            )));
-        }
-        let mut dz = Vec::with_capacity(stacks.len());
-        let mut ds = Vec::with_capacity(stacks.len());
-        for ((zt, s), a) in gates_t.iter().zip(stacks).zip(acc) {
-            dz.push(self.matmul(dy, s, None)?);
-            let d = self.matmul_backward(zt, dy)?;
-            ds.push(match a {
-                None => d,
-                Some(a) => self.add(&a, &d)?,
-            });
-        }
-        Ok((dz, ds))
-    }
+    fn gated_sum_backward(&self, gates: Gates<'_, Self::Tensor>, stacks: &[&Self::Tensor], dy: &Self::Tensor,
+        acc: Vec<Option<Self::Tensor>>, sampled: bool) -> Result<(Self::Tensor, Vec<Self::Tensor>)>;
     /// `layer_norm` backward: with `x̂ = (x − μ)·r`, `r = 1/sqrt(var + eps)`, `g = dy·w`:
     /// `dx = r·(g − mean(g) − x̂·mean(g·x̂))`.
     fn layer_norm_backward(&self, x: &Self::Tensor, w: &Self::Tensor, dy: &Self::Tensor, eps: f32)
@@ -231,26 +202,4 @@ pub trait Backend {
     /// `(KL(P ‖ Q) (terms with P_j = 0 add 0, clamped at 0), h, logsumexp(logits), logsumexp(full))`.
     fn kl_hinge(&self, logits: &Self::Tensor, full: &Self::Tensor, pairs: &[Option<(u32, u32)>], margin: f32, weight: f32)
         -> Result<(Self::Tensor, Self::Tensor)>;
-}
-
-/// `gated_sum`'s groups checked by their shapes, each viewed as `[rows, cols]` (`tensor::rows_cols`): `gates_g` `[n, k_g]`
-/// (`transposed`: `[k_g, n]`) and `stacks_g` `[k_g, C]`. Returns (n, C), or an `Error::Backend`
-/// naming `op` and the group.
-pub(crate) fn gated_groups(op: &str, gates: &[&[usize]], stacks: &[&[usize]], transposed: bool) -> Result<(usize, usize)> {
-    if gates.is_empty() || gates.len() != stacks.len() {
-        return Err(Error::Backend(format!("{op}: {} gate blocks for {} stacks", gates.len(), stacks.len())));
-    }
-    use crate::tensor::rows_cols;
-    let c = rows_cols(stacks[0]).1;
-    let n = if transposed { rows_cols(gates[0]).1 } else { rows_cols(gates[0]).0 };
-    for (g, (z, s)) in gates.iter().zip(stacks).enumerate() {
-        let (k, sc) = rows_cols(s);
-        let want = if transposed { (k, n) } else { (n, k) };
-        if rows_cols(z) != want || sc != c {
-            return Err(Error::Backend(format!(
-                "{op}: group {g}: gates {z:?} and stack {s:?} (expected gates {want:?}, a stack of {c} columns)"
-            )));
-        }
-    }
-    Ok((n, c))
 }

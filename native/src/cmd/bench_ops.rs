@@ -83,7 +83,7 @@ pub fn run<B: OpClock>(be: &B, m: &LoadedModel, prep: &Prepared, batch: usize, i
                 let fwd = (be.take_times()?, t.elapsed().as_secs_f64());
                 let t = Instant::now();
                 let dl = be.upload(&kl_mean(&full, &logits)?.dlogits_tensor(&logits.shape))?;
-                pollster::block_on(model.edge_backward(be, ew, &b, tape, gates, true, &dl, &[]))?;
+                pollster::block_on(model.edge_backward(be, ew, &b, tape, true, &dl, &[]))?;
                 (fwd, (be.take_times()?, t.elapsed().as_secs_f64()))
             }
             None => {

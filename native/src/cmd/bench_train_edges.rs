@@ -92,7 +92,7 @@ impl Job for EdgeTrainBench<'_> {
                 let t = Instant::now();
                 let lg = kl_mean(&full, &logits)?;
                 let dl = be.upload(&lg.dlogits_tensor(&logits.shape))?;
-                pollster::block_on(model.edge_backward(be, &ew, &batch, tape, gates, true, &dl, &[]))?;
+                pollster::block_on(model.edge_backward(be, &ew, &batch, tape, true, &dl, &[]))?;
                 if i > 0 {
                     fwd[k].push(t_fwd);
                     bwd[k].push(t.elapsed().as_secs_f64());

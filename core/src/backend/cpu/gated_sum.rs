@@ -20,7 +20,7 @@ use rayon::prelude::*;
 use super::matmul::{gemm_on, Rhs};
 use super::vector::dot;
 use super::{check, CpuBackend, CpuTensor};
-use crate::backend::gated_groups;
+use crate::backend::{gated_shapes, GatedShapes, Gates};
 use crate::Result;
 
 /// Columns per block: W = 300 packed rows of a block are 2.4 MiB.
@@ -62,23 +62,26 @@ impl Out {
     }
 }
 
-/// Checks the groups (`gated_groups`); returns (n, C).
-fn shapes(op: &str, gates: &[&CpuTensor], stacks: &[&CpuTensor], transposed: bool) -> Result<(usize, usize)> {
-    let (gs, ss): (Vec<&[usize]>, Vec<&[usize]>) =
-        (gates.iter().map(|t| t.0.shape.as_slice()).collect(), stacks.iter().map(|t| t.0.shape.as_slice()).collect());
-    gated_groups(op, &gs, &ss, transposed)
+/// Checks the view against the stacks (`gated_shapes`).
+fn shapes(op: &str, gates: Gates<'_, CpuTensor>, stacks: &[&CpuTensor]) -> Result<GatedShapes> {
+    let ss: Vec<&[usize]> = stacks.iter().map(|t| t.0.shape.as_slice()).collect();
+    gated_shapes(op, gates.table.0.data.len(), gates.offset, gates.stride, gates.rows, &ss)
+}
+
+/// The view's element (i, j).
+fn at(z: Gates<'_, CpuTensor>, i: usize, j: usize) -> f32 {
+    z.table.0.data[z.offset + i * z.stride + j]
 }
 
 /// The stack rows to use, as (group, row), and their gates as one `[n, W]` matrix (`transposed`:
-/// the gates come as `[k_g, n]`, and the matrix is `[W, n]`). Rows with every gate 0 are left out
-/// when `skip_zero`.
-fn gather(gates: &[&CpuTensor], stacks: &[&CpuTensor], n: usize, transposed: bool, skip_zero: bool) -> (Vec<(usize, usize)>, Vec<f32>) {
+/// `[W, n]`). Rows with every gate 0 are left out when `skip_zero`.
+fn gather(z: Gates<'_, CpuTensor>, sh: &GatedShapes, transposed: bool, skip_zero: bool) -> (Vec<(usize, usize)>, Vec<f32>) {
+    let n = sh.n;
     let mut rows = Vec::new();
     let mut cols: Vec<Vec<f32>> = Vec::new();
-    for (g, (z, s)) in gates.iter().zip(stacks).enumerate() {
-        let k = s.rows_cols().0;
+    for (g, (&k, &at0)) in sh.ks.iter().zip(&sh.starts).enumerate() {
         for j in 0..k {
-            let col: Vec<f32> = (0..n).map(|i| if transposed { z.0.data[j * n + i] } else { z.0.data[i * k + j] }).collect();
+            let col: Vec<f32> = (0..n).map(|i| at(z, i, at0 + j)).collect();
             if skip_zero && col.iter().all(|&v| v == 0.0) {
                 continue;
             }
@@ -101,9 +104,10 @@ fn pack(stacks: &[&CpuTensor], rows: &[(usize, usize)], c: usize, c0: usize, c1:
     p
 }
 
-pub fn gated_sum(be: &CpuBackend, gates: &[&CpuTensor], stacks: &[&CpuTensor]) -> Result<CpuTensor> {
-    let (n, c) = shapes("gated_sum", gates, stacks, false)?;
-    let (rows, z) = gather(gates, stacks, n, false, true);
+pub fn gated_sum(be: &CpuBackend, gates: Gates<'_, CpuTensor>, stacks: &[&CpuTensor]) -> Result<CpuTensor> {
+    let sh = shapes("gated_sum", gates, stacks)?;
+    let (n, c) = (sh.n, sh.c);
+    let (rows, z) = gather(gates, &sh, false, true);
     let mut out = be.out(n * c);
     if rows.is_empty() {
         out.fill(0.0);
@@ -115,17 +119,18 @@ pub fn gated_sum(be: &CpuBackend, gates: &[&CpuTensor], stacks: &[&CpuTensor]) -
         sparse_sum(dst, stacks, &rows, &z, n, c);
         return Ok(CpuBackend::wrap(vec![n, c], out));
     }
-    let ks: Vec<usize> = stacks.iter().map(|s| s.rows_cols().0).collect();
-    if IN_PLACE && w_all == ks.iter().sum::<usize>() {
+    if IN_PLACE && w_all == sh.width() {
         // Every row has a gate: a product per group reading its stack where it lies, summed into
         // the output's block (which stays in cache across the groups), with no packed copy.
         (0..c.div_ceil(BLOCK)).into_par_iter().for_each(|b| {
             let (c0, c1) = (b * BLOCK, ((b + 1) * BLOCK).min(c));
-            for (g, (zg, &k)) in gates.iter().zip(&ks).enumerate() {
+            for (g, (&k, &at0)) in sh.ks.iter().zip(&sh.starts).enumerate() {
                 let rhs = if k == 0 { &[][..] } else { &stacks[g].0.data[c0..] };
+                // Group g's gates where they lie in the table, rows `stride` apart.
+                let lhs = &gates.table.0.data[gates.offset + at0..];
                 // SAFETY: rows i < n of the [n, c] output, this block's columns c0..c1 (blocks own
                 // disjoint columns); an empty group writes 0 where it comes first.
-                unsafe { gemm_raw(dst.at(c0), c, g > 0, &zg.0.data, k, rhs, c, 1, n, c1 - c0, k) };
+                unsafe { gemm_raw(dst.at(c0), c, g > 0, lhs, gates.stride, rhs, c, 1, n, c1 - c0, k) };
             }
         });
         return Ok(CpuBackend::wrap(vec![n, c], out));
@@ -252,9 +257,10 @@ fn sparse_sum(dst: Out, stacks: &[&CpuTensor], rows: &[(usize, usize)], z: &[f32
 }
 
 #[allow(clippy::type_complexity)]
-pub fn gated_sum_backward(be: &CpuBackend, gates_t: &[&CpuTensor], stacks: &[&CpuTensor], dy: &CpuTensor,
-    acc: Vec<Option<CpuTensor>>, sampled: bool) -> Result<(Vec<CpuTensor>, Vec<CpuTensor>)> {
-    let (n, c) = shapes("gated_sum_backward", gates_t, stacks, true)?;
+pub fn gated_sum_backward(be: &CpuBackend, gates: Gates<'_, CpuTensor>, stacks: &[&CpuTensor], dy: &CpuTensor,
+    acc: Vec<Option<CpuTensor>>, sampled: bool) -> Result<(CpuTensor, Vec<CpuTensor>)> {
+    let sh = shapes("gated_sum_backward", gates, stacks)?;
+    let (n, c) = (sh.n, sh.c);
     check(dy.rows_cols() == (n, c), "gated_sum_backward", || format!("dy {:?} for {n} readers of {c} columns", dy.0.shape))?;
     check(acc.len() == stacks.len(), "gated_sum_backward", || format!("{} gradients for {} stacks", acc.len(), stacks.len()))?;
     for (g, (a, s)) in acc.iter().zip(stacks).enumerate() {
@@ -262,19 +268,14 @@ pub fn gated_sum_backward(be: &CpuBackend, gates_t: &[&CpuTensor], stacks: &[&Cp
             check(a.0.shape == s.0.shape, "gated_sum_backward", || format!("group {g}: gradient {:?} for a stack {:?}", a.0.shape, s.0.shape))?;
         }
     }
-    let ks: Vec<usize> = stacks.iter().map(|s| s.rows_cols().0).collect();
-    let (rows, zt) = gather(gates_t, stacks, n, true, false);
+    let (ks, starts) = (&sh.ks, &sh.starts);
+    let (rows, zt) = gather(gates, &sh, true, false);
     let w_all = rows.len();
-    let starts: Vec<usize> = ks.iter().scan(0, |a, &k| {
-        let s = *a;
-        *a += k;
-        Some(s)
-    }).collect();
     // The gradients so far, taken over when this is their only holder.
     let adding: Vec<bool> = acc.iter().map(Option::is_some).collect();
     let mut ds_bufs: Vec<Vec<f32>> = acc
         .into_iter()
-        .zip(&ks)
+        .zip(ks)
         .map(|(a, &k)| match a {
             Some(t) => Arc::try_unwrap(t.0).map(|h| h.data).unwrap_or_else(|shared| shared.data.clone()),
             None => be.out(k * c),
@@ -305,7 +306,7 @@ pub fn gated_sum_backward(be: &CpuBackend, gates_t: &[&CpuTensor], stacks: &[&Cp
             };
             // dz where a gate needs it: a group whose entries are mostly needed in one gemm that
             // reads its stack in place; the others a dot product per entry needed.
-            for (g, (&k, &at)) in ks.iter().zip(&starts).enumerate() {
+            for (g, (&k, &at)) in ks.iter().zip(starts).enumerate() {
                 let need: usize = plan.needed[at..at + k].iter().map(Vec::len).sum();
                 if IN_PLACE && k > 0 && need * 2 >= n * k {
                     // Entries whose gate is clamped get a value too; their gradient is 0 anyway.
@@ -322,7 +323,7 @@ pub fn gated_sum_backward(be: &CpuBackend, gates_t: &[&CpuTensor], stacks: &[&Cp
             if IN_PLACE {
                 // dstacks straight into their buffers, a group at a time (rows with every gate 0
                 // get their 0 from the product).
-                for (g, (&k, &at)) in ks.iter().zip(&starts).enumerate().filter(|(_, (&k, _))| k > 0) {
+                for (g, (&k, &at)) in ks.iter().zip(starts).enumerate().filter(|(_, (&k, _))| k > 0) {
                     // SAFETY: rows j < k of group g's [k, c] buffer, this block's columns c0..c1.
                     unsafe { gemm_raw(ptrs[g].0.add(c0), c, adding[g], &zt[at * n..], n, &dyb, w, 1, k, w, n) };
                 }
@@ -351,11 +352,7 @@ pub fn gated_sum_backward(be: &CpuBackend, gates_t: &[&CpuTensor], stacks: &[&Cp
     for part in &dz_parts {
         dz.iter_mut().zip(part).for_each(|(d, p)| *d += p);
     }
-    let dgates = ks
-        .iter()
-        .zip(&starts)
-        .map(|(&k, &at)| CpuBackend::wrap(vec![n, k], (0..n).flat_map(|i| dz[i * w_all + at..i * w_all + at + k].iter().copied()).collect()))
-        .collect();
+    let dgates = CpuBackend::wrap(vec![n, w_all], dz);
     let dstacks = ks.iter().zip(ds_bufs).map(|(&k, buf)| CpuBackend::wrap(vec![k, c], buf)).collect();
     Ok((dgates, dstacks))
 }

@@ -11,7 +11,7 @@ mod matmul;
 mod norms;
 mod vector;
 
-use crate::backend::{AttnShape, Backend, Precision, RowMap};
+use crate::backend::{AttnShape, Backend, Gates, Precision, RowMap};
 use crate::{Error, HostTensor, Result};
 use rayon::prelude::*;
 use std::cell::{Cell, RefCell};
@@ -211,12 +211,12 @@ impl Backend for CpuBackend {
     fn log_softmax(&self, x: &CpuTensor) -> Result<CpuTensor> {
         norms::log_softmax(self, x)
     }
-    fn gated_sum(&self, gates: &[&CpuTensor], stacks: &[&CpuTensor]) -> Result<CpuTensor> {
+    fn gated_sum(&self, gates: Gates<'_, CpuTensor>, stacks: &[&CpuTensor]) -> Result<CpuTensor> {
         gated_sum::gated_sum(self, gates, stacks)
     }
-    fn gated_sum_backward(&self, gates_t: &[&CpuTensor], stacks: &[&CpuTensor], dy: &CpuTensor, acc: Vec<Option<CpuTensor>>,
-        sampled: bool) -> Result<(Vec<CpuTensor>, Vec<CpuTensor>)> {
-        gated_sum::gated_sum_backward(self, gates_t, stacks, dy, acc, sampled)
+    fn gated_sum_backward(&self, gates: Gates<'_, CpuTensor>, stacks: &[&CpuTensor], dy: &CpuTensor, acc: Vec<Option<CpuTensor>>,
+        sampled: bool) -> Result<(CpuTensor, Vec<CpuTensor>)> {
+        gated_sum::gated_sum_backward(self, gates, stacks, dy, acc, sampled)
     }
 
     fn matmul_backward(&self, dy: &CpuTensor, w: &CpuTensor) -> Result<CpuTensor> {

@@ -4,7 +4,7 @@
 //! (`acc + gatesᵀ·dy`) is the same launch with the gradient so far as its base.
 
 use super::pipelines::Kernel;
-use crate::backend::gated_groups;
+use crate::backend::{gated_shapes, GatedShapes, Gates};
 use super::recorder::Binding;
 use super::tensor::{shape_err, u32p, GpuTensor};
 use super::WgpuBackend;
@@ -23,23 +23,34 @@ pub(super) enum Base<'a> {
     Tensor(&'a GpuTensor),
 }
 
-/// Checks the groups (`gated_groups`); returns (n, C).
-pub(super) fn group_shapes(op: &str, gates: &[&GpuTensor], stacks: &[&GpuTensor], transposed: bool) -> Result<(usize, usize)> {
-    let (gs, ss): (Vec<&[usize]>, Vec<&[usize]>) = (gates.iter().map(|t| t.shape()).collect(), stacks.iter().map(|t| t.shape()).collect());
-    gated_groups(op, &gs, &ss, transposed)
+/// Checks the view against the stacks (`gated_shapes`).
+pub(super) fn group_shapes(op: &str, gates: Gates<'_, GpuTensor>, stacks: &[&GpuTensor]) -> Result<GatedShapes> {
+    let ss: Vec<&[usize]> = stacks.iter().map(|t| t.shape()).collect();
+    gated_shapes(op, gates.table.numel(), gates.offset, gates.stride, gates.rows, &ss)
+}
+
+/// Where a launch reads its `z [n, k]`: element (i, j) at `table[offset + i·row + j·col]` (the
+/// forward's gates: `col` 1; their transpose for the backward's dstacks: `row` 1).
+pub(super) struct ZView<'a> {
+    pub table: &'a GpuTensor,
+    pub offset: usize,
+    pub row: usize,
+    pub col: usize,
+    pub n: usize,
+    pub k: usize,
 }
 
 impl WgpuBackend {
-    /// `out [n, C] = Σ_g gates_g · stacks_g`.
-    pub(super) fn op_gated_sum(&self, gates: &[&GpuTensor], stacks: &[&GpuTensor]) -> Result<GpuTensor> {
+    /// `out [n, C] = Σ_g Z_g · stacks_g`.
+    pub(super) fn op_gated_sum(&self, gates: Gates<'_, GpuTensor>, stacks: &[&GpuTensor]) -> Result<GpuTensor> {
         const OP: &str = "gated_sum";
-        let (n, c) = group_shapes(OP, gates, stacks, false)?;
-        let out = self.output(OP, vec![n, c])?;
+        let sh = group_shapes(OP, gates, stacks)?;
+        let out = self.output(OP, vec![sh.n, sh.c])?;
         let mut wrote = false;
-        for (z, s) in gates.iter().zip(stacks) {
-            let k = s.rows_cols().0;
+        for ((s, &k), &at) in stacks.iter().zip(&sh.ks).zip(&sh.starts) {
             if k > 0 {
-                self.gated_launch(OP, &out, z, s, if wrote { Base::Out } else { Base::Zero })?;
+                let z = ZView { table: gates.table, offset: gates.offset + at, row: gates.stride, col: 1, n: sh.n, k };
+                self.gated_launch(OP, &out, &z, s, if wrote { Base::Out } else { Base::Zero })?;
                 wrote = true;
             }
         }
@@ -50,8 +61,8 @@ impl WgpuBackend {
     }
 
     /// One group's launch: `out [n, C] = base + z [n, k] · s [k, C]`.
-    pub(super) fn gated_launch(&self, op: &str, out: &GpuTensor, z: &GpuTensor, s: &GpuTensor, base: Base<'_>) -> Result<()> {
-        let (n, k) = z.rows_cols();
+    pub(super) fn gated_launch(&self, op: &str, out: &GpuTensor, z: &ZView<'_>, s: &GpuTensor, base: Base<'_>) -> Result<()> {
+        let (n, k) = (z.n, z.k);
         let c = s.rows_cols().1;
         if n == 0 || c == 0 {
             return Ok(());
@@ -59,7 +70,7 @@ impl WgpuBackend {
         let u = |v: usize| u32p(op, v);
         u(n * c)?;
         u(k * c)?;
-        u(n * k)?;
+        u(z.table.numel())?;
         let limit = self.limit();
         let dummy = Binding::whole(&self.dummy, 16);
         let (mode, bb) = match base {
@@ -67,14 +78,14 @@ impl WgpuBackend {
             Base::Out => (1, dummy),
             Base::Tensor(t) => (2, t.single(op, "gradient so far", limit)?),
         };
-        let inputs = [z.single(op, "gates", limit)?, s.single(op, "stack", limit)?, bb];
+        let inputs = [z.table.single(op, "gates", limit)?, s.single(op, "stack", limit)?, bb];
         let mut groups = self.ctx.grid(c.div_ceil(256) as u64)?;
         let blocks = n.div_ceil(READERS);
         if blocks > self.ctx.limits.max_compute_workgroups_per_dimension as usize {
             return Err(shape_err(op, format!("{n} readers need {blocks} workgroups in z, over this adapter's limit")));
         }
         groups[2] = blocks as u32;
-        let params = [u(n)?, u(k)?, u(c)?, mode];
+        let params = [u(n)?, u(k)?, u(c)?, mode, u(z.offset)?, u(z.row)?, u(z.col)?, 0];
         self.run(Kernel::GatedSum, out.single(op, "out", limit)?, &inputs, None, &params, groups)
     }
 }

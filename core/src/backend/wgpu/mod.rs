@@ -35,7 +35,7 @@ pub use profile::{KernelSpan, KernelTime};
 pub use recorder::OVERLAP_DISPATCHES;
 pub use tensor::GpuTensor;
 
-use super::{AttnShape, Backend, Precision, RowMap};
+use super::{AttnShape, Backend, Gates, Precision, RowMap};
 use crate::{HostTensor, Result};
 use context::Context;
 use pipelines::{Kernel, Pipelines};
@@ -414,12 +414,12 @@ impl Backend for WgpuBackend {
         dy: &GpuTensor) -> Result<(GpuTensor, GpuTensor)> {
         self.op_mix_backward(x, mask, mask_rows, abl, abl_rows, dy)
     }
-    fn gated_sum(&self, gates: &[&GpuTensor], stacks: &[&GpuTensor]) -> Result<GpuTensor> {
+    fn gated_sum(&self, gates: Gates<'_, GpuTensor>, stacks: &[&GpuTensor]) -> Result<GpuTensor> {
         self.op_gated_sum(gates, stacks)
     }
-    fn gated_sum_backward(&self, gates_t: &[&GpuTensor], stacks: &[&GpuTensor], dy: &GpuTensor, acc: Vec<Option<GpuTensor>>,
-        _sampled: bool) -> Result<(Vec<GpuTensor>, Vec<GpuTensor>)> {
-        self.op_gated_sum_backward(gates_t, stacks, dy, acc)
+    fn gated_sum_backward(&self, gates: Gates<'_, GpuTensor>, stacks: &[&GpuTensor], dy: &GpuTensor, acc: Vec<Option<GpuTensor>>,
+        _sampled: bool) -> Result<(GpuTensor, Vec<GpuTensor>)> {
+        self.op_gated_sum_backward(gates, stacks, dy, acc)
     }
     fn scatter_rows(&self, src: &GpuTensor, ids: &[u32], rows: usize) -> Result<GpuTensor> {
         self.op_scatter_rows(src, ids, rows)

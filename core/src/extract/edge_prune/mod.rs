@@ -222,7 +222,7 @@ async fn step<B: Backend>(model: &Model<B>, be: &B, ew: &EdgeWeights<B::Tensor>,
         }
         None => be.kl_hinge(&tape.logits, &full_rows, &pairs, 0.0, 1.0)?,
     };
-    let (gz, read) = model.edge_backward(be, ew, &batch, tape, &z, true, &dlogits, &[&terms]).await?;
+    let (gz, read) = model.edge_backward(be, ew, &batch, tape, true, &dlogits, &[&terms]).await?;
     let kl = (0..idx.len()).map(|r| read[0].data[4 * r] as f64).sum::<f64>() / idx.len() as f64;
 
     let step = st.step;

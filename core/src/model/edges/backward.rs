@@ -3,41 +3,36 @@
 //! the stacks' `gates_gᵀ · dx`; a stack's rows are its writers' h_w − a_w, whose gradient flows
 //! back through the writer (a head, an MLP) to the readers below it.
 
-use super::forward::{gate_block, groups_read, head_shape, kv_of, Group};
+use super::forward::{head_shape, kv_of, GateTable, Group};
 use super::{EdgeTape, EdgeWeights};
 use crate::backend::Backend;
-use crate::mask::EdgeLayout;
 use crate::model::batch::Batch;
 use crate::model::forward::Model;
 use crate::model::Arch;
 use crate::{Error, HostTensor, Result};
+use std::ops::Range;
 
 /// Gradients gathered on the way down: each group's stack, and the gate blocks to read back.
 struct Grads<T> {
     stacks: Vec<Option<T>>,
-    /// (first reader, readers, group, `dgates [readers, cols]`).
-    blocks: Vec<(usize, usize, usize, T)>,
+    /// (first reader, readers, groups, `dgates [readers, Σ cols of the groups]`).
+    blocks: Vec<(usize, usize, Range<usize>, T)>,
     /// The gates are hard-concrete samples (see `Model::edge_backward`).
     sampled: bool,
 }
 
 impl<T: Clone> Grads<T> {
-    /// Readers `r0..r0 + n` with input gradient `dx [n, rows·d]`, on the groups they read that
-    /// `pick` picks (by index).
-    #[allow(clippy::too_many_arguments)]
-    fn reader<B: Backend<Tensor = T>>(&mut self, be: &B, lay: &EdgeLayout, groups: &[Group<T>], gates: &[f32], r0: usize,
-        n: usize, dx: &T, pick: impl Fn(usize) -> bool) -> Result<()> {
-        let sampled = self.sampled;
-        let read: Vec<(usize, &Group<T>)> = groups_read(groups, lay.reads[r0]).filter(|(gi, _)| pick(*gi)).collect();
-        let zt = read.iter().map(|(_, g)| be.upload(&gate_block(lay, g, gates, r0, n, true))).collect::<Result<Vec<_>>>()?;
-        let zt_refs: Vec<&T> = zt.iter().collect();
-        let stacks: Vec<&T> = read.iter().map(|(_, g)| &g.stack).collect();
-        let acc: Vec<Option<T>> = read.iter().map(|(gi, _)| self.stacks[*gi].take()).collect();
-        let (dz, ds) = be.gated_sum_backward(&zt_refs, &stacks, dx, acc, sampled)?;
-        for (((gi, _), dz), ds) in read.iter().zip(dz).zip(ds) {
-            self.blocks.push((r0, n, *gi, dz));
-            self.stacks[*gi] = Some(ds);
+    /// Rows `i0..i0 + n` of gate table `t` (readers `t.r0 + i0..`) with input gradient
+    /// `dx [n, rows·d]`, on groups `gs` of those the table holds.
+    fn reader<B: Backend<Tensor = T>>(&mut self, be: &B, groups: &[Group<T>], t: &GateTable<T>, i0: usize, n: usize,
+        gs: Range<usize>, dx: &T) -> Result<()> {
+        let stacks: Vec<&T> = groups[gs.clone()].iter().map(|g| &g.stack).collect();
+        let acc: Vec<Option<T>> = gs.clone().map(|gi| self.stacks[gi].take()).collect();
+        let (dz, ds) = be.gated_sum_backward(t.view(i0, n, gs.start), &stacks, dx, acc, self.sampled)?;
+        for (gi, ds) in gs.clone().zip(ds) {
+            self.stacks[gi] = Some(ds);
         }
+        self.blocks.push((t.r0 + i0, n, gs, dz));
         Ok(())
     }
 
@@ -49,13 +44,13 @@ impl<T: Clone> Grads<T> {
 }
 
 impl<B: Backend> Model<B> {
-    /// The gradient of a loss with respect to every edge gate (in the layout's order), given
-    /// `dlogits`, its gradient with respect to `tape.logits`; `also` is read back in the same read.
-    /// With `sampled` the gates are hard-concrete samples, whose gradient is only needed where
+    /// The gradient of a loss with respect to every edge gate (in the layout's order) at the gates
+    /// the tape's forward ran with, given `dlogits`, its gradient with respect to `tape.logits`;
+    /// `also` is read back in the same read. With `sampled` those gates are hard-concrete samples, whose gradient is only needed where
     /// they are strictly between 0 and 1 (elsewhere the sample has none): there it may be 0.
     #[allow(clippy::too_many_arguments)]
     pub async fn edge_backward(&self, be: &B, ew: &EdgeWeights<B::Tensor>, batch: &Batch, tape: EdgeTape<B::Tensor>,
-        gates: &[f32], sampled: bool, dlogits: &B::Tensor, also: &[&B::Tensor]) -> Result<(Vec<f32>, Vec<HostTensor>)> {
+        sampled: bool, dlogits: &B::Tensor, also: &[&B::Tensor]) -> Result<(Vec<f32>, Vec<HostTensor>)> {
         let lay = &ew.layout;
         let (c, w) = (&self.config, &self.weights);
         let (pack, d) = (&tape.pack, be.shape(&w.wte)[1]);
@@ -64,9 +59,6 @@ impl<B: Backend> Model<B> {
         let asked = tape.asked.as_ref().map_or(tape.at.len(), Vec::len);
         if be.shape(dlogits) != [asked, c.vocab] {
             return Err(Error::Input(format!("logit gradient {:?} for {asked} rows of {} logits", be.shape(dlogits), c.vocab)));
-        }
-        if gates.len() != lay.n_edges() {
-            return Err(Error::Input(format!("{} edge gates for a model of {} edges", gates.len(), lay.n_edges())));
         }
         let groups = &tape.groups;
         let mut g = Grads { stacks: (0..groups.len()).map(|_| None).collect(), blocks: Vec::new(), sampled };
@@ -80,14 +72,15 @@ impl<B: Backend> Model<B> {
         let dhf = be.matmul_backward(dlogits, w.lm_head.as_ref().unwrap_or(&w.wte))?;
         let dlast = self.norm_bwd(be, &tape.last, &w.ln_f_w, &dhf)?;
         let dx = be.scatter_rows(&dlast, &tape.at, n_rows)?;
-        g.reader(be, lay, groups, gates, tape.logits_reader, 1, &flat(&dx, 1)?, |_| true)?;
+        let t = &tape.logits_gates;
+        g.reader(be, groups, t, 0, 1, 0..t.cols.len() - 1, &flat(&dx, 1)?)?;
 
         let s = head_shape(self, batch);
         // A fused MLP reader's input gradient, mixed back with its layer's heads' readers'.
         let mut mlp_dx: Option<B::Tensor> = None;
         for l in (0..w.layers.len()).rev() {
             let lw = &w.layers[l];
-            let fused = tape.attn[l].as_ref().filter(|t| t.fused).map(|t| t.group);
+            let fused = tape.attn[l].as_ref().filter(|t| t.fused);
             // MLP, bottom-up: out = act(norm2(x)·W_up)·W_down.
             if let Some(t) = &tape.mlp[l] {
                 let dout = g.writer(be, t.group, 0, n_rows, d)?;
@@ -100,13 +93,15 @@ impl<B: Backend> Model<B> {
                     _ => be.matmul_backward(&be.gelu_new_backward(&t.up, &dact)?, &lw.w_up)?,
                 };
                 let dx = flat(&self.norm_bwd(be, &t.x, &lw.ln2_w, &dh2)?, 1)?;
-                match fused {
-                    // The heads' group now; the groups before it with the heads' readers.
-                    Some(heads) => {
-                        g.reader(be, lay, groups, gates, t.r, 1, &dx, |gi| gi == heads)?;
+                match (fused, &t.gates) {
+                    // The heads' group now (the last row of the heads' readers' table); the groups
+                    // before it with the heads' readers.
+                    (Some(a), _) => {
+                        g.reader(be, groups, &a.gates, t.r - a.r0, 1, a.group..a.group + 1, &dx)?;
                         mlp_dx = Some(dx);
                     }
-                    None => g.reader(be, lay, groups, gates, t.r, 1, &dx, |_| true)?,
+                    (None, Some(own)) => g.reader(be, groups, own, 0, 1, 0..own.cols.len() - 1, &dx)?,
+                    (None, None) => return Err(Error::Backend(format!("edge backward: layer {l}'s MLP reader has no gates"))),
                 }
             }
             // Heads, bottom-up: o_h = attention(q_h, k_g, v_g)·W_O_hᵀ.
@@ -152,7 +147,9 @@ impl<B: Backend> Model<B> {
                     Some(m) => be.concat(&[&dx, &m], vec![n + 1, n_rows * d])?,
                     None => flat(&dx, n)?,
                 };
-                g.reader(be, lay, groups, gates, t.r0, be.shape(&dx)[0], &dx, |_| true)?;
+                // The groups before the heads' (a fused MLP reader's table also holds theirs).
+                let read = t.gates.cols.len() - 1 - t.fused as usize;
+                g.reader(be, groups, &t.gates, 0, be.shape(&dx)[0], 0..read, &dx)?;
             }
         }
 
@@ -160,11 +157,15 @@ impl<B: Backend> Model<B> {
         let refs: Vec<&B::Tensor> = g.blocks.iter().map(|b| &b.3).chain(also.iter().copied()).collect();
         let host = be.read_many(&refs).await?;
         let mut grad = vec![0.0f32; lay.n_edges()];
-        for ((r0, n, gi, _), h) in g.blocks.iter().zip(&host) {
-            let grp = &groups[*gi];
-            for i in 0..*n {
-                let at = lay.first[r0 + i] + grp.first;
-                grad[at..at + grp.n].copy_from_slice(&h.data[i * grp.cols()..i * grp.cols() + grp.n]);
+        for ((r0, n, gs, _), h) in g.blocks.iter().zip(&host) {
+            let width: usize = groups[gs.clone()].iter().map(Group::cols).sum();
+            let mut c0 = 0;
+            for grp in &groups[gs.clone()] {
+                for i in 0..*n {
+                    let at = lay.first[r0 + i] + grp.first;
+                    grad[at..at + grp.n].copy_from_slice(&h.data[i * width + c0..i * width + c0 + grp.n]);
+                }
+                c0 += grp.cols();
             }
         }
         let rest = host[g.blocks.len()..].to_vec();

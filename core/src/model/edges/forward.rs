@@ -8,7 +8,7 @@
 //! and z gathered back.
 
 use super::EdgeWeights;
-use crate::backend::{AttnShape, Backend, RowMap};
+use crate::backend::{AttnShape, Backend, Gates, RowMap};
 use crate::mask::{EdgeLayout, Reader};
 use crate::model::batch::Batch;
 use crate::model::forward::Model;
@@ -28,6 +28,37 @@ impl<T> Group<T> {
     pub fn cols(&self) -> usize {
         self.n + self.has_sum as usize
     }
+
+    fn span(&self) -> Span {
+        Span { first: self.first, n: self.n, has_sum: self.has_sum }
+    }
+}
+
+/// A group's writers `first..first + n` (and a sum row), as a gate table lays it out before the
+/// group exists.
+#[derive(Clone, Copy, PartialEq, Debug)]
+struct Span {
+    first: usize,
+    n: usize,
+    has_sum: bool,
+}
+
+/// The gates of readers `r0..r0 + n` on groups `0..cols.len() − 1`, uploaded once for the forward
+/// and its backward: `table [n, width]`, row i reader r0 + i's, group g's columns from `cols[g]`
+/// (its writers' gates, then 1 for its sum row; 0 where the reader does not read the group), and
+/// `cols`' last entry the width.
+pub(super) struct GateTable<T> {
+    pub r0: usize,
+    pub cols: Vec<usize>,
+    pub table: T,
+}
+
+impl<T> GateTable<T> {
+    /// Rows `i0..i0 + rows`' gates on groups from `g0` on (whose stacks go with it).
+    pub fn view(&self, i0: usize, rows: usize, g0: usize) -> Gates<'_, T> {
+        let width = *self.cols.last().expect("a table's width");
+        Gates { table: &self.table, offset: i0 * width + self.cols[g0], stride: width, rows }
+    }
 }
 
 /// A layer's attention readers and heads: readers `r0..r0 + nq + 2·nkv` (q per head, then k and v
@@ -36,6 +67,8 @@ impl<T> Group<T> {
 pub(super) struct AttnTape<T> {
     pub r0: usize,
     pub fused: bool,
+    /// The readers' gates (and the fused MLP reader's, as a last row, on the heads' group too).
+    pub gates: GateTable<T>,
     pub x: T,
     pub q: Vec<T>,
     pub k: Vec<T>,
@@ -47,6 +80,8 @@ pub(super) struct AttnTape<T> {
 /// A layer's MLP reader `r` and its writer's group.
 pub(super) struct MlpTape<T> {
     pub r: usize,
+    /// Its gates, unless it was fused with the heads' readers (then they are in theirs).
+    pub gates: Option<GateTable<T>>,
     pub x: T,
     pub up: T,
     pub gate: Option<T>,
@@ -67,8 +102,8 @@ pub struct EdgeTape<T> {
     pub(super) groups: Vec<Group<T>>,
     pub(super) attn: Vec<Option<AttnTape<T>>>,
     pub(super) mlp: Vec<Option<MlpTape<T>>>,
-    /// The logits reader, and its input at the rows asked for.
-    pub(super) logits_reader: usize,
+    /// The logits reader's gates, and its input at the rows asked for.
+    pub(super) logits_gates: GateTable<T>,
     pub(super) last: T,
 }
 
@@ -147,7 +182,15 @@ impl<B: Backend> Model<B> {
                 // The layer's MLP reader reads the same groups and then the heads': its share of
                 // the groups read here comes from the same pass over their stacks.
                 let fused = lay.readers.get(reader + n) == Some(&Reader::Mlp { layer: l });
-                let xs = reader_inputs(be, ew, bias, &k, &groups, gates, reader, n + fused as usize, n_rows, d)?;
+                let read = n_read(lay, &groups, reader)?;
+                let mut spans: Vec<Span> = groups[..read].iter().map(Group::span).collect();
+                // The heads' group to come, whose gates only the fused MLP reader's row holds.
+                let heads_span = Span { first: groups.last().map_or(0, |g| g.first + g.n), n: nq, has_sum: values.is_some() };
+                if fused {
+                    spans.push(heads_span);
+                }
+                let table = gate_table(be, lay, &spans, gates, reader, n + fused as usize)?;
+                let xs = reader_inputs(be, bias, &k, &groups[..read], table.view(0, n + fused as usize, 0), reader, n_rows, d)?;
                 let x = if fused {
                     mlp_part = Some(be.gather_rows(&xs, &block(n, n_rows))?);
                     be.gather_rows(&xs, &(0..(n * n_rows) as u32).collect::<Vec<_>>())?
@@ -180,26 +223,33 @@ impl<B: Backend> Model<B> {
                     qs.push(q);
                     ps.push(p);
                 }
-                let first = groups.last().map_or(0, |g| g.first + g.n);
-                groups.push(group(be, &k, first, &outs, value, n_rows, d)?);
+                groups.push(group(be, &k, heads_span.first, &outs, value, n_rows, d)?);
+                if groups.last().map(Group::span) != Some(heads_span) {
+                    return Err(Error::Backend(format!("edge forward: layer {l}'s heads' group is not the one its gates were laid out for")));
+                }
                 if capture {
                     for h in outs {
                         captured.push(pack.scatter(be, &h)?);
                     }
                 }
-                attn_tapes[l] = Some(AttnTape { r0: reader, fused, x, q: qs, k: ks, v: vs, p: ps, group: groups.len() - 1 });
+                attn_tapes[l] = Some(AttnTape { r0: reader, fused, gates: table, x, q: qs, k: ks, v: vs, p: ps, group: groups.len() - 1 });
                 reader += n;
             }
             if lay.readers.get(reader) == Some(&Reader::Mlp { layer: l }) {
-                let x = match mlp_part.take() {
-                    // What the heads' group adds to the share mixed with the heads' readers.
+                let (x, own) = match mlp_part.take() {
+                    // What the heads' group adds to the share mixed with the heads' readers: the
+                    // last row of their table, on its last group.
                     Some(part) => {
-                        let heads = groups.last().expect("the heads' group");
-                        let z = be.upload(&gate_block(lay, heads, gates, reader, 1, false))?;
-                        let add = be.gated_sum(&[&z], &[&heads.stack])?;
-                        be.add(&part, &be.concat(&[&add], vec![n_rows, d])?)?
+                        let (heads, t) = (groups.len() - 1, attn_tapes[l].as_ref().expect("the heads' tape"));
+                        let add = be.gated_sum(t.gates.view(nq + 2 * nkv, 1, heads), &[&groups[heads].stack])?;
+                        (be.add(&part, &be.concat(&[&add], vec![n_rows, d])?)?, None)
                     }
-                    None => reader_inputs(be, ew, bias, &k, &groups, gates, reader, 1, n_rows, d)?,
+                    None => {
+                        let read = n_read(lay, &groups, reader)?;
+                        let spans: Vec<Span> = groups[..read].iter().map(Group::span).collect();
+                        let table = gate_table(be, lay, &spans, gates, reader, 1)?;
+                        (reader_inputs(be, bias, &k, &groups[..read], table.view(0, 1, 0), reader, n_rows, d)?, Some(table))
+                    }
                 };
                 let h2 = self.norm_fwd(be, &x, &lw.ln2_w, lw.ln2_b.as_ref())?;
                 let up = be.matmul(&h2, &lw.w_up, lw.b_up.as_ref())?;
@@ -216,14 +266,17 @@ impl<B: Backend> Model<B> {
                 if capture {
                     captured.push(pack.scatter(be, &out)?);
                 }
-                mlp_tapes[l] = Some(MlpTape { r: reader, x, up, gate, group: groups.len() - 1 });
+                mlp_tapes[l] = Some(MlpTape { r: reader, gates: own, x, up, gate, group: groups.len() - 1 });
                 reader += 1;
             }
         }
         if lay.readers.get(reader) != Some(&Reader::Logits) {
             return Err(Error::Input("the edge layout does not match the model's layers".into()));
         }
-        let x = reader_inputs(be, ew, bias, &k, &groups, gates, reader, 1, n_rows, d)?;
+        let read = n_read(lay, &groups, reader)?;
+        let spans: Vec<Span> = groups[..read].iter().map(Group::span).collect();
+        let logits_gates = gate_table(be, lay, &spans, gates, reader, 1)?;
+        let x = reader_inputs(be, bias, &k, &groups[..read], logits_gates.view(0, 1, 0), reader, n_rows, d)?;
         let (at, asked) = locate(&pack, rows);
         let last = be.gather_rows(&x, &at)?;
         let hf = self.norm_fwd(be, &last, &w.ln_f_w, w.ln_f_b.as_ref())?;
@@ -241,7 +294,7 @@ impl<B: Backend> Model<B> {
             groups,
             attn: attn_tapes,
             mlp: mlp_tapes,
-            logits_reader: reader,
+            logits_gates,
             last,
         })
     }
@@ -311,41 +364,54 @@ where
     Ok(Group { first, n, stack, has_sum })
 }
 
-/// The groups readers that read `reads` writers take (whole groups: readers read prefixes that
-/// end at a group's end).
-pub(super) fn groups_read<T>(groups: &[Group<T>], reads: usize) -> impl Iterator<Item = (usize, &Group<T>)> {
-    groups.iter().enumerate().filter(move |(_, g)| g.first + g.n <= reads)
+/// How many groups reader `r` reads: the groups up to its last writer (readers read prefixes that
+/// end at a group's end), at least one.
+pub(super) fn n_read<T>(lay: &EdgeLayout, groups: &[Group<T>], r: usize) -> Result<usize> {
+    let read = groups.iter().take_while(|g| g.first + g.n <= lay.reads[r]).count();
+    if read == 0 {
+        return Err(Error::Input(format!("reader {} reads no writer", lay.readers[r])));
+    }
+    Ok(read)
 }
 
-/// Readers `r0..r0 + n`'s gates on group `g` as `[n, cols]` (a last column of 1 for the sum row),
-/// or transposed `[cols, n]`.
-pub(super) fn gate_block<T>(lay: &EdgeLayout, g: &Group<T>, gates: &[f32], r0: usize, n: usize, transposed: bool) -> HostTensor {
-    let cols = g.cols();
-    let mut z = vec![0.0f32; n * cols];
+/// Readers `r0..r0 + n`'s gates on the groups `spans` (in order, from group 0) as a `GateTable`,
+/// uploaded: one upload for a call's every group.
+fn gate_table<B: Backend>(be: &B, lay: &EdgeLayout, spans: &[Span], gates: &[f32], r0: usize, n: usize)
+    -> Result<GateTable<B::Tensor>> {
+    let mut cols = Vec::with_capacity(spans.len() + 1);
+    let mut width = 0;
+    for s in spans {
+        cols.push(width);
+        width += s.n + s.has_sum as usize;
+    }
+    cols.push(width);
+    let mut z = vec![0.0f32; n * width];
     for i in 0..n {
-        let at = lay.first[r0 + i] + g.first;
-        for j in 0..cols {
-            let v = if j < g.n { gates[at + j] } else { 1.0 };
-            z[if transposed { j * n + i } else { i * cols + j }] = v;
+        let r = r0 + i;
+        for (s, &c0) in spans.iter().zip(&cols) {
+            if s.first + s.n > lay.reads[r] {
+                continue; // a group the reader does not read (the fused MLP reader's heads' group)
+            }
+            let row = &mut z[i * width + c0..i * width + c0 + s.n + s.has_sum as usize];
+            let at = lay.first[r] + s.first;
+            row[..s.n].copy_from_slice(&gates[at..at + s.n]);
+            if s.has_sum {
+                row[s.n] = 1.0;
+            }
         }
     }
-    HostTensor::new(if transposed { vec![cols, n] } else { vec![n, cols] }, z)
+    Ok(GateTable { r0, cols, table: be.upload(&HostTensor::new(vec![n, width], z))? })
 }
 
-/// The inputs of readers `r0..r0 + n` (which read the same writers), `[n·rows, d]`: the products
-/// of their gates with every group they read, summed, plus `bias` (a standalone model's constants).
+/// The inputs of the readers of `gates` (rows of a table, from reader r0 on), `[n·rows, d]`: the
+/// products of their gates with the stacks of `groups`, summed, plus `bias` (a standalone model's
+/// constants).
 #[allow(clippy::too_many_arguments)]
-fn reader_inputs<B: Backend>(be: &B, ew: &EdgeWeights<B::Tensor>, bias: Option<&B::Tensor>, k: &Consts<B::Tensor>,
-    groups: &[Group<B::Tensor>], gates: &[f32], r0: usize, n: usize, n_rows: usize, d: usize) -> Result<B::Tensor> {
-    let lay = &ew.layout;
-    let read: Vec<&Group<B::Tensor>> = groups_read(groups, lay.reads[r0]).map(|(_, g)| g).collect();
-    if read.is_empty() {
-        return Err(Error::Input(format!("reader {} reads no writer", lay.readers[r0])));
-    }
-    let z = read.iter().map(|g| be.upload(&gate_block(lay, g, gates, r0, n, false))).collect::<Result<Vec<_>>>()?;
-    let z_refs: Vec<&B::Tensor> = z.iter().collect();
-    let stacks: Vec<&B::Tensor> = read.iter().map(|g| &g.stack).collect();
-    let x = be.gated_sum(&z_refs, &stacks)?;
+fn reader_inputs<B: Backend>(be: &B, bias: Option<&B::Tensor>, k: &Consts<B::Tensor>, groups: &[Group<B::Tensor>],
+    gates: Gates<'_, B::Tensor>, r0: usize, n_rows: usize, d: usize) -> Result<B::Tensor> {
+    let n = gates.rows;
+    let stacks: Vec<&B::Tensor> = groups.iter().map(|g| &g.stack).collect();
+    let x = be.gated_sum(gates, &stacks)?;
     let x = be.concat(&[&x], vec![n * n_rows, d])?;
     match bias {
         None => Ok(x),
