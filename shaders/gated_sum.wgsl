@@ -3,15 +3,16 @@
 // with z [n, k] (readers' gates on the group's k rows) and s [k, C] (the group's stacked outputs).
 // z is read where it lies in a larger table of gates: z[i, j] = gates[zoff + i·zrow + j·zcol] (the
 // backward's transpose is the same table with the strides swapped).
-// base is 0 (mode 0, the first group), what `out` holds (mode 1, the groups after it), or a third
-// tensor (mode 2: the backward's dstacks = acc + zᵀ·dy, the same product with z = gatesᵀ, s = dy).
+// base is 0 (mode 0, the first group), what `out` holds (mode 1, the groups after it), a third
+// tensor (mode 2: the backward's dstacks = acc + zᵀ·dy, the same product with z = gatesᵀ, s = dy),
+// or a vector of blen elements repeated along each row (mode 3: base[c mod blen], the readers' Σ a_w).
 // One invocation per column and block of R readers: the stack's column is read once per block, the
 // gates are the same for the whole workgroup (broadcast reads), the R sums stay in registers.
-// Bindings: @0 out [n, C], @1 params, @2 gates (the table z lies in), @3 s [k, C], @4 base [n, C] (mode 2; else any).
+// Bindings: @0 out [n, C], @1 params, @2 gates (the table z lies in), @3 s [k, C], @4 base [n, C] (mode 2), [blen] (mode 3).
 
 const R: u32 = 16u;
 
-struct Params { n: u32, k: u32, cols: u32, mode: u32, zoff: u32, zrow: u32, zcol: u32, _p7: u32 }
+struct Params { n: u32, k: u32, cols: u32, mode: u32, zoff: u32, zrow: u32, zcol: u32, blen: u32 }
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 @group(0) @binding(1) var<uniform> p: Params;
@@ -44,6 +45,8 @@ fn gated_sum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
                 out[o] += acc[r];
             } else if (p.mode == 2u) {
                 out[o] = base[o] + acc[r];
+            } else if (p.mode == 3u) {
+                out[o] = base[c % p.blen] + acc[r];
             } else {
                 out[o] = acc[r];
             }

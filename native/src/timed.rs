@@ -127,8 +127,8 @@ impl<B: Backend> Backend for Timed<B> {
     fn log_softmax(&self, x: &T<B>) -> Result<T<B>> {
         self.time("log_softmax", || self.inner.log_softmax(x))
     }
-    fn gated_sum(&self, gates: Gates<'_, T<B>>, stacks: &[&T<B>]) -> Result<T<B>> {
-        self.time("gated_sum", || self.inner.gated_sum(gates, stacks))
+    fn gated_sum(&self, gates: Gates<'_, T<B>>, stacks: &[&T<B>], base: Option<&T<B>>) -> Result<T<B>> {
+        self.time("gated_sum", || self.inner.gated_sum(gates, stacks, base))
     }
     fn matmul_backward(&self, dy: &T<B>, w: &T<B>) -> Result<T<B>> {
         self.time("matmul_backward", || self.inner.matmul_backward(dy, w))

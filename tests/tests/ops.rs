@@ -317,8 +317,9 @@ fn cols_of(t: &HostTensor, at: usize, k: usize) -> HostTensor {
 /// gated_sum and its backward (the edge forward's mixing): groups of 3, 1 and 5 rows over 2,500
 /// columns (blocks of columns and a remainder), gates with exact zeros among them, against f64
 /// references: out = Σ_g z_g·s_g, dz_g = dy·s_gᵀ, ds_g = acc_g + z_gᵀ·dy (one group with a
-/// gradient so far), the gates read where they lie in a larger table (`gate_table`). Views that
-/// overlap or run past their table, and stacks of other widths, are refused.
+/// gradient so far), the gates read where they lie in a larger table (`gate_table`), with and
+/// without a base repeated along the rows. Views that overlap or run past their table, stacks of
+/// other widths and a base that does not divide a row are refused.
 fn t_gated_sum<B: Backend>(b: &B, r: &mut StdRng) {
     let (n, c, ks) = (4, 2500, [3usize, 1, 5]);
     let stacks: Vec<HostTensor> = ks.iter().map(|&k| rand_t(r, &[k, c], 1.0)).collect();
@@ -346,7 +347,12 @@ fn t_gated_sum<B: Backend>(b: &B, r: &mut StdRng) {
     let (table, offset, stride, starts) = gate_table(&gates, n);
     let tu = up(b, &table);
     let z = Gates { table: &tu, offset, stride, rows: n };
-    close("gated_sum", &get(b, &b.gated_sum(z, &s_refs).unwrap()), &[n, c], &want, 1e-5);
+    close("gated_sum", &get(b, &b.gated_sum(z, &s_refs, None).unwrap()), &[n, c], &want, 1e-5);
+    // With a base of 500 repeated along each row of 2,500.
+    let base = rand_t(r, &[1, 500], 1.0);
+    let want_base: Vec<f64> = want.iter().enumerate().map(|(e, &v)| v + base.data[(e % c) % 500] as f64).collect();
+    let bu = up(b, &base);
+    close("gated_sum with a base", &get(b, &b.gated_sum(z, &s_refs, Some(&bu)).unwrap()), &[n, c], &want_base, 1e-5);
     // 16 readers with mostly-zero gates, some exactly 1 (a standalone edge model's): the CPU's
     // sparse path.
     let ns = 16;
@@ -376,7 +382,11 @@ fn t_gated_sum<B: Backend>(b: &B, r: &mut StdRng) {
     let (st, so, ss, _) = gate_table(&sparse, ns);
     let stu = up(b, &st);
     let zs = Gates { table: &stu, offset: so, stride: ss, rows: ns };
-    close("gated_sum (sparse gates)", &get(b, &b.gated_sum(zs, &s_refs).unwrap()), &[ns, c], &want_sparse, 1e-5);
+    close("gated_sum (sparse gates)", &get(b, &b.gated_sum(zs, &s_refs, None).unwrap()), &[ns, c], &want_sparse, 1e-5);
+    let row = rand_t(r, &[c], 1.0);
+    let want_row: Vec<f64> = want_sparse.iter().enumerate().map(|(e, &v)| v + row.data[e % c] as f64).collect();
+    let ru = up(b, &row);
+    close("gated_sum (sparse gates) with a row", &get(b, &b.gated_sum(zs, &s_refs, Some(&ru)).unwrap()), &[ns, c], &want_row, 1e-5);
 
     let dy = rand_t(r, &[n, c], 1.0);
     let dyd = d(&dy);
@@ -440,10 +450,12 @@ fn t_gated_sum<B: Backend>(b: &B, r: &mut StdRng) {
         Err(Error::Backend(m)) => assert!(m.contains("gated_sum") && m.contains(says), "{what}: {m}"),
         other => panic!("{what}: {:?}", other.map(|_| ())),
     };
-    refused(b.gated_sum(Gates { offset: offset + 9, ..z }, &s_refs), "a view past its table", "run past");
-    refused(b.gated_sum(Gates { stride: 8, ..z }, &s_refs), "rows that overlap", "overlap");
+    refused(b.gated_sum(Gates { offset: offset + 9, ..z }, &s_refs, None), "a view past its table", "run past");
+    refused(b.gated_sum(Gates { stride: 8, ..z }, &s_refs, None), "rows that overlap", "overlap");
+    let uneven = up(b, &rand_t(r, &[1, 300], 1.0));
+    refused(b.gated_sum(z, &s_refs, Some(&uneven)), "a base that does not divide a row", "repeat evenly");
     let narrow = up(b, &rand_t(r, &[2, c - 1], 1.0));
-    refused(b.gated_sum(z, &[s_refs[0], &narrow, s_refs[2]]), "a stack of another width", "group 1");
+    refused(b.gated_sum(z, &[s_refs[0], &narrow, s_refs[2]], None), "a stack of another width", "group 1");
 }
 
 /// gated_sum and its backward at the sizes the GPU kernels split: 20 readers (blocks of 16), groups
@@ -468,7 +480,15 @@ fn t_gated_sum_wide<B: Backend>(b: &B, r: &mut StdRng) {
     let (table, offset, stride, starts) = gate_table(&gates, n);
     let tu = up(b, &table);
     let z = Gates { table: &tu, offset, stride, rows: n };
-    close("wide gated_sum", &get(b, &b.gated_sum(z, &s_refs).unwrap()), &[n, c], &want, 1e-5);
+    close("wide gated_sum", &get(b, &b.gated_sum(z, &s_refs, None).unwrap()), &[n, c], &want, 1e-5);
+    // A base of one element, on every entry.
+    let one = rand_t(r, &[1], 1.0);
+    let want_one: Vec<f64> = want.iter().map(|&v| v + one.data[0] as f64).collect();
+    close("wide gated_sum with a base", &get(b, &b.gated_sum(z, &s_refs, Some(&up(b, &one))).unwrap()), &[n, c], &want_one, 1e-5);
+    // Only an empty group: the base alone.
+    let empty = &s_refs[1..2];
+    let alone = b.gated_sum(Gates { offset: offset + starts[1], ..z }, empty, Some(&up(b, &one))).unwrap();
+    close("gated_sum of an empty group with a base", &get(b, &alone), &[n, c], &vec![one.data[0] as f64; n * c], 0.0);
     let dy = rand_t(r, &[n, c], 1.0);
     let dyd = d(&dy);
     let prior = rand_t(r, &[ks[0], c], 1.0);

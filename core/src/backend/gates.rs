@@ -48,6 +48,14 @@ impl GatedShapes {
     }
 }
 
+/// Checks that `gated_sum`'s `base` of `len` elements repeats evenly along a row of `c`.
+pub(crate) fn check_base(op: &str, len: usize, c: usize) -> Result<()> {
+    if len == 0 || !c.is_multiple_of(len) {
+        return Err(Error::Backend(format!("{op}: a base of {len} elements does not repeat evenly along rows of {c}")));
+    }
+    Ok(())
+}
+
 /// Checks a view of a table of `table_len` elements against the stacks (each viewed as
 /// `[k_g, C]`, `tensor::rows_cols`): the stacks share C, the view's rows do not overlap
 /// (`K ≤ stride` for more than one row) and lie inside the table. An `Error::Backend` naming `op`.
@@ -110,5 +118,7 @@ mod tests {
         // One row may be as wide as it likes within the table; no rows read nothing.
         assert!(gated_shapes("t", 5, 0, 1, 1, &[&s1, &s2]).is_ok());
         assert!(gated_shapes("t", 0, 0, 0, 0, &[&s1]).is_ok());
+        assert!(check_base("t", 5, 10).is_ok() && check_base("t", 10, 10).is_ok());
+        assert!(check_base("t", 3, 10).is_err() && check_base("t", 0, 10).is_err() && check_base("t", 20, 10).is_err());
     }
 }

@@ -12,7 +12,7 @@ mod precision;
 pub mod wgpu;
 
 pub use gates::Gates;
-pub(crate) use gates::{gated_shapes, GatedShapes};
+pub(crate) use gates::{check_base, gated_shapes, GatedShapes};
 pub use precision::Precision;
 
 use crate::{HostTensor, Result};
@@ -141,8 +141,10 @@ pub trait Backend {
     /// The edge forward's mixing: `out [n, C] = Σ_g Z_g · stacks_g` with `stacks_g [k_g, C]` (a
     /// group of writers' outputs) and `Z_g [n, k_g]` their readers' gates, group g's columns of the
     /// view `gates` (`Z = gates`, `[n, Σ_g k_g]`): `Z` times the stacks joined as rows, never
-    /// joined.
-    fn gated_sum(&self, gates: Gates<'_, Self::Tensor>, stacks: &[&Self::Tensor]) -> Result<Self::Tensor>;
+    /// joined; plus `base` (L elements, L dividing C) repeated along every row,
+    /// `out[i, c] += base[c mod L]` (the readers' Σ a_w: `[1, d]` on every row of `[rows·d]`).
+    fn gated_sum(&self, gates: Gates<'_, Self::Tensor>, stacks: &[&Self::Tensor], base: Option<&Self::Tensor>)
+        -> Result<Self::Tensor>;
 
     // Backward ops: gradients with respect to activations only (weights are frozen). Each takes
     // what its forward took plus `dy`, the gradient of the loss with respect to the forward's

@@ -20,7 +20,7 @@ use rayon::prelude::*;
 use super::matmul::{gemm_on, Rhs};
 use super::vector::dot;
 use super::{check, CpuBackend, CpuTensor};
-use crate::backend::{gated_shapes, GatedShapes, Gates};
+use crate::backend::{check_base, gated_shapes, GatedShapes, Gates};
 use crate::Result;
 
 /// Columns per block: W = 300 packed rows of a block are 2.4 MiB.
@@ -104,19 +104,38 @@ fn pack(stacks: &[&CpuTensor], rows: &[(usize, usize)], c: usize, c0: usize, c1:
     p
 }
 
-pub fn gated_sum(be: &CpuBackend, gates: Gates<'_, CpuTensor>, stacks: &[&CpuTensor]) -> Result<CpuTensor> {
+/// `out[j] = base[(c0 + j) mod L]` (a block of a row from column c0), or 0 without a base.
+fn base_fill(out: &mut [f32], base: Option<&[f32]>, c0: usize) {
+    let Some(b) = base else {
+        out.fill(0.0);
+        return;
+    };
+    let (mut j, mut p) = (0, c0 % b.len());
+    while j < out.len() {
+        let take = (b.len() - p).min(out.len() - j);
+        out[j..j + take].copy_from_slice(&b[p..p + take]);
+        j += take;
+        p = 0;
+    }
+}
+
+pub fn gated_sum(be: &CpuBackend, gates: Gates<'_, CpuTensor>, stacks: &[&CpuTensor], base: Option<&CpuTensor>) -> Result<CpuTensor> {
     let sh = shapes("gated_sum", gates, stacks)?;
     let (n, c) = (sh.n, sh.c);
+    if let Some(b) = base {
+        check_base("gated_sum", b.0.data.len(), c)?;
+    }
+    let base = base.map(|b| b.0.data.as_slice());
     let (rows, z) = gather(gates, &sh, false, true);
     let mut out = be.out(n * c);
-    if rows.is_empty() {
-        out.fill(0.0);
+    if rows.is_empty() || c == 0 {
+        out.chunks_mut(c.max(1)).for_each(|row| base_fill(row, base, 0));
         return Ok(CpuBackend::wrap(vec![n, c], out));
     }
     let w_all = rows.len();
     let dst = Out(out.as_mut_ptr());
     if z.iter().filter(|&&v| v != 0.0).count() * SPARSE < z.len() {
-        sparse_sum(dst, stacks, &rows, &z, n, c);
+        sparse_sum(dst, stacks, &rows, &z, n, c, base);
         return Ok(CpuBackend::wrap(vec![n, c], out));
     }
     if IN_PLACE && w_all == sh.width() {
@@ -124,13 +143,19 @@ pub fn gated_sum(be: &CpuBackend, gates: Gates<'_, CpuTensor>, stacks: &[&CpuTen
         // the output's block (which stays in cache across the groups), with no packed copy.
         (0..c.div_ceil(BLOCK)).into_par_iter().for_each(|b| {
             let (c0, c1) = (b * BLOCK, ((b + 1) * BLOCK).min(c));
+            if base.is_some() {
+                for i in 0..n {
+                    // SAFETY: row i's columns c0..c1 of the [n, c] output; blocks own disjoint columns.
+                    base_fill(unsafe { dst.slice(i * c + c0, c1 - c0) }, base, c0);
+                }
+            }
             for (g, (&k, &at0)) in sh.ks.iter().zip(&sh.starts).enumerate() {
                 let rhs = if k == 0 { &[][..] } else { &stacks[g].0.data[c0..] };
                 // Group g's gates where they lie in the table, rows `stride` apart.
                 let lhs = &gates.table.0.data[gates.offset + at0..];
                 // SAFETY: rows i < n of the [n, c] output, this block's columns c0..c1 (blocks own
                 // disjoint columns); an empty group writes 0 where it comes first.
-                unsafe { gemm_raw(dst.at(c0), c, g > 0, lhs, gates.stride, rhs, c, 1, n, c1 - c0, k) };
+                unsafe { gemm_raw(dst.at(c0), c, g > 0 || base.is_some(), lhs, gates.stride, rhs, c, 1, n, c1 - c0, k) };
             }
         });
         return Ok(CpuBackend::wrap(vec![n, c], out));
@@ -143,7 +168,14 @@ pub fn gated_sum(be: &CpuBackend, gates: Gates<'_, CpuTensor>, stacks: &[&CpuTen
         gemm_on(&mut local, &z, &packed, n, w_all, w, false, Rhs::Plain, false);
         for i in 0..n {
             // SAFETY: row i's columns c0..c1 of an [n, c] buffer; blocks own disjoint columns.
-            unsafe { dst.put(i * c + c0, &local[i * w..(i + 1) * w]) };
+            unsafe {
+                if base.is_some() {
+                    base_fill(dst.slice(i * c + c0, w), base, c0);
+                    dst.add(i * c + c0, &local[i * w..(i + 1) * w]);
+                } else {
+                    dst.put(i * c + c0, &local[i * w..(i + 1) * w]);
+                }
+            }
         }
     });
     Ok(CpuBackend::wrap(vec![n, c], out))
@@ -232,14 +264,14 @@ const SPARSE: usize = 4;
 
 /// `out[i] = Σ_{j: z_ij ≠ 0} z_ij · stack row j`, a column block at a time so each row's block
 /// stays in cache while its readers add it; no packing.
-fn sparse_sum(dst: Out, stacks: &[&CpuTensor], rows: &[(usize, usize)], z: &[f32], n: usize, c: usize) {
+fn sparse_sum(dst: Out, stacks: &[&CpuTensor], rows: &[(usize, usize)], z: &[f32], n: usize, c: usize, base: Option<&[f32]>) {
     let w_all = rows.len();
     (0..c.div_ceil(BLOCK)).into_par_iter().for_each(|b| {
         let (c0, c1) = (b * BLOCK, ((b + 1) * BLOCK).min(c));
         for i in 0..n {
             // SAFETY: row i's columns c0..c1 of the [n, c] output; blocks own disjoint columns.
             let out = unsafe { dst.slice(i * c + c0, c1 - c0) };
-            out.fill(0.0);
+            base_fill(out, base, c0);
             for (j, &(g, r)) in rows.iter().enumerate() {
                 let zij = z[i * w_all + j];
                 if zij == 0.0 {

@@ -211,8 +211,8 @@ impl Backend for CpuBackend {
     fn log_softmax(&self, x: &CpuTensor) -> Result<CpuTensor> {
         norms::log_softmax(self, x)
     }
-    fn gated_sum(&self, gates: Gates<'_, CpuTensor>, stacks: &[&CpuTensor]) -> Result<CpuTensor> {
-        gated_sum::gated_sum(self, gates, stacks)
+    fn gated_sum(&self, gates: Gates<'_, CpuTensor>, stacks: &[&CpuTensor], base: Option<&CpuTensor>) -> Result<CpuTensor> {
+        gated_sum::gated_sum(self, gates, stacks, base)
     }
     fn gated_sum_backward(&self, gates: Gates<'_, CpuTensor>, stacks: &[&CpuTensor], dy: &CpuTensor, acc: Vec<Option<CpuTensor>>,
         sampled: bool) -> Result<(CpuTensor, Vec<CpuTensor>)> {

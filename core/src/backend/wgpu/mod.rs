@@ -414,8 +414,8 @@ impl Backend for WgpuBackend {
         dy: &GpuTensor) -> Result<(GpuTensor, GpuTensor)> {
         self.op_mix_backward(x, mask, mask_rows, abl, abl_rows, dy)
     }
-    fn gated_sum(&self, gates: Gates<'_, GpuTensor>, stacks: &[&GpuTensor]) -> Result<GpuTensor> {
-        self.op_gated_sum(gates, stacks)
+    fn gated_sum(&self, gates: Gates<'_, GpuTensor>, stacks: &[&GpuTensor], base: Option<&GpuTensor>) -> Result<GpuTensor> {
+        self.op_gated_sum(gates, stacks, base)
     }
     fn gated_sum_backward(&self, gates: Gates<'_, GpuTensor>, stacks: &[&GpuTensor], dy: &GpuTensor, acc: Vec<Option<GpuTensor>>,
         _sampled: bool) -> Result<(GpuTensor, Vec<GpuTensor>)> {

@@ -24,8 +24,9 @@ struct Grads<T> {
 impl<T: Clone> Grads<T> {
     /// Rows `i0..i0 + n` of gate table `t` (readers `t.r0 + i0..`) with input gradient
     /// `dx [n, rows·d]`, on groups `gs` of those the table holds.
-    fn reader<B: Backend<Tensor = T>>(&mut self, be: &B, groups: &[Group<T>], t: &GateTable<T>, i0: usize, n: usize,
-        gs: Range<usize>, dx: &T) -> Result<()> {
+    fn reader<B: Backend<Tensor = T>>(&mut self, be: &B, groups: &[Group<T>], t: &GateTable<T>, i0: usize, gs: Range<usize>,
+        dx: &T) -> Result<()> {
+        let n = be.shape(dx)[0];
         let stacks: Vec<&T> = groups[gs.clone()].iter().map(|g| &g.stack).collect();
         let acc: Vec<Option<T>> = gs.clone().map(|gi| self.stacks[gi].take()).collect();
         let (dz, ds) = be.gated_sum_backward(t.view(i0, n, gs.start), &stacks, dx, acc, self.sampled)?;
@@ -73,7 +74,7 @@ impl<B: Backend> Model<B> {
         let dlast = self.norm_bwd(be, &tape.last, &w.ln_f_w, &dhf)?;
         let dx = be.scatter_rows(&dlast, &tape.at, n_rows)?;
         let t = &tape.logits_gates;
-        g.reader(be, groups, t, 0, 1, 0..t.cols.len() - 1, &flat(&dx, 1)?)?;
+        g.reader(be, groups, t, 0, 0..t.cols.len() - 1, &flat(&dx, 1)?)?;
 
         let s = head_shape(self, batch);
         // A fused MLP reader's input gradient, mixed back with its layer's heads' readers'.
@@ -97,10 +98,10 @@ impl<B: Backend> Model<B> {
                     // The heads' group now (the last row of the heads' readers' table); the groups
                     // before it with the heads' readers.
                     (Some(a), _) => {
-                        g.reader(be, groups, &a.gates, t.r - a.r0, 1, a.group..a.group + 1, &dx)?;
+                        g.reader(be, groups, &a.gates, t.r - a.r0, a.group..a.group + 1, &dx)?;
                         mlp_dx = Some(dx);
                     }
-                    (None, Some(own)) => g.reader(be, groups, own, 0, 1, 0..own.cols.len() - 1, &dx)?,
+                    (None, Some(own)) => g.reader(be, groups, own, 0, 0..own.cols.len() - 1, &dx)?,
                     (None, None) => return Err(Error::Backend(format!("edge backward: layer {l}'s MLP reader has no gates"))),
                 }
             }
@@ -149,7 +150,7 @@ impl<B: Backend> Model<B> {
                 };
                 // The groups before the heads' (a fused MLP reader's table also holds theirs).
                 let read = t.gates.cols.len() - 1 - t.fused as usize;
-                g.reader(be, groups, &t.gates, 0, be.shape(&dx)[0], 0..read, &dx)?;
+                g.reader(be, groups, &t.gates, 0, 0..read, &dx)?;
             }
         }
 
@@ -158,14 +159,14 @@ impl<B: Backend> Model<B> {
         let host = be.read_many(&refs).await?;
         let mut grad = vec![0.0f32; lay.n_edges()];
         for ((r0, n, gs, _), h) in g.blocks.iter().zip(&host) {
-            let width: usize = groups[gs.clone()].iter().map(Group::cols).sum();
+            let width: usize = groups[gs.clone()].iter().map(|g| g.n).sum();
             let mut c0 = 0;
             for grp in &groups[gs.clone()] {
                 for i in 0..*n {
                     let at = lay.first[r0 + i] + grp.first;
                     grad[at..at + grp.n].copy_from_slice(&h.data[i * width + c0..i * width + c0 + grp.n]);
                 }
-                c0 += grp.cols();
+                c0 += grp.n;
             }
         }
         let rest = host[g.blocks.len()..].to_vec();

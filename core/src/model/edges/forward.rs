@@ -16,37 +16,31 @@ use crate::model::pack::Pack;
 use crate::model::Arch;
 use crate::{Error, HostTensor, Result};
 
-/// A group of consecutive writers: `stack [n (+ 1), rows·d]` of h_w − a_w (and Σ a_w).
+/// A group of consecutive writers: `stack [n, rows·d]` of h_w − a_w, and with values their
+/// Σ a_w (in the values' shape: `[1, d]` or `[rows, d]`), which every reader of the group adds.
 pub(super) struct Group<T> {
     pub first: usize,
     pub n: usize,
     pub stack: T,
-    pub has_sum: bool,
+    sum: Option<T>,
 }
 
 impl<T> Group<T> {
-    pub fn cols(&self) -> usize {
-        self.n + self.has_sum as usize
-    }
-
     fn span(&self) -> Span {
-        Span { first: self.first, n: self.n, has_sum: self.has_sum }
+        Span { first: self.first, n: self.n }
     }
 }
 
-/// A group's writers `first..first + n` (and a sum row), as a gate table lays it out before the
-/// group exists.
+/// A group's writers `first..first + n`, as a gate table lays it out before the group exists.
 #[derive(Clone, Copy, PartialEq, Debug)]
 struct Span {
     first: usize,
     n: usize,
-    has_sum: bool,
 }
 
 /// The gates of readers `r0..r0 + n` on groups `0..cols.len() − 1`, uploaded once for the forward
-/// and its backward: `table [n, width]`, row i reader r0 + i's, group g's columns from `cols[g]`
-/// (its writers' gates, then 1 for its sum row; 0 where the reader does not read the group), and
-/// `cols`' last entry the width.
+/// and its backward: `table [n, width]`, row i reader r0 + i's, group g's writers' gates from
+/// column `cols[g]` (0 where the reader does not read the group), and `cols`' last entry the width.
 pub(super) struct GateTable<T> {
     pub r0: usize,
     pub cols: Vec<usize>,
@@ -153,6 +147,8 @@ impl<B: Backend> Model<B> {
         let values = values.map(|v| v.iter().map(|a| pack.gather_cyclic(be, a)).collect::<Result<Vec<_>>>()).transpose()?;
         let value = |i: usize| values.as_ref().map(|v| &v[i]);
         let mut groups: Vec<Group<B::Tensor>> = Vec::new();
+        // Σ a_w over the writers of groups 0..=g: what a reader of those groups adds.
+        let mut sums: Vec<Option<B::Tensor>> = Vec::new();
         let mut captured = Vec::new();
         let (mut attn_tapes, mut mlp_tapes) = (Vec::new(), Vec::new());
 
@@ -161,7 +157,7 @@ impl<B: Backend> Model<B> {
         if let Some(wpe) = &w.wpe {
             emb.push(be.gather_rows(wpe, &pack.select(&batch.positions()))?);
         }
-        groups.push(group(be, &k, 0, &emb, value, n_rows, d)?);
+        push_group(be, &mut groups, &mut sums, group(be, &k, 0, &emb, value, n_rows, d)?)?;
         if capture {
             for h in emb {
                 captured.push(pack.scatter(be, &h)?);
@@ -185,12 +181,13 @@ impl<B: Backend> Model<B> {
                 let read = n_read(lay, &groups, reader)?;
                 let mut spans: Vec<Span> = groups[..read].iter().map(Group::span).collect();
                 // The heads' group to come, whose gates only the fused MLP reader's row holds.
-                let heads_span = Span { first: groups.last().map_or(0, |g| g.first + g.n), n: nq, has_sum: values.is_some() };
+                let heads_span = Span { first: groups.last().map_or(0, |g| g.first + g.n), n: nq };
                 if fused {
                     spans.push(heads_span);
                 }
                 let table = gate_table(be, lay, &spans, gates, reader, n + fused as usize)?;
-                let xs = reader_inputs(be, bias, &k, &groups[..read], table.view(0, n + fused as usize, 0), reader, n_rows, d)?;
+                let xs = reader_inputs(be, bias, &k, &groups[..read], sums[read - 1].as_ref(), table.view(0, n + fused as usize, 0), reader,
+                    n_rows, d)?;
                 let x = if fused {
                     mlp_part = Some(be.gather_rows(&xs, &block(n, n_rows))?);
                     be.gather_rows(&xs, &(0..(n * n_rows) as u32).collect::<Vec<_>>())?
@@ -223,7 +220,7 @@ impl<B: Backend> Model<B> {
                     qs.push(q);
                     ps.push(p);
                 }
-                groups.push(group(be, &k, heads_span.first, &outs, value, n_rows, d)?);
+                push_group(be, &mut groups, &mut sums, group(be, &k, heads_span.first, &outs, value, n_rows, d)?)?;
                 if groups.last().map(Group::span) != Some(heads_span) {
                     return Err(Error::Backend(format!("edge forward: layer {l}'s heads' group is not the one its gates were laid out for")));
                 }
@@ -241,14 +238,15 @@ impl<B: Backend> Model<B> {
                     // last row of their table, on its last group.
                     Some(part) => {
                         let (heads, t) = (groups.len() - 1, attn_tapes[l].as_ref().expect("the heads' tape"));
-                        let add = be.gated_sum(t.gates.view(nq + 2 * nkv, 1, heads), &[&groups[heads].stack])?;
+                        let g = &groups[heads];
+                        let add = be.gated_sum(t.gates.view(nq + 2 * nkv, 1, heads), &[&g.stack], g.sum.as_ref())?;
                         (be.add(&part, &be.concat(&[&add], vec![n_rows, d])?)?, None)
                     }
                     None => {
                         let read = n_read(lay, &groups, reader)?;
                         let spans: Vec<Span> = groups[..read].iter().map(Group::span).collect();
                         let table = gate_table(be, lay, &spans, gates, reader, 1)?;
-                        (reader_inputs(be, bias, &k, &groups[..read], table.view(0, 1, 0), reader, n_rows, d)?, Some(table))
+                        (reader_inputs(be, bias, &k, &groups[..read], sums[read - 1].as_ref(), table.view(0, 1, 0), reader, n_rows, d)?, Some(table))
                     }
                 };
                 let h2 = self.norm_fwd(be, &x, &lw.ln2_w, lw.ln2_b.as_ref())?;
@@ -262,7 +260,7 @@ impl<B: Backend> Model<B> {
                 };
                 let out = be.matmul(&act, &lw.w_down, lw.b_down.as_ref())?;
                 let first = groups.last().map_or(0, |g| g.first + g.n);
-                groups.push(group(be, &k, first, std::slice::from_ref(&out), value, n_rows, d)?);
+                push_group(be, &mut groups, &mut sums, group(be, &k, first, std::slice::from_ref(&out), value, n_rows, d)?)?;
                 if capture {
                     captured.push(pack.scatter(be, &out)?);
                 }
@@ -276,7 +274,7 @@ impl<B: Backend> Model<B> {
         let read = n_read(lay, &groups, reader)?;
         let spans: Vec<Span> = groups[..read].iter().map(Group::span).collect();
         let logits_gates = gate_table(be, lay, &spans, gates, reader, 1)?;
-        let x = reader_inputs(be, bias, &k, &groups[..read], logits_gates.view(0, 1, 0), reader, n_rows, d)?;
+        let x = reader_inputs(be, bias, &k, &groups[..read], sums[read - 1].as_ref(), logits_gates.view(0, 1, 0), reader, n_rows, d)?;
         let (at, asked) = locate(&pack, rows);
         let last = be.gather_rows(&x, &at)?;
         let hf = self.norm_fwd(be, &last, &w.ln_f_w, w.ln_f_b.as_ref())?;
@@ -331,15 +329,15 @@ fn block(i: usize, n: usize) -> Vec<u32> {
     (i * n..(i + 1) * n).map(|r| r as u32).collect()
 }
 
-/// The group of writers `first..first + outs.len()`: their h_w − a_w stacked as rows, and a last
-/// row of Σ a_w when there are values.
+/// The group of writers `first..first + outs.len()`: their h_w − a_w stacked as rows, and with
+/// values their Σ a_w.
 fn group<'a, B: Backend>(be: &B, k: &Consts<B::Tensor>, first: usize, outs: &[B::Tensor],
     value: impl Fn(usize) -> Option<&'a B::Tensor>, n_rows: usize, d: usize) -> Result<Group<B::Tensor>>
 where
     B::Tensor: 'a,
 {
     let n = outs.len();
-    let mut rows: Vec<B::Tensor> = Vec::with_capacity(n + 1);
+    let mut rows: Vec<B::Tensor> = Vec::with_capacity(n);
     let mut sum: Option<B::Tensor> = None;
     for (i, h) in outs.iter().enumerate() {
         match value(first + i) {
@@ -349,19 +347,28 @@ where
                 let minus_a = be.mix(a, &k.minus, RowMap::SHARED, &k.zero, RowMap::SHARED)?;
                 let minus_a = be.mix(h, &k.zero, RowMap::SHARED, &minus_a, RowMap::SHARED)?;
                 rows.push(be.add(h, &minus_a)?);
-                let a_rows = be.mix(h, &k.zero, RowMap::SHARED, a, RowMap::SHARED)?;
                 sum = Some(match sum {
-                    None => a_rows,
-                    Some(s) => be.add(&s, &a_rows)?,
+                    None => a.clone(),
+                    Some(s) => be.add(&s, a)?,
                 });
             }
         }
     }
-    let has_sum = sum.is_some();
-    rows.extend(sum);
     let refs: Vec<&B::Tensor> = rows.iter().collect();
-    let stack = be.concat(&refs, vec![rows.len(), n_rows * d])?;
-    Ok(Group { first, n, stack, has_sum })
+    let stack = be.concat(&refs, vec![n, n_rows * d])?;
+    Ok(Group { first, n, stack, sum })
+}
+
+/// Appends `g` to the groups, and to `sums` the Σ a_w of every group so far.
+fn push_group<B: Backend>(be: &B, groups: &mut Vec<Group<B::Tensor>>, sums: &mut Vec<Option<B::Tensor>>, g: Group<B::Tensor>)
+    -> Result<()> {
+    let so_far = match (sums.last().cloned().flatten(), &g.sum) {
+        (Some(a), Some(b)) => Some(be.add(&a, b)?),
+        (a, b) => a.or_else(|| b.clone()),
+    };
+    sums.push(so_far);
+    groups.push(g);
+    Ok(())
 }
 
 /// How many groups reader `r` reads: the groups up to its last writer (readers read prefixes that
@@ -382,7 +389,7 @@ fn gate_table<B: Backend>(be: &B, lay: &EdgeLayout, spans: &[Span], gates: &[f32
     let mut width = 0;
     for s in spans {
         cols.push(width);
-        width += s.n + s.has_sum as usize;
+        width += s.n;
     }
     cols.push(width);
     let mut z = vec![0.0f32; n * width];
@@ -392,26 +399,23 @@ fn gate_table<B: Backend>(be: &B, lay: &EdgeLayout, spans: &[Span], gates: &[f32
             if s.first + s.n > lay.reads[r] {
                 continue; // a group the reader does not read (the fused MLP reader's heads' group)
             }
-            let row = &mut z[i * width + c0..i * width + c0 + s.n + s.has_sum as usize];
             let at = lay.first[r] + s.first;
-            row[..s.n].copy_from_slice(&gates[at..at + s.n]);
-            if s.has_sum {
-                row[s.n] = 1.0;
-            }
+            z[i * width + c0..i * width + c0 + s.n].copy_from_slice(&gates[at..at + s.n]);
         }
     }
     Ok(GateTable { r0, cols, table: be.upload(&HostTensor::new(vec![n, width], z))? })
 }
 
 /// The inputs of the readers of `gates` (rows of a table, from reader r0 on), `[n·rows, d]`: the
-/// products of their gates with the stacks of `groups`, summed, plus `bias` (a standalone model's
-/// constants).
+/// products of their gates with the stacks of `groups`, summed, plus `sum` (the groups' Σ a_w)
+/// and `bias` (a standalone model's constants).
 #[allow(clippy::too_many_arguments)]
 fn reader_inputs<B: Backend>(be: &B, bias: Option<&B::Tensor>, k: &Consts<B::Tensor>, groups: &[Group<B::Tensor>],
-    gates: Gates<'_, B::Tensor>, r0: usize, n_rows: usize, d: usize) -> Result<B::Tensor> {
+    sum: Option<&B::Tensor>, gates: Gates<'_, B::Tensor>, r0: usize, n_rows: usize, d: usize) -> Result<B::Tensor> {
     let n = gates.rows;
     let stacks: Vec<&B::Tensor> = groups.iter().map(|g| &g.stack).collect();
-    let x = be.gated_sum(gates, &stacks)?;
+    // Σ a_w (`[1, d]` or `[rows, d]`) repeats along each reader's row of `[rows·d]`.
+    let x = be.gated_sum(gates, &stacks, sum)?;
     let x = be.concat(&[&x], vec![n * n_rows, d])?;
     match bias {
         None => Ok(x),

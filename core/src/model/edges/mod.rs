@@ -13,11 +13,14 @@
 //! values the two agree.)
 //!
 //! The mixing is matrix products: writers come in groups (the embeddings; a layer's heads; a layer's
-//! MLP), each group a stack `[n, rows·d]` of its h_w − a_w plus one row of its Σ a_w, and the
-//! readers of a layer take `gates [readers, n + 1] · stack` summed over the groups they read. A
-//! layer's MLP reader reads what its heads' readers read and then the heads' group, so it joins
-//! their product with one more row of gates and adds the heads' group after (`AttnTape::fused`):
-//! each layer streams the stacks once, in the forward and in the backward.
+//! MLP), each group a stack `[n, rows·d]` of its h_w − a_w, and the readers of a layer take
+//! `gates [readers, n] · stack` summed over the groups they read, plus the Σ a_w of those groups
+//! (`[1, d]`, or one row per row), which `gated_sum` adds along each reader's rows as it writes
+//! them. A call's gates on all its groups are one table, uploaded once (`GateTable`) and read in
+//! place by the forward's products and by the backward's (`backend::Gates`). A layer's MLP reader
+//! reads what its heads' readers read and then the heads' group, so it joins their product with
+//! one more row of gates and adds the heads' group after (`AttnTape::fused`): each layer streams
+//! the stacks once, in the forward and in the backward.
 
 mod backward;
 mod forward;
