@@ -64,6 +64,9 @@ impl<B: Backend> Backend for Timed<B> {
     fn set_submit_every(&self, dispatches: usize) -> bool {
         self.inner.set_submit_every(dispatches)
     }
+    fn staged_upload_bytes(&self) -> Option<usize> {
+        self.inner.staged_upload_bytes()
+    }
     fn packs_rows(&self) -> bool {
         self.inner.packs_rows()
     }

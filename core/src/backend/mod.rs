@@ -65,6 +65,13 @@ pub trait Backend {
         None
     }
 
+    /// The largest upload, in bytes, that the backend stages with a step's other small data
+    /// instead of creating a device buffer for it (wgpu); None where uploads create nothing.
+    /// Per-step data over it can go up in row-chunks joined by `concat`.
+    fn staged_upload_bytes(&self) -> Option<usize> {
+        None
+    }
+
     /// Where work is recorded and submitted to a device queue (wgpu): also submit it every
     /// `dispatches` dispatches (0: only at reads, the default), and return true. False elsewhere.
     /// For benchmarks that put the two side by side.

@@ -290,6 +290,10 @@ impl Backend for WgpuBackend {
         Some(self.pool.created())
     }
 
+    fn staged_upload_bytes(&self) -> Option<usize> {
+        Some(readback::SMALL_UPLOAD.min(self.limit() as usize))
+    }
+
     fn packs_rows(&self) -> bool {
         self.pack_rows.load(Ordering::Relaxed)
     }

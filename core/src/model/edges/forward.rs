@@ -403,7 +403,47 @@ fn gate_table<B: Backend>(be: &B, lay: &EdgeLayout, spans: &[Span], gates: &[f32
             z[i * width + c0..i * width + c0 + s.n].copy_from_slice(&gates[at..at + s.n]);
         }
     }
-    Ok(GateTable { r0, cols, table: be.upload(&HostTensor::new(vec![n, width], z))? })
+    let table = upload_staged(be, &HostTensor::new(vec![n, width], z), be.staged_upload_bytes())?;
+    Ok(GateTable { r0, cols, table })
+}
+
+/// `t [rows, cols]` uploaded whole, or where it is over `limit` bytes, in chunks of rows of at most
+/// that (at least a row each) joined on the device: a step's data that a GPU backend stages
+/// instead of creating a buffer for it each step.
+fn upload_staged<B: Backend>(be: &B, t: &HostTensor, limit: Option<usize>) -> Result<B::Tensor> {
+    let (rows, cols) = t.rows_cols();
+    let Some(limit) = limit.filter(|&l| t.data.len() * 4 > l && rows > 1) else {
+        return be.upload(t);
+    };
+    let per = (limit / (cols * 4).max(1)).max(1);
+    let parts = (0..rows)
+        .step_by(per)
+        .map(|r0| {
+            let r1 = (r0 + per).min(rows);
+            be.upload(&HostTensor::new(vec![r1 - r0, cols], t.data[r0 * cols..r1 * cols].to_vec()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let refs: Vec<&B::Tensor> = parts.iter().collect();
+    be.concat(&refs, t.shape.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::CpuBackend;
+
+    #[test]
+    fn a_large_table_goes_up_in_chunks_of_rows() {
+        let be = CpuBackend::new();
+        let t = HostTensor::new(vec![7, 5], (0..35).map(|v| v as f32).collect());
+        // 2 rows a chunk (40 bytes of 20-byte rows, and 44 rounds down), a row a chunk where the
+        // limit is under a row, whole where it fits.
+        for limit in [Some(40), Some(44), Some(8), Some(140), None] {
+            let got = pollster::block_on(be.read(&upload_staged(&be, &t, limit).unwrap())).unwrap();
+            assert_eq!(got.shape, t.shape, "{limit:?}");
+            assert_eq!(got.data, t.data, "{limit:?}");
+        }
+    }
 }
 
 /// The inputs of the readers of `gates` (rows of a table, from reader r0 on), `[n·rows, d]`: the
