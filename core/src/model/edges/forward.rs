@@ -427,24 +427,6 @@ fn upload_staged<B: Backend>(be: &B, t: &HostTensor, limit: Option<usize>) -> Re
     be.concat(&refs, t.shape.clone())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::backend::cpu::CpuBackend;
-
-    #[test]
-    fn a_large_table_goes_up_in_chunks_of_rows() {
-        let be = CpuBackend::new();
-        let t = HostTensor::new(vec![7, 5], (0..35).map(|v| v as f32).collect());
-        // 2 rows a chunk (40 bytes of 20-byte rows, and 44 rounds down), a row a chunk where the
-        // limit is under a row, whole where it fits.
-        for limit in [Some(40), Some(44), Some(8), Some(140), None] {
-            let got = pollster::block_on(be.read(&upload_staged(&be, &t, limit).unwrap())).unwrap();
-            assert_eq!(got.shape, t.shape, "{limit:?}");
-            assert_eq!(got.data, t.data, "{limit:?}");
-        }
-    }
-}
 
 /// The inputs of the readers of `gates` (rows of a table, from reader r0 on), `[n·rows, d]`: the
 /// products of their gates with the stacks of `groups`, summed, plus `sum` (the groups' Σ a_w)
@@ -465,6 +447,25 @@ fn reader_inputs<B: Backend>(be: &B, bias: Option<&B::Tensor>, k: &Consts<B::Ten
             let b = be.gather_rows(b, &rows)?;
             let spread = be.mix(&x, &k.zero, RowMap::SHARED, &b, RowMap { div: n_rows })?;
             be.add(&x, &spread)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::CpuBackend;
+
+    #[test]
+    fn a_large_table_goes_up_in_chunks_of_rows() {
+        let be = CpuBackend::new();
+        let t = HostTensor::new(vec![7, 5], (0..35).map(|v| v as f32).collect());
+        // 2 rows a chunk (40 bytes of 20-byte rows, and 44 rounds down), a row a chunk where the
+        // limit is under a row, whole where it fits.
+        for limit in [Some(40), Some(44), Some(8), Some(140), None] {
+            let got = pollster::block_on(be.read(&upload_staged(&be, &t, limit).unwrap())).unwrap();
+            assert_eq!(got.shape, t.shape, "{limit:?}");
+            assert_eq!(got.data, t.data, "{limit:?}");
         }
     }
 }
