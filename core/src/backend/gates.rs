@@ -22,13 +22,6 @@ impl<T> Clone for Gates<'_, T> {
 }
 impl<T> Copy for Gates<'_, T> {}
 
-impl<'a, T> Gates<'a, T> {
-    /// All of a `[rows, cols]` table.
-    pub fn whole(table: &'a T, rows: usize, cols: usize) -> Self {
-        Gates { table, offset: 0, stride: cols, rows }
-    }
-}
-
 /// The shapes `gated_sum` (and its backward) work on, checked.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct GatedShapes {
