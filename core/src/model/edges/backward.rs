@@ -15,7 +15,7 @@ use std::ops::Range;
 /// Gradients gathered on the way down: each group's stack, and the gate blocks to read back.
 struct Grads<T> {
     stacks: Vec<Option<T>>,
-    /// (first reader, readers, groups, `dgates [readers, Σ cols of the groups]`).
+    /// (first reader, readers, groups, `dgates [readers, the groups' writers]`).
     blocks: Vec<(usize, usize, Range<usize>, T)>,
     /// The gates are hard-concrete samples (see `Model::edge_backward`).
     sampled: bool,
@@ -47,8 +47,9 @@ impl<T: Clone> Grads<T> {
 impl<B: Backend> Model<B> {
     /// The gradient of a loss with respect to every edge gate (in the layout's order) at the gates
     /// the tape's forward ran with, given `dlogits`, its gradient with respect to `tape.logits`;
-    /// `also` is read back in the same read. With `sampled` those gates are hard-concrete samples, whose gradient is only needed where
-    /// they are strictly between 0 and 1 (elsewhere the sample has none): there it may be 0.
+    /// `also` is read back in the same read. With `sampled` those gates are hard-concrete
+    /// samples, whose gradient is only needed where they are strictly between 0 and 1 (elsewhere
+    /// the sample has none): there it may be 0.
     #[allow(clippy::too_many_arguments)]
     pub async fn edge_backward(&self, be: &B, ew: &EdgeWeights<B::Tensor>, batch: &Batch, tape: EdgeTape<B::Tensor>,
         sampled: bool, dlogits: &B::Tensor, also: &[&B::Tensor]) -> Result<(Vec<f32>, Vec<HostTensor>)> {
@@ -74,7 +75,7 @@ impl<B: Backend> Model<B> {
         let dlast = self.norm_bwd(be, &tape.last, &w.ln_f_w, &dhf)?;
         let dx = be.scatter_rows(&dlast, &tape.at, n_rows)?;
         let t = &tape.logits_gates;
-        g.reader(be, groups, t, 0, 0..t.cols.len() - 1, &flat(&dx, 1)?)?;
+        g.reader(be, groups, t, 0, 0..t.n_groups(), &flat(&dx, 1)?)?;
 
         let s = head_shape(self, batch);
         // A fused MLP reader's input gradient, mixed back with its layer's heads' readers'.
@@ -101,7 +102,7 @@ impl<B: Backend> Model<B> {
                         g.reader(be, groups, &a.gates, t.r - a.r0, a.group..a.group + 1, &dx)?;
                         mlp_dx = Some(dx);
                     }
-                    (None, Some(own)) => g.reader(be, groups, own, 0, 0..own.cols.len() - 1, &dx)?,
+                    (None, Some(own)) => g.reader(be, groups, own, 0, 0..own.n_groups(), &dx)?,
                     (None, None) => return Err(Error::Backend(format!("edge backward: layer {l}'s MLP reader has no gates"))),
                 }
             }
@@ -149,7 +150,7 @@ impl<B: Backend> Model<B> {
                     None => flat(&dx, n)?,
                 };
                 // The groups before the heads' (a fused MLP reader's table also holds theirs).
-                let read = t.gates.cols.len() - 1 - t.fused as usize;
+                let read = t.gates.n_groups() - t.fused as usize;
                 g.reader(be, groups, &t.gates, 0, 0..read, &dx)?;
             }
         }

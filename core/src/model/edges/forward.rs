@@ -48,6 +48,11 @@ pub(super) struct GateTable<T> {
 }
 
 impl<T> GateTable<T> {
+    /// The groups it holds gates on.
+    pub fn n_groups(&self) -> usize {
+        self.cols.len() - 1
+    }
+
     /// Rows `i0..i0 + rows`' gates on groups from `g0` on (whose stacks go with it).
     pub fn view(&self, i0: usize, rows: usize, g0: usize) -> Gates<'_, T> {
         let width = *self.cols.last().expect("a table's width");
@@ -178,14 +183,9 @@ impl<B: Backend> Model<B> {
                 // The layer's MLP reader reads the same groups and then the heads': its share of
                 // the groups read here comes from the same pass over their stacks.
                 let fused = lay.readers.get(reader + n) == Some(&Reader::Mlp { layer: l });
-                let read = n_read(lay, &groups, reader)?;
-                let mut spans: Vec<Span> = groups[..read].iter().map(Group::span).collect();
                 // The heads' group to come, whose gates only the fused MLP reader's row holds.
                 let heads_span = Span { first: groups.last().map_or(0, |g| g.first + g.n), n: nq };
-                if fused {
-                    spans.push(heads_span);
-                }
-                let table = gate_table(be, lay, &spans, gates, reader, n + fused as usize)?;
+                let (read, table) = gate_table(be, lay, &groups, fused.then_some(heads_span), gates, reader, n + fused as usize)?;
                 let xs = reader_inputs(be, bias, &k, &groups[..read], sums[read - 1].as_ref(), table.view(0, n + fused as usize, 0), reader,
                     n_rows, d)?;
                 let x = if fused {
@@ -243,9 +243,7 @@ impl<B: Backend> Model<B> {
                         (be.add(&part, &be.concat(&[&add], vec![n_rows, d])?)?, None)
                     }
                     None => {
-                        let read = n_read(lay, &groups, reader)?;
-                        let spans: Vec<Span> = groups[..read].iter().map(Group::span).collect();
-                        let table = gate_table(be, lay, &spans, gates, reader, 1)?;
+                        let (read, table) = gate_table(be, lay, &groups, None, gates, reader, 1)?;
                         (reader_inputs(be, bias, &k, &groups[..read], sums[read - 1].as_ref(), table.view(0, 1, 0), reader, n_rows, d)?, Some(table))
                     }
                 };
@@ -271,9 +269,7 @@ impl<B: Backend> Model<B> {
         if lay.readers.get(reader) != Some(&Reader::Logits) {
             return Err(Error::Input("the edge layout does not match the model's layers".into()));
         }
-        let read = n_read(lay, &groups, reader)?;
-        let spans: Vec<Span> = groups[..read].iter().map(Group::span).collect();
-        let logits_gates = gate_table(be, lay, &spans, gates, reader, 1)?;
+        let (read, logits_gates) = gate_table(be, lay, &groups, None, gates, reader, 1)?;
         let x = reader_inputs(be, bias, &k, &groups[..read], sums[read - 1].as_ref(), logits_gates.view(0, 1, 0), reader, n_rows, d)?;
         let (at, asked) = locate(&pack, rows);
         let last = be.gather_rows(&x, &at)?;
@@ -381,13 +377,15 @@ pub(super) fn n_read<T>(lay: &EdgeLayout, groups: &[Group<T>], r: usize) -> Resu
     Ok(read)
 }
 
-/// Readers `r0..r0 + n`'s gates on the groups `spans` (in order, from group 0) as a `GateTable`,
-/// uploaded: one upload for a call's every group.
-fn gate_table<B: Backend>(be: &B, lay: &EdgeLayout, spans: &[Span], gates: &[f32], r0: usize, n: usize)
-    -> Result<GateTable<B::Tensor>> {
+/// Readers `r0..r0 + n`'s gates on the groups reader r0 reads (and `then`, a group still to come)
+/// as a `GateTable`, uploaded: one upload for a call's every group. Returns the groups read too.
+fn gate_table<B: Backend>(be: &B, lay: &EdgeLayout, groups: &[Group<B::Tensor>], then: Option<Span>, gates: &[f32], r0: usize,
+    n: usize) -> Result<(usize, GateTable<B::Tensor>)> {
+    let read = n_read(lay, groups, r0)?;
+    let spans: Vec<Span> = groups[..read].iter().map(Group::span).chain(then).collect();
     let mut cols = Vec::with_capacity(spans.len() + 1);
     let mut width = 0;
-    for s in spans {
+    for s in &spans {
         cols.push(width);
         width += s.n;
     }
@@ -404,7 +402,7 @@ fn gate_table<B: Backend>(be: &B, lay: &EdgeLayout, spans: &[Span], gates: &[f32
         }
     }
     let table = upload_staged(be, &HostTensor::new(vec![n, width], z), be.staged_upload_bytes())?;
-    Ok(GateTable { r0, cols, table })
+    Ok((read, GateTable { r0, cols, table }))
 }
 
 /// `t [rows, cols]` uploaded whole, or where it is over `limit` bytes, in chunks of rows of at most

@@ -3,8 +3,7 @@
 //! whole long sum to the one workgroup of its small output, written into the group's columns of
 //! one `dgates` for all groups (one tensor to read back); and the stacks' gradient
 //! `acc + gatesᵀ · dy` on the forward's kernel with the gradient so far as its base, reading the
-//! forward's gates transposed where they lie. Every
-//! gate's gradient is computed, sampled or not.
+//! forward's gates transposed where they lie. Every gate's gradient is computed, sampled or not.
 
 use super::super::gated_sum::{group_shapes, Base, ZView};
 use super::super::pipelines::Kernel;
