@@ -74,7 +74,7 @@ fn matmul_tiled(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id)
     let nb = n0 + tx * 4u;
     if (p.has_bias != 0u) {
         for (var j = 0u; j < 4u; j++) {
-            if (nb + j < p.N) { bv[j] = bias[p.bias_off + nb + j]; }
+            if (nb + j < p.N) { bv[j] = bias[bias_base(wg.z) + nb + j]; }
         }
     }
     var accs = array<vec4<f32>, 4>(acc0 + bv, acc1 + bv, acc2 + bv, acc3 + bv);

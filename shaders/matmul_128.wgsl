@@ -62,11 +62,11 @@ fn put(ob: u32, gm: u32, gn: u32, v: vec4<f32>) {
     }
 }
 
-fn bias4(gn: u32) -> vec4<f32> {
+fn bias4(z: u32, gn: u32) -> vec4<f32> {
     var b = vec4<f32>(0.0);
     if (p.has_bias != 0u) {
         for (var j = 0u; j < 4u; j++) {
-            if (gn + j < p.N) { b[j] = bias[p.bias_off + gn + j]; }
+            if (gn + j < p.N) { b[j] = bias[bias_base(z) + gn + j]; }
         }
     }
     return b;
@@ -147,8 +147,8 @@ fn matmul_128(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) w
     let rb = m0 + 64u + ty * 4u;
     let na = n0 + tx * 4u;
     let nb = n0 + 64u + tx * 4u;
-    let ba = bias4(na);
-    let bb = bias4(nb);
+    let ba = bias4(wg.z, na);
+    let bb = bias4(wg.z, nb);
     put(base.z, ra, na, c0 + ba); put(base.z, ra + 1u, na, c1 + ba); put(base.z, ra + 2u, na, c2 + ba); put(base.z, ra + 3u, na, c3 + ba);
     put(base.z, ra, nb, c4 + bb); put(base.z, ra + 1u, nb, c5 + bb); put(base.z, ra + 2u, nb, c6 + bb); put(base.z, ra + 3u, nb, c7 + bb);
     put(base.z, rb, na, c8 + ba); put(base.z, rb + 1u, na, c9 + ba); put(base.z, rb + 2u, na, c10 + ba); put(base.z, rb + 3u, na, c11 + ba);

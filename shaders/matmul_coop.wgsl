@@ -86,7 +86,7 @@ fn matmul_coop(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) 
         let gn = n0 + e % TN;
         if (live && gm < p.M && gn < p.N) {
             var v = Cs[e];
-            if (p.has_bias != 0u) { v += bias[p.bias_off + gn]; }
+            if (p.has_bias != 0u) { v += bias[bias_base(wg.z) + gn]; }
             let at = base.z + gm * p.o_rs + gn;
             if (ACCUMULATE) { v += out[at]; }
             out[at] = v;

@@ -6,11 +6,12 @@
 //
 // All offsets/strides are in f32 elements. Batched use (attention) picks, for z = b·H + h:
 //   x base = x_off + b·x_sb + h·x_sh,  w base = w_off + b·w_sb + (h / G)·w_sh,
-//   out base = o_off + b·o_sb + h·o_sh.  Plain matmul: H = G = 1, one z.
+//   out base = o_off + b·o_sb + h·o_sh,  bias base = bias_off + h·bias_sh.  Plain matmul: H = G = 1,
+//   one z.
 
 struct Params {
     M: u32, N: u32, K: u32, H: u32,
-    G: u32, has_bias: u32, bias_off: u32, _pad: u32,
+    G: u32, has_bias: u32, bias_off: u32, bias_sh: u32,
     x_off: u32, x_rs: u32, x_sb: u32, x_sh: u32,
     w_off: u32, w_rs: u32, w_sb: u32, w_sh: u32,
     o_off: u32, o_rs: u32, o_sb: u32, o_sh: u32,
@@ -39,6 +40,11 @@ fn bases(z: u32) -> vec3<u32> {
     let b = z / p.H;
     let h = z % p.H;
     return vec3<u32>(p.x_off + b * p.x_sb + h * p.x_sh, p.w_off + b * p.w_sb + (h / p.G) * p.w_sh, p.o_off + b * p.o_sb + h * p.o_sh);
+}
+
+// Where product z's bias starts: bias_off, plus bias_sh per head (`matmul_blocks`' bias per block).
+fn bias_base(z: u32) -> u32 {
+    return p.bias_off + (z % p.H) * p.bias_sh;
 }
 
 // w(n, k) as the product reads it (rounded: precision.wgsl), 0 outside the product.

@@ -3,7 +3,7 @@
 //! costs. A GPU backend only records its ops there (their time is spent on the device later): on a
 //! GPU `bench ops` reads the kernels' timestamps instead (`WgpuBackend::take_kernel_times`).
 
-use carve_core::backend::{AttnShape, Backend, Gates, RowMap};
+use carve_core::backend::{AttnShape, Backend, BlockProduct, Gates, RowMap};
 use carve_core::{HostTensor, Result};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -97,6 +97,9 @@ impl<B: Backend> Backend for Timed<B> {
     fn matmul(&self, x: &T<B>, w: &T<B>, bias: Option<&T<B>>) -> Result<T<B>> {
         self.time("matmul", || self.inner.matmul(x, w, bias))
     }
+    fn matmul_blocks(&self, x: &T<B>, w: &T<B>, bias: Option<&T<B>>, p: &BlockProduct) -> Result<T<B>> {
+        self.time("matmul_blocks", || self.inner.matmul_blocks(x, w, bias, p))
+    }
     fn add(&self, a: &T<B>, b: &T<B>) -> Result<T<B>> {
         self.time("add", || self.inner.add(a, b))
     }
@@ -126,6 +129,9 @@ impl<B: Backend> Backend for Timed<B> {
     }
     fn concat(&self, parts: &[&T<B>], shape: Vec<usize>) -> Result<T<B>> {
         self.time("concat", || self.inner.concat(parts, shape))
+    }
+    fn reshape(&self, t: T<B>, shape: Vec<usize>) -> Result<T<B>> {
+        self.time("reshape", || self.inner.reshape(t, shape))
     }
     fn log_softmax(&self, x: &T<B>) -> Result<T<B>> {
         self.time("log_softmax", || self.inner.log_softmax(x))

@@ -128,6 +128,73 @@ fn t_matmul<B: Backend>(b: &B, r: &mut StdRng) {
     }
 }
 
+/// matmul_blocks against an f64 product per block: every layout of x, w and out, x read from a
+/// later block on, w as [cols, k] (with a bias shared or per block) and as [k, cols], sizes that
+/// fill 128×128 tiles and ragged ones; shapes that do not hold the blocks are refused.
+fn t_matmul_blocks<B: Backend>(b: &B, r: &mut StdRng) {
+    use carve_core::backend::{BlockProduct, Blocks};
+    // Element (i, j) of block blk of a [rows, cols]-blocked operand laid out as `lay` in a tensor
+    // of `n` blocks.
+    let at = |lay: Blocks, n: usize, rows: usize, cols: usize, blk: usize, i: usize, j: usize| match lay {
+        Blocks::Rows => (blk * rows + i) * cols + j,
+        Blocks::Cols => i * n * cols + blk * cols + j,
+    };
+    let lays = [Blocks::Rows, Blocks::Cols];
+    let mut cases = Vec::new();
+    for &x in &lays {
+        for &w in &lays {
+            for &out in &lays {
+                for w_kn in [false, true] {
+                    cases.push((3, 37, 29, 19, x, w, out, w_kn, 1));
+                }
+            }
+        }
+    }
+    cases.push((2, 300, 64, 200, Blocks::Rows, Blocks::Rows, Blocks::Cols, false, 0));
+    cases.push((9, 150, 70, 64, Blocks::Cols, Blocks::Cols, Blocks::Rows, false, 0));
+    cases.push((4, 260, 64, 96, Blocks::Rows, Blocks::Cols, Blocks::Cols, true, 2));
+    cases.push((1, 5, 8, 3, Blocks::Rows, Blocks::Rows, Blocks::Rows, false, 0));
+    for (i, &(n, m, k, cols, xl, wl, ol, w_kn, first)) in cases.iter().enumerate() {
+        let p = BlockProduct { n, m, k, cols, x: xl, x_first: first, w: wl, w_kn, out: ol };
+        let xn = first + n;
+        let x = rand_t(r, &match xl { Blocks::Rows => [xn * m, k], Blocks::Cols => [m, xn * k] }, 1.0);
+        let (wr, wc) = if w_kn { (k, cols) } else { (cols, k) };
+        let w = rand_t(r, &match wl { Blocks::Rows => [n * wr, wc], Blocks::Cols => [wr, n * wc] }, 1.0);
+        // A bias per block, shared, or none; never with w_kn.
+        let bias = match (w_kn, i % 3) {
+            (true, _) | (_, 2) => None,
+            (_, 0) => Some(rand_t(r, &[n * cols], 1.0)),
+            _ => Some(rand_t(r, &[cols], 1.0)),
+        };
+        let got = get(b, &b.matmul_blocks(&up(b, &x), &up(b, &w), bias.as_ref().map(|t| up(b, t)).as_ref(), &p).unwrap());
+        let (dx, dw) = (d(&x), d(&w));
+        let shape = match ol { Blocks::Rows => vec![n * m, cols], Blocks::Cols => vec![m, n * cols] };
+        let mut want = vec![f64::NAN; n * m * cols];
+        for blk in 0..n {
+            for ii in 0..m {
+                for j in 0..cols {
+                    let mut s = match &bias {
+                        Some(bt) if bt.data.len() == cols => bt.data[j] as f64,
+                        Some(bt) => bt.data[blk * cols + j] as f64,
+                        None => 0.0,
+                    };
+                    for kk in 0..k {
+                        let wv = if w_kn { dw[at(wl, n, k, cols, blk, kk, j)] } else { dw[at(wl, n, cols, k, blk, j, kk)] };
+                        s += dx[at(xl, xn, m, k, first + blk, ii, kk)] * wv;
+                    }
+                    want[at(ol, n, m, cols, blk, ii, j)] = s;
+                }
+            }
+        }
+        close(&format!("matmul_blocks {p:?}"), &got, &shape, &want, 1e-5);
+    }
+    let p = BlockProduct { n: 2, m: 4, k: 3, cols: 5, x: Blocks::Rows, x_first: 0, w: Blocks::Rows, w_kn: false, out: Blocks::Rows };
+    match b.matmul_blocks(&up(b, &rand_t(r, &[7, 3], 1.0)), &up(b, &rand_t(r, &[10, 3], 1.0)), None, &p) {
+        Err(Error::Backend(m)) => assert!(m.contains("matmul_blocks") && m.contains("x [7, 3]"), "{m}"),
+        other => panic!("x short of a block: {:?}", other.map(|_| ())),
+    }
+}
+
 fn t_add<B: Backend>(b: &B, r: &mut StdRng) {
     // 2^24 + 301 elements: more than 65535 workgroups of 256, so the grid folds into 2-D.
     for shape in [vec![37, 129], vec![(1 << 24) + 301]] {
@@ -282,6 +349,33 @@ fn t_concat<B: Backend>(b: &B, r: &mut StdRng) {
     close("concat as a reshape", &got, &[2, 10], &d(&parts[2]), 0.0);
     match b.concat(&[&ups[0], &ups[1]], vec![3, 10]) {
         Err(Error::Backend(m)) => assert!(m.contains("concat"), "{m}"),
+        other => panic!("a wrong element count: {:?}", other.map(|_| ())),
+    }
+}
+
+/// reshape: a tensor only it holds (an op's output), one still held elsewhere (which keeps its
+/// shape and data), each used by an op afterwards; a wrong element count is refused. Exact.
+fn t_reshape<B: Backend>(b: &B, r: &mut StdRng) {
+    let (x, y) = (rand_t(r, &[4, 6], 1.0), rand_t(r, &[4, 6], 1.0));
+    let (ux, uy) = (up(b, &x), up(b, &y));
+    let sum: Vec<f64> = x.data.iter().zip(&y.data).map(|(a, c)| (a + c) as f64).collect();
+    let own = b.reshape(b.add(&ux, &uy).unwrap(), vec![3, 8]).unwrap();
+    close("reshape of an op's output", &get(b, &own), &[3, 8], &sum, 0.0);
+    let twice = b.add(&own, &own).unwrap();
+    close("an op on it", &get(b, &twice), &[3, 8], &sum.iter().map(|v| 2.0 * v).collect::<Vec<_>>(), 0.0);
+    // As a matmul's weight (whose rows the wgpu backend reads from the tensor's chunks): [8, 3].
+    let w = b.reshape(b.add(&ux, &uy).unwrap(), vec![8, 3]).unwrap();
+    let v = rand_t(r, &[2, 3], 1.0);
+    let (dv, s3) = (d(&v), &sum);
+    let want: Vec<f64> = (0..16).map(|e| (0..3).map(|k| dv[e / 8 * 3 + k] * s3[e % 8 * 3 + k]).sum::<f64>()).collect();
+    close("a reshaped weight", &get(b, &b.matmul(&up(b, &v), &w, None).unwrap()), &[2, 8], &want, 1e-5);
+    let held = b.reshape(ux.clone(), vec![24]).unwrap();
+    close("reshape of a tensor held elsewhere", &get(b, &held), &[24], &d(&x), 0.0);
+    close("the other holder", &get(b, &ux), &[4, 6], &d(&x), 0.0);
+    let flat_sum = b.add(&held, &b.reshape(uy.clone(), vec![24]).unwrap()).unwrap();
+    close("an op on two reshaped", &get(b, &flat_sum), &[24], &sum, 0.0);
+    match b.reshape(ux, vec![5, 5]) {
+        Err(Error::Backend(m)) => assert!(m.contains("reshape") && m.contains("24"), "{m}"),
         other => panic!("a wrong element count: {:?}", other.map(|_| ())),
     }
 }
@@ -549,7 +643,7 @@ fn t_errors<B: Backend>(b: &B, _r: &mut StdRng) {
     }
 }
 
-carve_tests::on_backends!(t_matmul, t_add, t_norms, t_activations, t_rope, t_attention, t_attention_fused, t_mix, t_log_softmax, t_gather, t_concat, t_gated_sum, t_gated_sum_wide, t_chain, t_errors);
+carve_tests::on_backends!(t_matmul, t_matmul_blocks, t_add, t_norms, t_activations, t_rope, t_attention, t_attention_fused, t_mix, t_log_softmax, t_gather, t_concat, t_reshape, t_gated_sum, t_gated_sum_wide, t_chain, t_errors);
 
 // ---------------------------------------------------------------- wgpu only
 

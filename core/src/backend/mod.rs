@@ -6,11 +6,13 @@
 //! `read` into one submit (or several, see `set_submit_every`, none of which waits). Only `read`
 //! returns data to the host and waits for the device.
 
+mod blocks;
 pub mod cpu;
 mod gates;
 mod precision;
 pub mod wgpu;
 
+pub use blocks::{block_views, BiasBlocks, BlockProduct, BlockView, Blocks};
 pub use gates::Gates;
 pub(crate) use gates::{check_base, gated_shapes, GatedShapes};
 pub use precision::Precision;
@@ -108,6 +110,13 @@ pub trait Backend {
     fn gather_rows(&self, table: &Self::Tensor, ids: &[u32]) -> Result<Self::Tensor>;
     /// `x [M, K] · w[N, K]ᵀ (+ bias [N])` → `[M, N]`.
     fn matmul(&self, x: &Self::Tensor, w: &Self::Tensor, bias: Option<&Self::Tensor>) -> Result<Self::Tensor>;
+    /// n products in one call (`BlockProduct`): `out_b = x_b · w_bᵀ + bias_b` (or `x_b · w_b`
+    /// with `w_kn`, no bias) for b < n, each operand's blocks stacked as rows of its tensor or set
+    /// side by side as its columns: a layer's heads' projections from their own inputs, to their
+    /// own outputs, and the input gradients of both. The bias is `[cols]` for every block or
+    /// `[n·cols]`, one per block.
+    fn matmul_blocks(&self, x: &Self::Tensor, w: &Self::Tensor, bias: Option<&Self::Tensor>, p: &BlockProduct)
+        -> Result<Self::Tensor>;
     /// Elementwise `a + b`, same shapes.
     fn add(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
     /// Row-wise LayerNorm: `(x − mean) / sqrt(var + eps) · w + b` (biased variance, as PyTorch).
@@ -141,8 +150,14 @@ pub trait Backend {
     fn mix(&self, x: &Self::Tensor, mask: &Self::Tensor, mask_rows: RowMap, abl: &Self::Tensor, abl_rows: RowMap)
         -> Result<Self::Tensor>;
     /// The parts' elements one after another, as a tensor of `shape` (whose element count is the
-    /// parts' total): stacks equal parts as rows (`[n, numel]`), or reshapes one part.
+    /// parts' total): stacks equal parts as rows (`[n, numel]`).
     fn concat(&self, parts: &[&Self::Tensor], shape: Vec<usize>) -> Result<Self::Tensor>;
+    /// `t`'s elements in the same order as a tensor of `shape` (the same element count). Where
+    /// `t` is its data's only holder the data is kept, not copied (CPU, and wgpu when `t` is one
+    /// buffer); otherwise a copy, as `concat` of the one part.
+    fn reshape(&self, t: Self::Tensor, shape: Vec<usize>) -> Result<Self::Tensor> {
+        self.concat(&[&t], shape)
+    }
     /// Row-wise `log_softmax`, numerically stable (max subtracted).
     fn log_softmax(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
     /// The edge forward's mixing: `out [n, C] = Σ_g Z_g · stacks_g` with `stacks_g [k_g, C]` (a

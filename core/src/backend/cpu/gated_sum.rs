@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use super::matmul::{gemm_on, Rhs};
+use super::matmul::{gemm_on, gemm_raw, Rhs};
 use super::vector::dot;
 use super::{check, CpuBackend, CpuTensor};
 use crate::backend::{check_base, gated_shapes, GatedShapes, Gates};
@@ -28,7 +28,7 @@ const BLOCK: usize = 2048;
 
 /// A pointer that parallel blocks write disjoint column ranges through.
 #[derive(Clone, Copy)]
-struct Out(*mut f32);
+pub(super) struct Out(pub(super) *mut f32);
 // SAFETY: every block writes only its own columns of each row (disjoint ranges), and the buffer
 // outlives the parallel loop that uses it.
 unsafe impl Send for Out {}
@@ -37,7 +37,7 @@ unsafe impl Sync for Out {}
 impl Out {
     /// The buffer's element `at`.
     /// SAFETY: `at` lies inside the buffer.
-    unsafe fn at(self, at: usize) -> *mut f32 {
+    pub(super) unsafe fn at(self, at: usize) -> *mut f32 {
         self.0.add(at)
     }
 
@@ -155,7 +155,7 @@ pub fn gated_sum(be: &CpuBackend, gates: Gates<'_, CpuTensor>, stacks: &[&CpuTen
                 let lhs = &gates.table.0.data[gates.offset + at0..];
                 // SAFETY: rows i < n of the [n, c] output, this block's columns c0..c1 (blocks own
                 // disjoint columns); an empty group writes 0 where it comes first.
-                unsafe { gemm_raw(dst.at(c0), c, g > 0 || base.is_some(), lhs, gates.stride, rhs, c, 1, n, c1 - c0, k) };
+                unsafe { gemm_raw(dst.at(c0), c, g > 0 || base.is_some(), lhs, gates.stride, rhs, c, 1, n, c1 - c0, k, 1) };
             }
         });
         return Ok(CpuBackend::wrap(vec![n, c], out));
@@ -216,46 +216,7 @@ fn gemm_strided(dst: &mut [f32], dst_rs: usize, accumulate: bool, lhs: &[f32], l
     }
     assert!((m - 1) * dst_rs + n <= dst.len());
     // SAFETY: dst is checked above; `gemm_raw` checks the operands.
-    unsafe { gemm_raw(dst.as_mut_ptr(), dst_rs, accumulate, lhs, lhs_rs, rhs, rhs_rs, rhs_cs, m, n, k) }
-}
-
-/// `gemm_strided` into a raw destination (a column block of a buffer that other blocks write
-/// at the same time, in other columns).
-/// SAFETY: rows i < m at `dst + i·dst_rs`, n elements each, lie inside one live buffer, and no one
-/// else reads or writes them meanwhile.
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_raw(dst: *mut f32, dst_rs: usize, accumulate: bool, lhs: &[f32], lhs_rs: usize, rhs: &[f32], rhs_rs: usize,
-    rhs_cs: usize, m: usize, n: usize, k: usize) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        // An empty sum: 0, or what was there.
-        if !accumulate {
-            for i in 0..m {
-                std::ptr::write_bytes(dst.add(i * dst_rs), 0, n);
-            }
-        }
-        return;
-    }
-    assert!((m - 1) * lhs_rs + k <= lhs.len() && (k - 1) * rhs_rs + (n - 1) * rhs_cs < rhs.len());
-    #[cfg(target_arch = "wasm32")]
-    for i in 0..m {
-        // Not reached (`IN_PLACE` is false there); kept correct.
-        for j in 0..n {
-            let sum: f32 = (0..k).map(|p| lhs[i * lhs_rs + p] * rhs[p * rhs_rs + j * rhs_cs]).sum();
-            let d = dst.add(i * dst_rs + j);
-            *d = if accumulate { *d + sum } else { sum };
-        }
-    }
-    #[cfg(not(target_arch = "wasm32"))]
-    gemm::gemm(
-        m, n, k,
-        dst, 1, dst_rs as isize, accumulate,
-        lhs.as_ptr(), 1, lhs_rs as isize,
-        rhs.as_ptr(), rhs_cs as isize, rhs_rs as isize,
-        1.0, 1.0, false, false, false, gemm::Parallelism::None,
-    );
+    unsafe { gemm_raw(dst.as_mut_ptr(), dst_rs, accumulate, lhs, lhs_rs, rhs, rhs_rs, rhs_cs, m, n, k, 1) }
 }
 
 /// Gates at most 1 in `SPARSE` nonzero (a standalone edge model's, or late in training) go
@@ -357,7 +318,7 @@ pub fn gated_sum_backward(be: &CpuBackend, gates: Gates<'_, CpuTensor>, stacks: 
                 // get their 0 from the product).
                 for (g, (&k, &at)) in ks.iter().zip(starts).enumerate().filter(|(_, (&k, _))| k > 0) {
                     // SAFETY: rows j < k of group g's [k, c] buffer, this block's columns c0..c1.
-                    unsafe { gemm_raw(ptrs[g].0.add(c0), c, adding[g], &zt[at * n..], n, &dyb, w, 1, k, w, n) };
+                    unsafe { gemm_raw(ptrs[g].0.add(c0), c, adding[g], &zt[at * n..], n, &dyb, w, 1, k, w, n, 1) };
                 }
                 return dz;
             }

@@ -1,6 +1,10 @@
 //! `x · wᵀ + b` through `gemm`: weights stay in their `[out, in]` layout, the strides do the transpose.
 
+use rayon::prelude::*;
+
+use super::gated_sum::Out;
 use super::{check, CpuBackend, CpuTensor};
+use crate::backend::{block_views, BiasBlocks, BlockProduct};
 use crate::Result;
 
 pub(super) fn matmul(be: &CpuBackend, x: &CpuTensor, w: &CpuTensor, bias: Option<&CpuTensor>) -> Result<CpuTensor> {
@@ -40,6 +44,88 @@ pub(super) fn matmul_backward(be: &CpuBackend, dy: &CpuTensor, w: &CpuTensor) ->
     }
     gemm_into(&mut out, &dy.0.data, &w.0.data, m, n, k, false, Rhs::Plain);
     Ok(CpuBackend::wrap(shape, out))
+}
+
+/// n products over blocks of rows or columns (`Backend::matmul_blocks`): a strided `gemm` per
+/// block into its place in the output, the blocks in parallel where there are enough of them.
+pub(super) fn matmul_blocks(be: &CpuBackend, x: &CpuTensor, w: &CpuTensor, bias: Option<&CpuTensor>, p: &BlockProduct)
+    -> Result<CpuTensor> {
+    let (xv, wv, ov, shape, bias_kind) = block_views("matmul_blocks", p, &x.0.shape, &w.0.shape, bias.map(|b| b.0.shape.as_slice()))?;
+    let mut out = be.out(shape.iter().product());
+    let (m, k, n) = (p.m, p.k, p.cols);
+    if out.is_empty() {
+        return Ok(CpuBackend::wrap(shape, out));
+    }
+    if let Some(b) = bias {
+        for blk in 0..p.n {
+            let src = &b.0.data[if bias_kind == BiasBlocks::PerBlock { blk * n } else { 0 }..][..n];
+            for i in 0..m {
+                let at = ov.off + blk * ov.stride + i * ov.row;
+                out[at..at + n].copy_from_slice(src);
+            }
+        }
+    }
+    // w_b's element (j, kk) of [cols, k], or (kk, j) of [k, cols] with w_kn: gemm's rhs [k, n].
+    let (rhs_cs, rhs_rs) = if p.w_kn { (1, wv.row) } else { (wv.row, 1) };
+    let accumulate = bias.is_some();
+    let dst = Out(out.as_mut_ptr());
+    let one = |blk: usize, threads: usize| {
+        let (lhs, rhs) = (&x.0.data[xv.off + blk * xv.stride..], &w.0.data[wv.off + blk * wv.stride..]);
+        // SAFETY: block_views checked that every block's rows and columns lie inside x, w and out,
+        // and the blocks of out are disjoint, so parallel blocks never write the same element.
+        unsafe { gemm_raw(dst.at(ov.off + blk * ov.stride), ov.row, accumulate, lhs, xv.row, rhs, rhs_rs, rhs_cs, m, n, k, threads) };
+    };
+    // The blocks in parallel, each product on its share of the threads (all of them for one block,
+    // one where there are more blocks than threads).
+    let share = if m * n * k >= 1 << 16 { rayon::current_num_threads().div_ceil(p.n) } else { 1 };
+    match p.n {
+        1 => one(0, share),
+        _ => (0..p.n).into_par_iter().for_each(|blk| one(blk, share)),
+    }
+    Ok(CpuBackend::wrap(shape, out))
+}
+
+/// `dst[i, j] (+)= Σ_p lhs[i, p] · rhs(p, j)` for i < m, j < n, p < k, on up to `threads` threads,
+/// with `dst` and `lhs` row-major at row strides `dst_rs` and `lhs_rs` and `rhs(p, j)` at
+/// `rhs[p·rhs_rs + j·rhs_cs]`, into a raw destination (a block of a buffer that other blocks write
+/// at the same time, in other elements).
+/// SAFETY: rows i < m at `dst + i·dst_rs`, n elements each, lie inside one live buffer, and no one
+/// else reads or writes them meanwhile.
+#[allow(clippy::too_many_arguments)]
+#[cfg_attr(target_arch = "wasm32", allow(unused_variables))] // no threads in the browser
+pub(super) unsafe fn gemm_raw(dst: *mut f32, dst_rs: usize, accumulate: bool, lhs: &[f32], lhs_rs: usize, rhs: &[f32], rhs_rs: usize,
+    rhs_cs: usize, m: usize, n: usize, k: usize, threads: usize) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        // An empty sum: 0, or what was there.
+        if !accumulate {
+            for i in 0..m {
+                std::ptr::write_bytes(dst.add(i * dst_rs), 0, n);
+            }
+        }
+        return;
+    }
+    assert!((m - 1) * lhs_rs + k <= lhs.len() && (k - 1) * rhs_rs + (n - 1) * rhs_cs < rhs.len());
+    #[cfg(target_arch = "wasm32")]
+    for i in 0..m {
+        // In the browser: a dot product per element.
+        for j in 0..n {
+            let sum: f32 = (0..k).map(|p| lhs[i * lhs_rs + p] * rhs[p * rhs_rs + j * rhs_cs]).sum();
+            let d = dst.add(i * dst_rs + j);
+            *d = if accumulate { *d + sum } else { sum };
+        }
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    gemm::gemm(
+        m, n, k,
+        dst, 1, dst_rs as isize, accumulate,
+        lhs.as_ptr(), 1, lhs_rs as isize,
+        rhs.as_ptr(), rhs_cs as isize, rhs_rs as isize,
+        1.0, 1.0, false, false, false,
+        if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None },
+    );
 }
 
 /// How the right operand is laid out: `[n, k]` read transposed (weights in the forward), or `[k, n]`.

@@ -170,6 +170,9 @@ impl Backend for CpuBackend {
     fn matmul(&self, x: &CpuTensor, w: &CpuTensor, bias: Option<&CpuTensor>) -> Result<CpuTensor> {
         matmul::matmul(self, &self.gemm_input(x), &self.gemm_input(w), bias)
     }
+    fn matmul_blocks(&self, x: &CpuTensor, w: &CpuTensor, bias: Option<&CpuTensor>, p: &crate::backend::BlockProduct) -> Result<CpuTensor> {
+        matmul::matmul_blocks(self, &self.gemm_input(x), &self.gemm_input(w), bias, p)
+    }
     fn add(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
         elementwise::zip(self, "add", a, b, |x, y| x + y)
     }
@@ -207,6 +210,14 @@ impl Backend for CpuBackend {
             data.extend_from_slice(&p.0.data);
         }
         Ok(CpuBackend::wrap(shape, data))
+    }
+    fn reshape(&self, t: CpuTensor, shape: Vec<usize>) -> Result<CpuTensor> {
+        let (n, total) = (shape.iter().product::<usize>(), t.0.data.len());
+        check(n == total, "reshape", || format!("a tensor of {total} elements as shape {shape:?} ({n})"))?;
+        match Arc::try_unwrap(t.0) {
+            Ok(h) => Ok(CpuBackend::wrap(shape, h.data)),
+            Err(shared) => Ok(CpuBackend::wrap(shape, shared.data.clone())),
+        }
     }
     fn log_softmax(&self, x: &CpuTensor) -> Result<CpuTensor> {
         norms::log_softmax(self, x)
@@ -257,5 +268,23 @@ impl Backend for CpuBackend {
     fn kl_hinge(&self, logits: &CpuTensor, full: &CpuTensor, pairs: &[Option<(u32, u32)>], margin: f32, weight: f32)
         -> Result<(CpuTensor, CpuTensor)> {
         loss::kl_hinge(self, logits, full, pairs, margin, weight)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reshape_keeps_the_data_of_a_tensor_only_it_holds() {
+        let be = CpuBackend::new();
+        let t = be.upload(&HostTensor::new(vec![2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0])).unwrap();
+        let at = t.host().data.as_ptr();
+        let r = be.reshape(t, vec![3, 2]).unwrap();
+        assert_eq!((r.host().shape.as_slice(), r.host().data.as_ptr()), (&[3, 2][..], at), "moved, not copied");
+        let kept = r.clone();
+        let copy = be.reshape(r, vec![6]).unwrap();
+        assert_ne!(copy.host().data.as_ptr(), at, "a tensor held elsewhere is copied");
+        assert_eq!((kept.host().shape.as_slice(), &copy.host().data), (&[3, 2][..], &kept.host().data));
     }
 }

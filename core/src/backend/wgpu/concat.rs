@@ -1,8 +1,11 @@
 //! `concat`: the parts' bytes copied one after another into a fresh tensor (buffer copies recorded
-//! into the pending encoder, after every dispatch before them).
+//! into the pending encoder, after every dispatch before them); `reshape`: the same buffer under
+//! another shape where the tensor is its only holder.
+
+use std::sync::Arc;
 
 use super::recorder::lock_err;
-use super::tensor::{shape_err, GpuTensor};
+use super::tensor::{rows_cols, shape_err, Chunk, GpuTensor, Inner};
 use super::WgpuBackend;
 use crate::Result;
 
@@ -27,5 +30,24 @@ impl WgpuBackend {
             at += p.bytes();
         }
         Ok(out)
+    }
+
+    /// `t` as `shape`: its one buffer kept when nothing else holds `t`, else `concat`'s copy.
+    pub(super) fn op_reshape(&self, t: GpuTensor, shape: Vec<usize>) -> Result<GpuTensor> {
+        let n: usize = shape.iter().product();
+        if n != t.numel() {
+            return Err(shape_err("reshape", format!("a tensor of {} elements as shape {shape:?} ({n})", t.numel())));
+        }
+        if t.chunk_count() == 1 {
+            match Arc::try_unwrap(t.0) {
+                Ok(Inner { mut chunks, .. }) => {
+                    let Chunk { buf, .. } = chunks.pop().expect("one chunk");
+                    let rows = rows_cols(&shape).0;
+                    return Ok(GpuTensor::new(shape, vec![Chunk { row0: 0, rows, buf }]));
+                }
+                Err(shared) => return self.op_concat(&[&GpuTensor(shared)], shape),
+            }
+        }
+        self.op_concat(&[&t], shape)
     }
 }

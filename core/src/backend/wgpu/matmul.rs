@@ -6,6 +6,7 @@ use super::pipelines::{Gemm, Kernel, SMALL_M};
 use super::recorder::Binding;
 use super::tensor::{shape_err, u32p, GpuTensor};
 use super::WgpuBackend;
+use crate::backend::{block_views, BiasBlocks, BlockProduct};
 use crate::Result;
 
 /// The matmul kernels' uniform block, in WGSL field order (see shaders/matmul_params.wgsl).
@@ -18,6 +19,8 @@ pub(super) struct MmParams {
     pub group: u32,
     pub has_bias: u32,
     pub bias_off: u32,
+    /// The bias's offset per head (z % heads): `matmul_blocks`' one bias per block.
+    pub bias_sh: u32,
     /// (offset, row stride, batch stride, head stride) of x, w and out, in f32 elements.
     pub x: [u32; 4],
     pub w: [u32; 4],
@@ -27,7 +30,7 @@ pub(super) struct MmParams {
 impl MmParams {
     pub fn words(&self) -> [u32; 20] {
         let s = self;
-        let mut p = [s.m, s.n, s.k, s.heads.max(1), s.group.max(1), s.has_bias, s.bias_off, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let mut p = [s.m, s.n, s.k, s.heads.max(1), s.group.max(1), s.has_bias, s.bias_off, s.bias_sh, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
         p[8..12].copy_from_slice(&s.x);
         p[12..16].copy_from_slice(&s.w);
         p[16..20].copy_from_slice(&s.o);
@@ -131,6 +134,65 @@ impl WgpuBackend {
                     let groups = [nn.div_ceil(tile) as u32, mm.div_ceil(tile) as u32, 1];
                     self.run(kern, ob, &inputs, None, &p.words(), groups)?;
                 }
+            }
+        }
+        Ok(out)
+    }
+
+    /// n products over blocks of rows or columns (`Backend::matmul_blocks`): the tiled GEMM with
+    /// one workgroup layer per block (z = the block), each operand's block at its own offset.
+    pub(super) fn op_matmul_blocks(&self, x: &GpuTensor, w: &GpuTensor, bias: Option<&GpuTensor>, p: &BlockProduct)
+        -> Result<GpuTensor> {
+        const OP: &str = "matmul_blocks";
+        let (xv, wv, ov, shape, bias_kind) = block_views(OP, p, x.shape(), w.shape(), bias.map(GpuTensor::shape))?;
+        let out = self.output(OP, shape)?;
+        if out.numel() == 0 {
+            return Ok(out);
+        }
+        if p.k == 0 && bias.is_none() {
+            self.zero_fill(OP, &out)?; // empty sums
+            return Ok(out);
+        }
+        let limit = self.limit();
+        let (xb, wb, ob) = (x.single(OP, "x", limit)?, w.single(OP, "w", limit)?, out.single(OP, "out", limit)?);
+        let bb = match bias {
+            Some(b) => b.single(OP, "bias", limit)?,
+            None => Binding::whole(&self.dummy, 16),
+        };
+        let u = |v: usize| u32p(OP, v);
+        u(x.numel())?;
+        u(w.numel())?;
+        u(out.numel())?;
+        let max_dim = self.ctx.limits.max_compute_workgroups_per_dimension.max(1) as usize;
+        if p.n > max_dim {
+            return Err(shape_err(OP, format!("{} blocks, over this adapter's {max_dim} workgroups a dimension", p.n)));
+        }
+        let (kern, tile) = self.gemm(Gemm { w_kn: p.w_kn, ..Gemm::default() }, p.m, p.cols, p.n);
+        let span = max_dim * tile;
+        // The bias's offset per block: a block's own [cols], or the one every block shares.
+        let bias_sh = if bias_kind == BiasBlocks::PerBlock { p.cols } else { 0 };
+        for m0 in (0..p.m).step_by(span) {
+            let mm = span.min(p.m - m0);
+            for n0 in (0..p.cols).step_by(span) {
+                let nn = span.min(p.cols - n0);
+                // Rows m0.. and columns n0.. of every block: w's columns n0.. are its rows where
+                // it is [cols, k].
+                let w_at = if p.w_kn { n0 } else { n0 * wv.row };
+                let q = MmParams {
+                    m: u(mm)?,
+                    n: u(nn)?,
+                    k: u(p.k)?,
+                    heads: u(p.n)?,
+                    group: 1,
+                    has_bias: bias.is_some() as u32,
+                    bias_off: u(n0)?,
+                    bias_sh: u(bias_sh)?,
+                    x: [u(xv.off + m0 * xv.row)?, u(xv.row)?, 0, u(xv.stride)?],
+                    w: [u(wv.off + w_at)?, u(wv.row)?, 0, u(wv.stride)?],
+                    o: [u(ov.off + m0 * ov.row + n0)?, u(ov.row)?, 0, u(ov.stride)?],
+                };
+                let groups = [nn.div_ceil(tile) as u32, mm.div_ceil(tile) as u32, p.n as u32];
+                self.run(kern, ob, &[xb, wb, bb], None, &q.words(), groups)?;
             }
         }
         Ok(out)

@@ -340,6 +340,9 @@ impl Backend for WgpuBackend {
     fn matmul(&self, x: &GpuTensor, w: &GpuTensor, bias: Option<&GpuTensor>) -> Result<GpuTensor> {
         self.op_matmul(x, w, bias)
     }
+    fn matmul_blocks(&self, x: &GpuTensor, w: &GpuTensor, bias: Option<&GpuTensor>, p: &super::BlockProduct) -> Result<GpuTensor> {
+        self.op_matmul_blocks(x, w, bias, p)
+    }
 
     fn add(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
         self.op_binary("add", Kernel::Add, a, b)
@@ -383,6 +386,9 @@ impl Backend for WgpuBackend {
 
     fn concat(&self, parts: &[&GpuTensor], shape: Vec<usize>) -> Result<GpuTensor> {
         self.op_concat(parts, shape)
+    }
+    fn reshape(&self, t: GpuTensor, shape: Vec<usize>) -> Result<GpuTensor> {
+        self.op_reshape(t, shape)
     }
     fn log_softmax(&self, x: &GpuTensor) -> Result<GpuTensor> {
         self.op_log_softmax(x)
