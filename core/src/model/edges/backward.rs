@@ -3,9 +3,9 @@
 //! the stacks' `gates_gᵀ · dx`; a stack's rows are its writers' h_w − a_w, whose gradient flows
 //! back through the writer (a head, an MLP) to the readers below it.
 
-use super::forward::{head_shape, kv_of, GateTable, Group};
+use super::forward::{GateTable, Group};
 use super::{EdgeTape, EdgeWeights};
-use crate::backend::Backend;
+use crate::backend::{Backend, BlockProduct, Blocks};
 use crate::model::batch::Batch;
 use crate::model::forward::Model;
 use crate::model::Arch;
@@ -37,10 +37,10 @@ impl<T: Clone> Grads<T> {
         Ok(())
     }
 
-    /// The gradient of writer `i` of group `gi`, `[rows, d]`.
-    fn writer<B: Backend<Tensor = T>>(&self, be: &B, gi: usize, i: usize, n_rows: usize, d: usize) -> Result<T> {
-        let s = self.stacks[gi].as_ref().ok_or_else(|| Error::Backend("edge backward: a writer no reader reads".into()))?;
-        be.concat(&[&be.gather_rows(s, &[i as u32])?], vec![n_rows, d])
+    /// The gradient of group `gi`'s writers stacked as rows, `[n·rows, d]` (the group's last use).
+    fn take<B: Backend<Tensor = T>>(&mut self, be: &B, gi: usize, rows: usize, d: usize) -> Result<T> {
+        let s = self.stacks[gi].take().ok_or_else(|| Error::Backend("edge backward: a writer no reader reads".into()))?;
+        be.reshape(s, vec![rows, d])
     }
 }
 
@@ -64,7 +64,7 @@ impl<B: Backend> Model<B> {
         }
         let groups = &tape.groups;
         let mut g = Grads { stacks: (0..groups.len()).map(|_| None).collect(), blocks: Vec::new(), sampled };
-        let flat = |t: &B::Tensor, n: usize| be.concat(&[t], vec![n, n_rows * d]);
+        let flat = |t: B::Tensor, n: usize| be.reshape(t, vec![n, n_rows * d]);
 
         // The logits reader: logits = norm_f(x[rows])·W_U (padding rows left out hold zeros).
         let dlogits = match &tape.asked {
@@ -75,9 +75,8 @@ impl<B: Backend> Model<B> {
         let dlast = self.norm_bwd(be, &tape.last, &w.ln_f_w, &dhf)?;
         let dx = be.scatter_rows(&dlast, &tape.at, n_rows)?;
         let t = &tape.logits_gates;
-        g.reader(be, groups, t, 0, 0..t.n_groups(), &flat(&dx, 1)?)?;
+        g.reader(be, groups, t, 0, 0..t.n_groups(), &flat(dx, 1)?)?;
 
-        let s = head_shape(self, batch);
         // A fused MLP reader's input gradient, mixed back with its layer's heads' readers'.
         let mut mlp_dx: Option<B::Tensor> = None;
         for l in (0..w.layers.len()).rev() {
@@ -85,7 +84,7 @@ impl<B: Backend> Model<B> {
             let fused = tape.attn[l].as_ref().filter(|t| t.fused);
             // MLP, bottom-up: out = act(norm2(x)·W_up)·W_down.
             if let Some(t) = &tape.mlp[l] {
-                let dout = g.writer(be, t.group, 0, n_rows, d)?;
+                let dout = g.take(be, t.group, n_rows, d)?;
                 let dact = be.matmul_backward(&dout, &lw.w_down)?;
                 let dh2 = match (&t.gate, &lw.w_gate) {
                     (Some(gate), Some(wg)) => {
@@ -94,7 +93,7 @@ impl<B: Backend> Model<B> {
                     }
                     _ => be.matmul_backward(&be.gelu_new_backward(&t.up, &dact)?, &lw.w_up)?,
                 };
-                let dx = flat(&self.norm_bwd(be, &t.x, &lw.ln2_w, &dh2)?, 1)?;
+                let dx = flat(self.norm_bwd(be, &t.x, &lw.ln2_w, &dh2)?, 1)?;
                 match (fused, &t.gates) {
                     // The heads' group now (the last row of the heads' readers' table); the groups
                     // before it with the heads' readers.
@@ -106,48 +105,41 @@ impl<B: Backend> Model<B> {
                     (None, None) => return Err(Error::Backend(format!("edge backward: layer {l}'s MLP reader has no gates"))),
                 }
             }
-            // Heads, bottom-up: o_h = attention(q_h, k_g, v_g)·W_O_hᵀ.
+            // Heads, bottom-up: o_h = attention(q_h, k_g, v_g)·W_O_hᵀ, every head in one product.
             if let Some(t) = &tape.attn[l] {
                 let el = &ew.layers[l];
-                let (nq, nkv) = (lw.n_heads, lw.n_kv_heads);
-                // The forward's `rope`, read the other way: to the packed rows of a q or k.
-                let rope_bwd = |dt: B::Tensor| -> Result<B::Tensor> {
+                let (nq, nkv, hd) = (lw.n_heads, lw.n_kv_heads, c.head_dim);
+                // The heads' outputs' gradients, stacked as the group's rows: to z's columns.
+                let dout = g.take(be, t.group, nq * n_rows, d)?;
+                let o = BlockProduct { n: nq, m: n_rows, k: d, cols: hd, x: Blocks::Rows, x_first: 0, w: Blocks::Cols, w_kn: true, out: Blocks::Cols };
+                let dz = pack.scatter(be, &be.matmul_blocks(&dout, &el.wo, None, &o)?)?;
+                let (dp, dv) = be.attn_apply_backward(&t.p, &t.v, &dz, t.s)?;
+                let (dq, dk) = be.attn_scores_backward(&t.q, &t.k, &t.p, &dp, t.s)?;
+                // The forward's `rope`, read the other way: to the packed rows of q or k.
+                let rope_bwd = |dt: B::Tensor, heads: usize| -> Result<B::Tensor> {
                     let dt = match c.arch {
-                        Arch::Llama => be.rope_backward(&dt, batch.seq, 1, c.head_dim, c.rope_theta)?,
+                        Arch::Llama => be.rope_backward(&dt, batch.seq, heads, hd, c.rope_theta)?,
                         Arch::Gpt2 => dt,
                     };
                     pack.gather(be, &dt)
                 };
-                let add = |acc: Option<B::Tensor>, t: B::Tensor| -> Result<B::Tensor> {
-                    acc.map_or(Ok(t.clone()), |a| be.add(&a, &t))
+                // Each head's columns back to its own reader's rows: `[heads·rows, d]`.
+                let to_inputs = |dt: B::Tensor, heads: usize, wt: &B::Tensor| {
+                    let p = BlockProduct { n: heads, m: n_rows, k: hd, cols: d, x: Blocks::Cols, x_first: 0, w: Blocks::Rows, w_kn: true,
+                        out: Blocks::Rows };
+                    be.matmul_blocks(&dt, wt, None, &p)
                 };
-                let mut dk: Vec<Option<B::Tensor>> = (0..nkv).map(|_| None).collect();
-                let mut dv: Vec<Option<B::Tensor>> = (0..nkv).map(|_| None).collect();
-                let mut dins = Vec::with_capacity(nq + 2 * nkv);
-                for hq in 0..nq {
-                    let kv = kv_of(hq, nq, nkv);
-                    let dout = g.writer(be, t.group, hq, n_rows, d)?;
-                    let dz = pack.scatter(be, &be.matmul_backward(&dout, &el.wo[hq])?)?;
-                    let (dp, dvh) = be.attn_apply_backward(&t.p[hq], &t.v[kv], &dz, s)?;
-                    let (dq, dkh) = be.attn_scores_backward(&t.q[hq], &t.k[kv], &t.p[hq], &dp, s)?;
-                    dins.push(be.matmul_backward(&rope_bwd(dq)?, &el.wq[hq])?);
-                    dk[kv] = Some(add(dk[kv].take(), dkh)?);
-                    dv[kv] = Some(add(dv[kv].take(), dvh)?);
-                }
-                let none = || Error::Backend("edge backward: a KV head no query head reads".into());
-                for (kv, dkg) in dk.into_iter().enumerate() {
-                    dins.push(be.matmul_backward(&rope_bwd(dkg.ok_or_else(none)?)?, &el.wk[kv])?);
-                }
-                for (kv, dvg) in dv.into_iter().enumerate() {
-                    dins.push(be.matmul_backward(&pack.gather(be, &dvg.ok_or_else(none)?)?, &el.wv[kv])?);
-                }
-                let n = dins.len();
-                let refs: Vec<&B::Tensor> = dins.iter().collect();
-                let dh = be.concat(&refs, vec![n * n_rows, d])?;
+                let dins = [
+                    to_inputs(rope_bwd(dq, nq)?, nq, &el.wq)?,
+                    to_inputs(rope_bwd(dk, nkv)?, nkv, &el.wk)?,
+                    to_inputs(pack.gather(be, &dv)?, nkv, &el.wv)?,
+                ];
+                let n = nq + 2 * nkv;
+                let dh = be.concat(&dins.iter().collect::<Vec<_>>(), vec![n * n_rows, d])?;
                 let dx = self.norm_bwd(be, &t.x, &lw.ln1_w, &dh)?;
                 let dx = match mlp_dx.take() {
                     Some(m) => be.concat(&[&dx, &m], vec![n + 1, n_rows * d])?,
-                    None => flat(&dx, n)?,
+                    None => flat(dx, n)?,
                 };
                 // The groups before the heads' (a fused MLP reader's table also holds theirs).
                 let read = t.gates.n_groups() - t.fused as usize;

@@ -8,7 +8,7 @@
 //! and z gathered back.
 
 use super::EdgeWeights;
-use crate::backend::{AttnShape, Backend, Gates, RowMap};
+use crate::backend::{AttnShape, Backend, BlockProduct, Blocks, Gates, RowMap};
 use crate::mask::{EdgeLayout, Reader};
 use crate::model::batch::Batch;
 use crate::model::forward::Model;
@@ -61,18 +61,21 @@ impl<T> GateTable<T> {
 }
 
 /// A layer's attention readers and heads: readers `r0..r0 + nq + 2·nkv` (q per head, then k and v
-/// per KV head), their inputs `x [n·rows, d]`, and per head q, p (per KV head k, v). `fused`: the
-/// layer's MLP reader (`r0 + n`) took its share of the groups before the heads' in the same mix.
+/// per KV head), their inputs `x [n·rows, d]`, and the heads' q, k, v (roped, in the padded
+/// layout, a head's columns side by side) and probabilities p, of attention shape `s`. `fused`:
+/// the layer's MLP reader (`r0 + n`) took its share of the groups before the heads' in the same
+/// mix.
 pub(super) struct AttnTape<T> {
     pub r0: usize,
     pub fused: bool,
     /// The readers' gates (and the fused MLP reader's, as a last row, on the heads' group too).
     pub gates: GateTable<T>,
     pub x: T,
-    pub q: Vec<T>,
-    pub k: Vec<T>,
-    pub v: Vec<T>,
-    pub p: Vec<T>,
+    pub q: T,
+    pub k: T,
+    pub v: T,
+    pub p: T,
+    pub s: AttnShape,
     pub group: usize,
 }
 
@@ -106,10 +109,12 @@ pub struct EdgeTape<T> {
     pub(super) last: T,
 }
 
-/// Constants made once per forward: `[1, d]` of 0 and of −1, as masks and values for `mix`.
+/// Constants made once per forward: `[1, d]` of 0 and of −1, as masks and values for `mix`, and a
+/// row of 1s as wide as the largest group, the gates that sum a group's values in one `gated_sum`.
 struct Consts<T> {
     zero: T,
     minus: T,
+    ones: T,
 }
 
 impl<B: Backend> Model<B> {
@@ -145,9 +150,12 @@ impl<B: Backend> Model<B> {
         let pack = Pack::new(be, batch);
         // Rows of the residual stream's parts: the real rows where they are packed.
         let n_rows = pack.len();
+        // The largest group: a layer's heads, or the embeddings.
+        let widest = ew.layers.iter().map(|l| be.shape(&l.wo)[1] / c.head_dim.max(1)).max().unwrap_or(0).max(2);
         let k = Consts {
             zero: be.upload(&HostTensor::zeros(vec![1, d]))?,
             minus: be.upload(&HostTensor::new(vec![1, d], vec![-1.0; d]))?,
+            ones: be.upload(&HostTensor::new(vec![1, widest], vec![1.0; widest]))?,
         };
         let values = values.map(|v| v.iter().map(|a| pack.gather_cyclic(be, a)).collect::<Result<Vec<_>>>()).transpose()?;
         let value = |i: usize| values.as_ref().map(|v| &v[i]);
@@ -162,7 +170,7 @@ impl<B: Backend> Model<B> {
         if let Some(wpe) = &w.wpe {
             emb.push(be.gather_rows(wpe, &pack.select(&batch.positions()))?);
         }
-        push_group(be, &mut groups, &mut sums, group(be, &k, 0, &emb, value, n_rows, d)?)?;
+        push_group(be, &mut groups, &mut sums, group(be, &k, 0, Writers::Each(&emb), value, n_rows, d)?)?;
         if capture {
             for h in emb {
                 captured.push(pack.scatter(be, &h)?);
@@ -195,41 +203,42 @@ impl<B: Backend> Model<B> {
                     xs
                 };
                 let h = self.norm_fwd(be, &x, &lw.ln1_w, lw.ln1_b.as_ref())?;
-                let input = |i: usize| be.gather_rows(&h, &block(i, n_rows));
-                let s = head_shape(self, batch);
-                // A head's q, k or v in the padded layout, roped.
-                let rope = |t: B::Tensor| -> Result<B::Tensor> {
+                let hd = c.head_dim;
+                let s = AttnShape { batch: batch.size(), seq: batch.seq, n_heads: nq, n_kv_heads: nkv, head_dim: hd, scale: 1.0 / (hd as f32).sqrt() };
+                // The heads' projections in one product each, every head from its own reader's
+                // block of h (blocks: q per head, then k and v per KV head) to its own columns.
+                let project = |first: usize, heads: usize, wt: &B::Tensor, bt: Option<&B::Tensor>| {
+                    let p = BlockProduct { n: heads, m: n_rows, k: d, cols: hd, x: Blocks::Rows, x_first: first, w: Blocks::Rows, w_kn: false,
+                        out: Blocks::Cols };
+                    be.matmul_blocks(&h, wt, bt, &p)
+                };
+                // q or k in the padded layout, roped.
+                let rope = |t: B::Tensor, heads: usize| -> Result<B::Tensor> {
                     let t = pack.scatter(be, &t)?;
                     match c.arch {
-                        Arch::Llama => be.rope(&t, batch.seq, 1, c.head_dim, c.rope_theta),
+                        Arch::Llama => be.rope(&t, batch.seq, heads, hd, c.rope_theta),
                         Arch::Gpt2 => Ok(t),
                     }
                 };
-                let (mut ks, mut vs) = (Vec::with_capacity(nkv), Vec::with_capacity(nkv));
-                for g in 0..nkv {
-                    ks.push(rope(be.matmul(&input(nq + g)?, &el.wk[g], el.bk[g].as_ref())?)?);
-                    vs.push(pack.scatter(be, &be.matmul(&input(nq + nkv + g)?, &el.wv[g], el.bv[g].as_ref())?)?);
+                let q = rope(project(0, nq, &el.wq, el.bq.as_ref())?, nq)?;
+                let kt = rope(project(nq, nkv, &el.wk, el.bk.as_ref())?, nkv)?;
+                let v = pack.scatter(be, &project(nq + nkv, nkv, &el.wv, el.bv.as_ref())?)?;
+                let p = be.attn_scores(&q, &kt, s)?;
+                let z = pack.gather(be, &be.attn_apply(&p, &v, s)?)?;
+                // Each head's output from its own columns of z and of W_O: the heads' outputs
+                // stacked as rows, `[nq·rows, d]`.
+                let o = BlockProduct { n: nq, m: n_rows, k: hd, cols: d, x: Blocks::Cols, x_first: 0, w: Blocks::Cols, w_kn: false, out: Blocks::Rows };
+                let outs = be.matmul_blocks(&z, &el.wo, el.bo.as_ref(), &o)?;
+                if capture {
+                    for hq in 0..nq {
+                        captured.push(pack.scatter(be, &be.gather_rows(&outs, &block(hq, n_rows))?)?);
+                    }
                 }
-                let (mut qs, mut ps, mut outs) = (Vec::with_capacity(nq), Vec::with_capacity(nq), Vec::with_capacity(nq));
-                for hq in 0..nq {
-                    let q = rope(be.matmul(&input(hq)?, &el.wq[hq], el.bq[hq].as_ref())?)?;
-                    let g = kv_of(hq, nq, nkv);
-                    let p = be.attn_scores(&q, &ks[g], s)?;
-                    let z = be.attn_apply(&p, &vs[g], s)?;
-                    outs.push(be.matmul(&pack.gather(be, &z)?, &el.wo[hq], el.bo.as_ref())?);
-                    qs.push(q);
-                    ps.push(p);
-                }
-                push_group(be, &mut groups, &mut sums, group(be, &k, heads_span.first, &outs, value, n_rows, d)?)?;
+                push_group(be, &mut groups, &mut sums, group(be, &k, heads_span.first, Writers::Stacked(outs, nq), value, n_rows, d)?)?;
                 if groups.last().map(Group::span) != Some(heads_span) {
                     return Err(Error::Backend(format!("edge forward: layer {l}'s heads' group is not the one its gates were laid out for")));
                 }
-                if capture {
-                    for h in outs {
-                        captured.push(pack.scatter(be, &h)?);
-                    }
-                }
-                attn_tapes[l] = Some(AttnTape { r0: reader, fused, gates: table, x, q: qs, k: ks, v: vs, p: ps, group: groups.len() - 1 });
+                attn_tapes[l] = Some(AttnTape { r0: reader, fused, gates: table, x, q, k: kt, v, p, s, group: groups.len() - 1 });
                 reader += n;
             }
             if lay.readers.get(reader) == Some(&Reader::Mlp { layer: l }) {
@@ -240,7 +249,7 @@ impl<B: Backend> Model<B> {
                         let (heads, t) = (groups.len() - 1, attn_tapes[l].as_ref().expect("the heads' tape"));
                         let g = &groups[heads];
                         let add = be.gated_sum(t.gates.view(nq + 2 * nkv, 1, heads), &[&g.stack], g.sum.as_ref())?;
-                        (be.add(&part, &be.concat(&[&add], vec![n_rows, d])?)?, None)
+                        (be.add(&part, &be.reshape(add, vec![n_rows, d])?)?, None)
                     }
                     None => {
                         let (read, table) = gate_table(be, lay, &groups, None, gates, reader, 1)?;
@@ -258,10 +267,10 @@ impl<B: Backend> Model<B> {
                 };
                 let out = be.matmul(&act, &lw.w_down, lw.b_down.as_ref())?;
                 let first = groups.last().map_or(0, |g| g.first + g.n);
-                push_group(be, &mut groups, &mut sums, group(be, &k, first, std::slice::from_ref(&out), value, n_rows, d)?)?;
                 if capture {
                     captured.push(pack.scatter(be, &out)?);
                 }
+                push_group(be, &mut groups, &mut sums, group(be, &k, first, Writers::Stacked(out, 1), value, n_rows, d)?)?;
                 mlp_tapes[l] = Some(MlpTape { r: reader, gates: own, x, up, gate, group: groups.len() - 1 });
                 reader += 1;
             }
@@ -309,50 +318,68 @@ fn locate(pack: &Pack, rows: &[u32]) -> (Vec<u32>, Option<Vec<u32>>) {
     (at, (!all).then_some(places))
 }
 
-/// One head at a time: attention calls take a single query head and its KV head.
-pub(super) fn head_shape<B: Backend>(m: &Model<B>, batch: &Batch) -> AttnShape {
-    let hd = m.config.head_dim;
-    AttnShape { batch: batch.size(), seq: batch.seq, n_heads: 1, n_kv_heads: 1, head_dim: hd, scale: 1.0 / (hd as f32).sqrt() }
-}
-
-/// The KV head query head `h` of `nq` reads, with `nkv` KV heads.
-pub(super) fn kv_of(h: usize, nq: usize, nkv: usize) -> usize {
-    h / (nq / nkv.max(1)).max(1)
-}
-
 /// Rows `i·n .. (i + 1)·n`: reader i's block of a stacked `[readers·rows, d]`.
 fn block(i: usize, n: usize) -> Vec<u32> {
     (i * n..(i + 1) * n).map(|r| r as u32).collect()
 }
 
-/// The group of writers `first..first + outs.len()`: their h_w − a_w stacked as rows, and with
-/// values their Σ a_w.
-fn group<'a, B: Backend>(be: &B, k: &Consts<B::Tensor>, first: usize, outs: &[B::Tensor],
+/// A group's writers' outputs: one tensor `[rows, d]` each, or stacked as rows `[n·rows, d]`.
+enum Writers<'a, T> {
+    Each(&'a [T]),
+    Stacked(T, usize),
+}
+
+/// The group of writers `first..`: their h_w − a_w stacked as rows, and with values their Σ a_w.
+fn group<'a, B: Backend>(be: &B, k: &Consts<B::Tensor>, first: usize, outs: Writers<'_, B::Tensor>,
     value: impl Fn(usize) -> Option<&'a B::Tensor>, n_rows: usize, d: usize) -> Result<Group<B::Tensor>>
 where
     B::Tensor: 'a,
 {
-    let n = outs.len();
-    let mut rows: Vec<B::Tensor> = Vec::with_capacity(n);
-    let mut sum: Option<B::Tensor> = None;
-    for (i, h) in outs.iter().enumerate() {
-        match value(first + i) {
-            None => rows.push(h.clone()),
-            Some(a) => {
-                // −a on every row (a row of values broadcast, or a corrupted run's rows).
-                let minus_a = be.mix(a, &k.minus, RowMap::SHARED, &k.zero, RowMap::SHARED)?;
-                let minus_a = be.mix(h, &k.zero, RowMap::SHARED, &minus_a, RowMap::SHARED)?;
-                rows.push(be.add(h, &minus_a)?);
-                sum = Some(match sum {
-                    None => a.clone(),
-                    Some(s) => be.add(&s, a)?,
-                });
-            }
+    let (stacked, n) = match outs {
+        Writers::Each(hs) => (be.concat(&hs.iter().collect::<Vec<_>>(), vec![hs.len() * n_rows, d])?, hs.len()),
+        Writers::Stacked(t, n) => (t, n),
+    };
+    let values: Option<Vec<&B::Tensor>> = (first..first + n).map(&value).collect();
+    let Some(values) = values else {
+        if (first..first + n).any(|i| value(i).is_some()) {
+            return Err(Error::Backend(format!("edge forward: writers {first}..{} have values for some only", first + n)));
         }
+        return Ok(Group { first, n, stack: be.reshape(stacked, vec![n, n_rows * d])?, sum: None });
+    };
+    // Every writer's a_w as rows of one tensor, `[n·r, d]`: r = 1 (one row for all of a writer's
+    // rows), or r = rows, or r rows read cyclically (per position), spread to rows below.
+    let r = be.shape(values[0])[0];
+    if let Some(a) = values.iter().find(|a| be.shape(a)[0] != r) {
+        return Err(Error::Backend(format!("edge forward: a group's values of {:?} and {:?} rows", be.shape(values[0]), be.shape(a))));
     }
-    let refs: Vec<&B::Tensor> = rows.iter().collect();
-    let stack = be.concat(&refs, vec![n, n_rows * d])?;
-    Ok(Group { first, n, stack, sum })
+    // Σ a_w, and the values as rows: one writer's, or the writers' joined, summed over the writers
+    // in one product with gates of 1.
+    let (sum, all) = match values.as_slice() {
+        [a] => ((*a).clone(), (*a).clone()),
+        _ => {
+            let width = be.shape(&k.ones)[1];
+            if n > width {
+                return Err(Error::Backend(format!("edge forward: a group of {n} writers, wider than the {width} counted")));
+            }
+            let joined = be.concat(&values, vec![n, r * d])?;
+            let ones = Gates { table: &k.ones, offset: 0, stride: width, rows: 1 };
+            let sum = be.reshape(be.gated_sum(ones, &[&joined], None)?, vec![r, d])?;
+            (sum, be.reshape(joined, vec![n * r, d])?)
+        }
+    };
+    let (all, div) = match r {
+        1 => (all, n_rows),
+        r if r == n_rows => (all, 1),
+        r => {
+            let ids: Vec<u32> = (0..n * n_rows).map(|i| ((i / n_rows) * r + (i % n_rows) % r) as u32).collect();
+            (be.gather_rows(&all, &ids)?, 1)
+        }
+    };
+    // −a_w on each writer's rows: stack row i reads row i / rows of `[n, d]`, or row i.
+    let minus_a = be.mix(&all, &k.minus, RowMap::SHARED, &k.zero, RowMap::SHARED)?;
+    let spread = be.mix(&stacked, &k.zero, RowMap::SHARED, &minus_a, RowMap { div })?;
+    let stack = be.reshape(be.add(&stacked, &spread)?, vec![n, n_rows * d])?;
+    Ok(Group { first, n, stack, sum: Some(sum) })
 }
 
 /// Appends `g` to the groups, and to `sums` the Σ a_w of every group so far.
@@ -436,7 +463,7 @@ fn reader_inputs<B: Backend>(be: &B, bias: Option<&B::Tensor>, k: &Consts<B::Ten
     let stacks: Vec<&B::Tensor> = groups.iter().map(|g| &g.stack).collect();
     // Σ a_w (`[1, d]` or `[rows, d]`) repeats along each reader's row of `[rows·d]`.
     let x = be.gated_sum(gates, &stacks, sum)?;
-    let x = be.concat(&[&x], vec![n * n_rows, d])?;
+    let x = be.reshape(x, vec![n * n_rows, d])?;
     match bias {
         None => Ok(x),
         Some(b) => {

@@ -21,6 +21,11 @@
 //! reads what its heads' readers read and then the heads' group, so it joins their product with
 //! one more row of gates and adds the heads' group after (`AttnTape::fused`): each layer streams
 //! the stacks once, in the forward and in the backward.
+//!
+//! A layer's heads run together, each on its own blocks (`Backend::matmul_blocks`): one product
+//! takes every query head's reader's rows of the normalised inputs to that head's columns of q (one
+//! for k, one for v), attention runs once over all the heads, and one product takes each head's
+//! columns of z through its columns of W_O to its own rows of the heads' group's stack.
 
 mod backward;
 mod forward;
@@ -35,7 +40,7 @@ use crate::model::forward::Model;
 use crate::model::ModelWeights;
 use crate::{Error, HostTensor, Result};
 
-/// Per-head slices of the attention weights, and the model's writers, readers and edges.
+/// The attention weights the edge forward reads by head, and the model's writers, readers and edges.
 pub struct EdgeWeights<T> {
     pub layout: EdgeLayout,
     pub(crate) layers: Vec<EdgeLayer<T>>,
@@ -44,47 +49,28 @@ pub struct EdgeWeights<T> {
     pub(crate) reader_bias: Option<T>,
 }
 
-/// One layer's attention weights by head: W_Q, b_Q per query head, W_K, b_K, W_V, b_V per KV
-/// head, W_O per query head (`[d, head_dim]`), and b_O / H.
+/// One layer's attention weights, a head's rows (or W_O's columns) its block for `matmul_blocks`:
+/// W_Q, b_Q `[nq·hd, d]`, `[nq·hd]`; W_K, b_K, W_V, b_V `[nkv·hd, d]`, `[nkv·hd]`; W_O
+/// `[d, nq·hd]`; and b_O / H.
 pub(crate) struct EdgeLayer<T> {
-    pub(crate) wq: Vec<T>,
-    pub(crate) bq: Vec<Option<T>>,
-    pub(crate) wk: Vec<T>,
-    pub(crate) bk: Vec<Option<T>>,
-    pub(crate) wv: Vec<T>,
-    pub(crate) bv: Vec<Option<T>>,
-    pub(crate) wo: Vec<T>,
+    pub(crate) wq: T,
+    pub(crate) bq: Option<T>,
+    pub(crate) wk: T,
+    pub(crate) bk: Option<T>,
+    pub(crate) wv: T,
+    pub(crate) bv: Option<T>,
+    pub(crate) wo: T,
     pub(crate) bo: Option<T>,
 }
 
-/// Rows `[r0, r1)` of a matrix (a bias is a matrix of one row here).
-fn rows_of(t: &HostTensor, r0: usize, r1: usize) -> HostTensor {
-    let (_, c) = t.rows_cols();
-    HostTensor::new(vec![r1 - r0, c], t.data[r0 * c..r1 * c].to_vec())
-}
-
-/// Elements `[c0, c1)` of a vector, as a vector.
-fn slice_of(t: &HostTensor, c0: usize, c1: usize) -> HostTensor {
-    HostTensor::new(vec![c1 - c0], t.data[c0..c1].to_vec())
-}
-
-/// Columns `[c0, c1)` of a matrix.
-fn cols_of(t: &HostTensor, c0: usize, c1: usize) -> HostTensor {
-    let (r, c) = t.rows_cols();
-    let data = (0..r).flat_map(|i| t.data[i * c + c0..i * c + c1].iter().copied()).collect();
-    HostTensor::new(vec![r, c1 - c0], data)
-}
-
 impl<T: Clone> EdgeWeights<T> {
-    /// Slices `w` by head and uploads the slices (the model's own weights stay as they are).
+    /// Uploads the attention weights and b_O / H (the model's own weights stay as they are).
     pub fn new<B: Backend<Tensor = T>>(be: &B, model: &Model<B>, w: &ModelWeights<HostTensor>) -> Result<EdgeWeights<T>> {
         if model.edges.is_some() {
             return Err(Error::Unsupported(
                 "this is a standalone edge model: edge-prune and edge circuits run on the full model it was cut from".into(),
             ));
         }
-        let c = &model.config;
-        let hd = c.head_dim;
         let (mut n_heads, mut n_kv, mut has_mlp, mut layers) = (vec![], vec![], vec![], vec![]);
         for (l, lw) in w.layers.iter().enumerate() {
             let d_ff = lw.w_up.shape[0];
@@ -96,20 +82,13 @@ impl<T: Clone> EdgeWeights<T> {
             n_heads.push(lw.n_heads);
             n_kv.push(lw.n_kv_heads);
             has_mlp.push(d_ff > 0);
-            let up = |t: HostTensor| be.upload(&t);
-            let by = |m: &HostTensor, b: &Option<HostTensor>, n: usize| -> Result<(Vec<T>, Vec<Option<T>>)> {
-                let ws = (0..n).map(|h| up(rows_of(m, h * hd, (h + 1) * hd))).collect::<Result<_>>()?;
-                let bs = (0..n).map(|h| b.as_ref().map(|b| up(slice_of(b, h * hd, (h + 1) * hd))).transpose()).collect::<Result<_>>()?;
-                Ok((ws, bs))
-            };
-            let (wq, bq) = by(&lw.wq, &lw.bq, lw.n_heads)?;
-            let (wk, bk) = by(&lw.wk, &lw.bk, lw.n_kv_heads)?;
-            let (wv, bv) = by(&lw.wv, &lw.bv, lw.n_kv_heads)?;
-            let wo = (0..lw.n_heads).map(|h| up(cols_of(&lw.wo, h * hd, (h + 1) * hd))).collect::<Result<_>>()?;
+            let up = |t: &HostTensor| be.upload(t);
+            let upo = |t: &Option<HostTensor>| t.as_ref().map(up).transpose();
+            let (wq, bq, wk, bk, wv, bv, wo) = (up(&lw.wq)?, upo(&lw.bq)?, up(&lw.wk)?, upo(&lw.bk)?, up(&lw.wv)?, upo(&lw.bv)?, up(&lw.wo)?);
             let bo = match &lw.bo {
                 Some(b) if lw.n_heads > 0 => {
                     let s = 1.0 / lw.n_heads as f32;
-                    Some(up(HostTensor::new(b.shape.clone(), b.data.iter().map(|v| v * s).collect()))?)
+                    Some(up(&HostTensor::new(b.shape.clone(), b.data.iter().map(|v| v * s).collect()))?)
                 }
                 _ => None,
             };
