@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use super::matmul::{gemm_on, gemm_raw, Rhs};
+use super::matmul::{gemm_on, gemm_raw, Out, Rhs};
 use super::vector::dot;
 use super::{check, CpuBackend, CpuTensor};
 use crate::backend::{check_base, gated_shapes, GatedShapes, Gates};
@@ -25,42 +25,6 @@ use crate::Result;
 
 /// Columns per block: W = 300 packed rows of a block are 2.4 MiB.
 const BLOCK: usize = 2048;
-
-/// A pointer that parallel blocks write disjoint column ranges through.
-#[derive(Clone, Copy)]
-pub(super) struct Out(pub(super) *mut f32);
-// SAFETY: every block writes only its own columns of each row (disjoint ranges), and the buffer
-// outlives the parallel loop that uses it.
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
-
-impl Out {
-    /// The buffer's element `at`.
-    /// SAFETY: `at` lies inside the buffer.
-    pub(super) unsafe fn at(self, at: usize) -> *mut f32 {
-        self.0.add(at)
-    }
-
-    /// Writes `src` at `dst[at..at + src.len()]`.
-    /// SAFETY: the caller keeps `at + src.len()` inside the buffer and no two writers overlap.
-    unsafe fn put(self, at: usize, src: &[f32]) {
-        std::ptr::copy_nonoverlapping(src.as_ptr(), self.0.add(at), src.len());
-    }
-
-    /// `dst[at..at + len]`.
-    /// SAFETY: as `put`, and nothing else touches that range while the slice lives.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn slice<'a>(self, at: usize, len: usize) -> &'a mut [f32] {
-        std::slice::from_raw_parts_mut(self.0.add(at), len)
-    }
-
-    /// Adds `src` into `dst[at..at + src.len()]`.
-    /// SAFETY: as `put`.
-    unsafe fn add(self, at: usize, src: &[f32]) {
-        let dst = std::slice::from_raw_parts_mut(self.0.add(at), src.len());
-        dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
-    }
-}
 
 /// Checks the view against the stacks (`gated_shapes`).
 fn shapes(op: &str, gates: Gates<'_, CpuTensor>, stacks: &[&CpuTensor]) -> Result<GatedShapes> {

@@ -2,7 +2,6 @@
 
 use rayon::prelude::*;
 
-use super::gated_sum::Out;
 use super::{check, CpuBackend, CpuTensor};
 use crate::backend::{block_views, BiasBlocks, BlockProduct};
 use crate::Result;
@@ -83,6 +82,43 @@ pub(super) fn matmul_blocks(be: &CpuBackend, x: &CpuTensor, w: &CpuTensor, bias:
         _ => (0..p.n).into_par_iter().for_each(|blk| one(blk, share)),
     }
     Ok(CpuBackend::wrap(shape, out))
+}
+
+/// A pointer that parallel blocks write disjoint parts of one buffer through (`gemm_raw`'s
+/// destinations, `gated_sum`'s column blocks).
+#[derive(Clone, Copy)]
+pub(super) struct Out(pub(super) *mut f32);
+// SAFETY: every block writes only its own elements (disjoint ranges), and the buffer
+// outlives the parallel loop that uses it.
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+impl Out {
+    /// The buffer's element `at`.
+    /// SAFETY: `at` lies inside the buffer.
+    pub(super) unsafe fn at(self, at: usize) -> *mut f32 {
+        self.0.add(at)
+    }
+
+    /// Writes `src` at `dst[at..at + src.len()]`.
+    /// SAFETY: the caller keeps `at + src.len()` inside the buffer and no two writers overlap.
+    pub(super) unsafe fn put(self, at: usize, src: &[f32]) {
+        std::ptr::copy_nonoverlapping(src.as_ptr(), self.0.add(at), src.len());
+    }
+
+    /// `dst[at..at + len]`.
+    /// SAFETY: as `put`, and nothing else touches that range while the slice lives.
+    #[allow(clippy::mut_from_ref)]
+    pub(super) unsafe fn slice<'a>(self, at: usize, len: usize) -> &'a mut [f32] {
+        std::slice::from_raw_parts_mut(self.0.add(at), len)
+    }
+
+    /// Adds `src` into `dst[at..at + src.len()]`.
+    /// SAFETY: as `put`.
+    pub(super) unsafe fn add(self, at: usize, src: &[f32]) {
+        let dst = std::slice::from_raw_parts_mut(self.0.add(at), src.len());
+        dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+    }
 }
 
 /// `dst[i, j] (+)= Σ_p lhs[i, p] · rhs(p, j)` for i < m, j < n, p < k, on up to `threads` threads,

@@ -38,16 +38,17 @@ impl WgpuBackend {
         if n != t.numel() {
             return Err(shape_err("reshape", format!("a tensor of {} elements as shape {shape:?} ({n})", t.numel())));
         }
-        if t.chunk_count() == 1 {
-            match Arc::try_unwrap(t.0) {
+        let t = match t.chunk_count() {
+            1 => match Arc::try_unwrap(t.0) {
                 Ok(Inner { mut chunks, .. }) => {
                     let Chunk { buf, .. } = chunks.pop().expect("one chunk");
                     let rows = rows_cols(&shape).0;
                     return Ok(GpuTensor::new(shape, vec![Chunk { row0: 0, rows, buf }]));
                 }
-                Err(shared) => return self.op_concat(&[&GpuTensor(shared)], shape),
-            }
-        }
+                Err(shared) => GpuTensor(shared),
+            },
+            _ => t,
+        };
         self.op_concat(&[&t], shape)
     }
 }

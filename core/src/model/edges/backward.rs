@@ -107,12 +107,11 @@ impl<B: Backend> Model<B> {
             }
             // Heads, bottom-up: o_h = attention(q_h, k_g, v_g)·W_O_hᵀ, every head in one product.
             if let Some(t) = &tape.attn[l] {
-                let el = &ew.layers[l];
                 let (nq, nkv, hd) = (lw.n_heads, lw.n_kv_heads, c.head_dim);
                 // The heads' outputs' gradients, stacked as the group's rows: to z's columns.
                 let dout = g.take(be, t.group, nq * n_rows, d)?;
                 let o = BlockProduct { n: nq, m: n_rows, k: d, cols: hd, x: Blocks::Rows, x_first: 0, w: Blocks::Cols, w_kn: true, out: Blocks::Cols };
-                let dz = pack.scatter(be, &be.matmul_blocks(&dout, &el.wo, None, &o)?)?;
+                let dz = pack.scatter(be, &be.matmul_blocks(&dout, &lw.wo, None, &o)?)?;
                 let (dp, dv) = be.attn_apply_backward(&t.p, &t.v, &dz, t.s)?;
                 let (dq, dk) = be.attn_scores_backward(&t.q, &t.k, &t.p, &dp, t.s)?;
                 // The forward's `rope`, read the other way: to the packed rows of q or k.
@@ -130,9 +129,9 @@ impl<B: Backend> Model<B> {
                     be.matmul_blocks(&dt, wt, None, &p)
                 };
                 let dins = [
-                    to_inputs(rope_bwd(dq, nq)?, nq, &el.wq)?,
-                    to_inputs(rope_bwd(dk, nkv)?, nkv, &el.wk)?,
-                    to_inputs(pack.gather(be, &dv)?, nkv, &el.wv)?,
+                    to_inputs(rope_bwd(dq, nq)?, nq, &lw.wq)?,
+                    to_inputs(rope_bwd(dk, nkv)?, nkv, &lw.wk)?,
+                    to_inputs(pack.gather(be, &dv)?, nkv, &lw.wv)?,
                 ];
                 let n = nq + 2 * nkv;
                 let dh = be.concat(&dins.iter().collect::<Vec<_>>(), vec![n * n_rows, d])?;

@@ -138,6 +138,9 @@ impl<B: Backend> Model<B> {
         if gates.len() != lay.n_edges() {
             return Err(Error::Input(format!("{} edge gates for a model of {} edges", gates.len(), lay.n_edges())));
         }
+        if ew.bo.len() != w.layers.len() {
+            return Err(Error::Input(format!("edge weights of {} layers for a model of {}", ew.bo.len(), w.layers.len())));
+        }
         if let Some(v) = values {
             if v.len() != lay.writers.len() {
                 return Err(Error::Input(format!("{} ablation values for {} writers", v.len(), lay.writers.len())));
@@ -151,7 +154,7 @@ impl<B: Backend> Model<B> {
         // Rows of the residual stream's parts: the real rows where they are packed.
         let n_rows = pack.len();
         // The largest group: a layer's heads, or the embeddings.
-        let widest = ew.layers.iter().map(|l| be.shape(&l.wo)[1] / c.head_dim.max(1)).max().unwrap_or(0).max(2);
+        let widest = w.layers.iter().map(|l| l.n_heads).max().unwrap_or(0).max(2);
         let k = Consts {
             zero: be.upload(&HostTensor::zeros(vec![1, d]))?,
             minus: be.upload(&HostTensor::new(vec![1, d], vec![-1.0; d]))?,
@@ -180,8 +183,7 @@ impl<B: Backend> Model<B> {
         let mut reader = 0;
         // The MLP reader's input from the groups before its layer's heads (see `fused` below).
         let mut mlp_part: Option<B::Tensor> = None;
-        for (l, el) in ew.layers.iter().enumerate() {
-            let lw = &w.layers[l];
+        for (l, lw) in w.layers.iter().enumerate() {
             let (nq, nkv) = (lw.n_heads, lw.n_kv_heads);
             attn_tapes.push(None);
             mlp_tapes.push(None);
@@ -220,15 +222,15 @@ impl<B: Backend> Model<B> {
                         Arch::Gpt2 => Ok(t),
                     }
                 };
-                let q = rope(project(0, nq, &el.wq, el.bq.as_ref())?, nq)?;
-                let kt = rope(project(nq, nkv, &el.wk, el.bk.as_ref())?, nkv)?;
-                let v = pack.scatter(be, &project(nq + nkv, nkv, &el.wv, el.bv.as_ref())?)?;
+                let q = rope(project(0, nq, &lw.wq, lw.bq.as_ref())?, nq)?;
+                let kt = rope(project(nq, nkv, &lw.wk, lw.bk.as_ref())?, nkv)?;
+                let v = pack.scatter(be, &project(nq + nkv, nkv, &lw.wv, lw.bv.as_ref())?)?;
                 let p = be.attn_scores(&q, &kt, s)?;
                 let z = pack.gather(be, &be.attn_apply(&p, &v, s)?)?;
                 // Each head's output from its own columns of z and of W_O: the heads' outputs
                 // stacked as rows, `[nq·rows, d]`.
                 let o = BlockProduct { n: nq, m: n_rows, k: hd, cols: d, x: Blocks::Cols, x_first: 0, w: Blocks::Cols, w_kn: false, out: Blocks::Rows };
-                let outs = be.matmul_blocks(&z, &el.wo, el.bo.as_ref(), &o)?;
+                let outs = be.matmul_blocks(&z, &lw.wo, ew.bo[l].as_ref(), &o)?;
                 if capture {
                     for hq in 0..nq {
                         captured.push(pack.scatter(be, &be.gather_rows(&outs, &block(hq, n_rows))?)?);

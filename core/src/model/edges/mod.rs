@@ -40,38 +40,27 @@ use crate::model::forward::Model;
 use crate::model::ModelWeights;
 use crate::{Error, HostTensor, Result};
 
-/// The attention weights the edge forward reads by head, and the model's writers, readers and edges.
+/// What the edge forward adds to the model's own weights: b_O / H per layer (each head's share of
+/// the output bias), and the model's writers, readers and edges.
 pub struct EdgeWeights<T> {
     pub layout: EdgeLayout,
-    pub(crate) layers: Vec<EdgeLayer<T>>,
+    /// b_O / H per layer (None without a bias, or without heads).
+    pub(crate) bo: Vec<Option<T>>,
     /// A standalone edge model's folded constants, `[readers, d]`, added to each reader's input
     /// (`prune::edges`); None in a full model.
     pub(crate) reader_bias: Option<T>,
 }
 
-/// One layer's attention weights, a head's rows (or W_O's columns) its block for `matmul_blocks`:
-/// W_Q, b_Q `[nq·hd, d]`, `[nq·hd]`; W_K, b_K, W_V, b_V `[nkv·hd, d]`, `[nkv·hd]`; W_O
-/// `[d, nq·hd]`; and b_O / H.
-pub(crate) struct EdgeLayer<T> {
-    pub(crate) wq: T,
-    pub(crate) bq: Option<T>,
-    pub(crate) wk: T,
-    pub(crate) bk: Option<T>,
-    pub(crate) wv: T,
-    pub(crate) bv: Option<T>,
-    pub(crate) wo: T,
-    pub(crate) bo: Option<T>,
-}
-
 impl<T: Clone> EdgeWeights<T> {
-    /// Uploads the attention weights and b_O / H (the model's own weights stay as they are).
+    /// Uploads b_O / H per layer; the heads' projections read the model's own weights, a head's
+    /// rows of W_Q, W_K, W_V (columns of W_O) its block for `matmul_blocks`.
     pub fn new<B: Backend<Tensor = T>>(be: &B, model: &Model<B>, w: &ModelWeights<HostTensor>) -> Result<EdgeWeights<T>> {
         if model.edges.is_some() {
             return Err(Error::Unsupported(
                 "this is a standalone edge model: edge-prune and edge circuits run on the full model it was cut from".into(),
             ));
         }
-        let (mut n_heads, mut n_kv, mut has_mlp, mut layers) = (vec![], vec![], vec![], vec![]);
+        let (mut n_heads, mut n_kv, mut has_mlp, mut bos) = (vec![], vec![], vec![], vec![]);
         for (l, lw) in w.layers.iter().enumerate() {
             let d_ff = lw.w_up.shape[0];
             if d_ff == 0 && lw.b_down.is_some() || lw.n_heads == 0 && lw.bo.is_some() {
@@ -82,20 +71,16 @@ impl<T: Clone> EdgeWeights<T> {
             n_heads.push(lw.n_heads);
             n_kv.push(lw.n_kv_heads);
             has_mlp.push(d_ff > 0);
-            let up = |t: &HostTensor| be.upload(t);
-            let upo = |t: &Option<HostTensor>| t.as_ref().map(up).transpose();
-            let (wq, bq, wk, bk, wv, bv, wo) = (up(&lw.wq)?, upo(&lw.bq)?, up(&lw.wk)?, upo(&lw.bk)?, up(&lw.wv)?, upo(&lw.bv)?, up(&lw.wo)?);
-            let bo = match &lw.bo {
+            bos.push(match &lw.bo {
                 Some(b) if lw.n_heads > 0 => {
                     let s = 1.0 / lw.n_heads as f32;
-                    Some(up(&HostTensor::new(b.shape.clone(), b.data.iter().map(|v| v * s).collect()))?)
+                    Some(be.upload(&HostTensor::new(b.shape.clone(), b.data.iter().map(|v| v * s).collect()))?)
                 }
                 _ => None,
-            };
-            layers.push(EdgeLayer { wq, bq, wk, bk, wv, bv, wo, bo });
+            });
         }
         let layout = EdgeLayout::new(&n_heads, &n_kv, &has_mlp, w.wpe.is_some())?;
-        Ok(EdgeWeights { layout, layers, reader_bias: None })
+        Ok(EdgeWeights { layout, bo: bos, reader_bias: None })
     }
 
     /// With a constant added to each reader's input (`[readers, d]`).
