@@ -3,8 +3,10 @@
 // workgroup, for products large enough to fill the device with such tiles.
 //
 // Params, bindings, offsets/strides and override constants: matmul_params.wgsl, prepended (and
-// precision.wgsl's input rounding before it). What
-// differs from matmul.wgsl:
+// precision.wgsl's input rounding before it); how a thread reads its share of a slice from global
+// memory and stages it in workgroup memory (`fetch_x`/`stage_x`, `fetch_w`/`stage_w`): either
+// matmul_128_stage.wgsl (an f32 load per element, any layout) or matmul_128_stage_vec4.wgsl (one
+// vec4 load per operand, for aligned products), prepended too. What differs from matmul.wgsl:
 // - each thread owns an 8×8 register block: rows 4·ty + {0..3} and 64 + 4·ty + {0..3}, columns
 //   4·tx + {0..3} and 64 + 4·tx + {0..3} (the two halves keep neighbouring threads' workgroup
 //   reads apart), so a step of the inner loop does 4 vec4 workgroup loads per 64 FMAs;
@@ -18,36 +20,11 @@ const TM: u32 = 128u;
 const TN: u32 = 128u;
 const TK: u32 = 8u;
 
-// [buffer][kk][r4]: As[buf·256 + kk·32 + r4] holds rows 4·r4 .. 4·r4+3 of the x tile at depth kk.
-var<workgroup> As: array<vec4<f32>, 512>;
-var<workgroup> Bs: array<vec4<f32>, 512>;
-
-// Element e (0..3) a thread stages of a 128×8 slice: (row or column within the tile, depth).
-// k fastest for [*, K] operands, the row fastest for [K, *] ones, so that neighbouring threads
-// read neighbouring addresses.
-fn slot_k_fast(li: u32, e: u32) -> vec2<u32> {
-    let idx = li + e * 256u;
-    return vec2<u32>(idx / TK, idx % TK);
-}
-fn slot_row_fast(li: u32, e: u32) -> vec2<u32> {
-    let idx = li + e * 256u;
-    return vec2<u32>(idx % TM, idx / TM);
-}
-
-fn load_x(xb: u32, m: u32, k: u32) -> f32 {
-    if (m >= p.M || k >= p.K) { return 0.0; }
-    if (X_KM) { return rnd(x[xb + k * p.x_rs + m]); }
-    return rnd(x[xb + m * p.x_rs + k]);
-}
-
-fn x_slot(li: u32, e: u32) -> vec2<u32> {
-    if (X_KM) { return slot_row_fast(li, e); }
-    return slot_k_fast(li, e);
-}
-fn w_slot(li: u32, e: u32) -> vec2<u32> {
-    if (W_KN) { return slot_row_fast(li, e); }
-    return slot_k_fast(li, e);
-}
+// x's tiles, then w's (from W_TILES): [buffer][kk][r4]: tiles[buf·256 + kk·32 + r4] holds rows
+// 4·r4 .. 4·r4+3 of the x tile at depth kk, tiles[W_TILES + buf·256 + kk·32 + r4] columns
+// 4·r4 .. of the w tile. One array so that the staging can take either as an offset.
+const W_TILES: u32 = 512u;
+var<workgroup> tiles: array<vec4<f32>, 1024>;
 
 // Adds row `gm`'s 4 values at columns gn.. to the output, within bounds.
 fn put(ob: u32, gm: u32, gn: u32, v: vec4<f32>) {
@@ -81,23 +58,11 @@ fn matmul_128(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) w
     let tx = li % 16u;
     let ty = li / 16u;
 
-    // The slots this thread stages, the same for every slice.
-    let xs0 = x_slot(li, 0u); let xs1 = x_slot(li, 1u); let xs2 = x_slot(li, 2u); let xs3 = x_slot(li, 3u);
-    let ws0 = w_slot(li, 0u); let ws1 = w_slot(li, 1u); let ws2 = w_slot(li, 2u); let ws3 = w_slot(li, 3u);
-
     // Slice 0 into buffer 0.
-    var fx = vec4<f32>(load_x(base.x, m0 + xs0.x, xs0.y), load_x(base.x, m0 + xs1.x, xs1.y),
-                       load_x(base.x, m0 + xs2.x, xs2.y), load_x(base.x, m0 + xs3.x, xs3.y));
-    var fw = vec4<f32>(load_w(base.y, n0 + ws0.x, ws0.y), load_w(base.y, n0 + ws1.x, ws1.y),
-                       load_w(base.y, n0 + ws2.x, ws2.y), load_w(base.y, n0 + ws3.x, ws3.y));
-    As[xs0.y * 32u + xs0.x / 4u][xs0.x % 4u] = fx.x;
-    As[xs1.y * 32u + xs1.x / 4u][xs1.x % 4u] = fx.y;
-    As[xs2.y * 32u + xs2.x / 4u][xs2.x % 4u] = fx.z;
-    As[xs3.y * 32u + xs3.x / 4u][xs3.x % 4u] = fx.w;
-    Bs[ws0.y * 32u + ws0.x / 4u][ws0.x % 4u] = fw.x;
-    Bs[ws1.y * 32u + ws1.x / 4u][ws1.x % 4u] = fw.y;
-    Bs[ws2.y * 32u + ws2.x / 4u][ws2.x % 4u] = fw.z;
-    Bs[ws3.y * 32u + ws3.x / 4u][ws3.x % 4u] = fw.w;
+    var fx = fetch_x(li, base.x, m0, 0u);
+    var fw = fetch_w(li, base.y, n0, 0u);
+    stage_x(li, 0u, fx);
+    stage_w(li, 0u, fw);
     workgroupBarrier();
 
     // c[4·q + j]: row j of the a-half (q / 2: rows 4·ty.. or 64 + 4·ty..), b-half (q % 2).
@@ -113,16 +78,14 @@ fn matmul_128(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) w
         if (more) {
             // The next slice's global reads, in flight while this one is multiplied.
             let k1 = (s + 1u) * TK;
-            fx = vec4<f32>(load_x(base.x, m0 + xs0.x, k1 + xs0.y), load_x(base.x, m0 + xs1.x, k1 + xs1.y),
-                           load_x(base.x, m0 + xs2.x, k1 + xs2.y), load_x(base.x, m0 + xs3.x, k1 + xs3.y));
-            fw = vec4<f32>(load_w(base.y, n0 + ws0.x, k1 + ws0.y), load_w(base.y, n0 + ws1.x, k1 + ws1.y),
-                           load_w(base.y, n0 + ws2.x, k1 + ws2.y), load_w(base.y, n0 + ws3.x, k1 + ws3.y));
+            fx = fetch_x(li, base.x, m0, k1);
+            fw = fetch_w(li, base.y, n0, k1);
         }
         for (var kk = 0u; kk < TK; kk++) {
-            let a0 = As[cur + kk * 32u + ty];
-            let a1 = As[cur + kk * 32u + 16u + ty];
-            let b0 = Bs[cur + kk * 32u + tx];
-            let b1 = Bs[cur + kk * 32u + 16u + tx];
+            let a0 = tiles[cur + kk * 32u + ty];
+            let a1 = tiles[cur + kk * 32u + 16u + ty];
+            let b0 = tiles[W_TILES + cur + kk * 32u + tx];
+            let b1 = tiles[W_TILES + cur + kk * 32u + 16u + tx];
             c0 += a0.x * b0; c1 += a0.y * b0; c2 += a0.z * b0; c3 += a0.w * b0;
             c4 += a0.x * b1; c5 += a0.y * b1; c6 += a0.z * b1; c7 += a0.w * b1;
             c8 += a1.x * b0; c9 += a1.y * b0; c10 += a1.z * b0; c11 += a1.w * b0;
@@ -130,15 +93,8 @@ fn matmul_128(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) w
         }
         if (more) {
             // The other buffer: every thread finished reading it before the last barrier.
-            let nxt = 256u - cur;
-            As[nxt + xs0.y * 32u + xs0.x / 4u][xs0.x % 4u] = fx.x;
-            As[nxt + xs1.y * 32u + xs1.x / 4u][xs1.x % 4u] = fx.y;
-            As[nxt + xs2.y * 32u + xs2.x / 4u][xs2.x % 4u] = fx.z;
-            As[nxt + xs3.y * 32u + xs3.x / 4u][xs3.x % 4u] = fx.w;
-            Bs[nxt + ws0.y * 32u + ws0.x / 4u][ws0.x % 4u] = fw.x;
-            Bs[nxt + ws1.y * 32u + ws1.x / 4u][ws1.x % 4u] = fw.y;
-            Bs[nxt + ws2.y * 32u + ws2.x / 4u][ws2.x % 4u] = fw.z;
-            Bs[nxt + ws3.y * 32u + ws3.x / 4u][ws3.x % 4u] = fw.w;
+            stage_x(li, 256u - cur, fx);
+            stage_w(li, 256u - cur, fw);
         }
         workgroupBarrier();
     }

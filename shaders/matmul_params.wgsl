@@ -1,5 +1,6 @@
-// The tiled GEMMs' shared declarations (matmul.wgsl, matmul_128.wgsl): the host prepends this
-// file to each.
+// The tiled GEMMs' shared declarations (matmul.wgsl, matmul_128.wgsl, matmul_coop.wgsl): the host
+// prepends this file to each, and the operands' declarations after it (matmul_operands.wgsl, or
+// matmul_128_stage_vec4.wgsl's vec4 arrays).
 //
 // Binding convention shared by every carve shader: @0 output (read_write), @1 params (uniform),
 // @2.. read-only inputs in order. The host binds exact tensor sizes, so no arrayLength tricks.
@@ -19,8 +20,6 @@ struct Params {
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 @group(0) @binding(1) var<uniform> p: Params;
-@group(0) @binding(2) var<storage, read> x: array<f32>;
-@group(0) @binding(3) var<storage, read> w: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 
 // w is stored [K, N] (element (n, k) at k·w_rs + n) instead of [N, K]: attention's p·V.
@@ -45,11 +44,4 @@ fn bases(z: u32) -> vec3<u32> {
 // Where product z's bias starts: bias_off, plus bias_sh per head (`matmul_blocks`' bias per block).
 fn bias_base(z: u32) -> u32 {
     return p.bias_off + (z % p.H) * p.bias_sh;
-}
-
-// w(n, k) as the product reads it (rounded: precision.wgsl), 0 outside the product.
-fn load_w(wb: u32, n: u32, k: u32) -> f32 {
-    if (n >= p.N || k >= p.K) { return 0.0; }
-    if (W_KN) { return rnd(w[wb + k * p.w_rs + n]); }
-    return rnd(w[wb + n * p.w_rs + k]);
 }

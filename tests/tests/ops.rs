@@ -849,3 +849,88 @@ fn wgpu_matmul_bench() {
         println!("matmul {m}x{k}x{n}: {:.2} ms, {:.2} GFLOP/s", s * 1e3, 2.0 * (m * k * n) as f64 / s / 1e9);
     }
 }
+
+/// The 128×128 GEMM's vec4 loads against its f32 loads: for every layout it reads (x [M, K] or
+/// [K, M], w [N, K] or [K, N]) and every use (matmul with a bias, matmul_backward, matmul_blocks,
+/// attention's products forward and backward, causal tiles skipped, products accumulated), the
+/// outputs are bit for bit the same (the tiles hold the same values, summed in the same order),
+/// and the profile shows which kernel ran: vec4 where the product is aligned for it, the f32 loads
+/// where it is not (K = 66, 37 positions).
+#[test]
+fn wgpu_vec4_loads_match_f32_loads() {
+    let mut r = rng("wgpu_vec4_loads_match_f32_loads");
+    let new = |vec4_loads| new_wgpu(WgpuOptions { gemm_tile: Some(128), profile: true, vec4_loads, ..WgpuOptions::default() });
+    let (v4, f1) = (new(true), new(false));
+    // Runs `f` on both backends: identical outputs, and the kernels each ran.
+    let both = |what: &str, f: &dyn Fn(&WgpuBackend) -> Vec<HostTensor>| -> (Vec<String>, Vec<String>) {
+        let names = |b: &WgpuBackend| {
+            b.take_kernel_times().unwrap();
+            let out = f(b);
+            (out, b.take_kernel_times().unwrap().into_keys().filter(|k| k.starts_with("matmul")).collect::<Vec<_>>())
+        };
+        let ((a, ka), (c, kc)) = (names(&v4), names(&f1));
+        assert_eq!(a.len(), c.len());
+        for (i, (a, c)) in a.iter().zip(&c).enumerate() {
+            assert_eq!(a.shape, c.shape, "{what}, output {i}");
+            assert!(a.data.iter().zip(&c.data).all(|(p, q)| p.to_bits() == q.to_bits()), "{what}, output {i}: vec4 and f32 loads differ");
+        }
+        assert!(kc.iter().all(|k| !k.contains("vec4")), "{what}: f32 loads ran {kc:?}");
+        (ka, kc)
+    };
+    let vec4_ran = |what: &str, k: &[String], flags: &[&str]| {
+        for f in flags {
+            assert!(k.iter().any(|n| n.starts_with("matmul_128_vec4") && n.contains(f)), "{what}: no matmul_128_vec4 with `{f}` in {k:?}");
+        }
+    };
+
+    // matmul and its backward: aligned (K = 64, N = 136) and not (K = 66).
+    for (m, k, n) in [(130, 64, 136), (130, 66, 136)] {
+        let (x, w, bias, dy) = (rand_t(&mut r, &[m, k], 1.0), rand_t(&mut r, &[n, k], 1.0), rand_t(&mut r, &[n], 1.0), rand_t(&mut r, &[m, n], 1.0));
+        let what = format!("matmul {m}×{k}×{n}");
+        let (ka, _) = both(&what, &|b| {
+            let y = b.matmul(&up(b, &x), &up(b, &w), Some(&up(b, &bias))).unwrap();
+            let dx = b.matmul_backward(&up(b, &dy), &up(b, &w)).unwrap();
+            vec![get(b, &y), get(b, &dx)]
+        });
+        if k % 4 == 0 {
+            vec4_ran(&what, &ka, &["", "w [K,N]"]);
+        } else {
+            // Both read rows of 66 (x [M, K] forward, w [K, N] backward): f32 loads.
+            assert!(ka.iter().any(|n| n == "matmul_128"), "{what}: {ka:?}");
+        }
+    }
+
+    // matmul_blocks, w as [cols, k] and as [k, cols].
+    use carve_core::backend::{BlockProduct, Blocks};
+    for w_kn in [false, true] {
+        let p = BlockProduct { n: 3, m: 140, k: 32, cols: 132, x: Blocks::Rows, x_first: 1, w: Blocks::Cols, w_kn, out: Blocks::Cols };
+        let x = rand_t(&mut r, &[4 * 140, 32], 1.0);
+        let w = if w_kn { rand_t(&mut r, &[32, 3 * 132], 1.0) } else { rand_t(&mut r, &[132, 3 * 32], 1.0) };
+        let (ka, _) = both("matmul_blocks", &|b| vec![get(b, &b.matmul_blocks(&up(b, &x), &up(b, &w), None, &p).unwrap())]);
+        vec4_ran("matmul_blocks", &ka, &[if w_kn { "w [K,N]" } else { "" }]);
+    }
+
+    // Attention forward and backward: 132 positions (every product aligned), 37 (none of the
+    // position-long rows aligned), grouped-query heads.
+    for seq in [132, 37] {
+        let s = attn(2, seq, 4, 2, 16);
+        let bt = s.batch * seq;
+        let (q, k, v) = (rand_t(&mut r, &[bt, 64], 1.0), rand_t(&mut r, &[bt, 32], 1.0), rand_t(&mut r, &[bt, 32], 1.0));
+        let dout = rand_t(&mut r, &[bt, 64], 1.0);
+        let what = format!("attention at {seq} positions");
+        let (ka, _) = both(&what, &|b| {
+            let (q, k, v, dout) = (up(b, &q), up(b, &k), up(b, &v), up(b, &dout));
+            let p = b.attn_scores(&q, &k, s).unwrap();
+            let y = b.attn_apply(&p, &v, s).unwrap();
+            let (dp, dv) = b.attn_apply_backward(&p, &v, &dout, s).unwrap();
+            let (dq, dk) = b.attn_scores_backward(&q, &k, &p, &dp, s).unwrap();
+            [p, y, dp, dv, dq, dk].iter().map(|t| get(b, t)).collect()
+        });
+        if seq % 4 == 0 {
+            vec4_ran(&what, &ka, &["causal", "w [K,N]", "x [K,M], +="]);
+        } else {
+            // q·kᵀ reads rows of the head width (16): vec4; p·v reads rows of 37 probabilities.
+            assert!(ka.iter().any(|n| n.starts_with("matmul_128 ")), "{what}: {ka:?}");
+        }
+    }
+}

@@ -346,8 +346,10 @@ fn profiled(be: &WgpuBackend, iters: usize, op: impl Fn() -> carve_core::Result<
     Ok(Profiled { device, wall, kernels, out })
 }
 
-/// On a GPU: both tiled GEMM kernels side by side on one device each, timed on the device with
-/// timestamp queries (the kernel alone) and on the host (read-back included).
+/// On a GPU: the tiled GEMM kernels side by side on one device each (the choice by size, 64×64,
+/// 128×128 with vec4 loads where the product is aligned for them, and 128×128 with an f32 load per
+/// element), timed on the device with timestamp queries (the kernel alone) and on the host
+/// (read-back included).
 fn gpu_matmul(a: &MatmulArgs) -> Result<()> {
     let fill = |r: usize, c: usize| HostTensor::new(vec![r, c], (0..r * c).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect());
     let (xh, wh) = (fill(a.m, a.k), fill(a.n, a.k));
@@ -355,9 +357,15 @@ fn gpu_matmul(a: &MatmulArgs) -> Result<()> {
     let mut first = true;
     let mut results: Vec<HostTensor> = Vec::new();
     let mut coop = false;
-    for tile in [None, Some(64), Some(128)] {
-        let opts =
-            WgpuOptions { prefer_hardware: true, profile: true, gemm_tile: tile, precision: a.precision.into(), ..WgpuOptions::default() };
+    for (tile, vec4_loads) in [(None, true), (Some(64), true), (Some(128), true), (Some(128), false)] {
+        let opts = WgpuOptions {
+            prefer_hardware: true,
+            profile: true,
+            gemm_tile: tile,
+            vec4_loads,
+            precision: a.precision.into(),
+            ..WgpuOptions::default()
+        };
         let be = pollster::block_on(WgpuBackend::new(opts)).context("starting the wgpu backend with kernel timing")?;
         coop |= be.uses_cooperative_matrices();
         if first {
@@ -368,6 +376,7 @@ fn gpu_matmul(a: &MatmulArgs) -> Result<()> {
         let (x, w) = (be.upload(&xh)?, be.upload(&wh)?);
         let r = profiled(&be, a.iters, || be.matmul(&x, &w, None))?;
         let label = match tile {
+            Some(128) if !vec4_loads => "128×128, an f32 load per element".to_string(),
             Some(t) => format!("{t}×{t}"),
             None if be.uses_cooperative_matrices() => "64×64 on cooperative matrices".to_string(),
             None => "chosen by size".to_string(),
@@ -378,6 +387,8 @@ fn gpu_matmul(a: &MatmulArgs) -> Result<()> {
     if coop {
         agree(&results[0], &results[1], "the cooperative-matrix and plain kernels'", "the cooperative-matrix and 64×64 kernels")?;
     }
+    // The two stagings fill the same tiles with the same values: the same sums in the same order.
+    anyhow::ensure!(results[2].data == results[3].data, "the 128×128 kernel's vec4 and f32 loads gave different outputs");
     agree(&results[1], &results[2], "the two kernels'", "the 64×64 and 128×128 kernels")
 }
 

@@ -69,7 +69,7 @@ impl WgpuBackend {
             ..Default::default()
         };
         let (kern, groups) = self.batch_gemm(OP, &s, Gemm { causal_skip: true, ..Gemm::default() }, h, t, t)?;
-        self.run(kern, ob, &[qb, kb, Binding::whole(&self.dummy, 16)], None, &p.words(), groups)?;
+        self.run_gemm(kern, ob, &[qb, kb, Binding::whole(&self.dummy, 16)], &p, groups)?;
 
         let rows = b * h * t;
         let (lanes, groups) = self.row_launch(rows, t)?;
@@ -102,7 +102,7 @@ impl WgpuBackend {
             ..Default::default()
         };
         let (kern, groups) = self.batch_gemm(OP, &s, Gemm { w_kn: true, ..Gemm::default() }, h, d, t)?;
-        self.run(kern, ob, &[pb, vb, Binding::whole(&self.dummy, 16)], None, &p.words(), groups)?;
+        self.run_gemm(kern, ob, &[pb, vb, Binding::whole(&self.dummy, 16)], &p, groups)?;
         Ok(out)
     }
 

@@ -36,6 +36,17 @@ impl MmParams {
         p[16..20].copy_from_slice(&s.o);
         p
     }
+
+    /// Whether variant `g` of this product can read its operands a vec4 at a time
+    /// (matmul_128_stage_vec4.wgsl): each operand's offsets and strides multiples of 4, and its
+    /// contiguous dimension too (K for x [M, K] and w [N, K]; M for x [K, M], N for w [K, N]),
+    /// so that every vec4 read lies wholly inside a row of the operand, or wholly past the product.
+    pub fn vec4_fits(&self, g: Gemm) -> bool {
+        let four = |v: &u32| v % 4 == 0;
+        let x_run = if g.x_km { self.m } else { self.k };
+        let w_run = if g.w_kn { self.n } else { self.k };
+        self.x.iter().all(four) && self.w.iter().all(four) && four(&x_run) && four(&w_run)
+    }
 }
 
 /// Output tiles of 128×128 a product must fill before the wide kernel takes it: below that the
@@ -65,6 +76,16 @@ impl WgpuBackend {
             None => wide_pays(m, n, batch),
         };
         (Kernel::Matmul(Gemm { wide, ..g }), if wide { 128 } else { 64 })
+    }
+
+    /// Records one launch of the tiled GEMM `kern` (from `gemm`) over product `p`: on the 128×128
+    /// kernel, with vec4 loads where `p` is aligned for them.
+    pub(super) fn run_gemm(&self, kern: Kernel, out: Binding<'_>, inputs: &[Binding<'_>; 3], p: &MmParams, groups: [u32; 3]) -> Result<()> {
+        let kern = match kern {
+            Kernel::Matmul(g) if g.wide && !g.coop && self.vec4_loads && p.vec4_fits(g) => Kernel::Matmul(Gemm { vec4: true, ..g }),
+            k => k,
+        };
+        self.run(kern, out, inputs, None, &p.words(), groups)
     }
 
     pub(super) fn op_matmul(&self, x: &GpuTensor, w: &GpuTensor, bias: Option<&GpuTensor>) -> Result<GpuTensor> {
@@ -132,7 +153,7 @@ impl WgpuBackend {
                         ..base
                     };
                     let groups = [nn.div_ceil(tile) as u32, mm.div_ceil(tile) as u32, 1];
-                    self.run(kern, ob, &inputs, None, &p.words(), groups)?;
+                    self.run_gemm(kern, ob, &inputs, &p, groups)?;
                 }
             }
         }
@@ -192,7 +213,7 @@ impl WgpuBackend {
                     o: [u(ov.off + m0 * ov.row + n0)?, u(ov.row)?, 0, u(ov.stride)?],
                 };
                 let groups = [nn.div_ceil(tile) as u32, mm.div_ceil(tile) as u32, p.n as u32];
-                self.run(kern, ob, &[xb, wb, bb], None, &q.words(), groups)?;
+                self.run_gemm(kern, ob, &[xb, wb, bb], &q, groups)?;
             }
         }
         Ok(out)

@@ -55,6 +55,8 @@ pub struct WgpuBackend {
     rope_tables: Mutex<HashMap<(usize, usize, u32), GpuTensor>>,
     /// `WgpuOptions::gemm_tile`.
     gemm_tile: Option<usize>,
+    /// `WgpuOptions::vec4_loads`.
+    vec4_loads: bool,
     /// The tiled GEMMs run on cooperative matrices (`coop.rs`).
     coop: bool,
     /// What `describe()` says of them at mixed precision: on them, or why not.
@@ -90,6 +92,7 @@ impl WgpuBackend {
             dummy,
             rope_tables: Mutex::new(HashMap::new()),
             gemm_tile: opts.gemm_tile,
+            vec4_loads: opts.vec4_loads,
             coop: false,
             coop_note: String::new(),
             pack_rows: AtomicBool::new(opts.pack_rows),

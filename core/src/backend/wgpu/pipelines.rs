@@ -16,6 +16,7 @@ use crate::Result;
 pub(crate) enum Shader {
     Matmul,
     Matmul128,
+    Matmul128Vec4,
     MatmulCoop,
     Norms,
     Attention,
@@ -41,11 +42,20 @@ impl Shader {
             Shader::Matmul => concat!(
                 include_str!("../../../../shaders/precision.wgsl"),
                 include_str!("../../../../shaders/matmul_params.wgsl"),
+                include_str!("../../../../shaders/matmul_operands.wgsl"),
                 include_str!("../../../../shaders/matmul.wgsl")
             ),
             Shader::Matmul128 => concat!(
                 include_str!("../../../../shaders/precision.wgsl"),
                 include_str!("../../../../shaders/matmul_params.wgsl"),
+                include_str!("../../../../shaders/matmul_operands.wgsl"),
+                include_str!("../../../../shaders/matmul_128_stage.wgsl"),
+                include_str!("../../../../shaders/matmul_128.wgsl")
+            ),
+            Shader::Matmul128Vec4 => concat!(
+                include_str!("../../../../shaders/precision.wgsl"),
+                include_str!("../../../../shaders/matmul_params.wgsl"),
+                include_str!("../../../../shaders/matmul_128_stage_vec4.wgsl"),
                 include_str!("../../../../shaders/matmul_128.wgsl")
             ),
             Shader::MatmulCoop => coop_source(),
@@ -78,6 +88,7 @@ pub(crate) fn coop_source() -> &'static str {
         "enable f16;\nenable wgpu_cooperative_matrix;\n",
         include_str!("../../../../shaders/precision.wgsl"),
         include_str!("../../../../shaders/matmul_params.wgsl"),
+        include_str!("../../../../shaders/matmul_operands.wgsl"),
         include_str!("../../../../shaders/matmul_coop.wgsl")
     )
 }
@@ -140,6 +151,9 @@ pub(crate) struct Gemm {
     pub accumulate: bool,
     /// 128×128 output tiles, 8×8 per thread, double-buffered (matmul_128.wgsl) instead of 64×64.
     pub wide: bool,
+    /// With `wide`: the operands read a vec4 at a time (matmul_128_stage_vec4.wgsl), for products
+    /// that are aligned for it (`MmParams::vec4_fits`).
+    pub vec4: bool,
     /// 64×64 tiles on cooperative matrices (matmul_coop.wgsl; `--precision mixed` only).
     pub coop: bool,
 }
@@ -160,6 +174,8 @@ impl Kernel {
                 .collect();
             let base = if g.coop {
                 "matmul_coop"
+            } else if g.wide && g.vec4 {
+                "matmul_128_vec4"
             } else if g.wide {
                 "matmul_128"
             } else {
@@ -191,6 +207,7 @@ impl Kernel {
             Gather => Shader::Embedding,
             Upload => Shader::Upload,
             Matmul(g) if g.coop => Shader::MatmulCoop,
+            Matmul(g) if g.wide && g.vec4 => Shader::Matmul128Vec4,
             Matmul(g) if g.wide => Shader::Matmul128,
             Matmul(_) | MatmulSmallM => Shader::Matmul,
             GeluBackward | SiluMulBackwardGate | SiluMulBackwardUp => Shader::BackwardElementwise,

@@ -40,7 +40,7 @@ impl WgpuBackend {
             };
             let variant = Gemm { w_kn: true, x_km: true, accumulate: gi > 0, ..Gemm::default() };
             let (kern, groups) = self.batch_gemm(op, s, variant, kvh, d, t)?;
-            self.run(kern, ob, &[a, y, Binding::whole(&self.dummy, 16)], None, &p.words(), groups)?;
+            self.run_gemm(kern, ob, &[a, y, Binding::whole(&self.dummy, 16)], &p, groups)?;
         }
         Ok(out)
     }
@@ -81,7 +81,7 @@ impl WgpuBackend {
             ..Default::default()
         };
         let (kern, groups) = self.batch_gemm(OP, &s, Gemm { w_kn: true, ..Gemm::default() }, h, d, t)?;
-        self.run(kern, dq.single(OP, "dq", limit)?, &[dsb, kb, Binding::whole(&self.dummy, 16)], None, &p.words(), groups)?;
+        self.run_gemm(kern, dq.single(OP, "dq", limit)?, &[dsb, kb, Binding::whole(&self.dummy, 16)], &p, groups)?;
 
         let dk = self.attn_transposed_product(OP, dsb, qb, &s)?;
         Ok((dq, dk))
@@ -115,7 +115,7 @@ impl WgpuBackend {
             ..Default::default()
         };
         let (kern, groups) = self.batch_gemm(OP, &s, Gemm { causal_skip: true, ..Gemm::default() }, h, t, t)?;
-        self.run(kern, dpb, &[db, vb, Binding::whole(&self.dummy, 16)], None, &mp.words(), groups)?;
+        self.run_gemm(kern, dpb, &[db, vb, Binding::whole(&self.dummy, 16)], &mp, groups)?;
         let n = dp.numel();
         self.run(Kernel::CausalZero, dpb, &[], None, &[u(n)?, u(t)?, 0, 0], self.groups_for(n)?)?;
 

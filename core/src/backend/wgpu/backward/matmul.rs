@@ -57,7 +57,7 @@ impl WgpuBackend {
                         ..Default::default()
                     };
                     let groups = [kk.div_ceil(tile) as u32, mm.div_ceil(tile) as u32, 1];
-                    self.run(kern, ob, &inputs, None, &p.words(), groups)?;
+                    self.run_gemm(kern, ob, &inputs, &p, groups)?;
                 }
             }
         }

@@ -1,0 +1,56 @@
+// matmul_128.wgsl's staging with one vec4 load per operand and slice, a quarter of the scalar
+// staging's loads and bounds checks (matmul_128_stage.wgsl): x (@2) and w (@3) are bound as arrays
+// of vec4, so every row of an operand must start at a multiple of 4 elements (offsets and strides
+// multiples of 4) and its contiguous dimension be a multiple of 4 (K for a [*, K] operand, M or N
+// for a [K, *] one), so that a vec4 lies wholly inside or wholly outside the product. The host
+// checks both (`MmParams::vec4_fits`) and takes the scalar staging otherwise. Both stagings fill
+// the tiles with the same values, so the two kernels' outputs are identical.
+
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> w: array<vec4<f32>>;
+
+// Where thread li's vec4 of an operand's slice (depths k0 .. k0+7, rows r0 .. r0+127 of `rows`)
+// lies: its index in the operand, in vec4s, and whether it is inside the product. A [*, K]
+// operand's slice is 128 rows × 8 depths: thread li reads row li / 2, depths 4·(li % 2) .. +3.
+// A [K, *] operand's (`row_fast`): depth li / 32, rows 4·(li % 32) .. +3, which is the tile's own
+// layout (tiles[kk·32 + r4]), so it is stored whole.
+struct Quad { at: u32, inside: bool }
+
+fn quad(li: u32, base: u32, r0: u32, k0: u32, rows: u32, rs: u32, row_fast: bool) -> Quad {
+    if (row_fast) {
+        let k = k0 + li / 32u;
+        let r = r0 + (li % 32u) * 4u;
+        return Quad((base + k * rs + r) / 4u, k < p.K && r < rows);
+    }
+    let r = r0 + li / 2u;
+    let k = k0 + (li % 2u) * 4u;
+    return Quad((base + r * rs + k) / 4u, r < rows && k < p.K);
+}
+
+fn fetch_x(li: u32, xb: u32, m0: u32, k0: u32) -> vec4<f32> {
+    let q = quad(li, xb, m0, k0, p.M, p.x_rs, X_KM);
+    if (!q.inside) { return vec4<f32>(0.0); }
+    return rnd4(x[q.at]);
+}
+fn fetch_w(li: u32, wb: u32, n0: u32, k0: u32) -> vec4<f32> {
+    let q = quad(li, wb, n0, k0, p.N, p.w_rs, W_KN);
+    if (!q.inside) { return vec4<f32>(0.0); }
+    return rnd4(w[q.at]);
+}
+
+// The fetched vec4 into buffer `buf` (0 or 256) of the x or w tiles (from `tile`: 0 or W_TILES):
+// whole for a [K, *] operand, else one element at each of its 4 depths.
+fn stage_at(tile: u32, buf: u32, li: u32, row_fast: bool, v: vec4<f32>) {
+    if (row_fast) {
+        tiles[tile + buf + li] = v;
+        return;
+    }
+    let r = li / 2u;
+    let at = tile + buf + (li % 2u) * 128u + r / 4u; // depth 4·(li % 2), rows 4·(r / 4) ..
+    tiles[at][r % 4u] = v.x;
+    tiles[at + 32u][r % 4u] = v.y;
+    tiles[at + 64u][r % 4u] = v.z;
+    tiles[at + 96u][r % 4u] = v.w;
+}
+fn stage_x(li: u32, buf: u32, v: vec4<f32>) { stage_at(0u, buf, li, X_KM, v); }
+fn stage_w(li: u32, buf: u32, v: vec4<f32>) { stage_at(W_TILES, buf, li, W_KN, v); }
