@@ -43,8 +43,9 @@ step 60 "PyTorch forward 100×20 ($TD)" "$PY" bench/torch_forward.py --model "$M
 step 90 "carve forward 100×20 ($CG)" "$BIN" bench forward --model "$M" --batch 100 --seq 20 --backend "$CG"
 step 60 "PyTorch forward 32×256 ($TD)" "$PY" bench/torch_forward.py --model "$M" --device "$TD" --batch 32 --seq 256
 step 120 "carve forward 32×256 ($CG)" "$BIN" bench forward --model "$M" --batch 32 --seq 256 --backend "$CG"
-# The matmul at a forward's shape and a large square one: each GEMM kernel, and the 128×128 one
-# with vec4 loads beside f32 loads (if vec4 loads are not faster, make `WgpuOptions::vec4_loads` false).
+# The matmul at a forward's shape and a large square one: each GEMM kernel (64×64 and 128×128),
+# each with vec4 loads beside f32 loads (if vec4 loads are not faster, make `WgpuOptions::vec4_loads`
+# false).
 step 60 "carve matmul 2000×576×1536 ($CG)" "$BIN" bench matmul --m 2000 --k 576 --n 1536 --backend "$CG"
 step 60 "carve matmul 4096³ ($CG)" "$BIN" bench matmul --m 4096 --k 4096 --n 4096 --iters 5 --backend "$CG"
 step 30 "carve attention 100×20, fused vs two GEMMs ($CG)" "$BIN" bench attention --batch 100 --seq 20 --backend "$CG"

@@ -5,14 +5,14 @@
 // Params, bindings, offsets/strides and override constants: matmul_params.wgsl, prepended (and
 // precision.wgsl's input rounding before it); how a thread reads its share of a slice from global
 // memory and stages it in workgroup memory (`fetch_x`/`stage_x`, `fetch_w`/`stage_w`): either
-// matmul_128_stage.wgsl (an f32 load per element, any layout) or matmul_128_stage_vec4.wgsl (one
-// vec4 load per operand, for aligned products), prepended too. What differs from matmul.wgsl:
+// matmul_stage.wgsl (an f32 load per element, any layout) or matmul_stage_vec4.wgsl (one vec4
+// load per operand, for aligned products), prepended too, and matmul_slice.wgsl on top of it.
+// What differs from matmul.wgsl:
 // - each thread owns an 8×8 register block: rows 4·ty + {0..3} and 64 + 4·ty + {0..3}, columns
 //   4·tx + {0..3} and 64 + 4·tx + {0..3} (the two halves keep neighbouring threads' workgroup
 //   reads apart), so a step of the inner loop does 4 vec4 workgroup loads per 64 FMAs;
-// - K-slices of 8 are double-buffered in workgroup memory: the next slice is fetched from global
-//   memory into registers while the current one is multiplied, then stored into the other buffer,
-//   one barrier per slice. 2 × 2 × 8 × 128 f32 = 16 KiB, WebGPU's default limit.
+// - K-slices are 8 deep (128 × 8 per operand), double-buffered as there: 2 × 2 × 8 × 128 f32 =
+//   16 KiB, WebGPU's default limit.
 // - CAUSAL_SKIP skips tiles entirely above the diagonal (n0 > m0 + 127); tiles across it are
 //   computed whole, and the callers overwrite the upper triangle anyway.
 
@@ -59,10 +59,8 @@ fn matmul_128(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) w
     let ty = li / 16u;
 
     // Slice 0 into buffer 0.
-    var fx = fetch_x(li, base.x, m0, 0u);
-    var fw = fetch_w(li, base.y, n0, 0u);
-    stage_x(li, 0u, fx);
-    stage_w(li, 0u, fw);
+    var next = fetch_slice(li, base, m0, n0, 0u);
+    stage_slice(li, 0u, next);
     workgroupBarrier();
 
     // c[4·q + j]: row j of the a-half (q / 2: rows 4·ty.. or 64 + 4·ty..), b-half (q % 2).
@@ -75,12 +73,8 @@ fn matmul_128(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) w
     for (var s = 0u; s < slices; s++) {
         let cur = (s % 2u) * 256u;
         let more = s + 1u < slices;
-        if (more) {
-            // The next slice's global reads, in flight while this one is multiplied.
-            let k1 = (s + 1u) * TK;
-            fx = fetch_x(li, base.x, m0, k1);
-            fw = fetch_w(li, base.y, n0, k1);
-        }
+        // The next slice's global reads, in flight while this one is multiplied.
+        if (more) { next = fetch_slice(li, base, m0, n0, (s + 1u) * TK); }
         for (var kk = 0u; kk < TK; kk++) {
             let a0 = tiles[cur + kk * 32u + ty];
             let a1 = tiles[cur + kk * 32u + 16u + ty];
@@ -91,11 +85,8 @@ fn matmul_128(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) w
             c8 += a1.x * b0; c9 += a1.y * b0; c10 += a1.z * b0; c11 += a1.w * b0;
             c12 += a1.x * b1; c13 += a1.y * b1; c14 += a1.z * b1; c15 += a1.w * b1;
         }
-        if (more) {
-            // The other buffer: every thread finished reading it before the last barrier.
-            stage_x(li, 256u - cur, fx);
-            stage_w(li, 256u - cur, fw);
-        }
+        // Into the other buffer: every thread finished reading it before the last barrier.
+        if (more) { stage_slice(li, 256u - cur, next); }
         workgroupBarrier();
     }
 

@@ -1,6 +1,7 @@
 // The products' operands x (@2) and w (@3) as arrays of f32, and w's reader: prepended after
-// matmul_params.wgsl to matmul.wgsl, matmul_128.wgsl (with matmul_128_stage.wgsl) and
-// matmul_coop.wgsl. matmul_128_stage_vec4.wgsl declares them as arrays of vec4 instead.
+// matmul_params.wgsl to matmul.wgsl and matmul_128.wgsl (with matmul_stage.wgsl),
+// matmul_small_m.wgsl and matmul_coop.wgsl. matmul_stage_vec4.wgsl declares them as arrays of vec4
+// instead.
 
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read> w: array<f32>;

@@ -1,6 +1,6 @@
-// The tiled GEMMs' shared declarations (matmul.wgsl, matmul_128.wgsl, matmul_coop.wgsl): the host
-// prepends this file to each, and the operands' declarations after it (matmul_operands.wgsl, or
-// matmul_128_stage_vec4.wgsl's vec4 arrays).
+// The GEMMs' shared declarations (matmul.wgsl, matmul_128.wgsl, matmul_small_m.wgsl,
+// matmul_coop.wgsl): the host prepends this file to each, and the operands' declarations after it
+// (matmul_operands.wgsl, or matmul_stage_vec4.wgsl's vec4 arrays).
 //
 // Binding convention shared by every carve shader: @0 output (read_write), @1 params (uniform),
 // @2.. read-only inputs in order. The host binds exact tensor sizes, so no arrayLength tricks.

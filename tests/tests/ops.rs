@@ -748,6 +748,7 @@ fn wgpu_kernel_timestamps() {
     // Submits only at reads, at first: the long chain below then fills two query sets.
     let prof = new_wgpu(WgpuOptions { profile: true, submit_every: 0, ..WgpuOptions::default() });
     assert!(prof.profiling() && !gpu().profiling());
+    // K = 40: the product reads its operands a vec4 at a time (`matmul_vec4`).
     let (x, w, bias) = (rand_t(&mut r, &[33, 40], 1.0), rand_t(&mut r, &[50, 40], 1.0), rand_t(&mut r, &[50], 1.0));
     let chain = |b: &WgpuBackend| {
         let y = b.matmul(&up(b, &x), &up(b, &w), Some(&up(b, &bias))).unwrap();
@@ -761,7 +762,7 @@ fn wgpu_kernel_timestamps() {
     let times = prof.take_kernel_times().unwrap();
     let calls: u64 = times.values().map(|t| t.calls).sum();
     assert_eq!(calls as usize, n, "every dispatch timed once: {times:?}");
-    for k in ["matmul", "add", "gelu"] {
+    for k in ["matmul_vec4", "add", "gelu"] {
         assert_eq!(times.get(k).map(|t| t.calls), Some(1), "{k} in {times:?}");
     }
     assert!(times.values().map(|t| t.time).sum::<std::time::Duration>() > std::time::Duration::ZERO, "{times:?}");
@@ -850,7 +851,8 @@ fn wgpu_matmul_bench() {
     }
 }
 
-/// The 128×128 GEMM's vec4 loads against its f32 loads: for every layout it reads (x [M, K] or
+/// The tiled GEMMs' vec4 loads against their f32 loads, on 64×64 and 128×128 tiles: for every
+/// layout they read (x [M, K] or
 /// [K, M], w [N, K] or [K, N]) and every use (matmul with a bias, matmul_backward, matmul_blocks,
 /// attention's products forward and backward, causal tiles skipped, products accumulated), the
 /// outputs are bit for bit the same (the tiles hold the same values, summed in the same order),
@@ -858,9 +860,18 @@ fn wgpu_matmul_bench() {
 /// where it is not (K = 66, 37 positions).
 #[test]
 fn wgpu_vec4_loads_match_f32_loads() {
-    let mut r = rng("wgpu_vec4_loads_match_f32_loads");
-    let new = |vec4_loads| new_wgpu(WgpuOptions { gemm_tile: Some(128), profile: true, vec4_loads, ..WgpuOptions::default() });
+    for tile in [64, 128] {
+        vec4_loads_match_f32_loads(tile);
+    }
+}
+
+fn vec4_loads_match_f32_loads(tile: usize) {
+    let mut r = rng(&format!("wgpu_vec4_loads_match_f32_loads/{tile}"));
+    let new = |vec4_loads| new_wgpu(WgpuOptions { gemm_tile: Some(tile), profile: true, vec4_loads, ..WgpuOptions::default() });
     let (v4, f1) = (new(true), new(false));
+    // The kernels' names in the profile: with f32 loads, and with vec4 loads.
+    let plain = if tile == 64 { "matmul" } else { "matmul_128" };
+    let quad = format!("{plain}_vec4");
     // Runs `f` on both backends: identical outputs, and the kernels each ran.
     let both = |what: &str, f: &dyn Fn(&WgpuBackend) -> Vec<HostTensor>| -> (Vec<String>, Vec<String>) {
         let names = |b: &WgpuBackend| {
@@ -874,12 +885,12 @@ fn wgpu_vec4_loads_match_f32_loads() {
             assert_eq!(a.shape, c.shape, "{what}, output {i}");
             assert!(a.data.iter().zip(&c.data).all(|(p, q)| p.to_bits() == q.to_bits()), "{what}, output {i}: vec4 and f32 loads differ");
         }
-        assert!(kc.iter().all(|k| !k.contains("vec4")), "{what}: f32 loads ran {kc:?}");
+        assert!(kc.iter().all(|k| !k.contains("vec4") && (k == plain || k.starts_with(&format!("{plain} ")))), "{what}: f32 loads ran {kc:?}");
         (ka, kc)
     };
     let vec4_ran = |what: &str, k: &[String], flags: &[&str]| {
         for f in flags {
-            assert!(k.iter().any(|n| n.starts_with("matmul_128_vec4") && n.contains(f)), "{what}: no matmul_128_vec4 with `{f}` in {k:?}");
+            assert!(k.iter().any(|n| n.starts_with(&quad) && n.contains(f)), "{what}: no {quad} with `{f}` in {k:?}");
         }
     };
 
@@ -896,7 +907,7 @@ fn wgpu_vec4_loads_match_f32_loads() {
             vec4_ran(&what, &ka, &["", "w [K,N]"]);
         } else {
             // Both read rows of 66 (x [M, K] forward, w [K, N] backward): f32 loads.
-            assert!(ka.iter().any(|n| n == "matmul_128"), "{what}: {ka:?}");
+            assert!(ka.iter().any(|n| n == plain), "{what}: {ka:?}");
         }
     }
 
@@ -930,7 +941,7 @@ fn wgpu_vec4_loads_match_f32_loads() {
             vec4_ran(&what, &ka, &["causal", "w [K,N]", "x [K,M], +="]);
         } else {
             // q·kᵀ reads rows of the head width (16): vec4; p·v reads rows of 37 probabilities.
-            assert!(ka.iter().any(|n| n.starts_with("matmul_128 ")), "{what}: {ka:?}");
+            assert!(ka.iter().any(|n| n.starts_with(&format!("{plain} "))), "{what}: {ka:?}");
         }
     }
 }

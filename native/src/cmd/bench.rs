@@ -346,10 +346,10 @@ fn profiled(be: &WgpuBackend, iters: usize, op: impl Fn() -> carve_core::Result<
     Ok(Profiled { device, wall, kernels, out })
 }
 
-/// On a GPU: the tiled GEMM kernels side by side on one device each (the choice by size, 64×64,
-/// 128×128 with vec4 loads where the product is aligned for them, and 128×128 with an f32 load per
-/// element), timed on the device with timestamp queries (the kernel alone) and on the host
-/// (read-back included).
+/// On a GPU: the tiled GEMM kernels side by side on one device each (the choice by size, then
+/// 64×64 and 128×128 each with vec4 loads where the product is aligned for them and with an f32
+/// load per element), timed on the device with timestamp queries (the kernel alone) and on the
+/// host (read-back included).
 fn gpu_matmul(a: &MatmulArgs) -> Result<()> {
     let fill = |r: usize, c: usize| HostTensor::new(vec![r, c], (0..r * c).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect());
     let (xh, wh) = (fill(a.m, a.k), fill(a.n, a.k));
@@ -357,7 +357,7 @@ fn gpu_matmul(a: &MatmulArgs) -> Result<()> {
     let mut first = true;
     let mut results: Vec<HostTensor> = Vec::new();
     let mut coop = false;
-    for (tile, vec4_loads) in [(None, true), (Some(64), true), (Some(128), true), (Some(128), false)] {
+    for (tile, vec4_loads) in [(None, true), (Some(64), true), (Some(64), false), (Some(128), true), (Some(128), false)] {
         let opts = WgpuOptions {
             prefer_hardware: true,
             profile: true,
@@ -376,7 +376,7 @@ fn gpu_matmul(a: &MatmulArgs) -> Result<()> {
         let (x, w) = (be.upload(&xh)?, be.upload(&wh)?);
         let r = profiled(&be, a.iters, || be.matmul(&x, &w, None))?;
         let label = match tile {
-            Some(128) if !vec4_loads => "128×128, an f32 load per element".to_string(),
+            Some(t) if !vec4_loads => format!("{t}×{t}, an f32 load per element"),
             Some(t) => format!("{t}×{t}"),
             None if be.uses_cooperative_matrices() => "64×64 on cooperative matrices".to_string(),
             None => "chosen by size".to_string(),
@@ -388,8 +388,9 @@ fn gpu_matmul(a: &MatmulArgs) -> Result<()> {
         agree(&results[0], &results[1], "the cooperative-matrix and plain kernels'", "the cooperative-matrix and 64×64 kernels")?;
     }
     // The two stagings fill the same tiles with the same values: the same sums in the same order.
-    anyhow::ensure!(results[2].data == results[3].data, "the 128×128 kernel's vec4 and f32 loads gave different outputs");
-    agree(&results[1], &results[2], "the two kernels'", "the 64×64 and 128×128 kernels")
+    anyhow::ensure!(results[1].data == results[2].data, "the 64×64 kernel's vec4 and f32 loads gave different outputs");
+    anyhow::ensure!(results[3].data == results[4].data, "the 128×128 kernel's vec4 and f32 loads gave different outputs");
+    agree(&results[1], &results[3], "the two kernels'", "the 64×64 and 128×128 kernels")
 }
 
 /// The two outputs must agree (a fast wrong kernel is no result): prints their largest difference

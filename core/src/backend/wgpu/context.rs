@@ -25,8 +25,8 @@ pub struct WgpuOptions {
     /// The tiled GEMM's output tile for every product: `Some(64)` or `Some(128)` (tests, and
     /// `carve bench matmul` putting the two side by side); `None` chooses per product by its size.
     pub gemm_tile: Option<usize>,
-    /// The 128×128 GEMM reads its operands a vec4 at a time where a product is aligned for it
-    /// (shaders/matmul_128_stage_vec4.wgsl); `false` keeps an f32 load per element everywhere
+    /// The tiled GEMMs read their operands a vec4 at a time where a product is aligned for it
+    /// (shaders/matmul_stage_vec4.wgsl); `false` keeps an f32 load per element everywhere
     /// (`carve bench matmul` puts the two side by side). The outputs are identical.
     pub vec4_loads: bool,
     /// What matrix products round their inputs to (`--precision`; see `Precision`).

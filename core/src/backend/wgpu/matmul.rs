@@ -38,7 +38,7 @@ impl MmParams {
     }
 
     /// Whether variant `g` of this product can read its operands a vec4 at a time
-    /// (matmul_128_stage_vec4.wgsl): each operand's offsets and strides multiples of 4, and its
+    /// (matmul_stage_vec4.wgsl): each operand's offsets and strides multiples of 4, and its
     /// contiguous dimension too (K for x [M, K] and w [N, K]; M for x [K, M], N for w [K, N]),
     /// so that every vec4 read lies wholly inside a row of the operand, or wholly past the product.
     pub fn vec4_fits(&self, g: Gemm) -> bool {
@@ -78,11 +78,11 @@ impl WgpuBackend {
         (Kernel::Matmul(Gemm { wide, ..g }), if wide { 128 } else { 64 })
     }
 
-    /// Records one launch of the tiled GEMM `kern` (from `gemm`) over product `p`: on the 128×128
-    /// kernel, with vec4 loads where `p` is aligned for them.
+    /// Records one launch of the tiled GEMM `kern` (from `gemm`) over product `p`, with vec4 loads
+    /// where `p` is aligned for them (not on cooperative matrices).
     pub(super) fn run_gemm(&self, kern: Kernel, out: Binding<'_>, inputs: &[Binding<'_>; 3], p: &MmParams, groups: [u32; 3]) -> Result<()> {
         let kern = match kern {
-            Kernel::Matmul(g) if g.wide && !g.coop && self.vec4_loads && p.vec4_fits(g) => Kernel::Matmul(Gemm { vec4: true, ..g }),
+            Kernel::Matmul(g) if !g.coop && self.vec4_loads && p.vec4_fits(g) => Kernel::Matmul(Gemm { vec4: true, ..g }),
             k => k,
         };
         self.run(kern, out, inputs, None, &p.words(), groups)

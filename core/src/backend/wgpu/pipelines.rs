@@ -15,8 +15,10 @@ use crate::Result;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Shader {
     Matmul,
+    MatmulVec4,
     Matmul128,
     Matmul128Vec4,
+    MatmulSmallM,
     MatmulCoop,
     Norms,
     Attention,
@@ -43,20 +45,37 @@ impl Shader {
                 include_str!("../../../../shaders/precision.wgsl"),
                 include_str!("../../../../shaders/matmul_params.wgsl"),
                 include_str!("../../../../shaders/matmul_operands.wgsl"),
+                include_str!("../../../../shaders/matmul_stage.wgsl"),
+                include_str!("../../../../shaders/matmul_slice.wgsl"),
+                include_str!("../../../../shaders/matmul.wgsl")
+            ),
+            Shader::MatmulVec4 => concat!(
+                include_str!("../../../../shaders/precision.wgsl"),
+                include_str!("../../../../shaders/matmul_params.wgsl"),
+                include_str!("../../../../shaders/matmul_stage_vec4.wgsl"),
+                include_str!("../../../../shaders/matmul_slice.wgsl"),
                 include_str!("../../../../shaders/matmul.wgsl")
             ),
             Shader::Matmul128 => concat!(
                 include_str!("../../../../shaders/precision.wgsl"),
                 include_str!("../../../../shaders/matmul_params.wgsl"),
                 include_str!("../../../../shaders/matmul_operands.wgsl"),
-                include_str!("../../../../shaders/matmul_128_stage.wgsl"),
+                include_str!("../../../../shaders/matmul_stage.wgsl"),
+                include_str!("../../../../shaders/matmul_slice.wgsl"),
                 include_str!("../../../../shaders/matmul_128.wgsl")
             ),
             Shader::Matmul128Vec4 => concat!(
                 include_str!("../../../../shaders/precision.wgsl"),
                 include_str!("../../../../shaders/matmul_params.wgsl"),
-                include_str!("../../../../shaders/matmul_128_stage_vec4.wgsl"),
+                include_str!("../../../../shaders/matmul_stage_vec4.wgsl"),
+                include_str!("../../../../shaders/matmul_slice.wgsl"),
                 include_str!("../../../../shaders/matmul_128.wgsl")
+            ),
+            Shader::MatmulSmallM => concat!(
+                include_str!("../../../../shaders/precision.wgsl"),
+                include_str!("../../../../shaders/matmul_params.wgsl"),
+                include_str!("../../../../shaders/matmul_operands.wgsl"),
+                include_str!("../../../../shaders/matmul_small_m.wgsl")
             ),
             Shader::MatmulCoop => coop_source(),
             Shader::Norms => include_str!("../../../../shaders/norms.wgsl"),
@@ -151,8 +170,8 @@ pub(crate) struct Gemm {
     pub accumulate: bool,
     /// 128×128 output tiles, 8×8 per thread, double-buffered (matmul_128.wgsl) instead of 64×64.
     pub wide: bool,
-    /// With `wide`: the operands read a vec4 at a time (matmul_128_stage_vec4.wgsl), for products
-    /// that are aligned for it (`MmParams::vec4_fits`).
+    /// The operands read a vec4 at a time (matmul_stage_vec4.wgsl), for products that are aligned
+    /// for it (`MmParams::vec4_fits`); not with `coop`.
     pub vec4: bool,
     /// 64×64 tiles on cooperative matrices (matmul_coop.wgsl; `--precision mixed` only).
     pub coop: bool,
@@ -178,6 +197,8 @@ impl Kernel {
                 "matmul_128_vec4"
             } else if g.wide {
                 "matmul_128"
+            } else if g.vec4 {
+                "matmul_vec4"
             } else {
                 "matmul"
             };
@@ -209,7 +230,9 @@ impl Kernel {
             Matmul(g) if g.coop => Shader::MatmulCoop,
             Matmul(g) if g.wide && g.vec4 => Shader::Matmul128Vec4,
             Matmul(g) if g.wide => Shader::Matmul128,
-            Matmul(_) | MatmulSmallM => Shader::Matmul,
+            Matmul(g) if g.vec4 => Shader::MatmulVec4,
+            Matmul(_) => Shader::Matmul,
+            MatmulSmallM => Shader::MatmulSmallM,
             GeluBackward | SiluMulBackwardGate | SiluMulBackwardUp => Shader::BackwardElementwise,
             MixBackwardX | MixBackwardMask => Shader::BackwardMix,
             LayerNormBackward | RmsNormBackward => Shader::BackwardNorms,
