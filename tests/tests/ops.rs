@@ -852,10 +852,9 @@ fn wgpu_matmul_bench() {
 }
 
 /// The tiled GEMMs' vec4 loads against their f32 loads, on 64×64 and 128×128 tiles: for every
-/// layout they read (x [M, K] or
-/// [K, M], w [N, K] or [K, N]) and every use (matmul with a bias, matmul_backward, matmul_blocks,
-/// attention's products forward and backward, causal tiles skipped, products accumulated), the
-/// outputs are bit for bit the same (the tiles hold the same values, summed in the same order),
+/// layout they read (x [M, K] or [K, M], w [N, K] or [K, N]) and every use (matmul with a bias,
+/// matmul_backward, matmul_blocks, attention's products forward and backward, causal tiles
+/// skipped, products accumulated), the outputs are bit for bit the same (the tiles hold the same values, summed in the same order),
 /// and the profile shows which kernel ran: vec4 where the product is aligned for it, the f32 loads
 /// where it is not (K = 66, 37 positions).
 #[test]

@@ -168,7 +168,7 @@ pub(crate) struct Gemm {
     pub causal_skip: bool,
     /// The product is added to the output instead of overwriting it.
     pub accumulate: bool,
-    /// 128×128 output tiles, 8×8 per thread, double-buffered (matmul_128.wgsl) instead of 64×64.
+    /// 128×128 output tiles, 8×8 per thread (matmul_128.wgsl) instead of 64×64, 4×4 (matmul.wgsl).
     pub wide: bool,
     /// The operands read a vec4 at a time (matmul_stage_vec4.wgsl), for products that are aligned
     /// for it (`MmParams::vec4_fits`); not with `coop`.
@@ -192,17 +192,11 @@ impl Kernel {
                 .filter_map(|(on, f)| on.then_some(f))
                 .collect();
             let base = if g.coop {
-                "matmul_coop"
-            } else if g.wide && g.vec4 {
-                "matmul_128_vec4"
-            } else if g.wide {
-                "matmul_128"
-            } else if g.vec4 {
-                "matmul_vec4"
+                "matmul_coop".to_string()
             } else {
-                "matmul"
+                format!("{}{}", if g.wide { "matmul_128" } else { "matmul" }, if g.vec4 { "_vec4" } else { "" })
             };
-            return if flags.is_empty() { base.into() } else { format!("{base} ({})", flags.join(", ")) };
+            return if flags.is_empty() { base } else { format!("{base} ({})", flags.join(", ")) };
         }
         if let Kernel::AttentionFused { .. } = self {
             return "attention_fused".into();
