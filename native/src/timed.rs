@@ -61,6 +61,9 @@ impl<B: Backend> Backend for Timed<B> {
     fn buffers_created(&self) -> Option<u64> {
         self.inner.buffers_created()
     }
+    fn bind_groups_created(&self) -> Option<u64> {
+        self.inner.bind_groups_created()
+    }
     fn set_submit_every(&self, dispatches: usize) -> bool {
         self.inner.set_submit_every(dispatches)
     }

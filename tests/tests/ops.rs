@@ -729,6 +729,55 @@ fn wgpu_small_uploads() {
     assert_eq!(b.buffers_created(), Some(before), "a steady loop of small uploads created buffers");
 }
 
+/// Bind groups are cached by what they bind, the params at a dynamic offset. Checked: a kernel
+/// recorded again in the same submit on the same buffers (its output's buffer handed back by the
+/// pool) with other params reads its own params, and reuses the one bind group; a loop of ops
+/// creates no bind group after its first round; trimming the pool starts the cache over.
+#[test]
+fn wgpu_bind_groups_are_reused() {
+    let mut r = rng("wgpu_bind_groups_are_reused");
+    let b = new_wgpu(WgpuOptions::default());
+    let (x, w) = (rand_t(&mut r, &[5, 24], 1.0), rand_t(&mut r, &[24], 1.0));
+    let (xt, wt) = (up(&b, &x), up(&b, &w));
+    let rms = |eps: f64| -> Vec<f64> {
+        let mut out = Vec::new();
+        for row in x.data.chunks(24) {
+            let ms = row.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / 24.0;
+            out.extend(row.iter().zip(&w.data).map(|(&v, &g)| v as f64 / (ms + eps).sqrt() * g as f64));
+        }
+        out
+    };
+    get(&b, &b.rms_norm(&xt, &wt, 1.0).unwrap()); // the first bind group for these buffers
+    for epss in [[1e-5f32, 0.5, 4.0, 100.0], [100.0, 4.0, 0.5, 1e-5]] {
+        let before = b.bind_groups_created().expect("wgpu counts its bind groups");
+        let mut y = None;
+        for eps in epss {
+            drop(y.take()); // its buffer goes back to the pool, and the next launch writes it
+            y = Some(b.rms_norm(&xt, &wt, eps).unwrap());
+        }
+        let got = get(&b, &y.unwrap());
+        let want = rms(epss[3] as f64);
+        let err = got.data.iter().zip(&want).map(|(g, w)| (*g as f64 - w).abs()).fold(0.0, f64::max);
+        assert!(err < 1e-5, "the last of 4 launches on one bind group read the wrong eps: error {err:.2e}");
+        assert_eq!(b.bind_groups_created(), Some(before), "launches on the same buffers created bind groups");
+    }
+
+    let step = |i: usize| {
+        let m = up(&b, &HostTensor::new(vec![1, 24], vec![0.25 * i as f32; 24]));
+        let y = b.rms_norm(&b.add(&xt, &xt).unwrap(), &wt, 0.5).unwrap();
+        get(&b, &b.mix(&y, &m, RowMap::SHARED, &xt, RowMap::SHARED).unwrap())
+    };
+    let first = step(1);
+    let before = b.bind_groups_created().expect("wgpu counts its bind groups");
+    for _ in 0..4 {
+        assert_eq!(step(1).data, first.data, "the same step gave another result");
+    }
+    assert_eq!(b.bind_groups_created(), Some(before), "a steady loop created bind groups");
+    b.trim_pool();
+    assert_eq!(step(1).data, first.data, "the step after trimming the pool");
+    assert!(b.bind_groups_created() > Some(before), "trimming the pool kept the cached bind groups (and their buffers)");
+}
+
 #[test]
 fn wgpu_read_after_device_loss_is_an_error() {
     let b = new_wgpu(WgpuOptions::default());

@@ -67,6 +67,12 @@ pub trait Backend {
         None
     }
 
+    /// Bind groups created so far, where the backend binds buffers to kernels (wgpu, which caches
+    /// them); None elsewhere. For benchmarks: a steady loop should add none.
+    fn bind_groups_created(&self) -> Option<u64> {
+        None
+    }
+
     /// The largest upload, in bytes, that the backend stages with a step's other small data
     /// instead of creating a device buffer for it (wgpu); None where uploads create nothing.
     /// Per-step data over it can go up in row-chunks joined by `concat`.

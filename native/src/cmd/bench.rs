@@ -246,35 +246,38 @@ impl Job for ExtractBench<'_> {
             opts.ablation,
             if opts.mlps { "heads and MLPs" } else { "heads" }
         );
-        // On a GPU, the buffers each sweep created beyond what the pool held (a sweep's candidates
-        // should take theirs from the pool).
-        let buffers = |n: Option<u64>| n.map_or(String::new(), |n| format!(" {n:>11}"));
+        // On a GPU, the buffers and bind groups each sweep created beyond what the pool and the
+        // cache held (a sweep's candidates should take theirs from both).
+        let buffers = |n: Option<u64>, width: usize| n.map_or(String::new(), |n| format!(" {n:>width$}"));
         println!(
-            "{:<18} {:>10} {:>12} {:>9} {:>8} {:>10} {:>9}{}",
+            "{:<18} {:>10} {:>12} {:>9} {:>8} {:>10} {:>9}{}{}",
             "implementation", "time (s)", "evaluations", "forwards", "removed", "KL", "speedup",
-            if be.buffers_created().is_some() { " new buffers" } else { "" }
+            if be.buffers_created().is_some() { " new buffers" } else { "" },
+            if be.bind_groups_created().is_some() { " new bind groups" } else { "" }
         );
         let mut first: Option<(f64, Vec<carve_core::extract::Decision>)> = None;
         let mut same = true;
         for (name, run) in variants {
-            let created = be.buffers_created();
+            let (created, bound) = (be.buffers_created(), be.bind_groups_created());
             let t = Instant::now();
             let r = pollster::block_on(ablate(&model, be, &data, &opts, &run, None, &mut ()))?;
             let secs = t.elapsed().as_secs_f64();
             let created = created.zip(be.buffers_created()).map(|(a, z)| z - a);
+            let bound = bound.zip(be.bind_groups_created()).map(|(a, z)| z - a);
             let decisions: Vec<_> = r.state.decisions.iter().map(|d| (d.component, d.accepted)).collect();
             let speedup = first.as_ref().map_or(1.0, |(t0, _)| t0 / secs);
             if let Some((_, d0)) = &first {
                 same &= d0.iter().map(|d| (d.component, d.accepted)).eq(decisions.iter().copied());
             }
             println!(
-                "{name:<18} {secs:>10.2} {:>12} {:>9} {:>8} {:>10.5} {:>8.2}×{}",
+                "{name:<18} {secs:>10.2} {:>12} {:>9} {:>8} {:>10.5} {:>8.2}×{}{}",
                 r.stats.evaluations,
                 r.stats.forwards,
                 r.removed.len(),
                 r.state.kl_cur(),
                 speedup,
-                buffers(created)
+                buffers(created, 11),
+                buffers(bound, 15)
             );
             if first.is_none() {
                 first = Some((secs, r.state.decisions.clone()));
@@ -471,8 +474,10 @@ impl Job for ForwardBench<'_> {
         // copied to the host.
         // On a device queue, "overlapped": the time with a submit every OVERLAP_DISPATCHES
         // dispatches as well as at the read (the default), timed in alternate runs.
+        // On a device queue, "recorded": the host's share of "time", the forward's call alone (with
+        // a submit per read nothing is submitted before it returns: its kernels are only recorded).
         let queue = be.set_submit_every(0);
-        let overlapped_head = if queue { format!(" {:>15}", "overlapped (s)") } else { String::new() };
+        let overlapped_head = if queue { format!(" {:>15} {:>13}", "overlapped (s)", "recorded (s)") } else { String::new() };
         println!("{:<16} {:>10} {:>12} {:>10} {:>15}{overlapped_head}", "logits", "time (s)", "tokens/s", "GFLOP/s", "read back (s)");
         for (name, at) in [("all positions", LogitsAt::All), ("last position", LogitsAt::Last)] {
             let out_bytes = if at == LogitsAt::All { batch.rows() } else { batch.size() } * c.vocab * 4;
@@ -480,17 +485,19 @@ impl Job for ForwardBench<'_> {
                 println!("{name:<16} skipped: {} MiB of logits exceed the backend's binding limit", out_bytes >> 20);
                 continue;
             }
-            let time_one = |read_all: bool, every: usize| -> Result<f64> {
+            // (the whole time, the forward's call alone)
+            let time_one = |read_all: bool, every: usize| -> Result<(f64, f64)> {
                 be.set_submit_every(every);
                 let t = Instant::now();
                 let out = model.forward(be, &batch, &ForwardArgs { logits: at, ..ForwardArgs::default() })?;
+                let recorded = t.elapsed().as_secs_f64();
                 let logits = out.logits.as_ref().expect("logits were asked for");
                 if read_all {
                     pollster::block_on(be.read(logits))?;
                 } else {
                     pollster::block_on(be.read(&be.gather_rows(logits, &[0])?))?;
                 }
-                Ok(t.elapsed().as_secs_f64())
+                Ok((t.elapsed().as_secs_f64(), recorded))
             };
             // Warm-up first: pipelines, buffer pools, page faults.
             let modes: &[(bool, usize)] = if queue { &[(false, 0), (false, OVERLAP_DISPATCHES), (true, 0)] } else { &[(false, 0), (true, 0)] };
@@ -504,10 +511,11 @@ impl Job for ForwardBench<'_> {
                 }
             }
             be.set_submit_every(0);
-            let m: Vec<f64> = times.into_iter().map(crate::measure::median).collect();
+            let recorded = crate::measure::median(times[0].iter().map(|t| t.1).collect());
+            let m: Vec<f64> = times.into_iter().map(|ts| crate::measure::median(ts.iter().map(|t| t.0).collect())).collect();
             let (t, t_read) = (m[0], m[m.len() - 1]);
             let flops = forward_flops(c, &self.m.weights, &batch, at == LogitsAt::Last);
-            let overlapped = if queue { format!(" {:>15.3}", m[1]) } else { String::new() };
+            let overlapped = if queue { format!(" {:>15.3} {:>13.4}", m[1], recorded) } else { String::new() };
             println!("{:<16} {:>10.3} {:>12.0} {:>10.1} {:>15.3}{overlapped}", name, t, batch.rows() as f64 / t, flops / t / 1e9, t_read);
         }
         Ok(())

@@ -37,11 +37,20 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-/// Device buffers the timed rounds created (wgpu: a step should take every buffer from the pool
-/// once the warm-up round has filled it); nothing on the CPU.
-pub fn print_buffers_created<B: Backend>(be: &B, before: Option<u64>, rounds: usize) {
-    if let (Some(a), Some(z)) = (before, be.buffers_created()) {
+/// Device buffers and bind groups created so far (wgpu; None on the CPU).
+pub fn created<B: Backend>(be: &B) -> (Option<u64>, Option<u64>) {
+    (be.buffers_created(), be.bind_groups_created())
+}
+
+/// Device buffers and bind groups the timed rounds created since `before` (wgpu: a step should
+/// take every buffer from the pool and every bind group from the cache once the warm-up round has
+/// filled them); nothing on the CPU.
+pub fn print_created<B: Backend>(be: &B, before: (Option<u64>, Option<u64>), rounds: usize) {
+    if let (Some(a), Some(z)) = (before.0, be.buffers_created()) {
         println!("device buffers created during the {rounds} timed rounds: {} (the warm-up round filled the pool)", z - a);
+    }
+    if let (Some(a), Some(z)) = (before.1, be.bind_groups_created()) {
+        println!("bind groups created during the {rounds} timed rounds: {} (the warm-up round filled the cache)", z - a);
     }
 }
 
@@ -134,10 +143,10 @@ impl Job for TrainBench<'_> {
         // packing the other way, in turn.
         let modes = Mode::all(be);
         let mut times = vec![(Vec::new(), Vec::new(), Vec::new()); modes.len()];
-        let mut created = None;
+        let mut created = (None, None);
         for i in 0..=self.iters {
             if i == 1 {
-                created = be.buffers_created();
+                created = crate::cmd::bench_train::created(be);
             }
             for (&mode, (plain, fwd, bwd)) in modes.iter().zip(&mut times) {
                 mode.set(be);
@@ -180,7 +189,7 @@ impl Job for TrainBench<'_> {
             ("backward to the masks", each(|m| m.2)),
             ("training step", each(|m| m.1 + m.2)),
         ]);
-        print_buffers_created(be, created, self.iters);
+        print_created(be, created, self.iters);
         if let (Some(a), Some(z)) = (rss_before, peak_rss_mib()) {
             println!("peak resident memory: {z:.0} MiB ({:+.0} MiB during the steps; the model's weights are loaded before)", z - a);
         }

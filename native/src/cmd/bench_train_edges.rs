@@ -71,10 +71,10 @@ impl Job for EdgeTrainBench<'_> {
         runs.extend(modes.iter().map(|&m| (&sampled, m)));
         let (mut plain, mut fwd, mut bwd) = (Vec::new(), vec![Vec::new(); runs.len()], vec![Vec::new(); runs.len()]);
         let rows = batch.last_rows();
-        let mut created = None;
+        let mut created = (None, None);
         for i in 0..=self.iters {
             if i == 1 {
-                created = be.buffers_created();
+                created = crate::cmd::bench_train::created(be);
             }
             let t = Instant::now();
             let out = model.forward(be, &batch, &ForwardArgs { logits: LogitsAt::Last, ..ForwardArgs::default() })?;
@@ -147,7 +147,7 @@ impl Job for EdgeTrainBench<'_> {
         if let (Some(a), Some(z)) = (rss_before, crate::cmd::bench_train::peak_rss_mib()) {
             println!("peak resident memory: {z:.0} MiB ({:+.0} MiB during the steps; the model's weights are loaded before)", z - a);
         }
-        crate::cmd::bench_train::print_buffers_created(be, created, self.iters);
+        crate::cmd::bench_train::print_created(be, created, self.iters);
         Ok(())
     }
 }

@@ -204,8 +204,13 @@ impl WgpuBackend {
         self.pool.free_bytes()
     }
     pub fn trim_pool(&self) {
+        // Cached bind groups hold their buffers: the pool's free ones go only with them.
+        if let Ok(mut rec) = self.rec.lock() {
+            rec.bind_groups.clear();
+        }
         self.pool.trim();
     }
+
 
     /// Test aid: destroys the device, as a driver reset would; later `read`s return an error.
     #[doc(hidden)]
@@ -228,6 +233,14 @@ impl WgpuBackend {
         params: &[u32],
         groups: [u32; 3],
     ) -> Result<()> {
+        if params.len() as u64 * 4 > recorder::PARAMS_BYTES {
+            return Err(crate::Error::Backend(format!(
+                "{}: {} bytes of params, over the {} bound for every kernel",
+                k.name(),
+                params.len() * 4,
+                recorder::PARAMS_BYTES
+            )));
+        }
         let pipe = self.pipes.get(&self.ctx.device, k)?;
         let mut rec = self.rec.lock().map_err(lock_err)?;
         let staged = extra.map(|d| rec.stage(&self.ctx.device, d));
@@ -291,6 +304,10 @@ impl Backend for WgpuBackend {
 
     fn buffers_created(&self) -> Option<u64> {
         Some(self.pool.created())
+    }
+
+    fn bind_groups_created(&self) -> Option<u64> {
+        self.rec.lock().ok().map(|r| r.bind_groups.created)
     }
 
     fn staged_upload_bytes(&self) -> Option<usize> {

@@ -344,7 +344,9 @@ impl Pipelines {
                         visibility: wgpu::ShaderStages::COMPUTE,
                         ty: wgpu::BindingType::Buffer {
                             ty: wgpu::BufferBindingType::Uniform,
-                            has_dynamic_offset: false,
+                            // At an offset given per dispatch, so that a bind group does not
+                            // depend on where the params were staged (recorder::BindGroups).
+                            has_dynamic_offset: true,
                             min_binding_size: None,
                         },
                         count: None,

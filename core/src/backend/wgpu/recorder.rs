@@ -8,9 +8,19 @@
 //! earlier readers. Dispatches share one open compute pass: WebGPU orders dispatches within a pass
 //! (each is its own usage scope), so a pass only has to end for the copies a `read` records.
 
+use std::collections::HashMap;
+
 use super::pipelines::Kernel;
 use super::profile::Profiler;
 use crate::Error;
+
+/// The bytes bound for a kernel's uniform params, whatever its own params' size (the largest, the
+/// GEMMs', is 80): they are bound at a dynamic offset into an arena chunk, and such a binding has
+/// one size for every offset. Checked by `WgpuBackend::run`.
+pub(crate) const PARAMS_BYTES: u64 = 128;
+
+/// Bind groups kept before the cache starts over (a training step binds about 2,000 ranges).
+const MAX_BIND_GROUPS: usize = 16_384;
 
 /// A buffer range bound to a kernel.
 #[derive(Clone, Copy)]
@@ -34,6 +44,52 @@ fn entry(binding: u32, b: Binding<'_>) -> wgpu::BindGroupEntry<'_> {
             offset: b.offset,
             size: wgpu::BufferSize::new(b.size),
         }),
+    }
+}
+
+/// What a bind group binds: its layout and each entry's (buffer, offset, size) in binding order,
+/// the params entry being (arena chunk, 0, `PARAMS_BYTES`).
+#[derive(PartialEq, Eq, Hash)]
+struct BindKey {
+    layout: wgpu::BindGroupLayout,
+    entries: Vec<(wgpu::Buffer, u64, u64)>,
+}
+
+/// Bind groups by what they bind. A forward, a training step or an ablate sweep binds the same
+/// pooled buffers and arena offsets in the same order each time, so after the first round no bind
+/// group is created, and none is validated again. A cached bind group keeps its buffers alive:
+/// they are pooled ones, which live as long as the pool anyway, and `clear` goes with the pool's
+/// trim.
+#[derive(Default)]
+pub(crate) struct BindGroups {
+    map: HashMap<BindKey, wgpu::BindGroup>,
+    /// Bind groups created so far (for diagnostics: a steady loop should create none).
+    pub created: u64,
+}
+
+impl BindGroups {
+    fn get(&mut self, device: &wgpu::Device, key: BindKey) -> wgpu::BindGroup {
+        if let Some(bg) = self.map.get(&key) {
+            return bg.clone();
+        }
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = key
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, (buf, offset, size))| entry(i as u32, Binding { buf, offset: *offset, size: *size }))
+            .collect();
+        let bg = device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &key.layout, entries: &entries });
+        drop(entries);
+        self.created += 1;
+        if self.map.len() >= MAX_BIND_GROUPS {
+            self.map.clear(); // a loop that never repeats its bindings: start over, never grow without bound
+        }
+        self.map.insert(key, bg.clone());
+        bg
+    }
+
+    pub fn clear(&mut self) {
+        self.map.clear();
     }
 }
 
@@ -99,6 +155,7 @@ pub(crate) struct Recorder {
     encoder: Option<wgpu::CommandEncoder>,
     pass: Option<wgpu::ComputePass<'static>>,
     arena: Arena,
+    pub bind_groups: BindGroups,
     /// Dispatches recorded since the last submit.
     pub dispatches: usize,
     /// Submit once this many dispatches are recorded (0: only at reads).
@@ -118,6 +175,7 @@ impl Recorder {
             encoder: None,
             pass: None,
             arena: Arena { chunks: Vec::new(), cur: 0, align: align as u64 },
+            bind_groups: BindGroups::default(),
             dispatches: 0,
             submit_every,
             submits: 0,
@@ -166,10 +224,17 @@ impl Recorder {
         if groups.contains(&0) {
             return;
         }
-        let (pbuf, poff, psize) = self.stage(device, bytemuck::cast_slice(params));
-        let mut entries = vec![entry(0, out), entry(1, Binding { buf: &pbuf, offset: poff, size: psize })];
-        entries.extend(inputs.iter().enumerate().map(|(i, b)| entry(2 + i as u32, *b)));
-        let bg = device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout, entries: &entries });
+        // The params, padded to PARAMS_BYTES, at a dynamic offset.
+        let mut padded = [0u8; PARAMS_BYTES as usize];
+        let bytes: &[u8] = bytemuck::cast_slice(params);
+        padded[..bytes.len()].copy_from_slice(bytes);
+        let (pbuf, poff, _) = self.stage(device, &padded);
+        let poff = [poff as u32];
+        let mut entries = Vec::with_capacity(2 + inputs.len());
+        entries.push((out.buf.clone(), out.offset, out.size));
+        entries.push((pbuf, 0, PARAMS_BYTES));
+        entries.extend(inputs.iter().map(|b| (b.buf.clone(), b.offset, b.size)));
+        let bg = self.bind_groups.get(device, BindKey { layout: layout.clone(), entries });
         self.dispatches += 1;
         if let Some(p) = &mut self.profiler {
             // A pass of its own, with timestamps at its start and end.
@@ -183,12 +248,12 @@ impl Recorder {
             let enc = self.encoder(device);
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("carve op"), timestamp_writes: Some(writes) });
             pass.set_pipeline(pipeline);
-            pass.set_bind_group(0, &bg, &[]);
+            pass.set_bind_group(0, &bg, &poff);
             pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
         } else {
             let pass = self.pass(device);
             pass.set_pipeline(pipeline);
-            pass.set_bind_group(0, &bg, &[]);
+            pass.set_bind_group(0, &bg, &poff);
             pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
         }
         if self.submit_every > 0 && self.dispatches >= self.submit_every {
