@@ -72,14 +72,15 @@ impl BindGroups {
         if let Some(bg) = self.map.get(&key) {
             return bg.clone();
         }
-        let entries: Vec<wgpu::BindGroupEntry<'_>> = key
-            .entries
-            .iter()
-            .enumerate()
-            .map(|(i, (buf, offset, size))| entry(i as u32, Binding { buf, offset: *offset, size: *size }))
-            .collect();
-        let bg = device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &key.layout, entries: &entries });
-        drop(entries);
+        let bg = {
+            let entries: Vec<wgpu::BindGroupEntry<'_>> = key
+                .entries
+                .iter()
+                .enumerate()
+                .map(|(i, (buf, offset, size))| entry(i as u32, Binding { buf, offset: *offset, size: *size }))
+                .collect();
+            device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &key.layout, entries: &entries })
+        };
         self.created += 1;
         if self.map.len() >= MAX_BIND_GROUPS {
             self.map.clear(); // a loop that never repeats its bindings: start over, never grow without bound
