@@ -778,6 +778,29 @@ fn wgpu_bind_groups_are_reused() {
     assert!(b.bind_groups_created() > Some(before), "trimming the pool kept the cached bind groups (and their buffers)");
 }
 
+/// The bind group cache is bounded: once it holds 16,384 bind groups it starts over, so a binding
+/// seen before that is created again, where without the reset it is taken from the cache.
+#[test]
+fn wgpu_bind_group_cache_is_bounded() {
+    let b = new_wgpu(WgpuOptions::default());
+    let x = up(&b, &HostTensor::new(vec![1, 4], vec![1.0; 4]));
+    // The probe's output is the only buffer of its size class, so each probe gets the same one;
+    // each probe follows a read, so its params are staged at the arena's start.
+    let x2 = up(&b, &HostTensor::new(vec![1, 600], vec![0.5; 600]));
+    let probe = || get(&b, &b.add(&x2, &x2).unwrap()).data[0];
+    let created = || b.bind_groups_created().expect("wgpu counts its bind groups");
+    assert_eq!(probe(), 1.0);
+    let before = created();
+    assert_eq!(probe(), 1.0);
+    assert_eq!(created(), before, "the same binding again was not taken from the cache");
+    // 16,384 bindings that never repeat (each output is kept, so each is a new buffer).
+    let kept: Vec<_> = (0..16_384).map(|_| b.add(&x, &x).unwrap()).collect();
+    assert_eq!(get(&b, &kept[16_383]).data, vec![2.0; 4]);
+    assert_eq!(created(), before + 16_384);
+    assert_eq!(probe(), 1.0);
+    assert_eq!(created(), before + 16_385, "the cache did not start over after 16,384 bind groups");
+}
+
 #[test]
 fn wgpu_read_after_device_loss_is_an_error() {
     let b = new_wgpu(WgpuOptions::default());
