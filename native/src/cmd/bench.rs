@@ -258,12 +258,11 @@ impl Job for ExtractBench<'_> {
         let mut first: Option<(f64, Vec<carve_core::extract::Decision>)> = None;
         let mut same = true;
         for (name, run) in variants {
-            let (created, bound) = (be.buffers_created(), be.bind_groups_created());
+            let before = crate::cmd::bench_train::created(be);
             let t = Instant::now();
             let r = pollster::block_on(ablate(&model, be, &data, &opts, &run, None, &mut ()))?;
             let secs = t.elapsed().as_secs_f64();
-            let created = created.zip(be.buffers_created()).map(|(a, z)| z - a);
-            let bound = bound.zip(be.bind_groups_created()).map(|(a, z)| z - a);
+            let (created, bound) = crate::cmd::bench_train::created_since(be, before);
             let decisions: Vec<_> = r.state.decisions.iter().map(|d| (d.component, d.accepted)).collect();
             let speedup = first.as_ref().map_or(1.0, |(t0, _)| t0 / secs);
             if let Some((_, d0)) = &first {
@@ -473,9 +472,9 @@ impl Job for ForwardBench<'_> {
         // (as PyTorch's timing ends with a device sync); "read back": the same, then every logit
         // copied to the host.
         // On a device queue, "overlapped": the time with a submit every OVERLAP_DISPATCHES
-        // dispatches as well as at the read (the default), timed in alternate runs.
-        // On a device queue, "recorded": the host's share of "time", the forward's call alone (with
-        // a submit per read nothing is submitted before it returns: its kernels are only recorded).
+        // dispatches as well as at the read (the default), timed in alternate runs; and "recorded":
+        // the host's share of "time", the forward's call alone (with a submit per read nothing is
+        // submitted before it returns: its kernels are only recorded).
         let queue = be.set_submit_every(0);
         let overlapped_head = if queue { format!(" {:>15} {:>13}", "overlapped (s)", "recorded (s)") } else { String::new() };
         println!("{:<16} {:>10} {:>12} {:>10} {:>15}{overlapped_head}", "logits", "time (s)", "tokens/s", "GFLOP/s", "read back (s)");

@@ -42,15 +42,22 @@ pub fn created<B: Backend>(be: &B) -> (Option<u64>, Option<u64>) {
     (be.buffers_created(), be.bind_groups_created())
 }
 
+/// Device buffers and bind groups created since `before` (a `created`).
+pub fn created_since<B: Backend>(be: &B, before: (Option<u64>, Option<u64>)) -> (Option<u64>, Option<u64>) {
+    let now = created(be);
+    (before.0.zip(now.0).map(|(a, z)| z - a), before.1.zip(now.1).map(|(a, z)| z - a))
+}
+
 /// Device buffers and bind groups the timed rounds created since `before` (wgpu: a step should
 /// take every buffer from the pool and every bind group from the cache once the warm-up round has
 /// filled them); nothing on the CPU.
 pub fn print_created<B: Backend>(be: &B, before: (Option<u64>, Option<u64>), rounds: usize) {
-    if let (Some(a), Some(z)) = (before.0, be.buffers_created()) {
-        println!("device buffers created during the {rounds} timed rounds: {} (the warm-up round filled the pool)", z - a);
+    let (buffers, bind_groups) = created_since(be, before);
+    if let Some(n) = buffers {
+        println!("device buffers created during the {rounds} timed rounds: {n} (the warm-up round filled the pool)");
     }
-    if let (Some(a), Some(z)) = (before.1, be.bind_groups_created()) {
-        println!("bind groups created during the {rounds} timed rounds: {} (the warm-up round filled the cache)", z - a);
+    if let Some(n) = bind_groups {
+        println!("bind groups created during the {rounds} timed rounds: {n} (the warm-up round filled the cache)");
     }
 }
 

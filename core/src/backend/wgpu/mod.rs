@@ -211,7 +211,6 @@ impl WgpuBackend {
         self.pool.trim();
     }
 
-
     /// Test aid: destroys the device, as a driver reset would; later `read`s return an error.
     #[doc(hidden)]
     pub fn simulate_device_loss(&self) {
