@@ -206,6 +206,12 @@ fn bench_train_prints_the_parts_of_a_step() {
             let (lo, hi) = ((ms[0] - 0.05) / (ms[1] + 0.05), (ms[0] + 0.05) / (ms[1] - 0.05).max(1e-9));
             assert!(ratio >= lo - 0.005 && ratio <= hi + 0.005, "{method}: {cells:?}");
         }
+        // The warm-up round filled the pool and the bind group cache: a node-prune step binds the
+        // same buffers every round.
+        assert!(out.contains("device buffers created during the 1 timed rounds: 0"), "{method}:\n{out}");
+        if method == "node-prune" {
+            assert!(out.contains("bind groups created during the 1 timed rounds: 0"), "{method}:\n{out}");
+        }
     }
     fails(&["bench", "train", "--model", s(&m), "--task", s(&t), "--batch", "0", "--backend", "cpu"], "--batch");
 }

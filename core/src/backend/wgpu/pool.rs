@@ -9,7 +9,7 @@
 //! ever written by GPU commands (a small upload is one: the `upload` kernel copies the staged
 //! values) or, for large uploads, freshly created `mapped_at_creation`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -29,9 +29,13 @@ pub(crate) fn size_class(bytes: u64) -> u64 {
     b.div_ceil(step) * step
 }
 
+/// Free buffers by (size, usage). Each class is a set, and `take` hands out its least buffer (in
+/// wgpu's fixed order of buffers), not the one freed last: which buffer an op gets then depends
+/// only on which are free, not on the order they were dropped in, so a loop settles into binding
+/// the same buffers every round and finds its bind groups in the recorder's cache.
 #[derive(Default)]
 struct Free {
-    lists: HashMap<(u64, u32), Vec<wgpu::Buffer>>,
+    lists: HashMap<(u64, u32), BTreeSet<wgpu::Buffer>>,
     bytes: u64,
 }
 
@@ -67,7 +71,7 @@ impl Pool {
     pub fn take(self: &Arc<Self>, bytes: u64, usage: wgpu::BufferUsages) -> PooledBuffer {
         let size = self.alloc_size(bytes);
         let reused = self.free.lock().ok().and_then(|mut f| {
-            let b = f.lists.get_mut(&(size, usage.bits()))?.pop()?;
+            let b = f.lists.get_mut(&(size, usage.bits()))?.pop_first()?;
             f.bytes -= size;
             Some(b)
         });
@@ -137,7 +141,7 @@ impl Drop for PooledBuffer {
         let key = (size, self.buf.usage().bits());
         if let Ok(mut f) = self.pool.free.lock() {
             f.bytes += size;
-            f.lists.entry(key).or_default().push(self.buf.clone());
+            f.lists.entry(key).or_default().insert(self.buf.clone());
         }
     }
 }
