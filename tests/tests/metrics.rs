@@ -45,6 +45,48 @@ fn kl_matches_direct_f64_on_random_logits() {
     }
 }
 
+/// `kl_div` as it was written before `KlFrom`: both log-sum-exps and every p computed afresh for
+/// each pair. ablate's decisions were checked against PyTorch with these numbers.
+fn kl_three_exps(p_logits: &[f32], q_logits: &[f32]) -> f64 {
+    let (lp, lq) = (log_sum_exp(p_logits), log_sum_exp(q_logits));
+    if !(lp.is_finite() && lq.is_finite()) || p_logits.iter().chain(q_logits).any(|x| x.is_nan()) {
+        return f64::NAN;
+    }
+    let mut kl = 0.0;
+    for (&a, &b) in p_logits.iter().zip(q_logits) {
+        let log_p = a as f64 - lp;
+        let p = log_p.exp();
+        if p > 0.0 {
+            kl += p * (log_p - (b as f64 - lq));
+        }
+    }
+    kl.max(0.0)
+}
+
+#[test]
+fn kl_from_one_p_gives_the_same_bits_for_every_q() {
+    let seed: u64 = rand::random();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    // Scale 500 spreads the logits over 1000 nats, so that some p underflow to 0 in f64.
+    for scale in [0.5f32, 8.0, 500.0] {
+        let v = 3001;
+        let p: Vec<f32> = (0..v).map(|_| rng.random_range(-1.0..1.0) * scale).collect();
+        let from = KlFrom::new(&p);
+        for i in 0..8 {
+            let q: Vec<f32> = p.iter().map(|&x| x + rng.random_range(-1.0..1.0) * scale * (i as f32) / 8.0).collect();
+            let (got, want) = (from.to(&q), kl_three_exps(&p, &q));
+            assert_eq!(got.to_bits(), want.to_bits(), "scale {scale}, Q {i} (seed {seed}): {got} vs {want}");
+            assert_eq!(kl_div(&p, &q).to_bits(), want.to_bits());
+        }
+    }
+    let nan_p = KlFrom::new(&[0.0, f32::NAN, 1.0]);
+    assert!(nan_p.to(&[0.0, 1.0, 2.0]).is_nan() && nan_p.to(&[3.0, 1.0, 2.0]).is_nan());
+    assert!(KlFrom::new(&[0.0, f32::INFINITY]).to(&[0.0, 1.0]).is_nan());
+    let from = KlFrom::new(&[0.0, 1.0, 2.0]);
+    assert!(from.to(&[0.0, f32::INFINITY, 1.0]).is_nan() && from.to(&[f32::NAN, 1.0, 2.0]).is_nan());
+    assert_eq!(from.to(&[0.0, 1.0, 2.0]), 0.0);
+}
+
 #[test]
 fn kl_is_stable_for_huge_logits() {
     let seed: u64 = rand::random();
@@ -357,3 +399,4 @@ fn kl_of_non_finite_logits_is_nan() {
     assert!(kl_div(&[0.0, f32::INFINITY], &[0.0, 1.0]).is_nan());
     assert_eq!(kl_div(&[0.0, 1.0, 2.0], &[0.0, 1.0, 2.0]), 0.0);
 }
+

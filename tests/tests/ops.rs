@@ -703,12 +703,16 @@ fn wgpu_small_uploads() {
     assert_eq!(get(&b, &up(&b, &HostTensor::zeros(vec![0, 5]))).shape, vec![0, 5], "empty upload");
 
     // y = x + x is recorded; x is dropped, so its buffer returns to the pool while the add still
-    // has to read it, and the next upload of the same size is given that buffer.
+    // has to read it, and the next upload of the same size is given that buffer: with the pool
+    // emptied first it is the only free buffer of its size (the upload creates none).
     let (x, z) = (rand_t(&mut r, &[16, 32], 1.0), rand_t(&mut r, &[16, 32], 1.0));
+    b.trim_pool();
     let xt = up(&b, &x);
     let y = b.add(&xt, &xt).unwrap();
     drop(xt);
+    let created = b.buffers_created();
     let zt = up(&b, &z);
+    assert_eq!(b.buffers_created(), created, "the upload of z was not given x's buffer: the test sets up nothing");
     let want: Vec<f32> = x.data.iter().map(|v| v + v).collect();
     assert_eq!(get(&b, &y).data, want, "the add read x, not the upload that reused its buffer");
     assert_eq!(get(&b, &zt).data, z.data);

@@ -10,13 +10,13 @@
 //!   and the ones after it are evaluated again with the new S. How many go in one batch is a
 //!   trade-off between forwards and wasted evaluations (`Batching`).
 
-use super::prepare::{mean_kls, Context};
+use super::prepare::{mean_kls, Context, FullModel};
 use super::{AblateState, Batching, Flow, Progress, RunOptions, SweepStats};
 use crate::backend::Backend;
 use crate::circuit::{Component, Masks};
 use crate::model::forward::MaskGroups;
 use crate::model::{check_logits, Batch, Capture, LogitsAt};
-use crate::{Error, HostTensor, Result};
+use crate::{Error, Result};
 
 /// Runs the sweep from `st.next`; false when the progress hook stopped it.
 pub(super) async fn sweep<B: Backend>(ctx: &Context<'_, B>, st: &mut AblateState, run: &RunOptions,
@@ -32,6 +32,7 @@ pub(super) async fn sweep<B: Backend>(ctx: &Context<'_, B>, st: &mut AblateState
     let p = be.read(full.logits.as_ref().ok_or_else(no_logits)?).await?;
     // A model that computes NaN is reported where the NaN begins, before any decision.
     check_logits(model, be, &ctx.batch, &ctx.args(LogitsAt::Last, Capture::default()), &p).await?;
+    let p = FullModel::new(&p)?;
     let resid = full.captured.resid;
     let max_groups = (run.max_batch_rows / ctx.batch.rows()).max(1);
     while st.next < order.len() {
@@ -63,7 +64,7 @@ pub(super) async fn sweep<B: Backend>(ctx: &Context<'_, B>, st: &mut AblateState
 
 /// KL_new of each candidate of one layer, in one forward from the layer's residual stream.
 async fn evaluate<B: Backend>(ctx: &Context<'_, B>, st: &AblateState, layer: usize, resid: B::Tensor,
-    chunk: &[(usize, Component)], p: &HostTensor) -> Result<Vec<f64>> {
+    chunk: &[(usize, Component)], p: &FullModel) -> Result<Vec<f64>> {
     let (model, be, batch) = (ctx.model, ctx.be, &ctx.batch);
     let removed = st.removed();
     let masks = chunk

@@ -6,7 +6,7 @@ use rayon::prelude::*;
 use super::{state, AblateData, AblateOptions, AblationKind};
 use crate::backend::Backend;
 use crate::circuit::{Ablation, AblationValues};
-use crate::metrics::kl_div;
+use crate::metrics::KlFrom;
 use crate::model::ablation::{mean_values, DeviceAblation};
 use crate::model::{Batch, Capture, ForwardArgs, LogitsAt, Model};
 use crate::{Error, HostTensor, Result};
@@ -120,16 +120,33 @@ async fn resample<B: Backend>(model: &Model<B>, be: &B, corrupted: &[Vec<u32>], 
     Ok(v)
 }
 
-/// Mean over prompts of KL(P ‖ Q) for each group of `p.rows` rows of `q` (rows in the same order
+/// The full model's distribution at each discovery prompt's last position, against which every
+/// candidate's KL is measured (held in f64 once for the whole sweep: see [`KlFrom`]).
+pub(super) struct FullModel(Vec<KlFrom>);
+
+impl FullModel {
+    /// Logits that are not finite are an error (see [`mean_kls`]).
+    pub fn new(p: &HostTensor) -> Result<Self> {
+        finite(p)?;
+        Ok(FullModel((0..p.rows_cols().0).into_par_iter().map(|r| KlFrom::new(p.row(r))).collect()))
+    }
+}
+
+/// Mean over prompts of KL(P ‖ Q) for each group of `p`'s rows of `q` (rows in the same order
 /// as `p`'s, repeated per group). Summed in prompt order, so the result does not depend on threads.
 /// Logits that are not finite are an error: `kl_div` clamps a NaN to 0, which would read as a
 /// harmless ablation and be accepted.
-pub(super) fn mean_kls(p: &HostTensor, q: &HostTensor) -> Result<Vec<f64>> {
-    if let Some(x) = p.data.iter().chain(&q.data).find(|x| !x.is_finite()) {
-        return Err(Error::Backend(format!("the forward gave a logit of {x}: KL cannot be measured")));
-    }
-    let (n, _) = p.rows_cols();
+pub(super) fn mean_kls(p: &FullModel, q: &HostTensor) -> Result<Vec<f64>> {
+    finite(q)?;
+    let n = p.0.len();
     let (rows, _) = q.rows_cols();
-    let per_row: Vec<f64> = (0..rows).into_par_iter().map(|r| kl_div(p.row(r % n), q.row(r))).collect();
+    let per_row: Vec<f64> = (0..rows).into_par_iter().map(|r| p.0[r % n].to(q.row(r))).collect();
     Ok(per_row.chunks(n).map(|g| g.iter().sum::<f64>() / n as f64).collect())
+}
+
+fn finite(t: &HostTensor) -> Result<()> {
+    match t.data.iter().find(|x| !x.is_finite()) {
+        Some(x) => Err(Error::Backend(format!("the forward gave a logit of {x}: KL cannot be measured"))),
+        None => Ok(()),
+    }
 }

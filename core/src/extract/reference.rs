@@ -3,7 +3,7 @@
 //! `bench extract` compare the fast sweep against it.
 
 use super::ablate::no_logits;
-use super::prepare::{mean_kls, Context};
+use super::prepare::{mean_kls, Context, FullModel};
 use super::{AblateState, Flow, Progress, SweepStats};
 use crate::backend::Backend;
 use crate::circuit::Masks;
@@ -19,6 +19,7 @@ pub(super) async fn sweep<B: Backend>(ctx: &Context<'_, B>, st: &mut AblateState
     }
     let p = last_logits(ctx, None).await?;
     check_logits(ctx.model, ctx.be, &ctx.batch, &ctx.args(LogitsAt::Last, Capture::default()), &p).await?;
+    let p = FullModel::new(&p)?;
     stats.forwards += 1;
     while st.next < order.len() {
         let (index, c) = (st.next, order[st.next]);

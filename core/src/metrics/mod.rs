@@ -30,20 +30,46 @@ pub fn log_softmax(row: &[f32]) -> Vec<f64> {
 /// Terms where p underflows to 0 contribute 0; rounding below 0 is clamped to 0. A NaN or
 /// +∞ logit gives NaN (never a clamped 0, which would pass for a perfect match).
 pub fn kl_div(p_logits: &[f32], q_logits: &[f32]) -> f64 {
-    assert_eq!(p_logits.len(), q_logits.len(), "kl_div: rows of different lengths");
-    let (lp, lq) = (log_sum_exp(p_logits), log_sum_exp(q_logits));
-    if !(lp.is_finite() && lq.is_finite()) || p_logits.iter().chain(q_logits).any(|x| x.is_nan()) {
-        return f64::NAN;
+    KlFrom::new(p_logits).to(q_logits)
+}
+
+/// P = softmax(p_logits) held in f64 for many KL(P ‖ Q) against the same P (ablate measures every
+/// candidate against the full model's logits): each Q then costs one `exp` per entry, its
+/// log-sum-exp, where [`kl_div`] alone takes three. `KlFrom::new(p).to(q)` is `kl_div(p, q)` to
+/// the bit: the same terms, summed in the same order.
+pub struct KlFrom {
+    /// log p, entry by entry.
+    log_p: Vec<f64>,
+    /// p = exp(log p).
+    p: Vec<f64>,
+    /// False when a logit of P is NaN or +∞: every KL from it is NaN.
+    valid: bool,
+}
+
+impl KlFrom {
+    pub fn new(p_logits: &[f32]) -> Self {
+        let lp = log_sum_exp(p_logits);
+        let valid = lp.is_finite() && !p_logits.iter().any(|x| x.is_nan());
+        let log_p: Vec<f64> = p_logits.iter().map(|&a| a as f64 - lp).collect();
+        let p = log_p.iter().map(|l| l.exp()).collect();
+        KlFrom { log_p, p, valid }
     }
-    let mut kl = 0.0;
-    for (&a, &b) in p_logits.iter().zip(q_logits) {
-        let log_p = a as f64 - lp;
-        let p = log_p.exp();
-        if p > 0.0 {
-            kl += p * (log_p - (b as f64 - lq));
+
+    /// KL(P ‖ Q) in nats, as [`kl_div`] defines it.
+    pub fn to(&self, q_logits: &[f32]) -> f64 {
+        assert_eq!(self.p.len(), q_logits.len(), "kl_div: rows of different lengths");
+        let lq = log_sum_exp(q_logits);
+        if !(self.valid && lq.is_finite()) || q_logits.iter().any(|x| x.is_nan()) {
+            return f64::NAN;
         }
+        let mut kl = 0.0;
+        for ((&log_p, &p), &b) in self.log_p.iter().zip(&self.p).zip(q_logits) {
+            if p > 0.0 {
+                kl += p * (log_p - (b as f64 - lq));
+            }
+        }
+        kl.max(0.0)
     }
-    kl.max(0.0)
 }
 
 /// Index of the largest logit (the first one on ties).
