@@ -244,8 +244,8 @@ fn attn(batch: usize, seq: usize, n_heads: usize, n_kv_heads: usize, head_dim: u
     AttnShape { batch, seq, n_heads, n_kv_heads, head_dim, scale: 1.0 / (head_dim as f32).sqrt() }
 }
 
-fn attn_shapes() -> [AttnShape; 3] {
-    [attn(2, 37, 4, 2, 16), attn(1, 70, 3, 3, 64), attn(1, 1, 2, 1, 8)]
+fn attn_shapes() -> [AttnShape; 4] {
+    [attn(2, 37, 4, 2, 16), attn(1, 70, 3, 3, 64), attn(1, 1, 2, 1, 8), attn(1, 21, 2, 1, 80)]
 }
 
 fn t_attention<B: Backend>(b: &B, r: &mut StdRng) {

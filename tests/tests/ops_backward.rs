@@ -326,6 +326,8 @@ fn attn_shapes(r: &mut StdRng) -> Vec<AttnShape> {
         attn_shape(1, 9, 6, 2, 2),
         attn_shape(3, 1, 2, 1, 8),
         attn_shape(1, 70, 2, 1, 4),
+        // Heads wider than the CPU's 64-column sums, and more positions than a 16-column tile.
+        attn_shape(1, 19, 4, 2, 72),
     ]
 }
 

@@ -4,6 +4,7 @@
 
 use super::elementwise::zip;
 use super::norms::rowwise_with;
+use super::attention::{causal_dots, weighted_sum, Rows};
 use super::vector::{self, dot, simd};
 use super::{check, rows_per_task, CpuBackend, CpuTensor};
 use crate::backend::{AttnShape, RowMap};
@@ -110,31 +111,21 @@ pub(super) fn attn_scores_backward(be: &CpuBackend, q: &CpuTensor, k: &CpuTensor
     dq.par_chunks_mut(qc.max(1)).enumerate().for_each(|(bi, orow)| simd(|| {
         let (b, i) = (bi / t.max(1), bi % t.max(1));
         for h in 0..s.n_heads {
-            let o = &mut orow[h * d..(h + 1) * d];
-            o.fill(0.0);
             let dsr = &ds[((b * s.n_heads + h) * t + i) * t..][..t];
-            for (j, &w) in dsr.iter().enumerate().take(i + 1) {
-                let kj = &k.0.data[(b * t + j) * kc + (h / g) * d..][..d];
-                for (o, &x) in o.iter_mut().zip(kj) {
-                    *o += w * x;
-                }
-            }
+            let ks = Rows { data: &k.0.data, stride: kc, off: b * t * kc + (h / g) * d, d };
+            weighted_sum(&mut orow[h * d..(h + 1) * d], || (0..=i).map(|j| (dsr[j], ks.row(j))));
         }
     }));
     // dk: one task per (prompt, position) row, every kv head, summed over its query heads.
     let mut dk = be.out(s.batch * t * kc);
     dk.par_chunks_mut(kc.max(1)).enumerate().for_each(|(bj, orow)| simd(|| {
         let (b, j) = (bj / t.max(1), bj % t.max(1));
-        orow.fill(0.0);
-        for h in 0..s.n_heads {
-            let o = &mut orow[(h / g) * d..(h / g + 1) * d];
-            for i in j..t {
-                let w = ds[((b * s.n_heads + h) * t + i) * t + j];
-                let qi = &q.0.data[(b * t + i) * qc + h * d..][..d];
-                for (o, &x) in o.iter_mut().zip(qi) {
-                    *o += w * x;
-                }
-            }
+        for (kh, o) in orow.chunks_mut(d.max(1)).enumerate() {
+            let qs = |h: usize| Rows { data: &q.0.data, stride: qc, off: b * t * qc + h * d, d };
+            let ds = &ds;
+            weighted_sum(o, || {
+                (kh * g..(kh + 1) * g).flat_map(move |h| (j..t).map(move |i| (ds[((b * s.n_heads + h) * t + i) * t + j], qs(h).row(i))))
+            });
         }
     }));
     Ok((CpuBackend::wrap(q.0.shape.clone(), dq), CpuBackend::wrap(k.0.shape.clone(), dk)))
@@ -151,28 +142,22 @@ pub(super) fn attn_apply_backward(be: &CpuBackend, p: &CpuTensor, v: &CpuTensor,
     })?;
     let (oc, vc) = (s.n_heads * d, s.n_kv_heads * d);
     let mut dp = be.out(s.batch * s.n_heads * t * t);
-    dp.par_chunks_mut((t * t).max(1)).enumerate().for_each(|(bh, dpb)| {
+    dp.par_chunks_mut((t * t).max(1)).enumerate().for_each_init(Vec::new, |bt, (bh, dpb)| simd(|| {
         let (b, h) = (bh / s.n_heads, bh % s.n_heads);
-        for i in 0..t {
-            let doi = &dout.0.data[(b * t + i) * oc + h * d..][..d];
-            for j in 0..t {
-                dpb[i * t + j] = if j <= i { dot(doi, &v.0.data[(b * t + j) * vc + (h / g) * d..][..d]) } else { 0.0 };
-            }
-        }
-    });
+        let douts = Rows { data: &dout.0.data, stride: oc, off: b * t * oc + h * d, d };
+        let vs = Rows { data: &v.0.data, stride: vc, off: b * t * vc + (h / g) * d, d };
+        causal_dots(t, douts, vs, 1.0, dpb, bt);
+    }));
     let mut dv = be.out(s.batch * t * vc);
     dv.par_chunks_mut(vc.max(1)).enumerate().for_each(|(bj, orow)| simd(|| {
         let (b, j) = (bj / t.max(1), bj % t.max(1));
-        orow.fill(0.0);
-        for h in 0..s.n_heads {
-            let o = &mut orow[(h / g) * d..(h / g + 1) * d];
-            for i in j..t {
-                let w = p.0.data[((b * s.n_heads + h) * t + i) * t + j];
-                let di = &dout.0.data[(b * t + i) * oc + h * d..][..d];
-                for (o, &x) in o.iter_mut().zip(di) {
-                    *o += w * x;
-                }
-            }
+        for (kh, o) in orow.chunks_mut(d.max(1)).enumerate() {
+            let douts = |h: usize| Rows { data: &dout.0.data, stride: oc, off: b * t * oc + h * d, d };
+            weighted_sum(o, || {
+                (kh * g..(kh + 1) * g).flat_map(move |h| {
+                    (j..t).map(move |i| (p.0.data[((b * s.n_heads + h) * t + i) * t + j], douts(h).row(i)))
+                })
+            });
         }
     }));
     Ok((CpuBackend::wrap(vec![s.batch * s.n_heads * t, t], dp), CpuBackend::wrap(v.0.shape.clone(), dv)))
