@@ -93,17 +93,28 @@ fn fast_is_reference_llama_gpu() {
     fast_is_reference(gpu(), "tiny-llama");
 }
 
-/// Neurons as candidates (after their MLP block, skipped when the block went): same decisions.
+/// Neurons as candidates (after their MLP block, skipped when the block went): same decisions,
+/// also with whole layers per batch, where verdicts predicted from earlier KLs hold for long runs.
+/// At α 10 everything is accepted: after each layer's first batch (predicted rejections, wrong
+/// from its first candidate) the heads are predicted accepted, the MLP block never (its neurons
+/// would then be skipped, not decided), so a layer takes two batches and its neurons none.
 fn neurons_fast_is_reference<B: Backend>(be: &B, name: &str) {
     let m = model(be, name);
     let d = data(m.config.vocab as u32);
     let d_ff = m.config.d_ff;
     let (mut accepted, mut rejected) = (0, 0);
-    for (alpha, mlps) in [(1e-5, false), (1e-3, false), (2e-2, true), (0.3, true)] {
+    for (alpha, mlps) in [(1e-5, false), (1e-3, false), (2e-2, true), (0.3, true), (10.0, true)] {
         let o = AblateOptions { alpha, ablation: AblationKind::Mean, mlps, neurons: true };
         let fast = run(&m, be, &d, &o, Implementation::Fast);
         let reference = run(&m, be, &d, &o, Implementation::Reference);
         same_decisions(&format!("{name} neurons {o:?}"), &fast.state, &reference.state);
+        let whole = RunOptions { batching: Batching::WholeLayer, ..RunOptions::default() };
+        let whole = pollster::block_on(ablate(&m, be, &d, &o, &whole, None, &mut ())).unwrap();
+        same_decisions(&format!("{name} neurons {o:?} whole layers"), &whole.state, &reference.state);
+        if alpha == 10.0 {
+            assert_eq!(reference.removed.len(), reference.state.decisions.len(), "{name}: α 10 removes everything");
+            assert_eq!(whole.stats.forwards, 1 + 2 * 2, "{name}: whole layers at α 10: {:?}", whole.stats);
+        }
         let mlps_gone = fast.removed.iter().filter(|c| matches!(c, Component::Mlp { .. })).count();
         let n = 8 + if mlps { 2 } else { 0 } + (2 - mlps_gone) * d_ff;
         assert_eq!(fast.state.decisions.len(), n, "{name}: neurons of a removed MLP are not candidates");
@@ -201,7 +212,7 @@ fn stopped_and_resumed<B: Backend>(m: &Model<B>, be: &B, d: &AblateData, o: &Abl
 /// bit through JSON.
 #[track_caller]
 fn same_state(what: &str, a: &AblateState, b: &AblateState) {
-    let key = |s: &AblateState| (s.next, s.kl_cur_bits, s.batch, s.fingerprint.clone(), s.options.clone());
+    let key = |s: &AblateState| (s.next, s.kl_cur_bits, s.batch, s.earlier_kls.clone(), s.fingerprint.clone(), s.options.clone());
     assert_eq!(key(a), key(b), "{what}");
     assert_eq!(a.decisions.len(), b.decisions.len(), "{what}");
     for (x, y) in a.decisions.iter().zip(&b.decisions) {

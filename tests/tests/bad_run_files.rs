@@ -348,6 +348,18 @@ fn ablate_state_is_checked() {
     });
     state_refused(&swapped, &["`decisions[1]` (L1H2) is out of the sweep's order"]);
     state_refused(&state_edited(|v| v["kl_cur_bits"] = json!(f64::NAN.to_bits())), &["KL_cur"]);
+    // KLs kept to predict verdicts: candidates of the sweep, finite; a state written before them
+    // has none.
+    let mut earlier = state();
+    earlier.earlier_kls.insert(4, 0.02f64.to_bits());
+    assert_eq!(AblateState::from_json(&earlier.to_json()).unwrap(), earlier);
+    state_refused(&state_edited(|v| v["earlier_kls"] = json!({"7": 0.02f64.to_bits()})), &["`earlier_kls` has a KL for candidate 7, but the sweep has 7 candidates"]);
+    state_refused(&state_edited(|v| v["earlier_kls"] = json!({"5": f64::INFINITY.to_bits()})), &["`earlier_kls` has a KL for candidate 5 that is not a finite number"]);
+    state_refused(&state_edited(|v| v["earlier_kls"] = json!({"x": 1})), &["earlier_kls"]);
+    let old = state_edited(|v| {
+        v.as_object_mut().unwrap().remove("earlier_kls");
+    });
+    assert!(AblateState::from_json(&old).unwrap().earlier_kls.is_empty());
     state_refused("{\"format\": 1}", &["`format` is 1"]);
     state_refused("null", &["`format` is missing"]);
     // The MLP block is a candidate only with `mlps`.

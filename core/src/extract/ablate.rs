@@ -5,15 +5,19 @@
 //!   first forward, and every evaluation starts there (`forward_from`).
 //! - Logits only at each prompt's last position (`LogitsAt::Last`).
 //! - A layer's remaining candidates run in one batch: the discovery prompts repeated once per
-//!   candidate, each copy with its own masks (S ∪ {c}, `MaskGroups`). Their KLs are exact for
-//!   S as it stands, so the candidates are decided in order until one is accepted; S then changes
-//!   and the ones after it are evaluated again with the new S. How many go in one batch is a
-//!   trade-off between forwards and wasted evaluations (`Batching`).
+//!   candidate, each copy with its own masks (`MaskGroups`). Each candidate's verdict is first
+//!   predicted, and each is evaluated with S ∪ {the ones before it predicted accepted} ∪ {c}, so
+//!   its KL is exact for the S that stands at its turn as long as the predictions before it hold.
+//!   The candidates are decided in order until a verdict differs from its prediction; the ones
+//!   after it are evaluated again in the next batch, their KLs kept to predict their verdicts
+//!   then. A candidate not evaluated before is predicted rejected (with no prediction at all,
+//!   decisions would stop at the first acceptance). How many go in one batch is a trade-off
+//!   between forwards and wasted evaluations (`Batching`).
 
 use super::prepare::{mean_kls, Context, FullModel};
 use super::{AblateState, Batching, Flow, Progress, RunOptions, SweepStats};
 use crate::backend::Backend;
-use crate::circuit::{Component, Masks};
+use crate::circuit::Component;
 use crate::model::forward::MaskGroups;
 use crate::model::{check_logits, Batch, Capture, LogitsAt};
 use crate::{Error, Result};
@@ -44,15 +48,24 @@ pub(super) async fn sweep<B: Backend>(ctx: &Context<'_, B>, st: &mut AblateState
             Batching::Adaptive => st.batch.max(1),
         };
         let chunk = &cands[..cands.len().min(max_groups).min(want)];
+        let predicted = predict(st, chunk);
         let start = resid[layer].clone().ok_or_else(|| Error::Backend("the residual stream was not captured".into()))?;
-        let kls = evaluate(ctx, st, layer, start, chunk, &p).await?;
+        let kls = evaluate(ctx, st, layer, start, chunk, &predicted, &p).await?;
         stats.forwards += 1;
         stats.evaluations += chunk.len();
-        // Decide in order up to the first acceptance (`decide` records each verdict); the KLs after
-        // it were taken with the old S and are dropped.
-        let decided = chunk.iter().zip(&kls).position(|(&(index, c), &kl)| st.decide(index, c, kl));
-        // Adaptive batching: next take as many as this batch decided, or twice as many if it
-        // accepted none.
+        // Decide in order up to the first verdict that was not the predicted one (`decide` records
+        // each verdict); the KLs after it were taken with another S than the one that now stands:
+        // they are dropped, and kept only to predict those candidates' verdicts next time.
+        let decided = chunk.iter().zip(&kls).zip(&predicted).position(|((&(index, c), &kl), &v)| st.decide(index, c, kl) != v);
+        let done = decided.map_or(chunk.len(), |j| j + 1);
+        for (&(index, _), &kl) in chunk.iter().zip(&kls).skip(done) {
+            st.earlier_kls.insert(index, kl.to_bits());
+        }
+        for &(index, _) in &chunk[..done] {
+            st.earlier_kls.remove(&index);
+        }
+        // Adaptive batching: next take as many as this batch decided, or twice as many if every
+        // prediction held.
         st.batch = decided.map_or(2 * chunk.len(), |j| j + 1).min(max_groups);
         st.skip_ahead(&order);
         if progress.update(&st.info(&order, layer), st) == Flow::Stop {
@@ -62,15 +75,39 @@ pub(super) async fn sweep<B: Backend>(ctx: &Context<'_, B>, st: &mut AblateState
     Ok(true)
 }
 
-/// KL_new of each candidate of one layer, in one forward from the layer's residual stream.
-async fn evaluate<B: Backend>(ctx: &Context<'_, B>, st: &AblateState, layer: usize, resid: B::Tensor,
-    chunk: &[(usize, Component)], p: &FullModel) -> Result<Vec<f64>> {
-    let (model, be, batch) = (ctx.model, ctx.be, &ctx.batch);
-    let removed = st.removed();
-    let masks = chunk
+/// Each candidate's predicted verdict, given those predicted before it in the batch: accepted when
+/// a KL measured for it earlier (under another S) passes the test against the KL_cur that the
+/// predicted verdicts before it would leave; rejected when it has none. An MLP block is never
+/// predicted accepted when its neurons are candidates: they would then be skipped, not decided.
+fn predict(st: &AblateState, chunk: &[(usize, Component)]) -> Vec<bool> {
+    let mut kl_cur = st.kl_cur();
+    let neurons = st.options.neurons;
+    chunk
         .iter()
-        .map(|&(_, c)| st.shape.masks_without(removed.iter().chain(std::iter::once(&c))))
-        .collect::<Result<Vec<Masks>>>()?;
+        .map(|(index, c)| match st.earlier_kls.get(index).map(|&bits| f64::from_bits(bits)) {
+            Some(kl) if !(neurons && matches!(c, Component::Mlp { .. })) && kl - kl_cur < st.options.alpha => {
+                kl_cur = kl;
+                true
+            }
+            _ => false,
+        })
+        .collect()
+}
+
+/// KL_new of each candidate of one layer, in one forward from the layer's residual stream: each
+/// with S ∪ {the candidates before it predicted accepted} ∪ {itself}, so that its KL is exact
+/// for the S that stands when it is decided, as long as the predictions before it hold.
+async fn evaluate<B: Backend>(ctx: &Context<'_, B>, st: &AblateState, layer: usize, resid: B::Tensor,
+    chunk: &[(usize, Component)], predicted: &[bool], p: &FullModel) -> Result<Vec<f64>> {
+    let (model, be, batch) = (ctx.model, ctx.be, &ctx.batch);
+    let mut removed = st.removed();
+    let mut masks = Vec::with_capacity(chunk.len());
+    for (&(_, c), &accepted) in chunk.iter().zip(predicted) {
+        masks.push(st.shape.masks_without(removed.iter().chain(std::iter::once(&c)))?);
+        if accepted {
+            removed.push(c);
+        }
+    }
     let g = masks.len();
     let rows = batch.rows();
     let ids: Vec<u32> = (0..g).flat_map(|_| 0..rows as u32).collect();

@@ -1,6 +1,8 @@
 //! The sweep's state: decisions so far, KL_cur and the position in the fixed candidate order.
 //! Saved after every decision batch, it resumes a run exactly (KL_cur is kept to the bit).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::{AblateOptions, ProgressInfo};
@@ -38,6 +40,11 @@ pub struct AblateState {
     /// resumed run batches, and therefore rounds, exactly as the uninterrupted one.
     #[serde(default = "one")]
     pub batch: usize,
+    /// KL_new of candidates that the fast sweep evaluated but could not decide (S changed before
+    /// their turn), as f64 bits by index in the order: they predict those candidates' verdicts in
+    /// the next batch. Kept so that a resumed run predicts, and batches, as the uninterrupted one.
+    #[serde(default)]
+    pub earlier_kls: BTreeMap<usize, u64>,
 }
 
 fn one() -> usize {
@@ -57,6 +64,7 @@ impl AblateState {
             kl_cur_bits: 0f64.to_bits(),
             decisions: Vec::new(),
             batch: 1,
+            earlier_kls: BTreeMap::new(),
         }
     }
 
@@ -87,7 +95,8 @@ impl AblateState {
     /// never misleads the sweep: format and version; α finite and above 0; the fingerprint as
     /// [`fingerprint`] writes it; the shape sane; every decision a candidate of the sweep order
     /// (MLP blocks only with `mlps`, neurons only with `neurons`), in that order, before `next`;
-    /// `next` at most the number of candidates; KL_cur finite.
+    /// `next` at most the number of candidates; KL_cur finite; `earlier_kls` finite, for candidates of
+    /// the sweep.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Input(format!("ablate state: {m}")));
         if self.format != FORMAT || self.version != VERSION {
@@ -112,6 +121,14 @@ impl AblateState {
         };
         if self.next > total {
             return bad(format!("`next` is {}, but the sweep has {total} candidates", self.next));
+        }
+        for (&i, &bits) in &self.earlier_kls {
+            if i >= total {
+                return bad(format!("`earlier_kls` has a KL for candidate {i}, but the sweep has {total} candidates"));
+            }
+            if !f64::from_bits(bits).is_finite() {
+                return bad(format!("`earlier_kls` has a KL for candidate {i} that is not a finite number"));
+            }
         }
         let mut last: Option<usize> = None;
         for (i, d) in self.decisions.iter().enumerate() {
