@@ -111,6 +111,7 @@ fn neurons_fast_is_reference<B: Backend>(be: &B, name: &str) {
         let whole = RunOptions { batching: Batching::WholeLayer, ..RunOptions::default() };
         let whole = pollster::block_on(ablate(&m, be, &d, &o, &whole, None, &mut ())).unwrap();
         same_decisions(&format!("{name} neurons {o:?} whole layers"), &whole.state, &reference.state);
+        assert!(whole.state.earlier_kls.is_empty(), "{name}: KLs kept past the end: {:?}", whole.state.earlier_kls);
         if alpha == 10.0 {
             assert_eq!(reference.removed.len(), reference.state.decisions.len(), "{name}: α 10 removes everything");
             assert_eq!(whole.stats.forwards, 1 + 2 * 2, "{name}: whole layers at α 10: {:?}", whole.stats);

@@ -61,13 +61,14 @@ pub(super) async fn sweep<B: Backend>(ctx: &Context<'_, B>, st: &mut AblateState
         for (&(index, _), &kl) in chunk.iter().zip(&kls).skip(done) {
             st.earlier_kls.insert(index, kl.to_bits());
         }
-        for &(index, _) in &chunk[..done] {
-            st.earlier_kls.remove(&index);
-        }
         // Adaptive batching: next take as many as this batch decided, or twice as many if every
         // prediction held.
         st.batch = decided.map_or(2 * chunk.len(), |j| j + 1).min(max_groups);
         st.skip_ahead(&order);
+        // Only the candidates still ahead use them: the ones before `next` are decided, or skipped
+        // (the neurons of a removed MLP, whose KLs would otherwise stay in every saved state).
+        let next = st.next;
+        st.earlier_kls.retain(|&i, _| i >= next);
         if progress.update(&st.info(&order, layer), st) == Flow::Stop {
             return Ok(st.next >= order.len());
         }
