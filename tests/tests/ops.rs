@@ -116,21 +116,29 @@ fn r_log_softmax(x: &[f64], cols: usize) -> Vec<f64> {
 
 // ---------------------------------------------------------------- checks, generic over backends
 
+/// `w` uploaded as a tensor, or as a weight (`upload_weight`: the CPU reads its transpose).
+fn up_w<B: Backend>(b: &B, t: &HostTensor, weight: bool) -> B::Tensor {
+    if weight { b.upload_weight(t).unwrap() } else { up(b, t) }
+}
+
 fn t_matmul<B: Backend>(b: &B, r: &mut StdRng) {
     for (m, k, n, bias) in [(37, 83, 129, true), (1, 83, 129, false), (5, 300, 70, true), (8, 100, 33, true), (64, 64, 64, false), (300, 577, 1000, true)] {
-        let (x, w, bb) = (rand_t(r, &[m, k], 1.0), rand_t(r, &[n, k], 1.0), rand_t(r, &[n], 1.0));
-        let t0 = Instant::now();
-        let out = b.matmul(&up(b, &x), &up(b, &w), bias.then(|| up(b, &bb)).as_ref()).unwrap();
-        let got = get(b, &out);
-        println!("  matmul {m}x{k}x{n}: {:?}", t0.elapsed());
-        let want = r_matmul(&d(&x), &d(&w), bias.then(|| d(&bb)).as_deref(), m, k, n);
-        close(&format!("matmul {m}x{k}x{n}"), &got, &[m, n], &want, 1e-5);
+        for weight in [false, true] {
+            let (x, w, bb) = (rand_t(r, &[m, k], 1.0), rand_t(r, &[n, k], 1.0), rand_t(r, &[n], 1.0));
+            let t0 = Instant::now();
+            let out = b.matmul(&up(b, &x), &up_w(b, &w, weight), bias.then(|| up(b, &bb)).as_ref()).unwrap();
+            let got = get(b, &out);
+            println!("  matmul {m}x{k}x{n} (weight: {weight}): {:?}", t0.elapsed());
+            let want = r_matmul(&d(&x), &d(&w), bias.then(|| d(&bb)).as_deref(), m, k, n);
+            close(&format!("matmul {m}x{k}x{n} (weight: {weight})"), &got, &[m, n], &want, 1e-5);
+        }
     }
 }
 
 /// matmul_blocks against an f64 product per block: every layout of x, w and out, x read from a
-/// later block on, w as [cols, k] (with a bias shared or per block) and as [k, cols], sizes that
-/// fill 128×128 tiles and ragged ones; shapes that do not hold the blocks are refused.
+/// later block on, w as [cols, k] (with a bias shared or per block) and as [k, cols], w uploaded
+/// as a tensor and as a weight (the CPU reads its transpose), sizes that fill 128×128 tiles and
+/// ragged ones; shapes that do not hold the blocks are refused.
 fn t_matmul_blocks<B: Backend>(b: &B, r: &mut StdRng) {
     use carve_core::backend::{BlockProduct, Blocks};
     // Element (i, j) of block blk of a [rows, cols]-blocked operand laid out as `lay` in a tensor
@@ -154,7 +162,9 @@ fn t_matmul_blocks<B: Backend>(b: &B, r: &mut StdRng) {
     cases.push((9, 150, 70, 64, Blocks::Cols, Blocks::Cols, Blocks::Rows, false, 0));
     cases.push((4, 260, 64, 96, Blocks::Rows, Blocks::Cols, Blocks::Cols, true, 2));
     cases.push((1, 5, 8, 3, Blocks::Rows, Blocks::Rows, Blocks::Rows, false, 0));
-    for (i, &(n, m, k, cols, xl, wl, ol, w_kn, first)) in cases.iter().enumerate() {
+    // Every case with w uploaded as a tensor, then as a weight.
+    for (i, &(n, m, k, cols, xl, wl, ol, w_kn, first)) in cases.iter().chain(&cases).enumerate() {
+        let weight = i >= cases.len();
         let p = BlockProduct { n, m, k, cols, x: xl, x_first: first, w: wl, w_kn, out: ol };
         let xn = first + n;
         let x = rand_t(r, &match xl { Blocks::Rows => [xn * m, k], Blocks::Cols => [m, xn * k] }, 1.0);
@@ -166,7 +176,7 @@ fn t_matmul_blocks<B: Backend>(b: &B, r: &mut StdRng) {
             (_, 0) => Some(rand_t(r, &[n * cols], 1.0)),
             _ => Some(rand_t(r, &[cols], 1.0)),
         };
-        let got = get(b, &b.matmul_blocks(&up(b, &x), &up(b, &w), bias.as_ref().map(|t| up(b, t)).as_ref(), &p).unwrap());
+        let got = get(b, &b.matmul_blocks(&up(b, &x), &up_w(b, &w, weight), bias.as_ref().map(|t| up(b, t)).as_ref(), &p).unwrap());
         let (dx, dw) = (d(&x), d(&w));
         let shape = match ol { Blocks::Rows => vec![n * m, cols], Blocks::Cols => vec![m, n * cols] };
         let mut want = vec![f64::NAN; n * m * cols];
@@ -186,7 +196,7 @@ fn t_matmul_blocks<B: Backend>(b: &B, r: &mut StdRng) {
                 }
             }
         }
-        close(&format!("matmul_blocks {p:?}"), &got, &shape, &want, 1e-5);
+        close(&format!("matmul_blocks {p:?} (weight: {weight})"), &got, &shape, &want, 1e-5);
     }
     let p = BlockProduct { n: 2, m: 4, k: 3, cols: 5, x: Blocks::Rows, x_first: 0, w: Blocks::Rows, w_kn: false, out: Blocks::Rows };
     match b.matmul_blocks(&up(b, &rand_t(r, &[7, 3], 1.0)), &up(b, &rand_t(r, &[10, 3], 1.0)), None, &p) {

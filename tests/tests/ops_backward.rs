@@ -195,6 +195,9 @@ fn t_matmul_backward<B: Backend>(b: &B, r: &mut StdRng) {
         fd_all(&format!("matmul {m}x{k}x{n} dx"), r, &xd, &want, |x| dot(&dyd, &r_matmul(x, &wd, m, k, n)));
         let got = get(b, &b.matmul_backward(&up(b, &dy), &up(b, &w)).unwrap());
         close(&format!("matmul_backward {m}x{k}x{n}"), &got, &[m, k], &want, 1e-5);
+        // A weight (the CPU keeps its transpose for the forward) gives the same gradient.
+        let got = get(b, &b.matmul_backward(&up(b, &dy), &b.upload_weight(&w).unwrap()).unwrap());
+        close(&format!("matmul_backward {m}x{k}x{n} (weight)"), &got, &[m, k], &want, 1e-5);
     }
     // A leading batch dimension is kept: dy [2, 3, N] → dx [2, 3, K].
     let (w, dy) = (rand_t(r, &[29, 11], 1.0), rand_t(r, &[2, 3, 29], 1.0));

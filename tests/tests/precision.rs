@@ -88,6 +88,12 @@ fn t_products_equal_f32_on_rounded_inputs<B: Backend>(mixed: &B, plain: &B, p: P
         let (dym, dyp) = up2(&dy);
         let got = get(mixed, &mixed.matmul_backward(&dym, &wm).unwrap());
         same(&format!("{p:?} matmul_backward {m}x{k}x{n}"), &got, &get(plain, &plain.matmul_backward(&dyp, &wp).unwrap()));
+        // w as a weight on both (the CPU's products then read a transpose it rounded once).
+        let (ww, wwp) = (mixed.upload_weight(&w).unwrap(), plain.upload_weight(&rounded(p, &w)).unwrap());
+        let got = get(mixed, &mixed.matmul(&xm, &ww, Some(&up(mixed, &bias))).unwrap());
+        same(&format!("{p:?} matmul {m}x{k}x{n}, w a weight"), &got, &get(plain, &plain.matmul(&xp, &wwp, Some(&up(plain, &bias))).unwrap()));
+        let got = get(mixed, &mixed.matmul_backward(&dym, &ww).unwrap());
+        same(&format!("{p:?} matmul_backward {m}x{k}x{n}, w a weight"), &got, &get(plain, &plain.matmul_backward(&dyp, &wwp).unwrap()));
     }
     for s in [AttnShape { batch: 2, seq: 37, n_heads: 4, n_kv_heads: 2, head_dim: 16, scale: 0.25 },
         AttnShape { batch: 1, seq: 70, n_heads: 3, n_kv_heads: 3, head_dim: 64, scale: 0.125 }] {

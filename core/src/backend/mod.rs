@@ -106,6 +106,12 @@ pub trait Backend {
     }
 
     fn upload(&self, t: &HostTensor) -> Result<Self::Tensor>;
+    /// `upload` for a matrix `w [N, K]` every forward multiplies by (`matmul(x, w)`: a layer's
+    /// projection). A backend may keep it in a second layout as well: the CPU keeps `wᵀ`, which
+    /// `gemm` reads without transposing it on every call.
+    fn upload_weight(&self, t: &HostTensor) -> Result<Self::Tensor> {
+        self.upload(t)
+    }
     fn shape(&self, t: &Self::Tensor) -> Vec<usize>;
     /// Runs whatever is recorded and copies `t` back.
     fn read(&self, t: &Self::Tensor) -> impl std::future::Future<Output = Result<HostTensor>>;

@@ -11,7 +11,7 @@ use crate::model::ablation::DeviceAblation;
 use crate::model::batch::Batch;
 use crate::model::pack::Pack;
 use crate::model::zeros::Zeros;
-use crate::model::{Arch, LayerWeights, ModelConfig, ModelWeights};
+use crate::model::{Arch, LayerWeights, ModelConfig, ModelWeights, Part};
 use crate::{Error, HostTensor, Result};
 
 /// A model whose weights live on a backend.
@@ -122,7 +122,8 @@ pub struct ForwardOut<T> {
 
 impl<B: Backend> Model<B> {
     pub fn upload(be: &B, config: ModelConfig, weights: &ModelWeights<HostTensor>) -> Result<Self> {
-        Ok(Model { config, weights: weights.try_map(|t| be.upload(t))?, edges: None })
+        let up = |t: &HostTensor, part: Part| if part == Part::Product { be.upload_weight(t) } else { be.upload(t) };
+        Ok(Model { config, weights: weights.try_map_parts(up)?, edges: None })
     }
 
     /// A standalone edge model: its weights and its edges (`prune::edges`).

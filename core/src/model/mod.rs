@@ -19,4 +19,4 @@ pub use config::{Arch, ModelConfig};
 pub use edges::EdgeModel;
 pub use forward::{Capture, ForwardArgs, ForwardOut, LogitsAt, Model};
 pub use non_finite::{check_logits, locate_non_finite};
-pub use weights::{LayerWeights, ModelWeights};
+pub use weights::{LayerWeights, ModelWeights, Part};

@@ -45,40 +45,61 @@ pub struct ModelWeights<T> {
 impl<T> LayerWeights<T> {
     /// Applies `f` to every tensor, keeping the structure (host → device upload, for one).
     pub fn try_map<U, E>(&self, mut f: impl FnMut(&T) -> Result<U, E>) -> Result<LayerWeights<U>, E> {
-        let mut o = |t: &Option<T>| t.as_ref().map(&mut f).transpose();
+        self.try_map_parts(|t, _| f(t))
+    }
+
+    /// `try_map`, telling `f` which tensors are the layer's projections (`Part::Product`): the
+    /// matrices every forward multiplies by, which a backend may keep in a second layout.
+    pub fn try_map_parts<U, E>(&self, mut f: impl FnMut(&T, Part) -> Result<U, E>) -> Result<LayerWeights<U>, E> {
         Ok(LayerWeights {
             n_heads: self.n_heads,
             n_kv_heads: self.n_kv_heads,
-            ln1_b: o(&self.ln1_b)?,
-            bq: o(&self.bq)?,
-            bk: o(&self.bk)?,
-            bv: o(&self.bv)?,
-            bo: o(&self.bo)?,
-            ln2_b: o(&self.ln2_b)?,
-            w_gate: o(&self.w_gate)?,
-            b_up: o(&self.b_up)?,
-            b_down: o(&self.b_down)?,
-            ln1_w: f(&self.ln1_w)?,
-            wq: f(&self.wq)?,
-            wk: f(&self.wk)?,
-            wv: f(&self.wv)?,
-            wo: f(&self.wo)?,
-            ln2_w: f(&self.ln2_w)?,
-            w_up: f(&self.w_up)?,
-            w_down: f(&self.w_down)?,
+            ln1_b: self.ln1_b.as_ref().map(|t| f(t, Part::Other)).transpose()?,
+            bq: self.bq.as_ref().map(|t| f(t, Part::Other)).transpose()?,
+            bk: self.bk.as_ref().map(|t| f(t, Part::Other)).transpose()?,
+            bv: self.bv.as_ref().map(|t| f(t, Part::Other)).transpose()?,
+            bo: self.bo.as_ref().map(|t| f(t, Part::Other)).transpose()?,
+            ln2_b: self.ln2_b.as_ref().map(|t| f(t, Part::Other)).transpose()?,
+            w_gate: self.w_gate.as_ref().map(|t| f(t, Part::Product)).transpose()?,
+            b_up: self.b_up.as_ref().map(|t| f(t, Part::Other)).transpose()?,
+            b_down: self.b_down.as_ref().map(|t| f(t, Part::Other)).transpose()?,
+            ln1_w: f(&self.ln1_w, Part::Other)?,
+            wq: f(&self.wq, Part::Product)?,
+            wk: f(&self.wk, Part::Product)?,
+            wv: f(&self.wv, Part::Product)?,
+            wo: f(&self.wo, Part::Product)?,
+            ln2_w: f(&self.ln2_w, Part::Other)?,
+            w_up: f(&self.w_up, Part::Product)?,
+            w_down: f(&self.w_down, Part::Product)?,
         })
     }
 }
 
+/// What a weight tensor is to `try_map_parts`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// A layer's projection `[out, in]` (W_Q, W_K, W_V, W_O, the MLP's gate, up and down), read
+    /// by every forward as `x · wᵀ`.
+    Product,
+    /// Everything else: embeddings (the tied unembedding among them: it is also a table rows are
+    /// gathered from), an unembedding, norms, biases.
+    Other,
+}
+
 impl<T> ModelWeights<T> {
     pub fn try_map<U, E>(&self, mut f: impl FnMut(&T) -> Result<U, E>) -> Result<ModelWeights<U>, E> {
+        self.try_map_parts(|t, _| f(t))
+    }
+
+    /// `try_map`, telling `f` which tensors are the layers' projections (`Part`).
+    pub fn try_map_parts<U, E>(&self, mut f: impl FnMut(&T, Part) -> Result<U, E>) -> Result<ModelWeights<U>, E> {
         Ok(ModelWeights {
-            wte: f(&self.wte)?,
-            wpe: self.wpe.as_ref().map(&mut f).transpose()?,
-            layers: self.layers.iter().map(|l| l.try_map(&mut f)).collect::<Result<_, E>>()?,
-            ln_f_w: f(&self.ln_f_w)?,
-            ln_f_b: self.ln_f_b.as_ref().map(&mut f).transpose()?,
-            lm_head: self.lm_head.as_ref().map(&mut f).transpose()?,
+            wte: f(&self.wte, Part::Other)?,
+            wpe: self.wpe.as_ref().map(|t| f(t, Part::Other)).transpose()?,
+            layers: self.layers.iter().map(|l| l.try_map_parts(&mut f)).collect::<Result<_, E>>()?,
+            ln_f_w: f(&self.ln_f_w, Part::Other)?,
+            ln_f_b: self.ln_f_b.as_ref().map(|t| f(t, Part::Other)).transpose()?,
+            lm_head: self.lm_head.as_ref().map(|t| f(t, Part::Other)).transpose()?,
         })
     }
 }

@@ -1,4 +1,5 @@
-//! `x · wᵀ + b` through `gemm`: weights stay in their `[out, in]` layout, the strides do the transpose.
+//! `x · wᵀ + b` through `gemm`: a weight's transpose where it has one (`upload_weight`), else its
+//! `[out, in]` layout with the strides doing the transpose.
 
 use rayon::prelude::*;
 
@@ -22,8 +23,32 @@ pub(super) fn matmul(be: &CpuBackend, x: &CpuTensor, w: &CpuTensor, bias: Option
     if m == 0 || n == 0 {
         return Ok(CpuBackend::wrap(shape, out));
     }
-    gemm_into(&mut out, &x.0.data, &w.0.data, m, k, n, bias.is_some(), Rhs::Transposed);
+    match &w.1 {
+        Some(wt) => gemm_into(&mut out, &x.0.data, wt, m, k, n, bias.is_some(), Rhs::Plain),
+        None => gemm_into(&mut out, &x.0.data, &w.0.data, m, k, n, bias.is_some(), Rhs::Transposed),
+    }
     Ok(CpuBackend::wrap(shape, out))
+}
+
+/// `src [n, k]` as `[k, n]`, in tiles of 32 × 32 (rows of the output in parallel).
+pub(super) fn transpose(src: &[f32], n: usize, k: usize) -> Vec<f32> {
+    const T: usize = 32;
+    let mut out = vec![0.0; n * k];
+    if n == 0 {
+        return out;
+    }
+    out.par_chunks_mut(T * n).enumerate().for_each(|(t, rows)| {
+        let p0 = t * T;
+        for j0 in (0..n).step_by(T) {
+            for (i, row) in rows.chunks_mut(n).enumerate() {
+                let p = p0 + i;
+                for j in j0..(j0 + T).min(n) {
+                    row[j] = src[j * k + p];
+                }
+            }
+        }
+    });
+    out
 }
 
 /// `dx [M, K] = dy [M, N] · w [N, K]`: the input gradient of `matmul`.
@@ -65,11 +90,27 @@ pub(super) fn matmul_blocks(be: &CpuBackend, x: &CpuTensor, w: &CpuTensor, bias:
         }
     }
     // w_b's element (j, kk) of [cols, k], or (kk, j) of [k, cols] with w_kn: gemm's rhs [k, n].
-    let (rhs_cs, rhs_rs) = if p.w_kn { (1, wv.row) } else { (wv.row, 1) };
+    // Read as [cols, k] from a weight's transpose wt [C, R] of w [R, C]: w's element (r, c) is
+    // wt's (c, r), and a block starting at w's (r0, c0) starts at wt's (c0, r0) (the view's rows
+    // are w's, `wv.row == C`).
+    let (w_rows, w_cols) = w.rows_cols();
+    let wt = w.1.as_deref().filter(|_| !p.w_kn && wv.row == w_cols);
+    let (rhs_cs, rhs_rs) = match (p.w_kn, wt) {
+        (true, _) => (1, wv.row),
+        (false, Some(_)) => (1, w_rows),
+        (false, None) => (wv.row, 1),
+    };
+    let rhs_at = |blk: usize| -> &[f32] {
+        let at = wv.off + blk * wv.stride;
+        match wt {
+            Some(wt) => &wt[(at % w_cols) * w_rows + at / w_cols..],
+            None => &w.0.data[at..],
+        }
+    };
     let accumulate = bias.is_some();
     let dst = Out(out.as_mut_ptr());
     let one = |blk: usize, threads: usize| {
-        let (lhs, rhs) = (&x.0.data[xv.off + blk * xv.stride..], &w.0.data[wv.off + blk * wv.stride..]);
+        let (lhs, rhs) = (&x.0.data[xv.off + blk * xv.stride..], rhs_at(blk));
         // SAFETY: block_views checked that every block's rows and columns lie inside x, w and out,
         // and the blocks of out are disjoint, so parallel blocks never write the same element.
         unsafe { gemm_raw(dst.at(ov.off + blk * ov.stride), ov.row, accumulate, lhs, xv.row, rhs, rhs_rs, rhs_cs, m, n, k, threads) };
