@@ -322,11 +322,11 @@ impl Job for MatmulBench<'_> {
         let [plain, weight] = times.map(crate::measure::median);
         let diff = outs[0].data.iter().zip(&outs[1].data).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         let gflops = |t: f64| 2.0 * (a.m * a.k * a.n) as f64 / t / 1e9;
-        println!("{}: {}×{}×{}, medians of {} alternating runs (read-back included)", be.describe(), a.m, a.k, a.n, a.iters.max(1));
-        println!("{:<40} {:>10} {:>10}", "w [N, K]", "time (ms)", "GFLOP/s");
-        println!("{:<40} {:>10.3} {:>10.1}", "uploaded as a tensor", plain * 1e3, gflops(plain));
-        println!("{:<40} {:>10.3} {:>10.1}", "uploaded as a weight (transpose kept)", weight * 1e3, gflops(weight));
-        println!("as a weight: {:.2}× the speed; products differ by at most {diff:e}", plain / weight);
+        println!("backend: {}   {}×{}×{} (x [M, K] · w [N, K]ᵀ), medians of {} alternating runs", be.describe(), a.m, a.k, a.n, a.iters.max(1));
+        println!("\n| w | ms (read-back included) | GFLOP/s | speedup |\n|---|---:|---:|---:|");
+        println!("| uploaded as a tensor | {:.3} | {:.1} | 1.00× |", plain * 1e3, gflops(plain));
+        println!("| uploaded as a weight (its transpose kept) | {:.3} | {:.1} | {:.2}× |", weight * 1e3, gflops(weight), plain / weight);
+        println!("\nlargest difference between the two products: {diff:e}");
         Ok(())
     }
 }
