@@ -262,6 +262,8 @@ fn bench_extract_reports_the_same_decisions() {
     ]);
     assert!(out.contains("same decisions as the reference: yes"), "{out}");
     assert_eq!(out.lines().filter(|l| l.starts_with("fast") || l.starts_with("reference")).count(), 4, "{out}");
+    // The CPU sweeps one candidate per forward (its forwards cost in proportion to their rows).
+    assert!(out.contains("the batching `extract` uses on this backend: single"), "{out}");
 }
 
 /// `--save-sweep` writes what `bench/torch_ablate.py` runs: the options, the prompts' token ids

@@ -99,6 +99,14 @@ pub trait Backend {
         false
     }
 
+    /// Whether a forward's time grows in proportion to its rows from the first on (the CPU: a
+    /// product is about as fast per row at a few hundred rows as at thousands), rather than many
+    /// rows sharing a forward's fixed cost (a GPU, up to its saturation). ablate's fast sweep
+    /// evaluates one candidate per forward where it does (`Batching::for_backend`).
+    fn cost_grows_with_rows(&self) -> bool {
+        false
+    }
+
     /// Where packing is a choice (wgpu): turn it on or off from the next forward on, and return
     /// true. False elsewhere. For benchmarks that put the two side by side.
     fn set_pack_rows(&self, _on: bool) -> bool {

@@ -79,6 +79,13 @@ impl Default for RunOptions {
     }
 }
 
+impl RunOptions {
+    /// The defaults, with the batching that suits `be` (`Batching::for_backend`).
+    pub fn for_backend<B: crate::backend::Backend>(be: &B) -> RunOptions {
+        RunOptions { batching: Batching::for_backend(be), ..RunOptions::default() }
+    }
+}
+
 /// How many of a layer's remaining candidates the fast sweep evaluates together. Every candidate
 /// after the first verdict in a batch that differs from its prediction is wasted work (it was
 /// evaluated with another S; it is evaluated again). Where a forward's cost grows with its rows
@@ -86,7 +93,8 @@ impl Default for RunOptions {
 /// more rows (a GPU, up to its saturation), `WholeLayer` needs the fewest forwards. Measured on
 /// SmolLM2 (2-core CPU, IOI, 16 prompts, heads and MLPs, 181 of 300 removed), evaluations and
 /// forwards: WholeLayer 645 and 88 (1,156 and 212 before verdicts were predicted), Adaptive 426
-/// and 237 (387 and 262), Single 300 and 301.
+/// and 237 (387 and 262), Single 300 and 301; on a 2-core AVX-512 CPU they took 60.9, 44.0 and
+/// 34.9 s (the reference 88.1 s), so the CPU sweeps one candidate at a time (`for_backend`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Batching {
     /// One candidate per forward: no waste, one forward per decision.
@@ -97,6 +105,23 @@ pub enum Batching {
     /// predicted one, or twice its size when every prediction held. Little is wasted either way.
     #[default]
     Adaptive,
+}
+
+impl Batching {
+    /// `Single` where a forward's cost grows with its rows (`Backend::cost_grows_with_rows`: the
+    /// CPU), `Adaptive` elsewhere.
+    pub fn for_backend<B: crate::backend::Backend>(be: &B) -> Batching {
+        if be.cost_grows_with_rows() { Batching::Single } else { Batching::Adaptive }
+    }
+
+    /// Its name in `bench extract`'s table.
+    pub fn name(self) -> &'static str {
+        match self {
+            Batching::Single => "single",
+            Batching::WholeLayer => "whole layer",
+            Batching::Adaptive => "adaptive",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

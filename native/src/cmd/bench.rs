@@ -231,12 +231,15 @@ impl Job for ExtractBench<'_> {
         let model = self.m.upload(be)?;
         let opts = a.ablate.options(false)?;
         let data = AblateData::from_examples(&s.discovery, &s.patching);
-        let mut variants = vec![("reference", RunOptions { implementation: Implementation::Reference, ..RunOptions::default() })];
+        let mut variants = vec![("reference".to_string(), RunOptions { implementation: Implementation::Reference, ..RunOptions::default() })];
+        let default = RunOptions::for_backend(be);
         if a.all_batchings {
-            variants.push(("fast, single", RunOptions { batching: Batching::Single, ..RunOptions::default() }));
-            variants.push(("fast, whole layer", RunOptions { batching: Batching::WholeLayer, ..RunOptions::default() }));
+            for batching in [Batching::Single, Batching::WholeLayer, Batching::Adaptive] {
+                variants.push((format!("fast, {}", batching.name()), RunOptions { batching, ..default }));
+            }
+        } else {
+            variants.push(("fast".to_string(), default));
         }
-        variants.push(("fast", RunOptions::default()));
         println!(
             "backend: {}   task {} · {} discovery prompts · α {} · {:?} ablation · {}",
             be.describe(),
@@ -283,6 +286,7 @@ impl Job for ExtractBench<'_> {
             }
         }
         println!("same decisions as the reference: {}", if same { "yes" } else { "NO" });
+        println!("the batching `extract` uses on this backend: {}", default.batching.name());
         if !same {
             anyhow::bail!("the implementations disagree: this is a bug");
         }

@@ -94,7 +94,7 @@ pub(super) fn matmul_blocks(be: &CpuBackend, x: &CpuTensor, w: &CpuTensor, bias:
     // wt's (c, r), and a block starting at w's (r0, c0) starts at wt's (c0, r0) (the view's rows
     // are w's, `wv.row == C`).
     let (w_rows, w_cols) = w.rows_cols();
-    let wt = w.1.as_deref().filter(|_| !p.w_kn && wv.row == w_cols);
+    let wt = w.1.as_deref().filter(|_| !p.w_kn && wv.row == w_cols && w_cols > 0);
     let (rhs_cs, rhs_rs) = match (p.w_kn, wt) {
         (true, _) => (1, wv.row),
         (false, Some(_)) => (1, w_rows),

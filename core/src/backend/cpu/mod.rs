@@ -138,6 +138,9 @@ impl Backend for CpuBackend {
     fn packs_rows(&self) -> bool {
         true
     }
+    fn cost_grows_with_rows(&self) -> bool {
+        true
+    }
 
     fn set_poison(&self, on: bool) {
         self.poison.set(on);
@@ -339,5 +342,19 @@ mod tests {
             assert!(diff <= 1e-5, "{m}×{k}×{n}: the products differ by {diff}");
         }
         assert!(be.upload(&HostTensor::zeros(vec![2, 2])).unwrap().1.is_none(), "only weights keep a transpose");
+    }
+
+    /// A weight with no inputs (a layer whose heads or neurons were all cut) multiplies to zeros,
+    /// alone and in blocks: the transpose is empty, and nothing divides by its width.
+    #[test]
+    fn an_empty_weight_multiplies_to_zeros() {
+        use crate::backend::{BlockProduct, Blocks};
+        let be = CpuBackend::new();
+        let x = be.upload(&HostTensor::zeros(vec![6, 0])).unwrap();
+        let w = be.upload_weight(&HostTensor::zeros(vec![8, 0])).unwrap();
+        assert_eq!(be.matmul(&x, &w, None).unwrap().host(), &HostTensor::zeros(vec![6, 8]));
+        let p = BlockProduct { n: 2, m: 3, k: 0, cols: 4, x: Blocks::Rows, x_first: 0, w: Blocks::Rows, w_kn: false, out: Blocks::Rows };
+        be.set_poison(true);
+        assert_eq!(be.matmul_blocks(&x, &w, None, &p).unwrap().host(), &HostTensor::zeros(vec![6, 4]));
     }
 }

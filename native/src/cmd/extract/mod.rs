@@ -378,7 +378,7 @@ impl ExtractJob<'_> {
         let opts = AblateOptions { alpha, ablation: a.ablate.ablation.kind(), mlps: a.ablate.mlps, neurons: a.neurons };
         let data = AblateData::from_examples(&splits.discovery, &splits.patching);
         let implementation = if a.reference { Implementation::Reference } else { Implementation::Fast };
-        let run_opts = RunOptions { implementation, ..RunOptions::default() };
+        let run_opts = RunOptions { implementation, ..RunOptions::for_backend(be) };
         let (before, resume) = match self.resume.take() {
             Some(s) => (s.extract_seconds, Some(s.ablate.context("the saved run is not an ablate run: resume it with its own --method")?)),
             None => (0.0, None),
