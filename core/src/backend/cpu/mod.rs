@@ -157,12 +157,17 @@ impl Backend for CpuBackend {
         }
         Ok(t)
     }
-    /// With the transpose `[K, N]` beside `w [N, K]` (twice the memory): `gemm` multiplies by a
-    /// matrix laid out as `[N, K]` only after copying it transposed, on one thread where N is a
-    /// layer's width, at every call. SmolLM2's layer products at 288 rows ran 1.1–1.8× faster on two
-    /// threads from the transpose (`carve bench matmul --backend cpu`), and more with more threads.
+    /// With the transpose `[K, N]` beside `w [N, K]` (twice the memory for it): `gemm` multiplies
+    /// by a matrix laid out as `[N, K]` only after copying it transposed, on one thread where N is
+    /// a layer's width, at every call. SmolLM2's layer products at 288 rows ran 1.04–1.48× faster
+    /// on two threads from the transpose (`carve bench matmul --backend cpu`), 1.06–1.33× on one.
+    /// In the browser there is no `gemm` (its kernel reads either layout without a copy), and a
+    /// second copy of the weights would only take memory: no transpose there.
     fn upload_weight(&self, t: &HostTensor) -> Result<CpuTensor> {
         let mut w = self.upload(t)?;
+        if cfg!(target_arch = "wasm32") {
+            return Ok(w);
+        }
         if let [n, k] = t.shape[..] {
             let rounded;
             let src = match self.precision {
