@@ -30,6 +30,28 @@ impl HostTensor {
         let (_, c) = self.rows_cols();
         &self.data[r * c..(r + 1) * c]
     }
+    /// A matrix `[r, c]` as `[c, r]`: GPT-2's Conv1D weights (stored `[in, out]`; the canonical
+    /// layout is `[out, in]`) both ways, and the CPU backend's weights' transposes. In tiles of
+    /// 32 × 32, so that reads and writes stay in cache, rows of the output in parallel.
+    pub fn transposed(&self) -> HostTensor {
+        use rayon::prelude::*;
+        const T: usize = 32;
+        let (r, c) = (self.shape[0], self.shape[1]);
+        let mut out = vec![0f32; r * c];
+        if r > 0 {
+            out.par_chunks_mut(T * r).enumerate().for_each(|(t, rows)| {
+                for i0 in (0..r).step_by(T) {
+                    for (jj, row) in rows.chunks_mut(r).enumerate() {
+                        let j = t * T + jj;
+                        for i in i0..(i0 + T).min(r) {
+                            row[i] = self.data[i * c + j];
+                        }
+                    }
+                }
+            });
+        }
+        HostTensor::new(vec![c, r], out)
+    }
     /// Largest absolute value, the scale that relative tolerances are taken against.
     pub fn max_abs(&self) -> f32 {
         self.data.iter().fold(0.0f32, |m, v| m.max(v.abs()))

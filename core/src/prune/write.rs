@@ -165,19 +165,19 @@ fn gpt2_layer(p: &str, lw: &LayerWeights<HostTensor>, put: &mut Put) {
     if lw.n_heads > 0 {
         put(format!("{p}.ln_1.weight"), &lw.ln1_w);
         lw.ln1_b.iter().for_each(|b| put(format!("{p}.ln_1.bias"), b));
-        put(format!("{p}.attn.c_attn.weight"), &transpose(&cat([&lw.wq, &lw.wk, &lw.wv])));
+        put(format!("{p}.attn.c_attn.weight"), &cat([&lw.wq, &lw.wk, &lw.wv]).transposed());
         if let (Some(q), Some(k), Some(v)) = (&lw.bq, &lw.bk, &lw.bv) {
             put(format!("{p}.attn.c_attn.bias"), &cat([q, k, v]));
         }
-        put(format!("{p}.attn.c_proj.weight"), &transpose(&lw.wo));
+        put(format!("{p}.attn.c_proj.weight"), &lw.wo.transposed());
     }
     lw.bo.iter().for_each(|b| put(format!("{p}.attn.c_proj.bias"), b));
     if lw.w_up.shape[0] > 0 {
         put(format!("{p}.ln_2.weight"), &lw.ln2_w);
         lw.ln2_b.iter().for_each(|b| put(format!("{p}.ln_2.bias"), b));
-        put(format!("{p}.mlp.c_fc.weight"), &transpose(&lw.w_up));
+        put(format!("{p}.mlp.c_fc.weight"), &lw.w_up.transposed());
         lw.b_up.iter().for_each(|b| put(format!("{p}.mlp.c_fc.bias"), b));
-        put(format!("{p}.mlp.c_proj.weight"), &transpose(&lw.w_down));
+        put(format!("{p}.mlp.c_proj.weight"), &lw.w_down.transposed());
     }
     lw.b_down.iter().for_each(|b| put(format!("{p}.mlp.c_proj.bias"), b));
 }
@@ -206,17 +206,6 @@ fn llama_layer(p: &str, lw: &LayerWeights<HostTensor>, put: &mut Put) {
     lw.b_down.iter().for_each(|b| put(format!("{p}.mlp.down_proj.bias"), b));
 }
 
-/// `[r, c]` → `[c, r]`.
-fn transpose(t: &HostTensor) -> HostTensor {
-    let (r, c) = (t.shape[0], t.shape[1]);
-    let mut out = vec![0f32; r * c];
-    for i in 0..r {
-        for j in 0..c {
-            out[j * r + i] = t.data[i * c + j];
-        }
-    }
-    HostTensor::new(vec![c, r], out)
-}
 
 fn safetensors_bytes(m: &PrunedModel) -> Result<Vec<u8>> {
     let tensors = named_tensors(m);

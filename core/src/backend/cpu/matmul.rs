@@ -30,27 +30,6 @@ pub(super) fn matmul(be: &CpuBackend, x: &CpuTensor, w: &CpuTensor, bias: Option
     Ok(CpuBackend::wrap(shape, out))
 }
 
-/// `src [n, k]` as `[k, n]`, in tiles of 32 × 32 (rows of the output in parallel).
-pub(super) fn transpose(src: &[f32], n: usize, k: usize) -> Vec<f32> {
-    const T: usize = 32;
-    let mut out = vec![0.0; n * k];
-    if n == 0 {
-        return out;
-    }
-    out.par_chunks_mut(T * n).enumerate().for_each(|(t, rows)| {
-        let p0 = t * T;
-        for j0 in (0..n).step_by(T) {
-            for (i, row) in rows.chunks_mut(n).enumerate() {
-                let p = p0 + i;
-                for j in j0..(j0 + T).min(n) {
-                    row[j] = src[j * k + p];
-                }
-            }
-        }
-    });
-    out
-}
-
 /// `dx [M, K] = dy [M, N] · w [N, K]`: the input gradient of `matmul`.
 pub(super) fn matmul_backward(be: &CpuBackend, dy: &CpuTensor, w: &CpuTensor) -> Result<CpuTensor> {
     let (m, n) = dy.rows_cols();
@@ -92,9 +71,9 @@ pub(super) fn matmul_blocks(be: &CpuBackend, x: &CpuTensor, w: &CpuTensor, bias:
     // w_b's element (j, kk) of [cols, k], or (kk, j) of [k, cols] with w_kn: gemm's rhs [k, n].
     // Read as [cols, k] from a weight's transpose wt [C, R] of w [R, C]: w's element (r, c) is
     // wt's (c, r), and a block starting at w's (r0, c0) starts at wt's (c0, r0) (the view's rows
-    // are w's, `wv.row == C`).
+    // are w's: `wv.row == C`). A w of no columns has nothing to read.
     let (w_rows, w_cols) = w.rows_cols();
-    let wt = w.1.as_deref().filter(|_| !p.w_kn && wv.row == w_cols && w_cols > 0);
+    let wt = w.1.as_deref().filter(|_| !p.w_kn && w_cols > 0);
     let (rhs_cs, rhs_rs) = match (p.w_kn, wt) {
         (true, _) => (1, wv.row),
         (false, Some(_)) => (1, w_rows),

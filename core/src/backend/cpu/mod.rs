@@ -168,16 +168,12 @@ impl Backend for CpuBackend {
         if cfg!(target_arch = "wasm32") {
             return Ok(w);
         }
-        if let [n, k] = t.shape[..] {
-            let rounded;
-            let src = match self.precision {
-                Precision::F32 => &t.data,
-                p => {
-                    rounded = p.round_all(&t.data);
-                    &rounded
-                }
+        if t.shape.len() == 2 {
+            let wt = match self.precision {
+                Precision::F32 => t.transposed(),
+                p => HostTensor::new(t.shape.clone(), p.round_all(&t.data)).transposed(),
             };
-            w.1 = Some(Arc::new(matmul::transpose(src, n, k)));
+            w.1 = Some(Arc::new(wt.data));
         }
         Ok(w)
     }

@@ -1,4 +1,4 @@
-//! Layout helpers shared by the loaders: shape checks, transposes, splitting fused matrices and
+//! Layout helpers shared by the loaders: shape checks, splitting fused matrices and
 //! undoing llama.cpp's RoPE row permutation.
 
 use std::path::Path;
@@ -18,24 +18,6 @@ pub fn check_shape(path: &Path, name: &str, got: &[usize], want: &[usize]) -> Re
 /// files hold, so an overflow here is an error, never a wrapped width.
 pub fn width(a: usize, b: usize) -> Result<usize> {
     a.checked_mul(b).ok_or_else(|| Error::Input(format!("a layer width of {a} × {b} overflows")))
-}
-
-/// `[r, c]` → `[c, r]` (GPT-2's Conv1D stores `[in, out]`; the canonical layout is `[out, in]`).
-pub fn transpose(t: &HostTensor) -> HostTensor {
-    let (r, c) = (t.shape[0], t.shape[1]);
-    let mut out = vec![0f32; r * c];
-    // Blocked so that both the reads and the writes stay in cache for large matrices.
-    const B: usize = 32;
-    for i0 in (0..r).step_by(B) {
-        for j0 in (0..c).step_by(B) {
-            for i in i0..(i0 + B).min(r) {
-                for j in j0..(j0 + B).min(c) {
-                    out[j * r + i] = t.data[i * c + j];
-                }
-            }
-        }
-    }
-    HostTensor::new(vec![c, r], out)
 }
 
 /// Splits the rows (first dimension) of `t` into consecutive parts of the given sizes; works for

@@ -6,7 +6,7 @@
 //! widths. A block with none left has no weights in the file, only, where a removed component's
 //! value was folded into it, its output bias (`o_proj.bias` / `attn.c_proj.bias`).
 
-use super::assemble::{split_rows, transpose, width};
+use super::assemble::{split_rows, width};
 use super::hf_config::LayerLayout;
 use super::safetensors::StTensors;
 use crate::model::{Arch, LayerWeights, ModelConfig, ModelWeights};
@@ -82,7 +82,7 @@ fn gpt2_layer(cfg: &ModelConfig, st: &StTensors, i: usize, lay: LayerLayout) -> 
         no_heads(&mut l, d, st.opt(&p("attn.c_proj.bias"), &[d])?);
     }
     if ff > 0 {
-        let conv = |s: &str, din: usize, dout: usize| st.get(&p(s), &[din, dout]).map(|t| transpose(&t));
+        let conv = |s: &str, din: usize, dout: usize| st.get(&p(s), &[din, dout]).map(|t| t.transposed());
         (l.ln2_w, l.ln2_b) = (vec("ln_2.weight", d)?, Some(vec("ln_2.bias", d)?));
         (l.w_up, l.b_up) = (conv("mlp.c_fc.weight", d, ff)?, Some(vec("mlp.c_fc.bias", ff)?));
         (l.w_down, l.b_down) = (conv("mlp.c_proj.weight", ff, d)?, Some(vec("mlp.c_proj.bias", d)?));
@@ -94,7 +94,7 @@ fn gpt2_layer(cfg: &ModelConfig, st: &StTensors, i: usize, lay: LayerLayout) -> 
 
 fn gpt2_attention(st: &StTensors, p: &dyn Fn(&str) -> String, d: usize, hd: usize, n_heads: usize,
     l: &mut LayerWeights<HostTensor>) -> Result<()> {
-    let conv = |s: &str, din: usize, dout: usize| st.get(&p(s), &[din, dout]).map(|t| transpose(&t));
+    let conv = |s: &str, din: usize, dout: usize| st.get(&p(s), &[din, dout]).map(|t| t.transposed());
     let vec = |s: &str, n: usize| st.get(&p(s), &[n]);
     // c_attn fuses Q, K and V along the output dimension.
     let hd3 = width(hd, 3)?;
