@@ -69,7 +69,9 @@ step 120 "carve ops, edge-prune step ($CG)" "$BIN" bench ops --model "$M" --task
 # The CPU cores, both sides.
 step 120 "PyTorch forward 100×20 (CPU)" "$PY" bench/torch_forward.py --model "$M" --device cpu --batch 100 --seq 20
 step 120 "carve forward 100×20 (CPU)" "$BIN" bench forward --model "$M" --batch 100 --seq 20 --backend cpu
-step 60 "carve matmul 288×1536×576, w as a tensor and as a weight (CPU)" "$BIN" bench matmul --m 288 --k 1536 --n 576 --iters 20 --backend cpu
+step 60 "carve matmul 288×1536×576, w as a tensor and as a weight, the threads on tiles, on gemm's and one (CPU)" "$BIN" bench matmul --m 288 --k 1536 --n 576 --iters 20 --backend cpu
+step 60 "carve matmul 515×576×192 (CPU)" "$BIN" bench matmul --m 515 --k 576 --n 192 --iters 20 --backend cpu
+step 60 "carve matmul 2000×576×1536 (CPU)" "$BIN" bench matmul --m 2000 --k 576 --n 1536 --iters 10 --backend cpu
 step 120 "carve node-prune step (CPU)" "$BIN" bench train --model "$M" --task ioi --batch 32 --method node-prune --backend cpu
 step 120 "PyTorch node-prune step (CPU)" "$PY" bench/torch_train_step.py --model "$M" --batch 32 --seq 20 --device cpu
 date | tee -a "$LOG"

@@ -8,7 +8,7 @@ use carve_core::extract::{ablate, AblateData, Batching, Implementation, RunOptio
 use crate::source;
 use crate::timed::Timed;
 use anyhow::{Context, Result};
-use carve_core::backend::cpu::CpuBackend;
+use carve_core::backend::cpu::{set_gemm_threads, CpuBackend, GemmThreads};
 use carve_core::backend::wgpu::{WgpuBackend, WgpuOptions, OVERLAP_DISPATCHES};
 use carve_core::backend::Backend;
 use carve_core::model::load::LoadedModel;
@@ -301,8 +301,9 @@ impl Job for ExtractBench<'_> {
 struct MatmulBench<'a>(&'a MatmulArgs);
 
 /// On the CPU: w uploaded as a tensor (`gemm` copies it transposed at every call) and as a weight
-/// (its transpose kept beside it, what a model's projections are), timed in alternating runs,
-/// with the largest difference between the two products.
+/// (its transpose kept beside it, what a model's projections are), each on every thread as tiles
+/// (what carve does), on `gemm`'s own threads, and on one thread; timed in alternating runs, with
+/// the largest difference from the first product.
 impl Job for MatmulBench<'_> {
     type Out = ();
     fn run<B: Backend>(self, be: &B) -> Result<()> {
@@ -311,26 +312,38 @@ impl Job for MatmulBench<'_> {
         let x = be.upload(&fill(a.m, a.k))?;
         let w_host = fill(a.n, a.k);
         let ws = [be.upload(&w_host)?, be.upload_weight(&w_host)?];
-        let once = |w: &B::Tensor| -> Result<(f64, HostTensor)> {
+        // (row, w, how the threads share the product)
+        let variants: [(&str, usize, GemmThreads); 5] = [
+            ("uploaded as a tensor, the threads on tiles", 0, GemmThreads::Tiles),
+            ("uploaded as a weight (its transpose kept), the threads on tiles", 1, GemmThreads::Tiles),
+            ("uploaded as a tensor, on gemm's own threads", 0, GemmThreads::Gemm),
+            ("uploaded as a weight, on gemm's own threads", 1, GemmThreads::Gemm),
+            ("uploaded as a weight, one thread", 1, GemmThreads::One),
+        ];
+        let once = |(_, w, how): &(&str, usize, GemmThreads)| -> Result<(f64, HostTensor)> {
+            set_gemm_threads(*how);
             let t = Instant::now();
-            let out = pollster::block_on(be.read(&be.matmul(&x, w, None)?))?;
-            Ok((t.elapsed().as_secs_f64(), out))
+            let out = be.matmul(&x, &ws[*w], None).and_then(|y| pollster::block_on(be.read(&y)));
+            set_gemm_threads(GemmThreads::Tiles);
+            Ok((t.elapsed().as_secs_f64(), out?))
         };
-        let outs = [once(&ws[0])?.1, once(&ws[1])?.1];
-        let mut times = [Vec::new(), Vec::new()];
+        let outs = variants.iter().map(|v| Ok(once(v)?.1)).collect::<Result<Vec<_>>>()?;
+        let mut times = vec![Vec::new(); variants.len()];
         for _ in 0..a.iters.max(1) {
-            for (t, w) in times.iter_mut().zip(&ws) {
-                t.push(once(w)?.0);
+            for (t, v) in times.iter_mut().zip(&variants) {
+                t.push(once(v)?.0);
             }
         }
-        let [plain, weight] = times.map(crate::measure::median);
-        let diff = outs[0].data.iter().zip(&outs[1].data).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        let times: Vec<f64> = times.into_iter().map(crate::measure::median).collect();
+        let diff = outs[1..].iter().flat_map(|o| o.data.iter().zip(&outs[0].data)).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         let gflops = |t: f64| 2.0 * (a.m * a.k * a.n) as f64 / t / 1e9;
         println!("backend: {}   {}×{}×{} (x [M, K] · w [N, K]ᵀ), medians of {} alternating runs", be.describe(), a.m, a.k, a.n, a.iters.max(1));
         println!("\n| w | ms (read-back included) | GFLOP/s | speedup |\n|---|---:|---:|---:|");
-        println!("| uploaded as a tensor | {:.3} | {:.1} | 1.00× |", plain * 1e3, gflops(plain));
-        println!("| uploaded as a weight (its transpose kept) | {:.3} | {:.1} | {:.2}× |", weight * 1e3, gflops(weight), plain / weight);
-        println!("\nlargest difference between the two products: {diff:e}");
+        for ((name, _, _), t) in variants.iter().zip(&times) {
+            println!("| {name} | {:.3} | {:.1} | {:.2}× |", t * 1e3, gflops(*t), times[2] / t);
+        }
+        println!("\n(speedups against w as a tensor on gemm's own threads)");
+        println!("largest difference between the products: {diff:e}");
         Ok(())
     }
 }

@@ -2,6 +2,8 @@
 //! `[out, in]` layout with the strides doing the transpose.
 
 use rayon::prelude::*;
+#[cfg(not(target_arch = "wasm32"))]
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use super::{check, CpuBackend, CpuTensor};
 use crate::backend::{block_views, BiasBlocks, BlockProduct};
@@ -174,14 +176,83 @@ pub(super) unsafe fn gemm_raw(dst: *mut f32, dst_rs: usize, accumulate: bool, lh
         }
     }
     #[cfg(not(target_arch = "wasm32"))]
-    gemm::gemm(
-        m, n, k,
-        dst, 1, dst_rs as isize, accumulate,
-        lhs.as_ptr(), 1, lhs_rs as isize,
-        rhs.as_ptr(), rhs_cs as isize, rhs_rs as isize,
-        1.0, 1.0, false, false, false,
-        if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None },
-    );
+    {
+        let one = |dst: Out, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>, par: gemm::Parallelism| {
+            gemm::gemm(
+                rows.len(), cols.len(), k,
+                dst.at(rows.start * dst_rs + cols.start), 1, dst_rs as isize, accumulate,
+                lhs.as_ptr().add(rows.start * lhs_rs), 1, lhs_rs as isize,
+                rhs.as_ptr().add(cols.start * rhs_cs), rhs_cs as isize, rhs_rs as isize,
+                1.0, 1.0, false, false, false, par,
+            )
+        };
+        let dst = Out(dst);
+        let how = GEMM_THREADS.load(Ordering::Relaxed);
+        // A strided right operand: gemm's own threads share one copy of it (`GemmThreads`).
+        let own = how == GemmThreads::Gemm as u8 || rhs_cs != 1;
+        let threads = if how == GemmThreads::One as u8 { 1 } else { threads };
+        match tiles(m, n, threads) {
+            _ if threads > 1 && own => one(dst, 0..m, 0..n, gemm::Parallelism::Rayon(threads)),
+            Some((rows, cols)) => (0..(rows.len() - 1) * (cols.len() - 1)).into_par_iter().for_each(|t| {
+                let (i, j) = (t / (cols.len() - 1), t % (cols.len() - 1));
+                // SAFETY: the tiles are disjoint parts of the caller's m × n block.
+                one(dst, rows[i]..rows[i + 1], cols[j]..cols[j + 1], gemm::Parallelism::None)
+            }),
+            None => one(dst, 0..m, 0..n, gemm::Parallelism::None),
+        }
+    }
+}
+
+/// How products share the threads: as tiles (`tiles`), each a one-thread `gemm` (the default), on
+/// `gemm`'s own threads, or not at all. A product whose right operand is strided (a weight read as
+/// `[n, k]`) runs on gemm's own threads either way: each tile would copy its part of it into
+/// gemm's layout, and tiles of rows would copy the same parts (measured 0.6–0.96× as fast as one
+/// copy shared by gemm's threads). At SmolLM2's layer products on 515 rows (a batch of 32 IOI
+/// prompts), 2 threads on tiles ran 1.03–1.18× as fast as on gemm's own threads (`carve bench
+/// matmul --backend cpu` shows all three side by side).
+#[cfg(not(target_arch = "wasm32"))]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum GemmThreads {
+    Tiles = 0,
+    Gemm = 1,
+    One = 2,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+static GEMM_THREADS: AtomicU8 = AtomicU8::new(GemmThreads::Tiles as u8);
+
+/// Sets how products share the threads, for the whole process: for benchmarks that put the ways
+/// side by side.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn set_gemm_threads(how: GemmThreads) {
+    GEMM_THREADS.store(how as u8, Ordering::Relaxed)
+}
+
+/// The smallest side a cut makes: a tile with a side of at most 64 where the whole product had
+/// none could take one of `gemm`'s small-size paths, which sum in another order, and the product
+/// would then depend on the number of threads. Sides past 64 keep the blocking along k, and so
+/// each output's sum, what it is for the whole product: the tiles give the same bits.
+#[cfg(not(target_arch = "wasm32"))]
+const MIN_SIDE: usize = 65;
+
+/// How an m × n product is cut into tiles for `threads` threads: the row and column boundaries
+/// (columns at multiples of 16, a vector of `gemm`'s kernels), as many tiles as threads where the
+/// sides allow, and of the grids that give that many, the one whose tiles read least (rows +
+/// columns per tile, each a row of an operand). None where no cut keeps every side at
+/// `MIN_SIDE` or more, or for one thread.
+#[cfg(not(target_arch = "wasm32"))]
+pub(super) fn tiles(m: usize, n: usize, threads: usize) -> Option<(Vec<usize>, Vec<usize>)> {
+    let cuts = |len: usize, parts: usize, align: usize| -> Option<Vec<usize>> {
+        let units = len.div_ceil(align);
+        let c: Vec<usize> = (0..=parts).map(|i| (units * i / parts * align).min(len)).collect();
+        (parts == 1 || c.windows(2).all(|w| w[1] - w[0] >= MIN_SIDE)).then_some(c)
+    };
+    (2..=threads).rev().find_map(|count| {
+        (1..=count)
+            .filter(|tm| count % tm == 0)
+            .filter_map(|tm| Some((cuts(m, tm, 1)?, cuts(n, count / tm, 16)?)))
+            .min_by_key(|(r, c)| m.div_ceil(r.len() - 1) + n.div_ceil(c.len() - 1))
+    })
 }
 
 /// How the right operand is laid out: `[n, k]` read transposed (weights in the forward), or `[k, n]`.
@@ -204,21 +275,13 @@ pub(super) fn gemm_into(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, k: 
 pub(super) fn gemm_on(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, k: usize, n: usize, accumulate: bool, layout: Rhs,
     threads: bool) {
     let (rhs_cs, rhs_rs) = match layout {
-        Rhs::Transposed => (k as isize, 1),
-        Rhs::Plain => (1, n as isize),
+        Rhs::Transposed => (k, 1),
+        Rhs::Plain => (1, n),
     };
-    let par = if threads { gemm::Parallelism::Rayon(rayon::current_num_threads()) } else { gemm::Parallelism::None };
-    // SAFETY: the slices hold m·n, m·k and n·k elements (checked by the caller through the shapes),
-    // and the strides below stay inside them.
-    unsafe {
-        gemm::gemm(
-            m, n, k,
-            dst.as_mut_ptr(), 1, n as isize, accumulate,
-            lhs.as_ptr(), 1, k as isize,
-            rhs.as_ptr(), rhs_cs, rhs_rs,
-            1.0, 1.0, false, false, false, par,
-        );
-    }
+    assert!(dst.len() >= m * n);
+    let threads = if threads { rayon::current_num_threads() } else { 1 };
+    // SAFETY: dst holds m·n elements (asserted); gemm_raw checks lhs and rhs.
+    unsafe { gemm_raw(dst.as_mut_ptr(), n, accumulate, lhs, k, rhs, rhs_rs, rhs_cs, m, n, k, threads) }
 }
 
 /// In the browser there are no threads to share.
@@ -255,6 +318,63 @@ pub(super) fn gemm_into(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, k: 
             let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
             let d = &mut dst[i * n + j];
             *d = if accumulate { *d + dot } else { dot };
+        }
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+
+    /// The tiles cover the product once, as many as the threads where every side can stay at
+    /// `MIN_SIDE` or more, columns cut at multiples of 16; one thread or sides too short: none.
+    #[test]
+    fn tiles_cover_the_product_with_sides_past_64() {
+        for (m, n, threads) in [(2000, 576, 2), (2000, 576, 16), (515, 192, 16), (288, 1536, 7), (130, 130, 4), (100, 49152, 16), (3000, 20, 8)] {
+            let (rows, cols) = tiles(m, n, threads).unwrap_or_else(|| panic!("{m}×{n} on {threads} threads: no tiles"));
+            assert_eq!((rows[0], *rows.last().unwrap(), cols[0], *cols.last().unwrap()), (0, m, 0, n), "{m}×{n}");
+            let count = (rows.len() - 1) * (cols.len() - 1);
+            assert!((2..=threads).contains(&count), "{m}×{n} on {threads} threads: {count} tiles");
+            for cuts in [&rows, &cols] {
+                assert!(cuts.len() == 2 || cuts.windows(2).all(|w| w[1] - w[0] >= MIN_SIDE), "{m}×{n}: {cuts:?}");
+            }
+            assert!(cols[1..cols.len() - 1].iter().all(|c| c % 16 == 0), "{m}×{n}: columns cut at {cols:?}");
+        }
+        assert_eq!(tiles(2000, 576, 16).map(|(r, c)| (r.len() - 1, c.len() - 1)), Some((8, 2)), "the grid that reads least");
+        assert_eq!(tiles(2000, 576, 1), None);
+        assert_eq!(tiles(129, 64, 4), None, "no side of 65 or more after a cut");
+        assert_eq!(tiles(20, 20, 16), None);
+    }
+
+    /// Tiles give the bits of the whole product on one thread, whatever the number of threads
+    /// (the sides they leave keep gemm's blocking along k), for both layouts of the right
+    /// operand, with and without accumulating, at sizes around gemm's small-size limits (64, and
+    /// k past 512, where its small-size path blocks k differently).
+    #[test]
+    fn tiles_give_the_bits_of_one_thread() {
+        let val = |i: usize, s: usize| ((i * s) % 1013) as f32 / 1013.0 - 0.5;
+        for (m, k, n) in [(130, 600, 131), (200, 1536, 70), (66, 513, 300), (515, 576, 192), (1000, 40, 2000)] {
+            let x: Vec<f32> = (0..m * k).map(|i| val(i, 7919)).collect();
+            let w: Vec<f32> = (0..n * k).map(|i| val(i, 104729)).collect();
+            for layout in [Rhs::Plain, Rhs::Transposed] {
+                for accumulate in [false, true] {
+                    let start: Vec<f32> = (0..m * n).map(|i| val(i, 31)).collect();
+                    let (rs, cs) = match layout {
+                        Rhs::Plain => (n, 1),
+                        Rhs::Transposed => (1, k),
+                    };
+                    let run = |threads: usize| {
+                        let mut out = start.clone();
+                        // SAFETY: out holds m·n elements; gemm_raw checks x and w.
+                        unsafe { gemm_raw(out.as_mut_ptr(), n, accumulate, &x, k, &w, rs, cs, m, n, k, threads) };
+                        out
+                    };
+                    let one = run(1);
+                    for threads in [2, 3, 8, 16] {
+                        assert!(run(threads) == one, "{m}×{k}×{n} on {threads} threads: other bits than on one");
+                    }
+                }
+            }
         }
     }
 }

@@ -11,6 +11,9 @@ mod matmul;
 mod norms;
 mod vector;
 
+#[cfg(not(target_arch = "wasm32"))]
+pub use matmul::{set_gemm_threads, GemmThreads};
+
 use crate::backend::{AttnShape, Backend, Gates, Precision, RowMap};
 use crate::{Error, HostTensor, Result};
 use rayon::prelude::*;
