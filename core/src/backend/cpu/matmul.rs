@@ -208,7 +208,7 @@ pub(super) unsafe fn gemm_raw(dst: *mut f32, dst_rs: usize, accumulate: bool, lh
 /// `[n, k]`) runs on gemm's own threads either way: each tile would copy its part of it into
 /// gemm's layout, and tiles of rows would copy the same parts (measured 0.6–0.96× as fast as one
 /// copy shared by gemm's threads). At SmolLM2's layer products on 515 rows (a batch of 32 IOI
-/// prompts), 2 threads on tiles ran 1.03–1.18× as fast as on gemm's own threads (`carve bench
+/// prompts), 2 threads on tiles ran 1.00–1.25× as fast as on gemm's own threads (`carve bench
 /// matmul --backend cpu` shows all three side by side).
 #[cfg(not(target_arch = "wasm32"))]
 #[derive(Clone, Copy, Debug, PartialEq)]
